@@ -1,0 +1,71 @@
+//! `crash -- MODE`: crashes on purpose so the reports can be seen and tested.
+//!
+//! Modes: `task` (a panic a few calls deep), `pagefault` (reads an unmapped address),
+//! `ud` (executes `ud2`), `overflow` (recurses until the stack's guard page: a #DF on
+//! its own stack), `nullptr` (reads address 0). Each must end the image non-zero with a
+//! report and a backtrace naming the functions below.
+#![no_std]
+
+use libos::println;
+
+/// An address that is canonical but never mapped (above all RAM).
+const UNMAPPED: usize = 0x0000_7fff_dead_0000;
+
+const MODES: &str = "task | pagefault | ud | overflow | nullptr";
+
+/// The application's entry.
+pub fn main(args: &libos::Args) -> i32 {
+    let Some(mode) = args.get(0) else {
+        println!("usage: crash MODE   (MODE: {MODES})");
+        return 2;
+    };
+    println!("crash: {mode}");
+    match mode {
+        "task" => crash_outer(3),
+        "pagefault" => read_unmapped(UNMAPPED),
+        "nullptr" => read_unmapped(0),
+        "ud" => invalid_opcode(),
+        "overflow" => overflow_stack(0) as i32,
+        other => {
+            println!("crash: unknown mode `{other}` (MODE: {MODES})");
+            2
+        }
+    }
+}
+
+#[inline(never)]
+fn crash_outer(depth: u32) -> i32 {
+    crash_middle(depth) + 1
+}
+
+#[inline(never)]
+fn crash_middle(depth: u32) -> i32 {
+    crash_inner(core::hint::black_box(depth)) + 1
+}
+
+#[inline(never)]
+fn crash_inner(depth: u32) -> i32 {
+    panic!("deliberate panic {depth} calls deep");
+}
+
+#[inline(never)]
+fn read_unmapped(addr: usize) -> i32 {
+    let p = core::hint::black_box(addr) as *const u32;
+    // SAFETY: deliberately unsound: `p` is unmapped so the read faults, which is the
+    // point of this mode; the fault handler ends the image and never returns here.
+    #[allow(unsafe_code)]
+    let v = unsafe { p.read_volatile() };
+    v as i32
+}
+
+#[inline(never)]
+fn invalid_opcode() -> i32 {
+    libos::arch::invalid_opcode()
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion, reason = "running out of stack is the point")]
+fn overflow_stack(n: u64) -> u64 {
+    let pad = core::hint::black_box([n; 64]);
+    overflow_stack(pad[3] + 1) + pad[7]
+}

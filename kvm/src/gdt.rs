@@ -1,0 +1,54 @@
+//! GDT with a 64-bit TSS whose IST slots hold the exception stacks.
+
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::segmentation::SegmentSelector;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
+use x86_64::structures::tss::TaskStateSegment;
+
+use crate::stacks;
+
+/// IST slot numbers as the IDT names them (1-based; 0 = no stack switch).
+pub mod ist {
+    /// Double fault.
+    pub const DOUBLE_FAULT: u8 = 1;
+    /// Non-maskable interrupt.
+    pub const NMI: u8 = 2;
+    /// Machine check.
+    pub const MACHINE_CHECK: u8 = 3;
+}
+
+// Written once by `init` on the boot CPU before the GDT is loaded, then only read by
+// the CPU; Rust code takes their addresses with `&raw`.
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
+static mut GDT: GlobalDescriptorTable = GlobalDescriptorTable::new();
+
+/// Loads the GDT and TSS; returns the kernel code selector.
+///
+/// Context: boot CPU, once, irqs off, before the IDT is loaded.
+pub fn init() -> SegmentSelector {
+    // SAFETY: `init` runs once on the boot CPU before anything else references TSS or
+    // GDT, so these exclusive references are unique; afterwards both are only read.
+    let (tss, gdt) = unsafe { (&mut *(&raw mut TSS), &mut *(&raw mut GDT)) };
+    // (The TSS is packed: build the table, then store it whole.)
+    let mut table = tss.interrupt_stack_table;
+    for (slot, stack) in table.iter_mut().zip(stacks::ist_stacks()) {
+        *slot = VirtAddr::new(stacks::top(stack));
+    }
+    tss.interrupt_stack_table = table;
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss_sel = gdt.append(Descriptor::tss_segment(tss));
+    gdt.load();
+    // SAFETY: the selectors index the GDT just loaded, whose descriptors are valid
+    // 64-bit code/data/TSS descriptors; the TSS outlives the program (static).
+    unsafe {
+        CS::set_reg(code);
+        SS::set_reg(data);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        load_tss(tss_sel);
+    }
+    code
+}

@@ -1,0 +1,81 @@
+//! The interrupt descriptor table: every vector enters a stub in `traps`.
+
+use x86_64::VirtAddr;
+use x86_64::instructions::tables::lidt;
+use x86_64::registers::segmentation::SegmentSelector;
+use x86_64::structures::DescriptorTablePointer;
+
+use crate::gdt::ist;
+use crate::traps;
+
+/// A 64-bit interrupt gate.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    /// Bits 0..3: IST slot (0 = stay on the current stack).
+    ist: u8,
+    /// Present, DPL 0, type 0xE (interrupt gate: clears IF on entry).
+    type_attr: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+const INTERRUPT_GATE: u8 = 0x8e;
+
+impl Gate {
+    const MISSING: Gate = Gate {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        type_attr: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
+
+    fn interrupt(handler: u64, selector: SegmentSelector, ist: u8) -> Gate {
+        Gate {
+            offset_low: handler as u16,
+            selector: selector.0,
+            ist,
+            type_attr: INTERRUPT_GATE,
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
+}
+
+/// The IST slot a vector runs on.
+fn ist_for(vector: u8) -> u8 {
+    match vector {
+        8 => ist::DOUBLE_FAULT,
+        2 => ist::NMI,
+        18 => ist::MACHINE_CHECK,
+        _ => 0,
+    }
+}
+
+// Filled once by `init` before `lidt`; afterwards only the CPU reads it.
+static mut IDT: [Gate; 256] = [Gate::MISSING; 256];
+
+/// Fills and loads the IDT.
+///
+/// Context: boot CPU, once, irqs off, after `gdt::init`.
+pub fn init(code: SegmentSelector) {
+    // SAFETY: runs once on the boot CPU before the IDT is loaded, so nothing else reads
+    // or writes IDT concurrently.
+    let idt = unsafe { &mut *(&raw mut IDT) };
+    for (vector, gate) in (0..=255u8).zip(idt.iter_mut()) {
+        *gate = Gate::interrupt(traps::stub_address(vector), code, ist_for(vector));
+    }
+    let ptr = DescriptorTablePointer {
+        limit: (size_of::<[Gate; 256]>() - 1) as u16,
+        base: VirtAddr::new(idt.as_ptr() as u64),
+    };
+    // SAFETY: `ptr` describes the static IDT, which lives forever and holds valid gates.
+    unsafe { lidt(&ptr) };
+}

@@ -1,0 +1,132 @@
+//! PVH entry: the ELF note QEMU looks for, and the 32-bit → long-mode trampoline.
+//!
+//! QEMU (`-kernel`, any machine type) enters `pvh_start32` in 32-bit protected mode,
+//! paging off, with `ebx` = physical address of `hvm_start_info`. We record the TSC,
+//! zero `.bss`, identity-map the first 4 GiB with 2 MiB pages (enough to read boot
+//! data; `paging` replaces these tables), enable PAE + long mode, load a boot GDT and
+//! jump to 64-bit code that calls `kvm_pvh_main(start_info_paddr)` on the boot stack.
+
+core::arch::global_asm!(
+    r#"
+    .section .note.upcall.pvh, "a"
+    .balign 4
+    .long 4                      /* namesz: "Xen\0" */
+    .long 4                      /* descsz */
+    .long 18                     /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .balign 4
+    .long pvh_start32
+    .balign 4
+
+    .section .text.boot, "ax"
+    .code32
+    .global pvh_start32
+pvh_start32:
+    cld
+    mov %ebx, %esi               /* esi = hvm_start_info (kept until the call) */
+    rdtsc
+    mov %eax, (kvm_entry_tsc)
+    mov %edx, (kvm_entry_tsc + 4)
+
+    /* Zero .bss (QEMU's loaders zero it too, but the firmware paths differ). */
+    mov $__bss_start, %edi
+    mov $__bss_end, %ecx
+    sub %edi, %ecx
+    xor %eax, %eax
+    rep stosb
+
+    /* 2048 PD entries: 4 GiB of 2 MiB pages, present | writable | huge. */
+    mov $boot_pd, %edi
+    mov $0x83, %eax
+    xor %edx, %edx
+    mov $2048, %ecx
+1:  mov %eax, (%edi)
+    mov %edx, 4(%edi)
+    add $0x200000, %eax
+    adc $0, %edx
+    add $8, %edi
+    loop 1b
+
+    /* PDPT[0..4] -> the four PDs; PML4[0] -> PDPT. */
+    mov $boot_pdpt, %edi
+    mov $(boot_pd + 3), %eax
+    mov $4, %ecx
+2:  mov %eax, (%edi)
+    add $4096, %eax
+    add $8, %edi
+    loop 2b
+    movl $(boot_pdpt + 3), (boot_pml4)
+
+    mov $boot_pml4, %eax
+    mov %eax, %cr3
+    mov %cr4, %eax
+    or $0x20, %eax               /* CR4.PAE */
+    mov %eax, %cr4
+    mov $0xC0000080, %ecx        /* EFER */
+    rdmsr
+    or $0x100, %eax              /* EFER.LME */
+    wrmsr
+    mov %cr0, %eax
+    or $0x80010001, %eax         /* CR0.PG | CR0.WP | CR0.PE */
+    mov %eax, %cr0
+
+    lgdt (boot_gdtr)
+    ljmp $0x08, $pvh_start64
+
+    .code64
+pvh_start64:
+    mov $0x10, %eax
+    mov %eax, %ds
+    mov %eax, %es
+    mov %eax, %ss
+    xor %eax, %eax
+    mov %eax, %fs
+    mov %eax, %gs
+    lea __boot_stack_top(%rip), %rsp
+    xor %ebp, %ebp               /* ends every backtrace */
+    mov %esi, %edi               /* zero-extends: arg 0 = start info paddr */
+    call kvm_pvh_main
+    ud2
+
+    .section .rodata.boot_gdt, "a"
+    .balign 8
+boot_gdt:
+    .quad 0
+    .quad 0x00af9a000000ffff     /* 0x08: 64-bit code */
+    .quad 0x00cf92000000ffff     /* 0x10: data */
+boot_gdtr:
+    .word boot_gdtr - boot_gdt - 1
+    .long boot_gdt
+
+    .section .data.kvm_entry_tsc, "aw"
+    .balign 8
+    .global kvm_entry_tsc
+kvm_entry_tsc:
+    .quad 0
+
+    .section .bss.boot_tables, "aw", @nobits
+    .balign 4096
+boot_pml4: .skip 4096
+boot_pdpt: .skip 4096
+boot_pd:   .skip 4 * 4096
+
+    /* The boot stack, with an unmapped guard page below it (see `paging`). */
+    .section .bss.boot_stack, "aw", @nobits
+    .balign 4096
+    .global __boot_stack_guard
+__boot_stack_guard: .skip 4096
+    .skip 64 * 1024
+    .global __boot_stack_top
+__boot_stack_top:
+    .code64
+    .previous
+"#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    /// The TSC at `pvh_start32`, written by the trampoline above.
+    pub static kvm_entry_tsc: u64;
+    /// The page below the boot stack; `paging` leaves it unmapped.
+    pub static __boot_stack_guard: u8;
+}

@@ -1,0 +1,191 @@
+//! Kernel command-line parsing (pure; host-tested).
+//!
+//! The command line is split into words (double quotes group words; `\"` and `\\`
+//! escape inside quotes). A word `name=value` whose `name` is a libos option (see
+//! [`KNOWN_OPTIONS`]) configures the library OS; every other word goes to the
+//! application. A lone `--` ends option processing: everything after it belongs to
+//! the application, even words that look like options.
+#![forbid(unsafe_code)]
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// Options libos understands, with a one-line description for error messages.
+pub const KNOWN_OPTIONS: &[(&str, &str)] = &[("loglevel", "quiet|info|debug")];
+
+/// How chatty libos is about itself on the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogLevel {
+    /// Only errors, panics and the application's own output.
+    Quiet,
+    /// One boot line (platform, memory) — the default.
+    #[default]
+    Info,
+    /// Boot details (memory map, heap regions).
+    Debug,
+}
+
+/// The parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cmdline {
+    /// Words for the application, in order.
+    pub app_args: Vec<String>,
+    /// `loglevel=`.
+    pub loglevel: LogLevel,
+}
+
+/// A command line libos cannot accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CmdlineError {
+    /// A `"` was opened and never closed.
+    UnterminatedQuote,
+    /// A known option got a value it does not accept.
+    BadValue {
+        /// The option's name.
+        option: String,
+        /// What was given.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for CmdlineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CmdlineError::UnterminatedQuote => write!(f, "unterminated double quote"),
+            CmdlineError::BadValue {
+                option,
+                value,
+                expected,
+            } => {
+                write!(f, "{option}: expected {expected}, got `{value}`")
+            }
+        }
+    }
+}
+
+/// Splits `line` into words (see the module docs for quoting).
+pub fn split_words(line: &str) -> Result<Vec<String>, CmdlineError> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace() || *c == '\0').is_some() {}
+        if chars.peek().is_none() {
+            return Ok(words);
+        }
+        let mut word = String::new();
+        let mut in_quotes = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => in_quotes = !in_quotes,
+                '\\' if in_quotes && matches!(chars.peek(), Some('"' | '\\')) => {
+                    word.extend(chars.next());
+                }
+                c if !in_quotes && (c.is_whitespace() || c == '\0') => break,
+                c => word.push(c),
+            }
+        }
+        if in_quotes {
+            return Err(CmdlineError::UnterminatedQuote);
+        }
+        words.push(word);
+    }
+}
+
+/// Parses a whole kernel command line.
+pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
+    let mut out = Cmdline::default();
+    let mut words = split_words(line)?.into_iter();
+    while let Some(word) = words.next() {
+        if word == "--" {
+            out.app_args.extend(words.by_ref());
+            break;
+        }
+        match word.split_once('=') {
+            Some(("loglevel", value)) => out.loglevel = parse_loglevel(value)?,
+            _ => out.app_args.push(word),
+        }
+    }
+    Ok(out)
+}
+
+fn parse_loglevel(value: &str) -> Result<LogLevel, CmdlineError> {
+    match value {
+        "quiet" => Ok(LogLevel::Quiet),
+        "info" => Ok(LogLevel::Info),
+        "debug" => Ok(LogLevel::Debug),
+        _ => Err(bad_value("loglevel", value)),
+    }
+}
+
+fn bad_value(option: &str, value: &str) -> CmdlineError {
+    let expected = KNOWN_OPTIONS
+        .iter()
+        .find(|(name, _)| *name == option)
+        .map_or("a valid value", |(_, e)| *e);
+    CmdlineError::BadValue {
+        option: option.into(),
+        value: value.into(),
+        expected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn words_and_quotes() {
+        assert_eq!(split_words("  a b\t c ").unwrap(), ["a", "b", "c"]);
+        assert_eq!(
+            split_words(r#"x "a b" "q\"x""#).unwrap(),
+            ["x", "a b", "q\"x"]
+        );
+        assert_eq!(
+            split_words(r#"pre"mid dle"post"#).unwrap(),
+            ["premid dlepost"]
+        );
+        assert_eq!(split_words(r#"a "b"#), Err(CmdlineError::UnterminatedQuote));
+        assert!(split_words("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn options_are_taken_and_the_rest_is_for_the_app() {
+        let c = parse("loglevel=debug a k=v -- loglevel=quiet b").unwrap();
+        assert_eq!(c.loglevel, LogLevel::Debug);
+        assert_eq!(c.app_args, ["a", "k=v", "loglevel=quiet", "b"]);
+    }
+
+    #[test]
+    fn bad_option_value_is_a_clear_error() {
+        let e = parse("loglevel=loud").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "loglevel: expected quiet|info|debug, got `loud`"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in ".*") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn plain_words_round_trip(words in proptest::collection::vec("[a-zA-Z0-9_.,:/-]{1,12}", 0..8)) {
+            let line = words.join(" ");
+            let c = parse(&format!("-- {line}")).unwrap();
+            prop_assert_eq!(c.app_args, words);
+        }
+
+        #[test]
+        fn quoted_words_round_trip(words in proptest::collection::vec("[^\"\\\\]{0,12}", 0..6)) {
+            let line: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+            let c = split_words(&line.join(" ")).unwrap();
+            prop_assert_eq!(c, words);
+        }
+    }
+}

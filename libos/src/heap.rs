@@ -1,0 +1,65 @@
+//! The kernel heap: talc over the free RAM the backend reports.
+//!
+//! [`GlobalHeap`] is installed as `#[global_allocator]` by [`crate::image!`], so
+//! `alloc` (`Vec`, `String`, `format!`) works in libos and apps once [`init`] ran.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spinning_top::RawSpinlock;
+use talc::{TalcLock, source::Manual};
+
+use crate::memory::Region;
+
+/// The heap. Regions are added once at boot by [`init`].
+static HEAP: TalcLock<RawSpinlock, Manual> = TalcLock::new(Manual);
+
+/// Bytes handed to talc by [`init`].
+static HEAP_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Gives every region to the allocator.
+///
+/// # Safety
+/// Each region must be identity-mapped, writable RAM that nothing else uses, now or
+/// later, and `init` must run once, before the first allocation.
+pub(crate) unsafe fn init(regions: &[Region]) {
+    let mut talc = HEAP.lock();
+    for r in regions {
+        let Ok(len) = usize::try_from(r.len()) else {
+            continue;
+        };
+        let base = r.start as usize as *mut u8;
+        // SAFETY: the caller guarantees the region is mapped RAM owned by nobody else.
+        if unsafe { talc.claim(base, len) }.is_some() {
+            HEAP_BYTES.fetch_add(r.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Total bytes the heap manages (allocated or free).
+pub fn total_bytes() -> u64 {
+    HEAP_BYTES.load(Ordering::Relaxed)
+}
+
+/// The global allocator: forwards to the libos heap.
+#[derive(Debug, Clone, Copy)]
+pub struct GlobalHeap;
+
+// SAFETY: every method forwards to talc's `GlobalAlloc` implementation on the one
+// static heap, which upholds the trait's contract.
+unsafe impl GlobalAlloc for GlobalHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { HEAP.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` on the same heap with this layout (caller).
+        unsafe { HEAP.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { HEAP.realloc(ptr, layout, new_size) }
+    }
+}
