@@ -76,8 +76,9 @@ extern "C" fn kvm_pvh_main(start_info_paddr: u64) -> ! {
         .unwrap_or_else(|e| fail(e));
     let ram = &ram[..n];
 
+    let buf = &raw mut CMDLINE;
     // SAFETY: CMDLINE is only touched here, once, on the boot CPU.
-    let buf = unsafe { &mut *(&raw mut CMDLINE) };
+    let buf = unsafe { &mut *buf };
     let cmdline = match info.cmdline_paddr {
         0 => "",
         pa => {

@@ -28,9 +28,10 @@ static mut GDT: GlobalDescriptorTable = GlobalDescriptorTable::new();
 ///
 /// Context: boot CPU, once, irqs off, before the IDT is loaded.
 pub fn init() -> SegmentSelector {
+    let (tss, gdt) = (&raw mut TSS, &raw mut GDT);
     // SAFETY: `init` runs once on the boot CPU before anything else references TSS or
     // GDT, so these exclusive references are unique; afterwards both are only read.
-    let (tss, gdt) = unsafe { (&mut *(&raw mut TSS), &mut *(&raw mut GDT)) };
+    let (tss, gdt) = unsafe { (&mut *tss, &mut *gdt) };
     // (The TSS is packed: build the table, then store it whole.)
     let mut table = tss.interrupt_stack_table;
     for (slot, stack) in table.iter_mut().zip(stacks::ist_stacks()) {

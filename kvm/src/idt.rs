@@ -66,9 +66,10 @@ static mut IDT: [Gate; 256] = [Gate::MISSING; 256];
 ///
 /// Context: boot CPU, once, irqs off, after `gdt::init`.
 pub fn init(code: SegmentSelector) {
+    let idt = &raw mut IDT;
     // SAFETY: runs once on the boot CPU before the IDT is loaded, so nothing else reads
     // or writes IDT concurrently.
-    let idt = unsafe { &mut *(&raw mut IDT) };
+    let idt = unsafe { &mut *idt };
     for (vector, gate) in (0..=255u8).zip(idt.iter_mut()) {
         *gate = Gate::interrupt(traps::stub_address(vector), code, ist_for(vector));
     }

@@ -21,6 +21,7 @@ core::arch::global_asm!(
     .section .text.boot, "ax"
     .code32
     .global pvh_start32
+    .type pvh_start32, @function
 pvh_start32:
     cld
     mov %ebx, %esi               /* esi = hvm_start_info (kept until the call) */
@@ -74,6 +75,7 @@ pvh_start32:
     ljmp $0x08, $pvh_start64
 
     .code64
+    .type pvh_start64, @function
 pvh_start64:
     mov $0x10, %eax
     mov %eax, %ds

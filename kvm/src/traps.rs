@@ -17,6 +17,7 @@ core::arch::global_asm!(
     .section .text.trap_stubs, "ax"
     .balign 16
     .global trap_stubs
+    .type trap_stubs, @function
 trap_stubs:
     .set vec, 0
     .rept 256
@@ -31,6 +32,7 @@ trap_stubs:
     .set vec, vec + 1
     .endr
 
+    .type trap_common, @function
 trap_common:
     /* Alignment: the CPU aligns rsp to 16 before its 5-word frame; with error code and
        vector that is 7 words, the 15 registers make 22 and the fake frame 24, so rsp is
@@ -98,7 +100,7 @@ extern "C" fn kvm_trap(regs: &mut Regs) {
         18 => "IST3 (machine-check)",
         _ => "interrupted",
     };
-    let fault_addr = (regs.vector == trap::vector::PAGE_FAULT)
-        .then(|| x86_64::registers::control::Cr2::read_raw());
+    let fault_addr =
+        (regs.vector == trap::vector::PAGE_FAULT).then(x86_64::registers::control::Cr2::read_raw);
     trap::exception(regs, fault_addr, stack);
 }

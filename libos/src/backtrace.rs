@@ -35,7 +35,7 @@ pub(crate) fn set_walkable(ram: &[Region]) {
 }
 
 fn frame_readable(rbp: u64) -> bool {
-    if rbp == 0 || rbp % 8 != 0 {
+    if rbp == 0 || !rbp.is_multiple_of(8) {
         return false;
     }
     let n = WALKABLE_LEN.load(Ordering::Acquire);

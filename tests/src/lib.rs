@@ -1,0 +1,185 @@
+//! Upcall's integration tests, as data.
+//!
+//! Each [`Case`] names an app, its arguments, the test bed to boot it on and what the
+//! run must show. `cargo xtask test` builds the images, boots each case on the real
+//! VMM and judges the result with [`check`]. Keeping the cases here (not in xtask)
+//! keeps "what is tested" apart from "how it is run", and lets [`check`] be unit-tested.
+#![forbid(unsafe_code)]
+
+/// How a KVM-platform image is booted under QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    /// `-M microvm`: no firmware, fastest.
+    Microvm,
+    /// `-M pc` with the qboot firmware.
+    PcQboot,
+    /// `-M pc` with the default SeaBIOS.
+    PcSeabios,
+}
+
+/// One integration test.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// Unique, printed name.
+    pub name: &'static str,
+    /// App under `apps/`.
+    pub app: &'static str,
+    /// Built with `--release`.
+    pub release: bool,
+    /// The app's command line (words after `--`).
+    pub args: &'static [&'static str],
+    /// Where it boots.
+    pub machine: Machine,
+    /// The app's exit status.
+    pub status: i32,
+    /// Substrings that must appear in the (symbolized) console output, in this order.
+    pub expect: &'static [&'static str],
+}
+
+/// Exit status of a panic (`libos::panic::PANIC_EXIT_CODE`).
+pub const PANIC: i32 = 101;
+/// Exit status of a fatal CPU exception (`libos::trap::EXCEPTION_EXIT_CODE`).
+pub const EXCEPTION: i32 = 102;
+
+const fn case(name: &'static str, app: &'static str, args: &'static [&'static str]) -> Case {
+    Case {
+        name,
+        app,
+        release: false,
+        args,
+        machine: Machine::Microvm,
+        status: 0,
+        expect: &[],
+    }
+}
+
+impl Case {
+    const fn on(mut self, machine: Machine) -> Self {
+        self.machine = machine;
+        self
+    }
+    const fn release(mut self) -> Self {
+        self.release = true;
+        self
+    }
+    const fn status(mut self, status: i32) -> Self {
+        self.status = status;
+        self
+    }
+    const fn expect(mut self, expect: &'static [&'static str]) -> Self {
+        self.expect = expect;
+        self
+    }
+}
+
+const HELLO: &[&str] = &["Hello from Upcall on kvm"];
+const SELFTEST: &[&str] = &["selftest on kvm", " passed, 0 failed"];
+
+/// The cases for the KVM platform on QEMU.
+pub fn kvm_qemu_cases() -> Vec<Case> {
+    vec![
+        case("hello/microvm", "hello", &[]).expect(HELLO),
+        case("hello/args", "hello", &["a", "b c"]).expect(&["arg[0] = a", "arg[1] = b c"]),
+        case("hello/pc-qboot", "hello", &[]).on(Machine::PcQboot).expect(HELLO),
+        case("hello/pc-seabios", "hello", &[]).on(Machine::PcSeabios).expect(HELLO),
+        case("hello/release", "hello", &["x"]).release().expect(&["Hello from Upcall on kvm", "arg[0] = x"]),
+        case("selftest/microvm", "selftest", &["expect-args", "a"]).expect(SELFTEST),
+        case("selftest/release", "selftest", &[]).release().expect(SELFTEST),
+        case("selftest/pc-qboot", "selftest", &[]).on(Machine::PcQboot).expect(SELFTEST),
+        case("cmdline/bad-option", "hello", &["loglevel=loud"])
+            .status(2)
+            .expect(&["bad command line: loglevel: expected quiet|info|debug, got `loud`"]),
+        case("crash/task", "crash", &["task"]).status(PANIC).expect(&[
+            "panicked at apps/crash/src/lib.rs",
+            "deliberate panic 3 calls deep",
+            "backtrace:",
+            "crash::crash_inner",
+            "crash::crash_middle",
+            "crash::crash_outer",
+            "crash::main",
+            "end of backtrace",
+        ]),
+        case("crash/task-release", "crash", &["task"]).release().status(PANIC).expect(&[
+            "deliberate panic 3 calls deep",
+            "crash::crash_inner",
+            "crash::crash_middle",
+            "crash::crash_outer",
+        ]),
+        case("crash/pagefault", "crash", &["pagefault"]).status(EXCEPTION).expect(&[
+            "CPU exception 14 (#PF page fault)",
+            "cr2=0x00007fffdead0000 (not present, read, kernel mode)",
+            "rax=",
+            "rip 0x",
+            "crash::read_unmapped",
+            "crash::main",
+        ]),
+        case("crash/nullptr", "crash", &["nullptr"])
+            .status(EXCEPTION)
+            .expect(&["#PF page fault", "cr2=0x0000000000000000", "crash::read_unmapped"]),
+        case("crash/ud", "crash", &["ud"]).status(EXCEPTION).expect(&[
+            "CPU exception 6 (#UD invalid opcode)",
+            "libos::arch::invalid_opcode",
+            "crash::invalid_opcode",
+            "crash::main",
+        ]),
+        case("crash/overflow-double-fault", "crash", &["overflow"]).status(EXCEPTION).expect(&[
+            "CPU exception 8 (#DF double fault), error code 0x0, handled on the IST1 (double-fault) stack",
+            "crash::overflow_stack",
+            "previous frame repeated",
+        ]),
+        case("crash/ud-release", "crash", &["ud"]).release().status(EXCEPTION).expect(&["#UD", "crash::invalid_opcode"]),
+    ]
+}
+
+/// Judges one run: `status` is the app's decoded exit status (`None` if the guest ended
+/// without reporting one), `output` its symbolized console output.
+pub fn check(case: &Case, status: Option<i32>, output: &str) -> Result<(), String> {
+    if status != Some(case.status) {
+        let got = status.map_or_else(|| "no status (guest died)".to_string(), |s| s.to_string());
+        return Err(format!("exit status {got}, want {}", case.status));
+    }
+    let mut rest = output;
+    for want in case.expect {
+        match rest.find(want) {
+            Some(i) => rest = &rest[i + want.len()..],
+            None if output.contains(want) => {
+                return Err(format!("`{want}` appears, but out of order"));
+            }
+            None => return Err(format!("output lacks `{want}`")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let cases = kvm_qemu_cases();
+        let mut names: Vec<_> = cases.iter().map(|c| c.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), cases.len());
+    }
+
+    #[test]
+    fn check_judges_status_order_and_presence() {
+        let c = case("t", "x", &[]).expect(&["a", "b"]);
+        assert!(check(&c, Some(0), "..a..b..").is_ok());
+        assert_eq!(
+            check(&c, Some(1), "a b"),
+            Err("exit status 1, want 0".into())
+        );
+        assert_eq!(
+            check(&c, None, "a b"),
+            Err("exit status no status (guest died), want 0".into())
+        );
+        assert_eq!(
+            check(&c, Some(0), "b a"),
+            Err("`b` appears, but out of order".into())
+        );
+        assert_eq!(check(&c, Some(0), "a"), Err("output lacks `b`".into()));
+    }
+}

@@ -1,0 +1,103 @@
+//! Facts about the host and the repository, and running cargo.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{Failure, Outcome, fail};
+
+/// The repository root (two levels above this crate).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root exists")
+}
+
+/// The shared cargo target directory.
+pub fn target_dir() -> PathBuf {
+    root().join("target")
+}
+
+/// The apps under `apps/`, sorted.
+pub fn apps() -> Vec<String> {
+    let mut apps: Vec<String> = std::fs::read_dir(root().join("apps"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    apps.sort();
+    apps
+}
+
+/// Checks that `app` exists, with a one-line error listing the apps that do.
+pub fn check_app(app: &str) -> Result<(), Failure> {
+    let apps = apps();
+    if apps.iter().any(|a| a == app) {
+        Ok(())
+    } else {
+        fail(format!("unknown app `{app}` (apps: {})", apps.join(", ")))
+    }
+}
+
+/// `cargo` as the toolchain running xtask sees it.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs a command to completion, failing with `what` if it does not succeed.
+pub fn run_checked(cmd: &mut Command, what: &str) -> Result<(), Failure> {
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => fail(format!("{what} failed ({s})")),
+        Err(e) => fail(format!("{what}: cannot start {:?}: {e}", cmd.get_program())),
+    }
+}
+
+/// Whether the CPU offers hardware virtualization (vmx or svm) and /dev/kvm exists.
+pub fn has_hw_virt() -> bool {
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = flags
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    hw && Path::new("/dev/kvm").exists()
+}
+
+/// The bare-metal target images build for.
+pub const IMAGE_TARGET: &str = "x86_64-unknown-none";
+
+/// Crates that build for the bare-metal target.
+pub fn image_crates() -> Vec<String> {
+    let mut crates = vec!["libos".to_string(), "upcall-kvm".to_string()];
+    crates.extend(apps());
+    crates
+}
+
+/// `cargo xtask clippy`: host crates, then the bare-metal crates, warnings denied.
+pub fn clippy() -> Outcome {
+    println!("clippy: workspace (host)");
+    run_checked(
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+        "clippy (host)",
+    )?;
+    println!("clippy: image crates ({IMAGE_TARGET})");
+    let mut cmd = cargo();
+    cmd.args(["clippy", "--target", IMAGE_TARGET]);
+    for c in image_crates() {
+        cmd.args(["-p", &c]);
+    }
+    cmd.args(["--", "-D", "warnings"]);
+    run_checked(&mut cmd, "clippy (bare metal)")?;
+    Ok(0)
+}

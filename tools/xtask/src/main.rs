@@ -1,0 +1,233 @@
+//! `cargo xtask`: every Upcall workflow (build, run, test, bench) in one CLI.
+
+mod bench;
+mod build;
+mod host;
+mod qemu;
+mod stub_elf;
+mod symbolize;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Upcall's developer tool. Run `cargo xtask <command> --help` for details.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Hypervisor platform an image is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Platform {
+    /// KVM: QEMU (PVH boot) and, later, uhyve.
+    Kvm,
+    /// Xen PV (64-bit paravirtualized guest).
+    Xen,
+}
+
+impl Platform {
+    /// The name used in paths and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Kvm => "kvm",
+            Platform::Xen => "xen",
+        }
+    }
+}
+
+/// QEMU acceleration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Accel {
+    /// Software emulation (always available).
+    Tcg,
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+}
+
+/// Machine (and firmware) QEMU boots the image on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MachineArg {
+    /// `-M microvm`, no firmware (fastest).
+    Microvm,
+    /// `-M pc` with the qboot firmware.
+    Qboot,
+    /// `-M pc` with the default SeaBIOS.
+    Pc,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build an app into a bootable image and print its path.
+    Build {
+        /// The app (a crate under apps/).
+        app: String,
+        /// Platform to build for.
+        #[arg(long, value_enum, default_value_t = Platform::Kvm)]
+        platform: Platform,
+        /// Optimized build (small image, no debug assertions).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build an app, boot it, stream its console, and exit with its exit status.
+    Run {
+        /// The app (a crate under apps/).
+        app: String,
+        /// Platform to run on.
+        #[arg(long, value_enum, default_value_t = Platform::Kvm)]
+        platform: Platform,
+        /// QEMU accelerator [default: kvm where /proc/cpuinfo shows vmx/svm, else tcg].
+        #[arg(long, value_enum)]
+        accel: Option<Accel>,
+        /// Machine type and firmware.
+        #[arg(long, value_enum, default_value_t = MachineArg::Microvm)]
+        machine: MachineArg,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 128)]
+        memory: u32,
+        /// Build with --release.
+        #[arg(long)]
+        release: bool,
+        /// Kill the guest after this many seconds (0 = never).
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
+        /// Print the QEMU command line instead of running it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Arguments for the app (kernel command line), after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run host unit tests and boot every integration test on every test bed here.
+    Test {
+        /// Only run integration cases whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Skip the host unit tests.
+        #[arg(long)]
+        no_host: bool,
+    },
+    /// Benchmarks; results go to target/bench/ as JSON and Markdown.
+    Bench {
+        #[command(subcommand)]
+        which: BenchKind,
+    },
+    /// Append function names to the backtrace lines of a console log.
+    Symbolize {
+        /// The image the log came from.
+        image: PathBuf,
+        /// The log file (default: standard input).
+        log: Option<PathBuf>,
+    },
+    /// Run clippy on the host crates and on the bare-metal target, denying warnings.
+    Clippy,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchKind {
+    /// Boot-to-exit time of `hello` against a do-nothing image, plus instruction counts and sizes.
+    Boot {
+        /// Runs of each image (interleaved).
+        #[arg(long, default_value_t = 15)]
+        runs: usize,
+    },
+}
+
+/// A failure with a one-line message and an exit status.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong, one line.
+    pub message: String,
+    /// Process exit status.
+    pub status: u8,
+}
+
+/// Result of a subcommand: the exit status to end with.
+pub type Outcome = Result<u8, Failure>;
+
+/// Shorthand for a failure with status 1.
+pub fn fail<T>(message: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure {
+        message: message.into(),
+        status: 1,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", one_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match cli.command {
+        Command::Build {
+            app,
+            platform,
+            release,
+        } => build::build(&app, platform, release).map(|_| {
+            println!(
+                "{}",
+                build::image_paths(&app, platform, release).0.display()
+            );
+            0
+        }),
+        Command::Run {
+            app,
+            platform,
+            accel,
+            machine,
+            memory,
+            release,
+            timeout,
+            dry_run,
+            args,
+        } => {
+            let opts = qemu::RunOpts {
+                accel,
+                machine,
+                memory,
+                timeout,
+                dry_run,
+                extra: Vec::new(),
+            };
+            qemu::build_and_run(&app, platform, release, &args, &opts)
+        }
+        Command::Test { filter, no_host } => test::run(filter.as_deref(), no_host),
+        Command::Bench {
+            which: BenchKind::Boot { runs },
+        } => bench::boot(runs),
+        Command::Symbolize { image, log } => symbolize::command(&image, log.as_deref()),
+        Command::Clippy => host::clippy(),
+    };
+    match outcome {
+        Ok(status) => ExitCode::from(status),
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+/// Collapses clap's multi-line error into one line.
+fn one_line(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        + " (see `cargo xtask --help`)"
+}

@@ -1,0 +1,175 @@
+//! `cargo xtask test`: host unit tests, then every integration case on every test bed
+//! this machine can run, then one line `N passed, N failed`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Instant;
+
+use upcall_tests::{Case, Machine};
+
+use crate::qemu::{self, RunOpts};
+use crate::{MachineArg, Outcome, Platform, build, host};
+
+/// Seconds a single boot may take before it counts as hung (SeaBIOS under TCG is slow).
+const CASE_TIMEOUT: u64 = 120;
+/// Release `hello` must stay under this size.
+const HELLO_MAX_BYTES: u64 = 256 * 1024;
+
+#[derive(Debug, Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, result: Result<String, String>) {
+        match result {
+            Ok(note) => {
+                self.passed += 1;
+                println!("ok   {name}{note}");
+            }
+            Err(why) => {
+                self.failed += 1;
+                println!("FAIL {name}: {why}");
+                self.failures.push(name.to_string());
+            }
+        }
+    }
+}
+
+/// Runs the host unit tests; adds their counts from cargo's `test result:` lines.
+fn host_tests(t: &mut Tally) {
+    println!("== host unit tests (cargo test --workspace)");
+    let out = host::cargo()
+        .args(["test", "--workspace", "--quiet"])
+        .stderr(Stdio::inherit())
+        .output();
+    let Ok(out) = out else {
+        t.record("host unit tests", Err("cannot run cargo test".into()));
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (mut passed, mut failed) = (0, 0);
+    for line in text.lines().filter(|l| l.starts_with("test result:")) {
+        let count = |what: &str| {
+            line.split(';')
+                .find_map(|p| {
+                    p.trim()
+                        .strip_suffix(what)?
+                        .trim()
+                        .rsplit(' ')
+                        .next()?
+                        .parse::<usize>()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        passed += count("passed");
+        failed += count("failed");
+    }
+    if !out.status.success() {
+        print!("{text}");
+        t.record(
+            "host unit tests",
+            Err(format!(
+                "cargo test failed ({passed} passed, {failed} failed)"
+            )),
+        );
+        return;
+    }
+    t.passed += passed;
+    println!("ok   host unit tests ({passed} passed)");
+}
+
+fn machine_arg(m: Machine) -> MachineArg {
+    match m {
+        Machine::Microvm => MachineArg::Microvm,
+        Machine::PcQboot => MachineArg::Qboot,
+        Machine::PcSeabios => MachineArg::Pc,
+    }
+}
+
+/// Runs one case; `Ok` carries a note printed after the name.
+fn run_case(case: &Case, images: &mut HashMap<(String, bool), PathBuf>) -> Result<String, String> {
+    let key = (case.app.to_string(), case.release);
+    let image = match images.get(&key) {
+        Some(p) => p.clone(),
+        None => {
+            let p = build::build(case.app, Platform::Kvm, case.release).map_err(|f| f.message)?;
+            images.insert(key, p.clone());
+            p
+        }
+    };
+    let args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
+    let opts = RunOpts::for_tests(machine_arg(case.machine), CASE_TIMEOUT);
+    let r = qemu::run_image(&image, &qemu::kernel_cmdline(&args), &opts, false)
+        .map_err(|f| f.message)?;
+    let verdict = if r.timed_out {
+        Err(format!("timed out after {CASE_TIMEOUT} s"))
+    } else {
+        upcall_tests::check(case, r.status, &r.output)
+    };
+    verdict
+        .map(|()| format!(" ({:.2} s)", r.elapsed.as_secs_f64()))
+        .map_err(|why| {
+            let tail: Vec<&str> = r.output.lines().rev().take(25).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!(
+                "{why}\n  --- last console lines ---\n  {}",
+                tail.join("\n  ")
+            )
+        })
+}
+
+fn release_size(t: &mut Tally) {
+    let result = build::build("hello", Platform::Kvm, true)
+        .map_err(|f| f.message)
+        .and_then(|p| {
+            let size = std::fs::metadata(&p).map_err(|e| e.to_string())?.len();
+            if size < HELLO_MAX_BYTES {
+                Ok(format!(" ({size} bytes < {HELLO_MAX_BYTES})"))
+            } else {
+                Err(format!(
+                    "release hello is {size} bytes, limit {HELLO_MAX_BYTES}"
+                ))
+            }
+        });
+    t.record("size/hello-release-under-256KiB", result);
+}
+
+/// `cargo xtask test`.
+pub fn run(filter: Option<&str>, no_host: bool) -> Outcome {
+    let start = Instant::now();
+    let mut t = Tally::default();
+    if !no_host {
+        host_tests(&mut t);
+    }
+    if let Err(f) = qemu::ensure_qemu() {
+        t.record("qemu available", Err(f.message));
+    } else {
+        println!(
+            "== KVM platform on QEMU (accel {:?})",
+            qemu::pick_accel(None)
+        );
+        let mut images = HashMap::new();
+        let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
+        for case in upcall_tests::kvm_qemu_cases()
+            .iter()
+            .filter(|c| wanted(c.name))
+        {
+            let result = run_case(case, &mut images);
+            t.record(case.name, result);
+        }
+        if wanted("size/hello-release-under-256KiB") {
+            release_size(&mut t);
+        }
+    }
+    if !t.failures.is_empty() {
+        println!("failed: {}", t.failures.join(", "));
+    }
+    println!("(took {:.0} s)", start.elapsed().as_secs_f64());
+    println!("{} passed, {} failed", t.passed, t.failed);
+    Ok(u8::from(t.failed > 0))
+}
