@@ -6,7 +6,7 @@ use libos::memory::Region;
 use libos::{BootInfo, Platform, println};
 
 use crate::start_info::{self, HEADER_LEN, MEMMAP_ENTRY_LEN};
-use crate::{exit, gdt, idt, paging, pvh, serial, stacks};
+use crate::{apic, exit, gdt, idt, paging, pvh, serial, stacks};
 
 /// The KVM platform as libos sees it.
 struct Kvm;
@@ -22,6 +22,53 @@ impl Platform for Kvm {
 
     fn exit(&self, code: i32) -> ! {
         exit::exit(code)
+    }
+
+    fn irqs_enabled(&self) -> bool {
+        x86_64::instructions::interrupts::are_enabled()
+    }
+
+    fn irqs_enable(&self) {
+        x86_64::instructions::interrupts::enable();
+    }
+
+    fn irqs_disable(&self) {
+        x86_64::instructions::interrupts::disable();
+    }
+
+    fn idle_wait(&self) {
+        // `sti; hlt` is atomic: sti's interrupt shadow covers hlt, so an interrupt that
+        // became pending after the caller's last check still wakes the hlt.
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+    }
+
+    fn now_ns(&self) -> u64 {
+        apic::now_ns()
+    }
+
+    fn timer_init(&self) {
+        apic::init();
+    }
+
+    fn set_timer(&self, deadline_ns: u64) {
+        apic::set_deadline(deadline_ns);
+    }
+
+    fn guard_page(&self, addr: u64, protect: bool) -> bool {
+        paging::set_present(addr, !protect)
+    }
+}
+
+/// Masks both legacy 8259 PICs: on `-M pc` the firmware leaves them programmed at
+/// vectors 8-15, which would alias CPU exceptions once interrupts are enabled.
+fn mask_legacy_pic() {
+    use x86_64::instructions::port::Port;
+    // SAFETY: writing 0xff to the PICs' data ports masks every IRQ line; absent PICs
+    // (microvm) ignore the writes.
+    unsafe {
+        Port::<u8>::new(0x21).write(0xff);
+        Port::<u8>::new(0xa1).write(0xff);
     }
 }
 
@@ -65,6 +112,7 @@ fn phys_slice(paddr: u64, len: usize) -> &'static [u8] {
 extern "C" fn kvm_pvh_main(start_info_paddr: u64) -> ! {
     serial::init();
     libos::boot::register_platform(&KVM);
+    mask_legacy_pic();
     let code = gdt::init();
     idt::init(code);
 
@@ -101,7 +149,7 @@ extern "C" fn kvm_pvh_main(start_info_paddr: u64) -> ! {
     ];
     // SAFETY: once, boot CPU, irqs off; the image (code, stacks, CMDLINE) is RAM and only
     // its guard pages are unmapped; boot data is not read after this point.
-    unsafe { paging::init(ram, &unmapped) }.unwrap_or_else(|e| fail(e));
+    unsafe { paging::init(ram, &unmapped, &[apic::mmio_base()]) }.unwrap_or_else(|e| fail(e));
 
     let boot = BootInfo {
         cmdline,

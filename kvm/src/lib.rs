@@ -12,6 +12,8 @@
 pub mod start_info;
 
 #[cfg(target_os = "none")]
+mod apic;
+#[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
 mod exit;

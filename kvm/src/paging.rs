@@ -40,7 +40,13 @@ impl fmt::Display for OutOfTables {
 
 struct Builder {
     used: usize,
+    /// The PML4 (identity-mapped address); 0 before `init`.
+    pml4: u64,
 }
+
+/// The live tables, kept for run-time changes (stack guard pages).
+static LIVE: spinning_top::Spinlock<Builder> =
+    spinning_top::Spinlock::new(Builder { used: 0, pml4: 0 });
 
 const TABLE: F = F::PRESENT.union(F::WRITABLE);
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -84,19 +90,20 @@ impl Builder {
         }
     }
 
-    fn map_2m(&mut self, pml4: *mut Table, addr: u64) -> Result<(), OutOfTables> {
+    fn map_2m(&mut self, pml4: *mut Table, addr: u64, extra: F) -> Result<(), OutOfTables> {
         let e = self.pd_entry(pml4, addr)?;
         // SAFETY: `e` is an entry of our PD.
         unsafe {
             if *e & F::PRESENT.bits() == 0 {
-                *e = addr | (TABLE | F::HUGE_PAGE).bits();
+                *e = addr | (TABLE | F::HUGE_PAGE | extra).bits();
             }
         }
         Ok(())
     }
 
-    /// Leaves the 4 KiB page at `addr` unmapped, splitting its 2 MiB page if needed.
-    fn unmap_4k(&mut self, pml4: *mut Table, addr: u64) -> Result<(), OutOfTables> {
+    /// Maps (`present`) or unmaps the 4 KiB page at `addr`, splitting its 2 MiB page if
+    /// needed. The page must lie in mapped RAM.
+    fn set_4k(&mut self, pml4: *mut Table, addr: u64, present: bool) -> Result<(), OutOfTables> {
         let e = self.pd_entry(pml4, addr)?;
         // SAFETY: `e` is an entry of our PD; the new PT is ours.
         unsafe {
@@ -110,34 +117,54 @@ impl Builder {
             }
             if *e & F::PRESENT.bits() != 0 {
                 let pt = (*e & ADDR_MASK) as *mut Table;
-                (*pt).0[((addr >> 12) & 0x1ff) as usize] = 0;
+                let pte = &mut (*pt).0[((addr >> 12) & 0x1ff) as usize];
+                *pte = if present { addr | TABLE.bits() } else { 0 };
             }
         }
         Ok(())
     }
 }
 
-/// Builds the identity map of `ram` without the pages in `unmapped`, and switches to it.
+/// Builds the identity map of `ram` without the pages in `unmapped`, plus the 2 MiB
+/// pages holding `mmio` addresses (uncached), and switches to it.
 ///
 /// # Safety
 /// Must run once, on the boot CPU, irqs off. Everything the kernel uses (image, stacks,
 /// boot data it still reads) must lie in `ram` and outside `unmapped`.
-pub unsafe fn init(ram: &[Region], unmapped: &[u64]) -> Result<(), OutOfTables> {
-    let mut b = Builder { used: 0 };
+pub unsafe fn init(ram: &[Region], unmapped: &[u64], mmio: &[u64]) -> Result<(), OutOfTables> {
+    let mut b = LIVE.lock();
     let pml4 = b.alloc()?;
+    b.pml4 = pml4 as u64;
     for r in ram {
         let mut addr = r.start & !(SIZE_2M - 1);
         while addr < r.end {
-            b.map_2m(pml4, addr)?;
+            b.map_2m(pml4, addr, F::empty())?;
             addr += SIZE_2M;
         }
     }
+    for &addr in mmio {
+        b.map_2m(pml4, addr & !(SIZE_2M - 1), F::NO_CACHE | F::WRITE_THROUGH)?;
+    }
     for &page in unmapped {
-        b.unmap_4k(pml4, page & !(SIZE_4K - 1))?;
+        b.set_4k(pml4, page & !(SIZE_4K - 1), false)?;
     }
     let frame = PhysFrame::containing_address(PhysAddr::new(pml4 as u64));
     // SAFETY: the new tables identity-map all RAM, which holds this code, its stack and
     // its data (caller's guarantee), so execution continues unchanged after the switch.
     unsafe { Cr3::write(frame, Cr3Flags::empty()) };
     Ok(())
+}
+
+/// Maps or unmaps one 4 KiB page of RAM at run time (stack guard pages); false if the
+/// table pool is exhausted (the page then stays as it was).
+///
+/// Context: any; takes the page-table lock (callers hold no other paging state).
+pub fn set_present(addr: u64, present: bool) -> bool {
+    let mut b = LIVE.lock();
+    let pml4 = b.pml4 as *mut Table;
+    if pml4.is_null() || b.set_4k(pml4, addr & !(SIZE_4K - 1), present).is_err() {
+        return false;
+    }
+    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(addr));
+    true
 }

@@ -7,7 +7,9 @@
 //! `kvm_trap`.
 
 use libos::regs::Regs;
-use libos::trap;
+use libos::{entry, trap};
+
+use crate::apic;
 
 /// Bytes between consecutive stubs.
 const STUB_STRIDE: u64 = 16;
@@ -89,11 +91,27 @@ pub fn stub_address(vector: u8) -> u64 {
     (&raw const trap_stubs) as u64 + u64::from(vector) * STUB_STRIDE
 }
 
-/// Called by `trap_common` for every vector.
+/// Called by `trap_common` for every vector: the entry core around each handler.
 ///
 /// Context: irqs off (interrupt gates), on the interrupted stack or an IST stack.
 #[unsafe(no_mangle)]
 extern "C" fn kvm_trap(regs: &mut Regs) {
+    let state = entry::irqentry_enter(regs);
+    match regs.vector {
+        trap::vector::BREAKPOINT => entry::run_on_irqstack_cond(trap::breakpoint, regs),
+        v if v < 32 => exception(regs),
+        v if v == u64::from(apic::TIMER_VECTOR) => {
+            apic::eoi();
+            entry::run_on_irqstack_cond(libos::time::timer_interrupt, regs);
+        }
+        v if v == u64::from(apic::SPURIOUS_VECTOR) => {}
+        _ => trap::unexpected_vector(regs),
+    }
+    entry::irqentry_exit(regs, state);
+}
+
+/// A CPU exception: reported (fatal) on the stack it arrived on.
+fn exception(regs: &mut Regs) {
     let stack = match regs.vector {
         trap::vector::DOUBLE_FAULT => "IST1 (double-fault)",
         2 => "IST2 (NMI)",

@@ -66,13 +66,19 @@ pub unsafe fn start(info: &BootInfo<'_>) -> ! {
             crate::panic::exit(2);
         }
     };
+    crate::preempt::configure(cmd.preempt);
+    crate::time::set_hz(cmd.hz);
+    crate::entry::init();
+    crate::sched::init();
     if cmd.loglevel != LogLevel::Quiet {
         let ram: u64 = info.ram.iter().map(Region::len).sum();
         println!(
-            "upcall: {} | RAM {} MiB | heap {} MiB",
+            "upcall: {} | RAM {} MiB | heap {} MiB | preempt={} hz={}",
             platform.name(),
             ram >> 20,
-            heap::total_bytes() >> 20
+            heap::total_bytes() >> 20,
+            cmd.preempt,
+            cmd.hz
         );
     }
     if cmd.loglevel == LogLevel::Debug {
@@ -91,6 +97,8 @@ pub unsafe fn start(info: &BootInfo<'_>) -> ! {
     if cmd.loglevel == LogLevel::Debug {
         println!("upcall: entry-to-main tsc cycles {cycles}");
     }
+    // The application runs as the `main` task with interrupts on, like every task.
+    crate::irqflags::local_irq_enable();
     let code = __upcall_app_main(&Args::new(cmd.app_args));
     crate::panic::exit(code)
 }

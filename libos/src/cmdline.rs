@@ -11,8 +11,17 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::preempt::{Setting, parse_setting};
+
 /// Options libos understands, with a one-line description for error messages.
-pub const KNOWN_OPTIONS: &[(&str, &str)] = &[("loglevel", "quiet|info|debug")];
+pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
+    ("loglevel", "quiet|info|debug"),
+    (
+        "preempt",
+        "none|voluntary|full|dynamic|dynamic:none|dynamic:voluntary|dynamic:full",
+    ),
+    ("hz", "a tick rate from 1 to 10000"),
+];
 
 /// How chatty libos is about itself on the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,12 +36,27 @@ pub enum LogLevel {
 }
 
 /// The parsed command line.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cmdline {
     /// Words for the application, in order.
     pub app_args: Vec<String>,
     /// `loglevel=`.
     pub loglevel: LogLevel,
+    /// `preempt=` (default `dynamic`, booting in `full`).
+    pub preempt: Setting,
+    /// `hz=`: the scheduler tick rate.
+    pub hz: u32,
+}
+
+impl Default for Cmdline {
+    fn default() -> Self {
+        Cmdline {
+            app_args: Vec::new(),
+            loglevel: LogLevel::default(),
+            preempt: Setting::default(),
+            hz: crate::time::DEFAULT_HZ,
+        }
+    }
 }
 
 /// A command line libos cannot accept.
@@ -105,6 +129,16 @@ pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
         }
         match word.split_once('=') {
             Some(("loglevel", value)) => out.loglevel = parse_loglevel(value)?,
+            Some(("preempt", value)) => {
+                out.preempt = parse_setting(value).ok_or_else(|| bad_value("preempt", value))?;
+            }
+            Some(("hz", value)) => {
+                out.hz = value
+                    .parse()
+                    .ok()
+                    .filter(|hz| (1..=10_000).contains(hz))
+                    .ok_or_else(|| bad_value("hz", value))?;
+            }
             _ => out.app_args.push(word),
         }
     }
@@ -157,6 +191,27 @@ mod tests {
         let c = parse("loglevel=debug a k=v -- loglevel=quiet b").unwrap();
         assert_eq!(c.loglevel, LogLevel::Debug);
         assert_eq!(c.app_args, ["a", "k=v", "loglevel=quiet", "b"]);
+    }
+
+    #[test]
+    fn preempt_and_hz() {
+        let c = parse("preempt=dynamic:none hz=250").unwrap();
+        assert_eq!(
+            c.preempt,
+            Setting {
+                model: crate::preempt::Model::None,
+                dynamic: true
+            }
+        );
+        assert_eq!(c.hz, 250);
+        assert!(parse("hz=0").is_err());
+        assert!(parse("hz=abc").is_err());
+        assert!(
+            parse("preempt=sometimes")
+                .unwrap_err()
+                .to_string()
+                .starts_with("preempt: expected none|")
+        );
     }
 
     #[test]

@@ -22,4 +22,56 @@ pub trait Platform: Sync {
     /// Context: any; never returns. Backends whose hypervisor cannot carry the full
     /// range encode it as best they can (see the backend's docs).
     fn exit(&self, code: i32) -> !;
+
+    /// Whether the CPU takes interrupts/events now (RFLAGS.IF on KVM, the inverse of
+    /// `evtchn_upcall_mask` on Xen).
+    ///
+    /// Context: any.
+    fn irqs_enabled(&self) -> bool;
+
+    /// Lets interrupts in. Raw: libos's `irqflags` wraps it and reports the change to
+    /// irq-state tracing; nothing else may call it.
+    ///
+    /// Context: any; a pending interrupt may be taken before this returns.
+    fn irqs_enable(&self);
+
+    /// Blocks interrupts. Raw, like [`Platform::irqs_enable`].
+    ///
+    /// Context: any.
+    fn irqs_disable(&self);
+
+    /// Waits for the next interrupt with interrupts enabled, atomically with respect to
+    /// the check that led here (`sti; hlt` on KVM, `SCHEDOP_block` on Xen), and returns
+    /// with interrupts disabled again, after the handler ran.
+    ///
+    /// Context: irqs off, idle task only.
+    fn idle_wait(&self);
+
+    /// Monotonic nanoseconds since an arbitrary point at boot.
+    ///
+    /// Context: any; only meaningful after [`Platform::timer_init`].
+    fn now_ns(&self) -> u64;
+
+    /// Prepares the clock and the one-shot timer. Called once, lazily, the first time
+    /// libos needs time (images that never sleep or spawn never pay for calibration).
+    ///
+    /// Context: irqs off.
+    fn timer_init(&self);
+
+    /// Arms the one-shot timer to interrupt at `deadline_ns` (as [`Platform::now_ns`]
+    /// counts), replacing any earlier setting; a deadline in the past fires at once.
+    /// The interrupt must be routed into the entry core with
+    /// `libos::time::timer_interrupt` as handler.
+    ///
+    /// Context: irqs off.
+    fn set_timer(&self, deadline_ns: u64);
+
+    /// Makes the 4 KiB page at `addr` inaccessible (`protect`) or accessible again, for
+    /// stack guard pages. Returns false if the platform cannot (then there is no guard).
+    ///
+    /// Context: irqs off or task context; `addr` is page-aligned heap memory.
+    fn guard_page(&self, addr: u64, protect: bool) -> bool {
+        let _ = (addr, protect);
+        false
+    }
 }

@@ -6,7 +6,7 @@
 //! then ends the image with [`EXCEPTION_EXIT_CODE`].
 
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::console;
 use crate::regs::Regs;
@@ -25,10 +25,40 @@ pub mod vector {
 }
 
 static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
+/// irq-stack nesting depth and on-irq-stack flag seen by the last breakpoint handler.
+static LAST_BP_NESTING: AtomicU64 = AtomicU64::new(0);
+static LAST_BP_ON_IRQ_STACK: AtomicBool = AtomicBool::new(false);
 
 /// How many breakpoint exceptions were taken and resumed.
 pub fn breakpoints() -> u64 {
     BREAKPOINTS.load(Ordering::SeqCst)
+}
+
+/// (irq-stack nesting depth, ran on the irq stack) as seen by the last `int3` handler.
+pub fn last_breakpoint_context() -> (u64, bool) {
+    (
+        LAST_BP_NESTING.load(Ordering::SeqCst),
+        LAST_BP_ON_IRQ_STACK.load(Ordering::SeqCst),
+    )
+}
+
+/// The `int3` handler: counts and resumes. Backends run it through
+/// `entry::run_on_irqstack_cond`, which makes it a probe of the irq-stack logic.
+///
+/// Context: irqs off, on the irq stack.
+pub extern "C" fn breakpoint(_regs: &mut Regs) {
+    let depth = crate::percpu::this_cpu().irq_nesting.load(Ordering::SeqCst);
+    LAST_BP_NESTING.store(u64::from(depth), Ordering::SeqCst);
+    LAST_BP_ON_IRQ_STACK.store(
+        crate::entry::on_irq_stack(crate::arch::frame_pointer()),
+        Ordering::SeqCst,
+    );
+    BREAKPOINTS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// An interrupt vector nobody handles: reported like a fatal exception.
+pub fn unexpected_vector(regs: &mut Regs) -> ! {
+    exception(regs, None, "interrupted")
 }
 
 /// Mnemonic and description of an exception vector.
@@ -54,7 +84,8 @@ pub fn describe(vector: u64) -> (&'static str, &'static str) {
         19 => ("#XM", "SIMD floating-point error"),
         20 => ("#VE", "virtualization exception"),
         21 => ("#CP", "control protection"),
-        _ => ("#??", "reserved or unexpected vector"),
+        32..=255 => ("IRQ", "unexpected interrupt vector"),
+        _ => ("#??", "reserved vector"),
     }
 }
 
@@ -86,12 +117,8 @@ fn page_fault_reason(code: u64) -> [&'static str; 3] {
 /// `fault_addr` is CR2 (or Xen's copy of it) for a page fault; `stack` names the stack
 /// the handler runs on (e.g. `"IST1"`), shown in the report.
 ///
-/// Context: irqs off, on the exception stack; returns only for a breakpoint.
-pub fn exception(regs: &mut Regs, fault_addr: Option<u64>, stack: &str) {
-    if regs.vector == vector::BREAKPOINT {
-        BREAKPOINTS.fetch_add(1, Ordering::SeqCst);
-        return;
-    }
+/// Context: irqs off, on the exception stack; never returns.
+pub fn exception(regs: &mut Regs, fault_addr: Option<u64>, stack: &str) -> ! {
     let mut out = console::emergency_writer();
     if crate::panic::is_panicking() {
         let _ = writeln!(

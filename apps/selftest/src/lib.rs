@@ -6,6 +6,8 @@
 
 extern crate alloc;
 
+mod sched_checks;
+
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -27,6 +29,7 @@ pub fn main(args: &libos::Args) -> i32 {
     check_cmdline(&mut c, args);
     check_traps(&mut c);
     check_backtrace(&mut c);
+    sched_checks::run(&mut c);
     c.check(
         "boot: entry-to-main cycles measured",
         libos::boot::entry_to_main_cycles() > 0,

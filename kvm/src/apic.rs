@@ -1,0 +1,176 @@
+//! Local APIC: one-shot timer (TSC-deadline where the CPU has it), EOI, and the TSC
+//! clock calibrated against the APIC timer.
+//!
+//! x2APIC (MSR access) is used when CPUID offers it, otherwise xAPIC (MMIO at the base
+//! from `IA32_APIC_BASE`, mapped uncached by `paging`). The APIC timer of QEMU's and
+//! KVM's emulated APIC counts at 1 GHz with divide-by-1 (their bus clock is defined as
+//! 1 ns per cycle), so one count is one nanosecond; the TSC is calibrated against it.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use x86_64::registers::model_specific::Msr;
+
+/// The timer's interrupt vector.
+pub const TIMER_VECTOR: u8 = 0x20;
+/// The spurious-interrupt vector.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+/// Default xAPIC MMIO base.
+pub const XAPIC_DEFAULT_BASE: u64 = 0xfee0_0000;
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const IA32_TSC_DEADLINE: u32 = 0x6e0;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+
+/// APIC registers, by xAPIC MMIO offset (x2APIC MSR = 0x800 + offset / 16).
+#[derive(Clone, Copy)]
+#[repr(u32)]
+enum Reg {
+    TaskPriority = 0x80,
+    Eoi = 0xb0,
+    SpuriousVector = 0xf0,
+    LvtTimer = 0x320,
+    InitialCount = 0x380,
+    CurrentCount = 0x390,
+    DivideConfig = 0x3e0,
+}
+
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_TSC_DEADLINE: u32 = 2 << 17;
+const SVR_ENABLE: u32 = 1 << 8;
+const DIVIDE_BY_1: u32 = 0b1011;
+
+static X2APIC: AtomicBool = AtomicBool::new(false);
+static TSC_DEADLINE: AtomicBool = AtomicBool::new(false);
+static MMIO_BASE: AtomicU64 = AtomicU64::new(XAPIC_DEFAULT_BASE);
+/// ns = (tsc - TSC_BASE) * NS_PER_TSC_FP >> 32.
+static NS_PER_TSC_FP: AtomicU64 = AtomicU64::new(0);
+static TSC_BASE: AtomicU64 = AtomicU64::new(0);
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+
+fn write(reg: Reg, value: u32) {
+    if X2APIC.load(Relaxed) {
+        // SAFETY: x2APIC mode is enabled, so MSR 0x800 + reg/16 is that APIC register.
+        unsafe { Msr::new(0x800 + reg as u32 / 16).write(u64::from(value)) };
+    } else {
+        let addr = MMIO_BASE.load(Relaxed) + reg as u64;
+        // SAFETY: the xAPIC page is mapped uncached by `paging`; registers are 32-bit.
+        unsafe { core::ptr::write_volatile(addr as *mut u32, value) };
+    }
+}
+
+fn read(reg: Reg) -> u32 {
+    if X2APIC.load(Relaxed) {
+        // SAFETY: as in `write`.
+        unsafe { Msr::new(0x800 + reg as u32 / 16).read() as u32 }
+    } else {
+        let addr = MMIO_BASE.load(Relaxed) + reg as u64;
+        // SAFETY: as in `write`.
+        unsafe { core::ptr::read_volatile(addr as *const u32) }
+    }
+}
+
+/// CPUID.1: (x2APIC, TSC-deadline).
+fn features() -> (bool, bool) {
+    let ecx = core::arch::x86_64::__cpuid(1).ecx;
+    (ecx & (1 << 21) != 0, ecx & (1 << 24) != 0)
+}
+
+/// The xAPIC MMIO base the CPU reports (for `paging` to map).
+pub fn mmio_base() -> u64 {
+    // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU; reading it has no side effects.
+    let base = unsafe { Msr::new(IA32_APIC_BASE).read() } & 0x000f_ffff_ffff_f000;
+    MMIO_BASE.store(base, Relaxed);
+    base
+}
+
+/// Enables the APIC, calibrates the TSC and prepares the one-shot timer.
+///
+/// Context: boot CPU, irqs off, once.
+pub fn init() {
+    let (x2apic, tsc_deadline) = features();
+    let mut msr = Msr::new(IA32_APIC_BASE);
+    // SAFETY: enabling the APIC (and x2APIC mode where CPUID offers it) in its base MSR
+    // is how the architecture says to turn it on; the base address is kept.
+    unsafe {
+        let base = msr.read() | APIC_BASE_ENABLE;
+        msr.write(if x2apic {
+            base | APIC_BASE_X2APIC
+        } else {
+            base
+        });
+    }
+    X2APIC.store(x2apic, Relaxed);
+    write(Reg::SpuriousVector, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
+    write(Reg::TaskPriority, 0);
+    write(Reg::DivideConfig, DIVIDE_BY_1);
+    calibrate_tsc();
+    TSC_DEADLINE.store(tsc_deadline, Relaxed);
+    let mode = if tsc_deadline { LVT_TSC_DEADLINE } else { 0 };
+    write(Reg::LvtTimer, mode | u32::from(TIMER_VECTOR));
+}
+
+/// Measures the TSC rate against the APIC timer's 1 GHz count over 2 ms.
+fn calibrate_tsc() {
+    const SPAN: u32 = 2_000_000;
+    write(Reg::LvtTimer, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(Reg::InitialCount, u32::MAX);
+    let c0 = read(Reg::CurrentCount);
+    let t0 = libos::arch::rdtsc();
+    let mut c1 = c0;
+    while c0 - c1 < SPAN {
+        core::hint::spin_loop();
+        c1 = read(Reg::CurrentCount);
+    }
+    let t1 = libos::arch::rdtsc();
+    write(Reg::InitialCount, 0);
+    let elapsed_ns = u64::from(c0 - c1);
+    let tsc_hz = (t1 - t0) * 1_000_000_000 / elapsed_ns;
+    TSC_HZ.store(tsc_hz, Relaxed);
+    NS_PER_TSC_FP.store(
+        (1_000_000_000u128 << 32).div_ceil(u128::from(tsc_hz.max(1))) as u64,
+        Relaxed,
+    );
+    TSC_BASE.store(t0, Relaxed);
+}
+
+/// Monotonic nanoseconds since calibration.
+pub fn now_ns() -> u64 {
+    let delta = libos::arch::rdtsc().saturating_sub(TSC_BASE.load(Relaxed));
+    ((u128::from(delta) * u128::from(NS_PER_TSC_FP.load(Relaxed))) >> 32) as u64
+}
+
+fn ns_to_tsc(ns: u64) -> u64 {
+    TSC_BASE.load(Relaxed)
+        + (u128::from(ns) * u128::from(TSC_HZ.load(Relaxed)) / 1_000_000_000) as u64
+}
+
+/// Arms the one-shot timer for `deadline_ns`; `u64::MAX` disarms it.
+pub fn set_deadline(deadline_ns: u64) {
+    let never = deadline_ns == u64::MAX;
+    if TSC_DEADLINE.load(Relaxed) {
+        let tsc = if never {
+            0
+        } else {
+            ns_to_tsc(deadline_ns).max(1)
+        };
+        // SAFETY: the LVT timer is in TSC-deadline mode; writing the MSR arms (or with
+        // 0 disarms) it.
+        unsafe { Msr::new(IA32_TSC_DEADLINE).write(tsc) };
+    } else if never {
+        write(Reg::InitialCount, 0);
+    } else {
+        // One count per nanosecond; a deadline beyond 4.29 s fires early and the timer
+        // softirq re-arms it.
+        let delta = deadline_ns
+            .saturating_sub(now_ns())
+            .clamp(1, u64::from(u32::MAX));
+        write(Reg::InitialCount, delta as u32);
+    }
+}
+
+/// Acknowledges the interrupt being handled.
+pub fn eoi() {
+    write(Reg::Eoi, 0);
+}

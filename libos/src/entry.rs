@@ -1,0 +1,248 @@
+//! The entry core: the path every interrupt, exception and (on Xen) event upcall takes.
+//!
+//! ```text
+//! backend stub (asm)                 saves a `Regs` frame
+//!   state = irqentry_enter(regs)     irq-state tracing; notes whether idle was interrupted
+//!   run_on_irqstack_cond(f, regs)    handler on the per-CPU irq stack (unless already there)
+//!   irqentry_exit(regs, state)       exit work: bottom halves, notify callbacks, preemption
+//! backend stub                       restores registers and returns
+//! ```
+//!
+//! `irqentry_enter` and `irqentry_exit` run before the entry state is consistent and
+//! after it is torn down, so they live in `.noinstr.text` and must not log, trace or
+//! allocate; the few lines that may are inside [`instrumentation`] calls, and
+//! `cargo xtask check-noinstr` enforces the rule on the built image.
+
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use crate::irqflags::{self, IrqsOff};
+use crate::percpu::this_cpu;
+use crate::regs::Regs;
+use crate::{preempt, softirq};
+
+/// RFLAGS.IF in a saved frame: the interrupted context had interrupts enabled. (Xen PV
+/// reflects the event mask into the same bit of the frame it builds.)
+pub const RFLAGS_IF: u64 = 1 << 9;
+
+/// Bytes of the per-CPU irq stack.
+pub const IRQ_STACK_SIZE: usize = 32 * 1024;
+
+/// What `irqentry_enter` found; must be passed to [`irqentry_exit`] exactly once.
+#[must_use = "pass this to irqentry_exit exactly once"]
+#[derive(Debug)]
+pub struct IrqState {
+    /// The entry interrupted the idle task inside `Platform::idle_wait` (Linux's
+    /// `exit_rcu`): the exit must not reschedule, idle does that itself.
+    interrupted_idle: bool,
+    /// The interrupted context had interrupts enabled (so it was preemptible code).
+    irqs_were_on: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl IrqState {
+    /// Whether the entry interrupted idle.
+    pub fn interrupted_idle(&self) -> bool {
+        self.interrupted_idle
+    }
+}
+
+/// Runs `f` where logging and tracing are allowed inside a non-instrumentable function
+/// (Linux's `instrumentation_begin()/end()` bracket).
+#[inline(never)]
+pub fn instrumentation<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Allocates this CPU's irq stack (with a guard page where the platform supports it).
+pub(crate) fn init() {
+    let stack = crate::sched::Stack::new(IRQ_STACK_SIZE);
+    let cpu = this_cpu();
+    cpu.irq_stack_bottom.store(stack.bottom(), Relaxed);
+    cpu.irq_stack_top.store(stack.top(), Relaxed);
+    // The irq stack lives as long as the CPU.
+    core::mem::forget(stack);
+}
+
+/// Counterpart to [`irqentry_exit`]; first thing a backend stub calls.
+///
+/// Context: irqs off (the CPU or Xen masked them), on the interrupted stack or an IST
+/// stack; returns with irqs off.
+#[inline(never)]
+#[unsafe(link_section = ".noinstr.text")]
+pub fn irqentry_enter(regs: &Regs) -> IrqState {
+    let cpu = this_cpu();
+    let irqs_were_on = regs.rflags & RFLAGS_IF != 0;
+    let interrupted_idle = cpu.in_idle.load(Relaxed);
+    if irqflags::TRACING {
+        // The interrupted code ran with irqs on: the tracing must have been told, or some
+        // path enabled them behind its back (seed 000's missing trace_hardirqs_on).
+        instrumentation(|| irqflags::check_consistent(irqs_were_on, "irqentry_enter", regs.rip));
+    }
+    irqflags::trace_hardirqs_off();
+    cpu.interrupts.fetch_add(1, Relaxed);
+    IrqState {
+        interrupted_idle,
+        irqs_were_on,
+        _not_send: PhantomData,
+    }
+}
+
+/// Counterpart to [`irqentry_enter`]: does the exit work and, under the model in force,
+/// preemption, then reports the irq state the return will restore.
+///
+/// Context: irqs off, on the interrupted stack (handlers are done), just before the
+/// backend stub returns; may switch tasks (the stub resumes later, in this task).
+#[inline(never)]
+#[unsafe(link_section = ".noinstr.text")]
+pub fn irqentry_exit(regs: &mut Regs, state: IrqState) {
+    let _ = regs;
+    // SAFETY: the CPU entered through an interrupt gate (or Xen masked events), and
+    // nothing on the way re-enabled interrupts without disabling them again.
+    let irqs_off = unsafe { IrqsOff::assume() };
+    if state.interrupted_idle {
+        // Interrupted idle (the `exit_rcu` case): idle re-checks need_resched right after
+        // its wait returns. Rescheduling here would switch away in the middle of the
+        // idle wait, with the idle bookkeeping still claiming we are in it.
+    } else if state.irqs_were_on && this_cpu().irq_nesting.load(Relaxed) == 0 {
+        exit_work(&irqs_off);
+    }
+    if state.irqs_were_on {
+        // The return (iretq / Xen's unmask) re-enables interrupts.
+        irqflags::trace_hardirqs_on();
+    }
+}
+
+/// Work pending before returning to a task.
+const WORK_SOFTIRQ: u32 = 1;
+const WORK_NOTIFY: u32 = 2;
+const WORK_RESCHED: u32 = 4;
+
+/// Snapshot of pending exit work; read with irqs off.
+fn pending_work(_: &IrqsOff) -> u32 {
+    let mut w = 0;
+    if softirq::pending() {
+        w |= WORK_SOFTIRQ;
+    }
+    if crate::notify::pending() {
+        w |= WORK_NOTIFY;
+    }
+    if preempt::exit_resched_pending() {
+        w |= WORK_RESCHED;
+    }
+    w
+}
+
+/// The exit-work loop (seed 004's shape): do the work with irqs enabled where it allows,
+/// disable, re-read the flags, and return only when a snapshot taken with irqs off is
+/// empty, so work raised by an interrupt during the loop is never lost.
+#[inline(never)]
+fn exit_work(irqs_off: &IrqsOff) {
+    irqflags::assert_irqs_disabled();
+    loop {
+        let work = pending_work(irqs_off);
+        if work == 0 {
+            break;
+        }
+        if work & WORK_SOFTIRQ != 0 {
+            // Bottom halves left over from a nested entry: run them on the irq stack.
+            let mut scratch = Regs::default();
+            run_on_irqstack_cond(softirq_trampoline, &mut scratch);
+        }
+        if work & WORK_NOTIFY != 0 {
+            irqflags::local_irq_enable();
+            crate::notify::run_pending();
+            irqflags::local_irq_disable();
+        }
+        if work & WORK_RESCHED != 0 {
+            preempt::irqentry_exit_cond_resched(irqs_off);
+        }
+    }
+    irqflags::assert_irqs_disabled();
+}
+
+extern "C" fn softirq_trampoline(_: &mut Regs) {
+    do_softirq_on_irq_stack();
+}
+
+/// Deepest irq-stack nesting seen, and the entries that found the stack already in use.
+static MAX_NESTING: AtomicU32 = AtomicU32::new(0);
+static NESTED_ENTRIES: AtomicU64 = AtomicU64::new(0);
+
+/// (deepest nesting seen, entries that ran nested without switching stacks).
+pub fn nesting_stats() -> (u32, u64) {
+    (MAX_NESTING.load(Relaxed), NESTED_ENTRIES.load(Relaxed))
+}
+
+/// Whether `sp` lies on this CPU's irq stack.
+pub fn on_irq_stack(sp: u64) -> bool {
+    let cpu = this_cpu();
+    (cpu.irq_stack_bottom.load(Relaxed)..cpu.irq_stack_top.load(Relaxed)).contains(&sp)
+}
+
+/// Runs `f(regs)` on this CPU's irq stack, switching only if the nesting count says we
+/// are not on it already; then runs pending bottom halves (also on the irq stack) if
+/// this is the outermost entry.
+///
+/// The interrupted stack pointer is stored in the top word of the irq stack so the
+/// unwinder can walk from irq-stack frames back into the task's.
+///
+/// Context: irqs off; returns with irqs off.
+pub fn run_on_irqstack_cond(f: extern "C" fn(&mut Regs), regs: &mut Regs) {
+    irqflags::assert_irqs_disabled();
+    let cpu = this_cpu();
+    let top = cpu.irq_stack_top.load(Relaxed);
+    let depth = cpu.irq_nesting.fetch_add(1, Relaxed) + 1;
+    MAX_NESTING.fetch_max(depth, Relaxed);
+    if depth == 1 && top != 0 {
+        // SAFETY: `top` is this CPU's irq stack, nesting was 0 so no frame lives on it,
+        // and irqs are off so no other entry can start using it before we switch back.
+        unsafe { call_on_stack(top, f, regs) };
+    } else {
+        NESTED_ENTRIES.fetch_add(1, Relaxed);
+        f(regs);
+    }
+    let left = cpu.irq_nesting.fetch_sub(1, Relaxed) - 1;
+    debug_assert_eq!(left, depth - 1, "BUG: irq-stack nesting count unbalanced");
+}
+
+/// Runs the bottom halves; called at the end of a handler on the irq stack.
+///
+/// Context: irqs off, on the irq stack (nesting 1); enables irqs while the work runs,
+/// so a nested interrupt may arrive (it will not switch stacks again).
+pub fn do_softirq_on_irq_stack() {
+    if this_cpu().irq_nesting.load(Relaxed) == 1 {
+        softirq::run_pending();
+    }
+}
+
+/// Calls `f(regs)` with the stack pointer at `top`.
+///
+/// # Safety
+/// `top` must be the top of a stack nobody uses, 16-byte aligned, with irqs off.
+unsafe fn call_on_stack(top: u64, f: extern "C" fn(&mut Regs), regs: &mut Regs) {
+    // SAFETY: (caller) the stack is free. We save rsp in the stack's top word, call `f`
+    // with rsp 16-byte aligned, and restore rsp from that word; rbp is untouched, so f's
+    // frame links to ours on the interrupted stack and backtraces cross over.
+    unsafe {
+        core::arch::asm!(
+            "mov [r12 - 8], rsp",
+            "lea rsp, [r12 - 16]",
+            "call rax",
+            "mov rsp, [r12 - 8]",
+            in("r12") top,
+            in("rax") f,
+            in("rdi") core::ptr::from_mut(regs),
+            clobber_abi("C"),
+        );
+    }
+}
+
+/// Test hook: runs `f` on the irq stack (irqs off) as an interrupt handler would, so
+/// tests can probe nesting (an exception inside must not switch stacks again).
+#[doc(hidden)]
+pub fn test_run_on_irq_stack(f: extern "C" fn(&mut Regs)) {
+    let _irqs = irqflags::IrqGuard::new();
+    let mut scratch = Regs::default();
+    run_on_irqstack_cond(f, &mut scratch);
+}

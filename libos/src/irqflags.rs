@@ -1,0 +1,144 @@
+//! Interrupt enable/disable, as guards, with irq-state tracing.
+//!
+//! The only way libos and apps change the irq state is through this module, which
+//! reports every change to the tracing state (`PerCpu::traced_irqs_on`), the analogue of
+//! Linux's `trace_hardirqs_on/off`. Debug builds check the traced state against the
+//! hardware at every interrupt entry and in [`assert_irqs_disabled`]: a path that
+//! enables interrupts without reporting it (seed 000's missing `trace_hardirqs_on` after
+//! a preemptible hypercall) is caught with a panic naming the place.
+
+use core::marker::PhantomData;
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::percpu::this_cpu;
+use crate::platform::Platform;
+
+fn platform() -> &'static dyn Platform {
+    crate::console::platform().expect("irqflags used before the platform registered")
+}
+
+/// Whether irq-state checks run (debug builds).
+pub const TRACING: bool = cfg!(debug_assertions);
+
+/// Reports that irqs are now on (call right after the hardware state changed, or right
+/// before returning to a context that will have them on).
+#[inline]
+pub fn trace_hardirqs_on() {
+    this_cpu().traced_irqs_on.store(true, Relaxed);
+}
+
+/// Reports that irqs are now off.
+#[inline]
+pub fn trace_hardirqs_off() {
+    this_cpu().traced_irqs_on.store(false, Relaxed);
+}
+
+/// Whether interrupts are enabled on this CPU (hardware state).
+pub fn irqs_enabled() -> bool {
+    platform().irqs_enabled()
+}
+
+/// Enables interrupts and reports it.
+pub fn local_irq_enable() {
+    trace_hardirqs_on();
+    platform().irqs_enable();
+}
+
+/// Disables interrupts and reports it.
+pub fn local_irq_disable() {
+    platform().irqs_disable();
+    trace_hardirqs_off();
+}
+
+/// Panics (debug builds) unless interrupts are disabled, in hardware and as traced.
+#[track_caller]
+pub fn assert_irqs_disabled() {
+    if TRACING {
+        let hw = irqs_enabled();
+        let traced = this_cpu().traced_irqs_on.load(Relaxed);
+        assert!(
+            !hw && !traced,
+            "irq-state: irqs must be disabled here (hardware on: {hw}, traced on: {traced})"
+        );
+    }
+}
+
+/// Checks that the traced state matches the hardware (debug builds); `place` names the
+/// code that ran with the state, `rip` its address when known (symbolized by xtask).
+#[track_caller]
+pub fn check_consistent(hw_on: bool, place: &str, rip: u64) {
+    if TRACING && hw_on && !this_cpu().traced_irqs_on.load(Relaxed) {
+        panic!(
+            "irq-state tracing: interrupts were enabled without trace_hardirqs_on ({place}, interrupted code at\n  rip {rip:#018x}\n)"
+        );
+    }
+}
+
+/// Proof that interrupts are off on this CPU, for functions that require it.
+#[derive(Debug)]
+pub struct IrqsOff {
+    _not_send: PhantomData<*const ()>,
+}
+
+impl IrqsOff {
+    /// Asserts that irqs are off and returns the token.
+    ///
+    /// # Safety
+    /// Irqs must really be off for as long as the token is used (callers: entry code,
+    /// which runs with the CPU's interrupt flag clear).
+    #[track_caller]
+    pub unsafe fn assume() -> Self {
+        assert_irqs_disabled();
+        IrqsOff {
+            _not_send: PhantomData,
+        }
+    }
+}
+
+/// Irqs off until dropped, then restored to what they were (not blindly enabled).
+#[derive(Debug)]
+#[must_use = "irqs are re-enabled when the guard drops"]
+pub struct IrqGuard {
+    was_on: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl IrqGuard {
+    /// Disables interrupts; the previous state comes back on drop.
+    pub fn new() -> Self {
+        let was_on = irqs_enabled();
+        local_irq_disable();
+        IrqGuard {
+            was_on,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The token proving irqs are off while the guard lives.
+    pub fn token(&self) -> IrqsOff {
+        IrqsOff {
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Default for IrqGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for IrqGuard {
+    fn drop(&mut self) {
+        if self.was_on {
+            local_irq_enable();
+        }
+    }
+}
+
+/// Test-only: enables interrupts *without* reporting it, the bug class the tracing must
+/// catch. Used by `crash -- untraced-irq` to prove the check works.
+#[doc(hidden)]
+pub fn test_enable_irqs_untraced() {
+    platform().irqs_enable();
+}

@@ -1,0 +1,262 @@
+//! Preemption: the count, its guard, the four models, and the resched points.
+//!
+//! Models follow Linux: under `none` a task runs until it blocks or yields; `voluntary`
+//! adds [`cond_resched`] points that reschedule when needed; `full` also preempts on
+//! interrupt exit (and when the last [`PreemptGuard`] drops) whenever preemption is
+//! enabled. `dynamic` boots in one of those (default `full`) and can be switched at run
+//! time with [`switch_dynamic`].
+//!
+//! [`irqentry_exit_cond_resched`] follows the current model; the `raw_` variant
+//! reschedules whenever needed and allowed, *whatever* the model. Callers that must
+//! preempt regardless (a long preemptible hypercall, seed 000) call the raw one.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+
+use crate::irqflags::{self, IrqsOff};
+use crate::percpu::{need_resched, this_cpu};
+
+/// A preemption model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// No preemption; tasks run until they block or yield.
+    None,
+    /// Reschedule at explicit `cond_resched()` points.
+    Voluntary,
+    /// Preempt on interrupt exit whenever preemption is enabled.
+    Full,
+}
+
+impl Model {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::None => "none",
+            Model::Voluntary => "voluntary",
+            Model::Full => "full",
+        }
+    }
+
+    fn from_u8(v: u8) -> Model {
+        match v {
+            0 => Model::None,
+            1 => Model::Voluntary,
+            _ => Model::Full,
+        }
+    }
+}
+
+/// What the command line selected: a fixed model, or `dynamic` starting in one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The model in force at boot.
+    pub model: Model,
+    /// Whether it may be switched at run time.
+    pub dynamic: bool,
+}
+
+impl Default for Setting {
+    /// `preempt=dynamic`, booting in `full` (as Linux's default `PREEMPT_DYNAMIC`).
+    fn default() -> Self {
+        Setting {
+            model: Model::Full,
+            dynamic: true,
+        }
+    }
+}
+
+impl fmt::Display for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.dynamic {
+            write!(f, "dynamic:{}", self.model.name())
+        } else {
+            f.write_str(self.model.name())
+        }
+    }
+}
+
+/// Parses `none|voluntary|full|dynamic|dynamic:none|dynamic:voluntary|dynamic:full`.
+pub fn parse_setting(s: &str) -> Option<Setting> {
+    let model = |m: &str| match m {
+        "none" => Some(Model::None),
+        "voluntary" => Some(Model::Voluntary),
+        "full" => Some(Model::Full),
+        _ => None,
+    };
+    match s.strip_prefix("dynamic") {
+        Some("") => Some(Setting::default()),
+        Some(rest) => Some(Setting {
+            model: model(rest.strip_prefix(':')?)?,
+            dynamic: true,
+        }),
+        None => Some(Setting {
+            model: model(s)?,
+            dynamic: false,
+        }),
+    }
+}
+
+static MODEL: AtomicU8 = AtomicU8::new(2);
+static DYNAMIC: AtomicBool = AtomicBool::new(true);
+
+/// Installs the boot-time setting (called once by `libos::start`).
+pub(crate) fn configure(setting: Setting) {
+    MODEL.store(setting.model as u8, Relaxed);
+    DYNAMIC.store(setting.dynamic, Relaxed);
+}
+
+/// The model in force now.
+pub fn current() -> Model {
+    Model::from_u8(MODEL.load(Relaxed))
+}
+
+/// The setting in force now (`dynamic:<current>` under dynamic).
+pub fn setting() -> Setting {
+    Setting {
+        model: current(),
+        dynamic: DYNAMIC.load(Relaxed),
+    }
+}
+
+/// Booted with a fixed model: it cannot be switched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotDynamic(pub Model);
+
+impl fmt::Display for NotDynamic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "preemption model is fixed to `{}` (boot with preempt=dynamic to switch)",
+            self.0.name()
+        )
+    }
+}
+
+/// Switches the model at run time; only under `preempt=dynamic`.
+pub fn switch_dynamic(model: Model) -> Result<(), NotDynamic> {
+    if !DYNAMIC.load(Relaxed) {
+        return Err(NotDynamic(current()));
+    }
+    MODEL.store(model as u8, Relaxed);
+    Ok(())
+}
+
+/// Preemption disabled until dropped. Not `Send`: it must drop on the CPU (and in the
+/// task) that created it.
+#[derive(Debug)]
+#[must_use = "preemption is re-enabled when the guard drops"]
+pub struct PreemptGuard {
+    _not_send: PhantomData<*const ()>,
+}
+
+/// Disables preemption until the guard drops.
+pub fn preempt_disable() -> PreemptGuard {
+    this_cpu().preempt_count.fetch_add(1, Relaxed);
+    PreemptGuard {
+        _not_send: PhantomData,
+    }
+}
+
+impl Drop for PreemptGuard {
+    fn drop(&mut self) {
+        let before = this_cpu().preempt_count.fetch_sub(1, Relaxed);
+        assert!(before > 0, "BUG: preempt_count underflow");
+        // Under full preemption the end of a non-preemptible section is a preemption
+        // point (Linux's preempt_enable -> preempt_schedule).
+        if before == 1 && current() == Model::Full && need_resched() && irqflags::irqs_enabled() {
+            let guard = irqflags::IrqGuard::new();
+            raw_cond_resched(&guard.token());
+        }
+    }
+}
+
+/// Whether the scheduler may switch tasks here: preemption count zero and not on the
+/// irq stack (in a handler or bottom half).
+pub fn preemptible() -> bool {
+    let cpu = this_cpu();
+    cpu.preempt_count.load(Relaxed) == 0 && cpu.irq_nesting.load(Relaxed) == 0
+}
+
+/// Reschedules if needed and allowed, whatever the model.
+fn raw_cond_resched(irqs_off: &IrqsOff) {
+    while need_resched() && preemptible() {
+        crate::sched::schedule(irqs_off);
+    }
+}
+
+/// A voluntary preemption point for long-running task code: reschedules if needed
+/// under `voluntary`; a no-op under `none` (tasks run until they block or yield) and
+/// under `full` (interrupt exit already preempts).
+pub fn cond_resched() {
+    if current() == Model::Voluntary && need_resched() && irqflags::irqs_enabled() && preemptible()
+    {
+        let guard = irqflags::IrqGuard::new();
+        raw_cond_resched(&guard.token());
+    }
+}
+
+/// Interrupt-exit reschedule that follows the model: only under `full`.
+///
+/// Context: irqs off, on the interrupted task's stack, interrupted context had irqs on.
+pub fn irqentry_exit_cond_resched(irqs_off: &IrqsOff) {
+    if current() == Model::Full {
+        raw_irqentry_exit_cond_resched(irqs_off);
+    }
+}
+
+/// Interrupt-exit reschedule whatever the model (for preemptible hypercalls and
+/// sections, which must let other tasks run under `none` and `dynamic:none` too).
+///
+/// Context: as [`irqentry_exit_cond_resched`].
+pub fn raw_irqentry_exit_cond_resched(irqs_off: &IrqsOff) {
+    raw_cond_resched(irqs_off);
+}
+
+/// Whether interrupt exit has a reschedule to do under the current model.
+pub(crate) fn exit_resched_pending() -> bool {
+    current() == Model::Full && need_resched() && preemptible()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse() {
+        assert_eq!(
+            parse_setting("none"),
+            Some(Setting {
+                model: Model::None,
+                dynamic: false
+            })
+        );
+        assert_eq!(
+            parse_setting("dynamic"),
+            Some(Setting {
+                model: Model::Full,
+                dynamic: true
+            })
+        );
+        assert_eq!(
+            parse_setting("dynamic:voluntary"),
+            Some(Setting {
+                model: Model::Voluntary,
+                dynamic: true
+            })
+        );
+        assert_eq!(parse_setting("dynamic:"), None);
+        assert_eq!(parse_setting("dynamicfull"), None);
+        assert_eq!(parse_setting("fast"), None);
+        for s in [
+            "none",
+            "voluntary",
+            "full",
+            "dynamic:none",
+            "dynamic:voluntary",
+            "dynamic:full",
+        ] {
+            assert_eq!(parse_setting(s).unwrap().to_string(), s);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The run queue: FIFO per priority, highest priority first (pure; host-tested).
+#![forbid(unsafe_code)]
+
+use alloc::collections::VecDeque;
+
+/// Task priority; higher runs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Priority {
+    /// Background work.
+    Low = 0,
+    /// The default.
+    #[default]
+    Normal = 1,
+    /// Latency-sensitive tasks.
+    High = 2,
+}
+
+const LEVELS: usize = 3;
+
+/// Ready tasks by priority.
+#[derive(Debug, Default)]
+pub struct RunQueue<T> {
+    levels: [VecDeque<T>; LEVELS],
+}
+
+impl<T: PartialEq> RunQueue<T> {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        RunQueue {
+            levels: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
+        }
+    }
+
+    /// Appends `t` at the back of its priority level.
+    pub fn push(&mut self, t: T, prio: Priority) {
+        self.levels[prio as usize].push_back(t);
+    }
+
+    /// Takes the first task of the highest non-empty level.
+    pub fn pop(&mut self) -> Option<T> {
+        self.levels.iter_mut().rev().find_map(VecDeque::pop_front)
+    }
+
+    /// The highest priority with a ready task.
+    pub fn highest(&self) -> Option<Priority> {
+        [Priority::High, Priority::Normal, Priority::Low]
+            .into_iter()
+            .find(|p| !self.levels[*p as usize].is_empty())
+    }
+
+    /// Removes `t` wherever it is; returns whether it was queued.
+    pub fn remove(&mut self, t: &T) -> bool {
+        for level in &mut self.levels {
+            if let Some(i) = level.iter().position(|x| x == t) {
+                level.remove(i);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Number of ready tasks.
+    pub fn len(&self) -> usize {
+        self.levels.iter().map(VecDeque::len).sum()
+    }
+
+    /// Whether no task is ready.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn priority_then_fifo() {
+        let mut q = RunQueue::new();
+        q.push(1, Priority::Normal);
+        q.push(2, Priority::Low);
+        q.push(3, Priority::High);
+        q.push(4, Priority::Normal);
+        assert_eq!(q.highest(), Some(Priority::High));
+        assert_eq!(
+            [q.pop(), q.pop(), q.pop(), q.pop(), q.pop()],
+            [Some(3), Some(1), Some(4), Some(2), None]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn pops_are_sorted_by_priority_and_stable(ops in proptest::collection::vec((0u8..3, any::<u16>()), 0..50)) {
+            let mut q = RunQueue::new();
+            for (i, &(p, _)) in ops.iter().enumerate() {
+                let prio = [Priority::Low, Priority::Normal, Priority::High][p as usize];
+                q.push((prio, i), prio);
+            }
+            prop_assert_eq!(q.len(), ops.len());
+            let mut out = alloc::vec::Vec::new();
+            while let Some(x) = q.pop() { out.push(x); }
+            let mut sorted = out.clone();
+            sorted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            prop_assert_eq!(out, sorted);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Bottom halves: work an interrupt defers to run after its handler, on the irq stack,
+//! with interrupts enabled.
+
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+use crate::irqflags;
+
+/// Timer expiry (wake sleepers, time slices, re-arm).
+pub const TIMER: u32 = 1;
+
+static PENDING: AtomicU32 = AtomicU32::new(0);
+
+/// Marks `which` pending (any context).
+pub fn raise(which: u32) {
+    PENDING.fetch_or(which, Relaxed);
+}
+
+/// Whether any bottom half is pending.
+pub fn pending() -> bool {
+    PENDING.load(Relaxed) != 0
+}
+
+/// Runs pending bottom halves until none is left.
+///
+/// Context: irqs off, on the irq stack; enables irqs around the work.
+pub(crate) fn run_pending() {
+    let preempt = crate::preempt::preempt_disable();
+    loop {
+        let work = PENDING.swap(0, Relaxed);
+        if work == 0 {
+            break;
+        }
+        irqflags::local_irq_enable();
+        if work & TIMER != 0 {
+            crate::time::run_timers();
+        }
+        irqflags::local_irq_disable();
+    }
+    // Dropping with irqs off: the guard's full-preemption check needs irqs on, so this
+    // never schedules on the irq stack.
+    drop(preempt);
+}
