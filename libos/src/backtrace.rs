@@ -10,6 +10,7 @@
 //! backtrace:
 //!   #0 0x0000000000101234
 //!   #1 0x0000000000105678
+//!   --- irq stack ends; interrupted stack pointer 0x… ---   (where a walk leaves the irq stack)
 //! end of backtrace
 //! ```
 
@@ -53,7 +54,12 @@ fn frame_readable(rbp: u64) -> bool {
 ///
 /// Stops at a null, misaligned or non-RAM frame pointer, or after [`MAX_FRAMES`].
 /// Returns whether the walk was cut at the limit.
-pub fn walk(mut rbp: u64, mut f: impl FnMut(usize, u64)) -> bool {
+pub fn walk(rbp: u64, mut f: impl FnMut(usize, u64)) -> bool {
+    walk_frames(rbp, |i, _, ret| f(i, ret))
+}
+
+/// Like [`walk`], also passing each frame's address (its rbp).
+pub fn walk_frames(mut rbp: u64, mut f: impl FnMut(usize, u64, u64)) -> bool {
     for depth in 0..MAX_FRAMES {
         if !frame_readable(rbp) {
             return false;
@@ -65,7 +71,7 @@ pub fn walk(mut rbp: u64, mut f: impl FnMut(usize, u64)) -> bool {
         if ret == 0 {
             return false;
         }
-        f(depth, ret);
+        f(depth, rbp, ret);
         rbp = next;
     }
     true
@@ -81,7 +87,19 @@ pub fn print_from(out: &mut dyn Write, rbp: u64) {
             let _ = writeln!(out, "  ... previous frame repeated {repeats} more times");
         }
     };
-    let cut = walk(rbp, |i, ret| {
+    let mut on_irq_stack = false;
+    let cut = walk_frames(rbp, |i, frame, ret| {
+        let on_irq = crate::entry::on_irq_stack(frame);
+        if on_irq_stack && !on_irq {
+            flush(out, repeats);
+            repeats = 0;
+            let _ = writeln!(
+                out,
+                "  --- irq stack ends; interrupted stack pointer {:#x} ---",
+                crate::entry::interrupted_sp()
+            );
+        }
+        on_irq_stack = on_irq;
         if ret == last {
             repeats += 1;
             return;

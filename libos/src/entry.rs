@@ -49,9 +49,14 @@ impl IrqState {
 
 /// Runs `f` where logging and tracing are allowed inside a non-instrumentable function
 /// (Linux's `instrumentation_begin()/end()` bracket).
+///
+/// Deliberately not generic: a generic function can be inlined into its caller even
+/// with `#[inline(never)]` hints lost through closures and LTO, which would pull the
+/// instrumented code into `.noinstr.text`; a plain function taking `&mut dyn FnMut`
+/// always stays a call, which `cargo xtask check-noinstr` allow-lists.
 #[inline(never)]
-pub fn instrumentation<R>(f: impl FnOnce() -> R) -> R {
-    f()
+pub fn instrumentation(f: &mut dyn FnMut()) {
+    f();
 }
 
 /// Allocates this CPU's irq stack (with a guard page where the platform supports it).
@@ -77,10 +82,14 @@ pub fn irqentry_enter(regs: &Regs) -> IrqState {
     if irqflags::TRACING {
         // The interrupted code ran with irqs on: the tracing must have been told, or some
         // path enabled them behind its back (seed 000's missing trace_hardirqs_on).
-        instrumentation(|| irqflags::check_consistent(irqs_were_on, "irqentry_enter", regs.rip));
+        instrumentation(&mut || {
+            irqflags::check_consistent(irqs_were_on, "irqentry_enter", regs.rip)
+        });
     }
     irqflags::trace_hardirqs_off();
     cpu.interrupts.fetch_add(1, Relaxed);
+    #[cfg(feature = "noinstr-violation-demo")]
+    noinstr_violation_demo();
     IrqState {
         interrupted_idle,
         irqs_were_on,
@@ -97,15 +106,17 @@ pub fn irqentry_enter(regs: &Regs) -> IrqState {
 #[unsafe(link_section = ".noinstr.text")]
 pub fn irqentry_exit(regs: &mut Regs, state: IrqState) {
     let _ = regs;
-    // SAFETY: the CPU entered through an interrupt gate (or Xen masked events), and
-    // nothing on the way re-enabled interrupts without disabling them again.
-    let irqs_off = unsafe { IrqsOff::assume() };
     if state.interrupted_idle {
         // Interrupted idle (the `exit_rcu` case): idle re-checks need_resched right after
         // its wait returns. Rescheduling here would switch away in the middle of the
         // idle wait, with the idle bookkeeping still claiming we are in it.
     } else if state.irqs_were_on && this_cpu().irq_nesting.load(Relaxed) == 0 {
-        exit_work(&irqs_off);
+        instrumentation(&mut || {
+            // SAFETY: the CPU entered through an interrupt gate (or Xen masked events),
+            // and nothing on the way re-enabled interrupts without disabling them again.
+            let irqs_off = unsafe { IrqsOff::assume() };
+            exit_work(&irqs_off);
+        });
     }
     if state.irqs_were_on {
         // The return (iretq / Xen's unmask) re-enables interrupts.
@@ -180,6 +191,18 @@ pub fn on_irq_stack(sp: u64) -> bool {
     (cpu.irq_stack_bottom.load(Relaxed)..cpu.irq_stack_top.load(Relaxed)).contains(&sp)
 }
 
+/// The stack pointer `run_on_irqstack_cond` saved in the top word of the irq stack (the
+/// interrupted stack; meaningful while or after a handler ran there).
+pub fn interrupted_sp() -> u64 {
+    let top = this_cpu().irq_stack_top.load(Relaxed);
+    if top == 0 {
+        return 0;
+    }
+    // SAFETY: the irq stack's top word is mapped, written by `call_on_stack`, and only
+    // read here (a torn value would only mislabel a report line).
+    unsafe { ((top - 8) as *const u64).read_volatile() }
+}
+
 /// Runs `f(regs)` on this CPU's irq stack, switching only if the nesting count says we
 /// are not on it already; then runs pending bottom halves (also on the irq stack) if
 /// this is the outermost entry.
@@ -245,4 +268,12 @@ pub fn test_run_on_irq_stack(f: extern "C" fn(&mut Regs)) {
     let _irqs = irqflags::IrqGuard::new();
     let mut scratch = Regs::default();
     run_on_irqstack_cond(f, &mut scratch);
+}
+
+/// Only in the `noinstr-violation-demo` build: an ordinary function called from
+/// `irqentry_enter`, which `cargo xtask check-noinstr` must reject.
+#[cfg(feature = "noinstr-violation-demo")]
+#[inline(never)]
+fn noinstr_violation_demo() {
+    core::hint::black_box(0);
 }

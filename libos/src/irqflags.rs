@@ -21,14 +21,15 @@ fn platform() -> &'static dyn Platform {
 pub const TRACING: bool = cfg!(debug_assertions);
 
 /// Reports that irqs are now on (call right after the hardware state changed, or right
-/// before returning to a context that will have them on).
-#[inline]
+/// before returning to a context that will have them on). Always inlined: the entry
+/// core's non-instrumentable code calls it.
+#[inline(always)]
 pub fn trace_hardirqs_on() {
     this_cpu().traced_irqs_on.store(true, Relaxed);
 }
 
-/// Reports that irqs are now off.
-#[inline]
+/// Reports that irqs are now off. Always inlined, like [`trace_hardirqs_on`].
+#[inline(always)]
 pub fn trace_hardirqs_off() {
     this_cpu().traced_irqs_on.store(false, Relaxed);
 }

@@ -45,7 +45,8 @@ static CPU0: PerCpu = PerCpu {
     interrupts: AtomicU64::new(0),
 };
 
-/// This CPU's state.
+/// This CPU's state. Always inlined (used by non-instrumentable entry code).
+#[inline(always)]
 pub fn this_cpu() -> &'static PerCpu {
     &CPU0
 }

@@ -77,7 +77,7 @@ const SELFTEST: &[&str] = &["selftest on kvm", " passed, 0 failed"];
 
 /// The cases for the KVM platform on QEMU.
 pub fn kvm_qemu_cases() -> Vec<Case> {
-    vec![
+    [
         case("hello/microvm", "hello", &[]).expect(HELLO),
         case("hello/args", "hello", &["a", "b c"]).expect(&["arg[0] = a", "arg[1] = b c"]),
         case("hello/pc-qboot", "hello", &[]).on(Machine::PcQboot).expect(HELLO),
@@ -128,8 +128,64 @@ pub fn kvm_qemu_cases() -> Vec<Case> {
             "previous frame repeated",
         ]),
         case("crash/ud-release", "crash", &["ud"]).release().status(EXCEPTION).expect(&["#UD", "crash::invalid_opcode"]),
+        case("crash/task-overflow", "crash", &["task-overflow"]).status(EXCEPTION).expect(&[
+            "CPU exception 8 (#DF double fault)",
+            "IST1",
+            "crash::overflow_stack",
+            "libos_task_start",
+        ]),
+        case("crash/irq-cross-stack-backtrace", "crash", &["irq"]).status(PANIC).expect(&[
+            "deliberate panic in the timer interrupt handler",
+            "libos::time::timer_interrupt",
+            "libos::entry::run_on_irqstack_cond",
+            "--- irq stack ends; interrupted stack pointer",
+            "kvm_trap",
+            "crash::spin_for_interrupts",
+            "crash::panic_in_timer_interrupt",
+            "crash::main",
+        ]),
+        case("crash/untraced-irq-enable-caught", "crash", &["untraced-irq"]).status(PANIC).expect(&[
+            "irq-state tracing: interrupts were enabled without trace_hardirqs_on",
+            "crash::spin_for_interrupts",
+            "libos::entry::irqentry_enter",
+        ]),
     ]
+    .into_iter()
+    .chain(preemption_cases())
+    .collect()
 }
+
+/// `selftest` under every preemption model (each checks that its model behaves as
+/// specified, and under dynamic that run-time switches change the behaviour).
+fn preemption_cases() -> Vec<Case> {
+    PREEMPT_MODELS
+        .iter()
+        .map(|&(name, arg)| case(name, "selftest", arg).expect(SELFTEST_MODEL))
+        .chain([case(
+            "selftest/preempt=full-release",
+            "selftest",
+            &["preempt=full"],
+        )
+        .release()
+        .expect(SELFTEST)])
+        .collect()
+}
+
+const SELFTEST_MODEL: &[&str] = &["preemption model: ", " passed, 0 failed"];
+
+const PREEMPT_MODELS: &[(&str, &[&str])] = &[
+    ("selftest/preempt=none", &["preempt=none"]),
+    ("selftest/preempt=voluntary", &["preempt=voluntary"]),
+    ("selftest/preempt=full", &["preempt=full"]),
+    ("selftest/preempt=dynamic", &["preempt=dynamic"]),
+    ("selftest/preempt=dynamic:none", &["preempt=dynamic:none"]),
+    (
+        "selftest/preempt=dynamic:voluntary",
+        &["preempt=dynamic:voluntary"],
+    ),
+    ("selftest/preempt=dynamic:full", &["preempt=dynamic:full"]),
+    ("selftest/hz=250", &["hz=250", "preempt=full"]),
+];
 
 /// Judges one run: `status` is the app's decoded exit status (`None` if the guest ended
 /// without reporting one), `output` its symbolized console output.

@@ -2,16 +2,22 @@
 //!
 //! Modes: `task` (a panic a few calls deep), `pagefault` (reads an unmapped address),
 //! `ud` (executes `ud2`), `overflow` (recurses until the stack's guard page: a #DF on
-//! its own stack), `nullptr` (reads address 0). Each must end the image non-zero with a
-//! report and a backtrace naming the functions below.
+//! its own stack), `task-overflow` (the same in a spawned task, whose stack is heap
+//! memory with a guard page), `nullptr` (reads address 0), `irq` (a panic inside the
+//! timer interrupt handler, on the irq stack), `untraced-irq` (enables interrupts
+//! without telling irq-state tracing; debug builds catch it at the next interrupt).
+//! Each must end the image non-zero with a report and a backtrace naming the functions
+//! below.
 #![no_std]
 
 use libos::println;
+use libos::sched::{self, Priority};
 
 /// An address that is canonical but never mapped (above all RAM).
 const UNMAPPED: usize = 0x0000_7fff_dead_0000;
 
-const MODES: &str = "task | pagefault | ud | overflow | nullptr";
+const MODES: &str =
+    "task | pagefault | ud | overflow | task-overflow | nullptr | irq | untraced-irq";
 
 /// The application's entry.
 pub fn main(args: &libos::Args) -> i32 {
@@ -26,6 +32,15 @@ pub fn main(args: &libos::Args) -> i32 {
         "nullptr" => read_unmapped(0),
         "ud" => invalid_opcode(),
         "overflow" => overflow_stack(0) as i32,
+        "task-overflow" => {
+            sched::spawn("overflow", Priority::Normal, || {
+                overflow_stack(0);
+            })
+            .join();
+            0
+        }
+        "irq" => panic_in_timer_interrupt(),
+        "untraced-irq" => untraced_irq_enable(),
         other => {
             println!("crash: unknown mode `{other}` (MODE: {MODES})");
             2
@@ -68,4 +83,36 @@ fn invalid_opcode() -> i32 {
 fn overflow_stack(n: u64) -> u64 {
     let pad = core::hint::black_box([n; 64]);
     overflow_stack(pad[3] + 1) + pad[7]
+}
+
+#[inline(never)]
+fn panic_in_timer_interrupt() -> i32 {
+    libos::time::test_panic_in_timer_interrupt();
+    // Spin (irqs on) until the timer fires: its handler panics on the irq stack, and the
+    // backtrace must cross back into this function.
+    let sleeper = sched::spawn("sleeper", Priority::Normal, || sched::sleep_ns(1_000_000));
+    spin_for_interrupts();
+    sleeper.join();
+    println!("crash: the timer handler did not panic");
+    1
+}
+
+#[inline(never)]
+fn untraced_irq_enable() -> i32 {
+    let sleeper = sched::spawn("sleeper", Priority::Normal, || sched::sleep_ns(1_000_000));
+    sched::yield_now();
+    let _irqs_off = libos::irqflags::IrqGuard::new();
+    libos::irqflags::test_enable_irqs_untraced();
+    spin_for_interrupts();
+    drop(sleeper);
+    println!("crash: irq-state tracing did not catch the untraced enable (release build?)");
+    1
+}
+
+#[inline(never)]
+fn spin_for_interrupts() {
+    let end = libos::time::now_ns() + 200 * libos::time::tick_ns();
+    while libos::time::now_ns() < end {
+        core::hint::spin_loop();
+    }
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod host;
+mod noinstr;
 mod qemu;
 mod stub_elf;
 mod symbolize;
@@ -125,6 +126,15 @@ enum Command {
     },
     /// Run clippy on the host crates and on the bare-metal target, denying warnings.
     Clippy,
+    /// Check that non-instrumentable entry code calls nothing outside `.noinstr.text`.
+    CheckNoinstr {
+        /// The app whose image is checked.
+        #[arg(default_value = "selftest")]
+        app: String,
+        /// Check the release build.
+        #[arg(long)]
+        release: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +219,7 @@ fn main() -> ExitCode {
         } => bench::boot(runs),
         Command::Symbolize { image, log } => symbolize::command(&image, log.as_deref()),
         Command::Clippy => host::clippy(),
+        Command::CheckNoinstr { app, release } => noinstr::command(&app, release),
     };
     match outcome {
         Ok(status) => ExitCode::from(status),

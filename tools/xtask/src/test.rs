@@ -123,6 +123,41 @@ fn run_case(case: &Case, images: &mut HashMap<(String, bool), PathBuf>) -> Resul
         })
 }
 
+/// The noinstr check passes on real images and fails on the deliberately broken one.
+fn noinstr_checks(t: &mut Tally, wanted: &dyn Fn(&str) -> bool) {
+    for (name, release) in [
+        ("noinstr/selftest-debug-clean", false),
+        ("noinstr/selftest-release-clean", true),
+    ] {
+        if wanted(name) {
+            let r = build::build("selftest", Platform::Kvm, release)
+                .and_then(|p| crate::noinstr::check_image(&p))
+                .map_err(|f| f.message)
+                .and_then(|v| {
+                    if v.is_empty() {
+                        Ok(String::new())
+                    } else {
+                        Err(format!("{v:?}"))
+                    }
+                });
+            t.record(name, r);
+        }
+    }
+    let name = "noinstr/violation-demo-is-caught";
+    if wanted(name) {
+        let r = build::build_variant("hello", Platform::Kvm, false, &["noinstr-violation-demo"])
+            .and_then(|p| crate::noinstr::check_image(&p))
+            .map_err(|f| f.message)
+            .and_then(
+                |v| match v.iter().find(|v| v.to.contains("noinstr_violation_demo")) {
+                    Some(v) => Ok(format!(" (caught: {} calls {})", v.from, v.to)),
+                    None => Err(format!("the broken build passed the check: {v:?}")),
+                },
+            );
+        t.record(name, r);
+    }
+}
+
 fn release_size(t: &mut Tally) {
     let result = build::build("hello", Platform::Kvm, true)
         .map_err(|f| f.message)
@@ -165,6 +200,7 @@ pub fn run(filter: Option<&str>, no_host: bool) -> Outcome {
         if wanted("size/hello-release-under-256KiB") {
             release_size(&mut t);
         }
+        noinstr_checks(&mut t, &wanted);
     }
     if !t.failures.is_empty() {
         println!("failed: {}", t.failures.join(", "));
