@@ -137,11 +137,11 @@ mod tests {
     use super::*;
 
     const DUMP: &str = "\
-0000000000001000 <_ZN5libos5entry14irqentry_enter17h0E>:
+0000000000001000 <_ZN5libos5entry14irqentry_enter17h0123456789abcdefE>:
     1000:\tpush   %rbp
-    1004:\tcall   2000 <_ZN5libos5entry15instrumentation17h1E>
-    1009:\tcall   1010 <_ZN5libos5entry5local17h2E>
-    100e:\tjmp    3000 <_ZN5libos7console6_print17h3E+0x10>
+    1004:\tcall   2000 <_ZN5libos5entry15instrumentation17h0123456789abcdefE>
+    1009:\tcall   1010 <_ZN5libos5entry5local17h0123456789abcdefE>
+    100e:\tjmp    3000 <_ZN5libos7console6_print17h0123456789abcdefE+0x10>
     1010:\tcall   *%rax
 ";
 
