@@ -135,38 +135,33 @@ fn calibrate_tsc() {
     TSC_BASE.store(t0, Relaxed);
 }
 
+/// (TSC-deadline mode in use, x2APIC mode in use).
+pub fn modes() -> (bool, bool) {
+    (TSC_DEADLINE.load(Relaxed), X2APIC.load(Relaxed))
+}
+
 /// Monotonic nanoseconds since calibration.
 pub fn now_ns() -> u64 {
     let delta = libos::arch::rdtsc().saturating_sub(TSC_BASE.load(Relaxed));
     ((u128::from(delta) * u128::from(NS_PER_TSC_FP.load(Relaxed))) >> 32) as u64
 }
 
-fn ns_to_tsc(ns: u64) -> u64 {
-    TSC_BASE.load(Relaxed)
-        + (u128::from(ns) * u128::from(TSC_HZ.load(Relaxed)) / 1_000_000_000) as u64
-}
-
-/// Arms the one-shot timer for `deadline_ns`; `u64::MAX` disarms it.
-pub fn set_deadline(deadline_ns: u64) {
-    let never = deadline_ns == u64::MAX;
+/// Arms the one-shot timer to fire `delta_ns` from now; `None` disarms it. (Relative, so
+/// it works whichever clock the caller reads: TSC here or kvmclock.)
+pub fn set_timer_in(delta_ns: Option<u64>) {
     if TSC_DEADLINE.load(Relaxed) {
-        let tsc = if never {
-            0
-        } else {
-            ns_to_tsc(deadline_ns).max(1)
-        };
+        let tsc = delta_ns.map_or(0, |d| {
+            let ticks = u128::from(d) * u128::from(TSC_HZ.load(Relaxed)) / 1_000_000_000;
+            libos::arch::rdtsc().saturating_add(ticks as u64).max(1)
+        });
         // SAFETY: the LVT timer is in TSC-deadline mode; writing the MSR arms (or with
         // 0 disarms) it.
         unsafe { Msr::new(IA32_TSC_DEADLINE).write(tsc) };
-    } else if never {
-        write(Reg::InitialCount, 0);
     } else {
-        // One count per nanosecond; a deadline beyond 4.29 s fires early and the timer
-        // softirq re-arms it.
-        let delta = deadline_ns
-            .saturating_sub(now_ns())
-            .clamp(1, u64::from(u32::MAX));
-        write(Reg::InitialCount, delta as u32);
+        // One count per nanosecond; a delay beyond 4.29 s fires early and the timer
+        // softirq re-arms it. 0 stops the timer.
+        let count = delta_ns.map_or(0, |d| d.clamp(1, u64::from(u32::MAX)) as u32);
+        write(Reg::InitialCount, count);
     }
 }
 

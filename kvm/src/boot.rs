@@ -6,7 +6,7 @@ use libos::memory::Region;
 use libos::{BootInfo, Platform, println};
 
 use crate::start_info::{self, HEADER_LEN, MEMMAP_ENTRY_LEN};
-use crate::{apic, exit, gdt, idt, paging, pvh, serial, stacks};
+use crate::{apic, exit, gdt, idt, kvmclock, paging, pvh, serial, stacks};
 
 /// The KVM platform as libos sees it.
 struct Kvm;
@@ -44,15 +44,41 @@ impl Platform for Kvm {
     }
 
     fn now_ns(&self) -> u64 {
-        apic::now_ns()
+        if kvmclock::active() {
+            kvmclock::now_ns()
+        } else {
+            apic::now_ns()
+        }
     }
 
     fn timer_init(&self) {
         apic::init();
+        kvmclock::init();
     }
 
     fn set_timer(&self, deadline_ns: u64) {
-        apic::set_deadline(deadline_ns);
+        let delta =
+            (deadline_ns != libos::time::NEVER).then(|| deadline_ns.saturating_sub(self.now_ns()));
+        apic::set_timer_in(delta);
+    }
+
+    fn describe_timer(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        let (deadline, x2apic) = apic::modes();
+        write!(
+            out,
+            "clock {}, timer {} on {}",
+            if kvmclock::active() {
+                "kvmclock"
+            } else {
+                "tsc (calibrated against the APIC timer)"
+            },
+            if deadline {
+                "tsc-deadline"
+            } else {
+                "apic one-shot"
+            },
+            if x2apic { "x2apic" } else { "xapic" }
+        )
     }
 
     fn guard_page(&self, addr: u64, protect: bool) -> bool {

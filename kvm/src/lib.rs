@@ -22,6 +22,8 @@ mod gdt;
 #[cfg(target_os = "none")]
 mod idt;
 #[cfg(target_os = "none")]
+mod kvmclock;
+#[cfg(target_os = "none")]
 mod paging;
 #[cfg(target_os = "none")]
 mod pvh;

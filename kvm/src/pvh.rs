@@ -29,12 +29,15 @@ pvh_start32:
     mov %eax, (kvm_entry_tsc)
     mov %edx, (kvm_entry_tsc + 4)
 
-    /* Zero .bss (QEMU's loaders zero it too, but the firmware paths differ). */
+    /* Zero .bss (QEMU's loaders zero it too, but the firmware paths differ). Both
+       ends are page-aligned, so whole 4-byte words: 4x fewer iterations than stosb
+       (each iteration is an instruction under TCG). */
     mov $__bss_start, %edi
     mov $__bss_end, %ecx
     sub %edi, %ecx
+    shr $2, %ecx
     xor %eax, %eax
-    rep stosb
+    rep stosl
 
     /* 2048 PD entries: 4 GiB of 2 MiB pages, present | writable | huge. */
     mov $boot_pd, %edi

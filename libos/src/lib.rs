@@ -24,6 +24,7 @@ pub mod panic;
 pub mod percpu;
 pub mod platform;
 pub mod preempt;
+pub mod pvclock;
 pub mod regs;
 pub mod sched;
 pub mod softirq;

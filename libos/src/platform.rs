@@ -59,7 +59,8 @@ pub trait Platform: Sync {
     fn timer_init(&self);
 
     /// Arms the one-shot timer to interrupt at `deadline_ns` (as [`Platform::now_ns`]
-    /// counts), replacing any earlier setting; a deadline in the past fires at once.
+    /// counts), replacing any earlier setting; a deadline in the past fires at once;
+    /// `libos::time::NEVER` (`u64::MAX`) disarms the timer.
     /// The interrupt must be routed into the entry core with
     /// `libos::time::timer_interrupt` as handler.
     ///
@@ -70,6 +71,13 @@ pub trait Platform: Sync {
     /// stack guard pages. Returns false if the platform cannot (then there is no guard).
     ///
     /// Context: irqs off or task context; `addr` is page-aligned heap memory.
+    /// Writes which clock and timer hardware is in use (for diagnostics and tests).
+    ///
+    /// Context: task context, after [`Platform::timer_init`].
+    fn describe_timer(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        out.write_str("unspecified")
+    }
+
     fn guard_page(&self, addr: u64, protect: bool) -> bool {
         let _ = (addr, protect);
         false

@@ -22,6 +22,11 @@ pub fn run(c: &mut Checker) {
 
 fn check_time(c: &mut Checker) {
     let t0 = time::now_ns();
+    let mut timer = alloc::string::String::new();
+    if let Some(p) = libos::console::platform() {
+        let _ = p.describe_timer(&mut timer);
+    }
+    libos::println!("timer: {timer}");
     let t1 = time::now_ns();
     c.check(
         "time: clock is monotonic",

@@ -31,7 +31,7 @@ fn loaded_bytes(image: &Path) -> u64 {
 fn entry_to_main_instructions(image: &Path) -> Result<u64, crate::Failure> {
     let mut opts = RunOpts::for_tests(MachineArg::Microvm, 60);
     opts.accel = Some(crate::Accel::Tcg);
-    opts.extra = vec!["-icount".into(), "shift=0".into()];
+    opts.extra = vec!["-icount".into(), "shift=0,sleep=off".into()];
     let r = qemu::run_image(image, "loglevel=debug", &opts, false)?;
     r.output
         .lines()
@@ -113,15 +113,75 @@ pub fn boot(runs: usize) -> Outcome {
             " (NOT repeatable)"
         },
     );
-    let write = |name: &str, text: &str| {
-        std::fs::write(dir.join(name), text).or_else(|e| fail(format!("write {name}: {e}")))
+    write_results("boot", &report, &md)
+}
+
+/// Writes `target/bench/<name>.json` and `.md` and prints the table.
+fn write_results(name: &str, report: &serde_json::Value, md: &str) -> Outcome {
+    let dir = host::target_dir().join("bench");
+    std::fs::create_dir_all(&dir).or_else(|e| fail(format!("create {}: {e}", dir.display())))?;
+    let write = |file: String, text: &str| {
+        std::fs::write(dir.join(&file), text).or_else(|e| fail(format!("write {file}: {e}")))
     };
     write(
-        "boot.json",
-        &serde_json::to_string_pretty(&report).expect("JSON serializes"),
+        format!("{name}.json"),
+        &serde_json::to_string_pretty(report).expect("JSON serializes"),
     )?;
-    write("boot.md", &md)?;
+    write(format!("{name}.md"), md)?;
     print!("{md}");
-    println!("written: target/bench/boot.json, target/bench/boot.md");
+    println!("written: target/bench/{name}.json, target/bench/{name}.md");
     Ok(0)
+}
+
+/// `bench NAME per_op=N` lines of an entrybench run.
+fn parse_entrybench(output: &str) -> Vec<(String, u64)> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("bench ")?.split_whitespace();
+            let name = w.next()?;
+            let per_op = w.next()?.strip_prefix("per_op=")?.parse().ok()?;
+            Some((name.to_string(), per_op))
+        })
+        .collect()
+}
+
+fn run_entrybench(image: &Path, icount: bool) -> Result<Vec<(String, u64)>, crate::Failure> {
+    let mut opts = RunOpts::for_tests(MachineArg::Microvm, 120);
+    if icount {
+        opts.accel = Some(crate::Accel::Tcg);
+        opts.extra = vec!["-icount".into(), "shift=0,sleep=off".into()];
+    }
+    let r = qemu::run_image(image, "", &opts, false)?;
+    let rows = parse_entrybench(&r.output);
+    if r.status != Some(0) || rows.is_empty() {
+        return fail(format!(
+            "entrybench failed (status {:?}):\n{}",
+            r.status, r.output
+        ));
+    }
+    Ok(rows)
+}
+
+/// `cargo xtask bench entry`: exception round trip, task switch and timer wake-up, as
+/// instruction counts (-icount, run twice to show they repeat) and TSC cycles.
+pub fn entry() -> Outcome {
+    qemu::ensure_qemu()?;
+    let image = build::build("entrybench", Platform::Kvm, true)?;
+    let first = run_entrybench(&image, true)?;
+    let second = run_entrybench(&image, true)?;
+    let cycles = run_entrybench(&image, false)?;
+    let mut md = String::from(
+        "| operation | instructions (-icount) | repeatable | TSC cycles (one run) |\n|---|---|---|---|\n",
+    );
+    let mut rows = Vec::new();
+    for (name, instr) in &first {
+        let repeat = second.iter().any(|(n, v)| n == name && v == instr);
+        let cyc = cycles.iter().find(|(n, _)| n == name).map_or(0, |r| r.1);
+        md.push_str(&format!("| {name} | {instr} | {repeat} | {cyc} |\n"));
+        rows.push(json!({ "operation": name, "instructions": instr, "repeatable": repeat, "tsc_cycles": cyc }));
+    }
+    let accel = format!("{:?}", qemu::pick_accel(None)).to_lowercase();
+    let report = json!({ "vmm": "qemu -M microvm", "accel_for_cycles": accel, "results": rows });
+    write_results("entry", &report, &md)
 }

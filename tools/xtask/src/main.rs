@@ -145,6 +145,8 @@ enum BenchKind {
         #[arg(long, default_value_t = 15)]
         runs: usize,
     },
+    /// Entry-core costs: exception round trip, task switch, timer wake-up.
+    Entry,
 }
 
 /// A failure with a one-line message and an exit status.
@@ -217,6 +219,9 @@ fn main() -> ExitCode {
         Command::Bench {
             which: BenchKind::Boot { runs },
         } => bench::boot(runs),
+        Command::Bench {
+            which: BenchKind::Entry,
+        } => bench::entry(),
         Command::Symbolize { image, log } => symbolize::command(&image, log.as_deref()),
         Command::Clippy => host::clippy(),
         Command::CheckNoinstr { app, release } => noinstr::command(&app, release),
