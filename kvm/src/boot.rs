@@ -1,15 +1,32 @@
-//! The QEMU (PVH) boot path, from `pvh_start64` to `libos::start`.
+//! What both KVM boot paths share: the platform libos sees, and the common part of
+//! boot (descriptor tables, page tables, hand-off to `libos::start`). The VMM-specific
+//! entries are `pvh` (QEMU) and `uhyve`.
 
 use core::fmt;
 
 use libos::memory::Region;
 use libos::{BootInfo, Platform, println};
 
-use crate::start_info::{self, HEADER_LEN, MEMMAP_ENTRY_LEN};
-use crate::{apic, exit, gdt, idt, kvmclock, paging, pvh, serial, stacks};
+use crate::{apic, exit, gdt, idt, kvmclock, paging, pvh, serial, stacks, uhyve};
+
+/// The VMM the image was booted by (it decides the console and the exit path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vmm {
+    /// QEMU, through the PVH entry: 16550 console, isa-debug-exit.
+    Qemu,
+    /// uhyve, through the hermit-entry protocol: its port-I/O hypercalls.
+    Uhyve,
+}
 
 /// The KVM platform as libos sees it.
-struct Kvm;
+pub struct Kvm {
+    vmm: Vmm,
+}
+
+/// The platform when booted by QEMU.
+pub static QEMU: Kvm = Kvm { vmm: Vmm::Qemu };
+/// The platform when booted by uhyve.
+pub static UHYVE: Kvm = Kvm { vmm: Vmm::Uhyve };
 
 impl Platform for Kvm {
     fn name(&self) -> &'static str {
@@ -17,11 +34,17 @@ impl Platform for Kvm {
     }
 
     fn console_write(&self, bytes: &[u8]) {
-        serial::write(bytes);
+        match self.vmm {
+            Vmm::Qemu => serial::write(bytes),
+            Vmm::Uhyve => uhyve::console_write(bytes),
+        }
     }
 
     fn exit(&self, code: i32) -> ! {
-        exit::exit(code)
+        match self.vmm {
+            Vmm::Qemu => exit::exit(code),
+            Vmm::Uhyve => uhyve::exit(code),
+        }
     }
 
     fn irqs_enabled(&self) -> bool {
@@ -88,7 +111,7 @@ impl Platform for Kvm {
 
 /// Masks both legacy 8259 PICs: on `-M pc` the firmware leaves them programmed at
 /// vectors 8-15, which would alias CPU exceptions once interrupts are enabled.
-fn mask_legacy_pic() {
+pub fn mask_legacy_pic() {
     use x86_64::instructions::port::Port;
     // SAFETY: writing 0xff to the PICs' data ports masks every IRQ line; absent PICs
     // (microvm) ignore the writes.
@@ -98,12 +121,8 @@ fn mask_legacy_pic() {
     }
 }
 
-static KVM: Kvm = Kvm;
-
 /// Exit status when boot information is unusable.
 const BOOT_FAILURE: i32 = 3;
-/// Most RAM ranges taken from the memory map.
-const MAX_RAM_REGIONS: usize = 16;
 /// The command line is copied here before the heap may reuse its memory.
 const CMDLINE_MAX: usize = 4096;
 
@@ -114,81 +133,68 @@ unsafe extern "C" {
     static __image_end: u8;
 }
 
-fn fail(what: impl fmt::Display) -> ! {
+/// Reports an unusable boot and exits (the platform is registered by then).
+pub fn fail(what: impl fmt::Display) -> ! {
     println!("upcall: boot failed: {what}");
-    exit::exit(BOOT_FAILURE)
+    match libos::console::platform() {
+        Some(p) => p.exit(BOOT_FAILURE),
+        None => exit::exit(BOOT_FAILURE),
+    }
 }
 
-/// Reads `len` bytes of physical memory below 4 GiB (identity-mapped by the trampoline).
-fn phys_slice(paddr: u64, len: usize) -> &'static [u8] {
+/// Reads `len` bytes of boot memory below 4 GiB, mapped by the boot page tables.
+pub fn phys_slice(paddr: u64, len: usize) -> &'static [u8] {
     if paddr == 0 || paddr.saturating_add(len as u64) > 1 << 32 {
-        fail(format_args!(
-            "boot data at {paddr:#x} (+{len}) is outside the first 4 GiB"
-        ));
+        fail(format_args!("boot data at {paddr:#x} (+{len}) is outside the first 4 GiB"));
     }
-    // SAFETY: the trampoline identity-maps the first 4 GiB and nothing writes boot data
-    // while we read it (the heap does not exist yet).
+    // SAFETY: both boot paths start with the first GiBs identity-mapped and nothing writes
+    // boot data while we read it (the heap does not exist yet).
     unsafe { core::slice::from_raw_parts(paddr as *const u8, len) }
 }
 
-/// Entered from `pvh_start64` on the boot stack with the `hvm_start_info` address.
+/// Copies the command line (bytes up to a NUL; non-ASCII becomes `?`) into the image,
+/// so the heap may reuse the boot memory it came from.
+pub fn keep_cmdline(raw: &[u8]) -> &'static str {
+    let buf = &raw mut CMDLINE;
+    // SAFETY: called once per boot, on the boot CPU, before anything else reads CMDLINE.
+    let buf = unsafe { &mut *buf };
+    crate::start_info::cmdline_text(raw, buf)
+}
+
+/// The most bytes of command line kept.
+pub const fn cmdline_max() -> usize {
+    CMDLINE_MAX
+}
+
+/// Registers the platform and installs the descriptor tables: the first thing each
+/// entry does, so that anything going wrong later is reported.
 ///
-/// Context: boot CPU, irqs off, long mode with the trampoline's 4 GiB identity map.
-#[unsafe(no_mangle)]
-extern "C" fn kvm_pvh_main(start_info_paddr: u64) -> ! {
-    serial::init();
-    libos::boot::register_platform(&KVM);
+/// Context: boot CPU, irqs off, once.
+pub fn early_init(platform: &'static Kvm) {
+    libos::boot::register_platform(platform);
     mask_legacy_pic();
     let code = gdt::init();
     idt::init(code);
+}
 
-    let info =
-        start_info::parse(phys_slice(start_info_paddr, HEADER_LEN)).unwrap_or_else(|e| fail(e));
-    let map_len = info.memmap_entries as usize * MEMMAP_ENTRY_LEN;
-    let mut ram = [Region::default(); MAX_RAM_REGIONS];
-    let n = start_info::ram_regions(phys_slice(info.memmap_paddr, map_len), &mut ram)
-        .unwrap_or_else(|e| fail(e));
-    let ram = &ram[..n];
-
-    let buf = &raw mut CMDLINE;
-    // SAFETY: CMDLINE is only touched here, once, on the boot CPU.
-    let buf = unsafe { &mut *buf };
-    let cmdline = match info.cmdline_paddr {
-        0 => "",
-        pa => {
-            let avail = ((1u64 << 32) - pa).min(CMDLINE_MAX as u64) as usize;
-            start_info::cmdline_text(phys_slice(pa, avail), buf)
-        }
-    };
-
-    let image = Region {
-        start: &raw const __image_start as u64,
-        end: &raw const __image_end as u64,
-    };
+/// The common rest of boot: own page tables over `ram`, then `libos::start`.
+///
+/// Context: boot CPU, irqs off, on the boot stack, after [`early_init`]; boot data
+/// (memory map, device tree) is no longer needed.
+pub fn finish(ram: &[Region], cmdline: &'static str) -> ! {
+    let image = Region { start: &raw const __image_start as u64, end: &raw const __image_end as u64 };
     let guards = stacks::ist_stacks().map(stacks::guard);
-    let unmapped = [
-        0,
-        &raw const pvh::__boot_stack_guard as u64,
-        guards[0],
-        guards[1],
-        guards[2],
-    ];
+    let unmapped = [0, &raw const pvh::__boot_stack_guard as u64, guards[0], guards[1], guards[2]];
     // SAFETY: once, boot CPU, irqs off; the image (code, stacks, CMDLINE) is RAM and only
     // its guard pages are unmapped; boot data is not read after this point.
     unsafe { paging::init(ram, &unmapped, &[apic::mmio_base()]) }.unwrap_or_else(|e| fail(e));
-
     let boot = BootInfo {
         cmdline,
         ram,
-        // Low memory (firmware, boot structures) and the image stay out of the heap.
-        reserved: &[
-            Region {
-                start: 0,
-                end: 0x10_0000,
-            },
-            image,
-        ],
-        // SAFETY: written by the trampoline before any Rust code ran; only read now.
+        // Low memory (firmware, the VMM's boot structures) and the image stay out of
+        // the heap.
+        reserved: &[Region { start: 0, end: 0x10_0000 }, image],
+        // SAFETY: written by the entry trampoline before any Rust code ran.
         entry_tsc: unsafe { pvh::kvm_entry_tsc },
     };
     // SAFETY: `ram` is identity-mapped and writable; everything in use is in `reserved`.

@@ -1,14 +1,19 @@
 //! Upcall's KVM backend.
 //!
-//! QEMU path: the image is a PVH ELF (`-kernel`); `pvh` switches from 32-bit
-//! protected mode to long mode, `boot` reads `hvm_start_info`, sets up the GDT with
-//! IST stacks, the IDT, its own page tables and the serial console, then hands over to
-//! `libos::start`.
+//! One image boots on both KVM VMMs:
+//! - QEMU (`-kernel`): the PVH note leads to `pvh`, which switches from 32-bit
+//!   protected mode to long mode and reads `hvm_start_info`;
+//! - uhyve: the HERMIT note and the ELF entry lead to `uhyve`, entered in long mode
+//!   with hermit-entry's boot info.
+//!
+//! Both continue in `boot`: GDT with IST stacks, IDT, own page tables, then
+//! `libos::start`. The platform differs only in console and exit.
 //!
 //! Modules that touch hardware only build for the bare-metal target; the pure parsers
 //! build (and are tested) on the host too.
 #![cfg_attr(not(test), no_std)]
 
+pub mod bootargs;
 pub mod start_info;
 
 #[cfg(target_os = "none")]
@@ -33,3 +38,5 @@ mod serial;
 mod stacks;
 #[cfg(target_os = "none")]
 mod traps;
+#[cfg(target_os = "none")]
+mod uhyve;

@@ -129,9 +129,39 @@ __boot_stack_top:
     options(att_syntax)
 );
 
+use libos::memory::Region;
+
+use crate::boot;
+use crate::start_info::{self, HEADER_LEN, MEMMAP_ENTRY_LEN};
+
+/// Most RAM ranges taken from the memory map.
+const MAX_RAM_REGIONS: usize = 16;
+
 unsafe extern "C" {
-    /// The TSC at `pvh_start32`, written by the trampoline above.
+    /// The TSC at the image's first instruction (either entry), written by the trampoline.
     pub static kvm_entry_tsc: u64;
     /// The page below the boot stack; `paging` leaves it unmapped.
     pub static __boot_stack_guard: u8;
+}
+
+/// Entered from `pvh_start64` on the boot stack with the `hvm_start_info` address.
+///
+/// Context: boot CPU, irqs off, long mode with the trampoline's 4 GiB identity map.
+#[unsafe(no_mangle)]
+extern "C" fn kvm_pvh_main(start_info_paddr: u64) -> ! {
+    crate::serial::init();
+    boot::early_init(&boot::QEMU);
+    let info = start_info::parse(boot::phys_slice(start_info_paddr, HEADER_LEN)).unwrap_or_else(|e| boot::fail(e));
+    let map_len = info.memmap_entries as usize * MEMMAP_ENTRY_LEN;
+    let mut ram = [Region::default(); MAX_RAM_REGIONS];
+    let n = start_info::ram_regions(boot::phys_slice(info.memmap_paddr, map_len), &mut ram)
+        .unwrap_or_else(|e| boot::fail(e));
+    let cmdline = match info.cmdline_paddr {
+        0 => "",
+        pa => {
+            let avail = ((1u64 << 32) - pa).min(boot::cmdline_max() as u64) as usize;
+            boot::keep_cmdline(boot::phys_slice(pa, avail))
+        }
+    };
+    boot::finish(&ram[..n], cmdline)
 }

@@ -1,7 +1,7 @@
 //! CPU exceptions, as every backend reports them.
 //!
-//! A backend's exception stub saves a [`Regs`] frame and calls [`exception`]. A
-//! breakpoint (`int3`) is counted and resumed; every other exception prints the vector,
+//! A backend's exception stub saves a [`Regs`] frame and calls [`exception`]. The probe
+//! trap ([`probe`]) is counted and resumed; every other exception prints the vector,
 //! error code, fault address, a register dump and the interrupted code's backtrace,
 //! then ends the image with [`EXCEPTION_EXIT_CODE`].
 
@@ -16,44 +16,46 @@ pub const EXCEPTION_EXIT_CODE: i32 = 102;
 
 /// x86 exception vectors libos treats specially.
 pub mod vector {
-    /// `int3`.
-    pub const BREAKPOINT: u64 = 3;
+    /// Invalid opcode (`ud2`; also the resumable probe trap).
+    pub const INVALID_OPCODE: u64 = 6;
     /// Double fault (runs on its own IST stack).
     pub const DOUBLE_FAULT: u64 = 8;
     /// Page fault (the fault address is in CR2).
     pub const PAGE_FAULT: u64 = 14;
 }
 
-static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
-/// irq-stack nesting depth and on-irq-stack flag seen by the last breakpoint handler.
-static LAST_BP_NESTING: AtomicU64 = AtomicU64::new(0);
-static LAST_BP_ON_IRQ_STACK: AtomicBool = AtomicBool::new(false);
+static PROBES: AtomicU64 = AtomicU64::new(0);
+/// irq-stack nesting depth and on-irq-stack flag seen by the last probe handler.
+static LAST_PROBE_NESTING: AtomicU64 = AtomicU64::new(0);
+static LAST_PROBE_ON_IRQ_STACK: AtomicBool = AtomicBool::new(false);
 
-/// How many breakpoint exceptions were taken and resumed.
-pub fn breakpoints() -> u64 {
-    BREAKPOINTS.load(Ordering::SeqCst)
+/// How many probe traps ([`crate::arch::probe_trap`]) were taken and resumed.
+pub fn probes() -> u64 {
+    PROBES.load(Ordering::SeqCst)
 }
 
-/// (irq-stack nesting depth, ran on the irq stack) as seen by the last `int3` handler.
-pub fn last_breakpoint_context() -> (u64, bool) {
-    (
-        LAST_BP_NESTING.load(Ordering::SeqCst),
-        LAST_BP_ON_IRQ_STACK.load(Ordering::SeqCst),
-    )
+/// (irq-stack nesting depth, ran on the irq stack) as seen by the last probe handler.
+pub fn last_probe_context() -> (u64, bool) {
+    (LAST_PROBE_NESTING.load(Ordering::SeqCst), LAST_PROBE_ON_IRQ_STACK.load(Ordering::SeqCst))
 }
 
-/// The `int3` handler: counts and resumes. Backends run it through
+/// Whether an invalid-opcode exception is the probe trap (and so resumable).
+pub fn is_probe(regs: &Regs) -> bool {
+    regs.vector == vector::INVALID_OPCODE && regs.rip == crate::arch::probe_trap_address()
+}
+
+/// The probe handler: counts and steps over the `ud2`. Backends run it through
 /// `entry::run_on_irqstack_cond`, which makes it a probe of the irq-stack logic.
 ///
 /// Context: irqs off, on the irq stack.
-pub extern "C" fn breakpoint(_regs: &mut Regs) {
+pub extern "C" fn probe(regs: &mut Regs) {
     let depth = crate::percpu::this_cpu().irq_nesting.load(Ordering::SeqCst);
-    LAST_BP_NESTING.store(u64::from(depth), Ordering::SeqCst);
-    LAST_BP_ON_IRQ_STACK.store(
-        crate::entry::on_irq_stack(crate::arch::frame_pointer()),
-        Ordering::SeqCst,
-    );
-    BREAKPOINTS.fetch_add(1, Ordering::SeqCst);
+    LAST_PROBE_NESTING.store(u64::from(depth), Ordering::SeqCst);
+    // The stack pointer, not the frame pointer: a leaf like this one may have no frame.
+    let sp = crate::arch::stack_pointer();
+    LAST_PROBE_ON_IRQ_STACK.store(crate::entry::on_irq_stack(sp), Ordering::SeqCst);
+    PROBES.fetch_add(1, Ordering::SeqCst);
+    regs.rip += 2; // the length of `ud2`
 }
 
 /// An interrupt vector nobody handles: reported like a fatal exception.

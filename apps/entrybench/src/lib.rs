@@ -23,11 +23,11 @@ fn report(name: &str, total: u64, ops: u64) {
 
 /// The application's entry.
 pub fn main(_args: &libos::Args) -> i32 {
-    // Exception round trip: int3 -> stub -> irqentry_enter -> irq stack -> handler ->
+    // Exception round trip: probe trap (ud2) -> stub -> irqentry_enter -> irq stack -> handler ->
     // irqentry_exit -> iretq.
     let t = rdtsc();
     for _ in 0..OPS {
-        libos::arch::breakpoint();
+        libos::arch::probe_trap();
     }
     report("exception_round_trip", rdtsc() - t, OPS);
 

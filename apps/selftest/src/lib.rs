@@ -101,12 +101,12 @@ fn check_cmdline(c: &mut Checker, args: &libos::Args) {
 }
 
 fn check_traps(c: &mut Checker) {
-    let before = libos::trap::breakpoints();
-    libos::arch::breakpoint();
-    libos::arch::breakpoint();
+    let before = libos::trap::probes();
+    libos::arch::probe_trap();
+    libos::arch::probe_trap();
     c.check_eq(
-        "trap: int3 taken and resumed twice",
-        libos::trap::breakpoints() - before,
+        "trap: probe trap taken and resumed twice",
+        libos::trap::probes() - before,
         2,
     );
     c.check_eq("trap: vector 14 is #PF", libos::trap::describe(14).0, "#PF");

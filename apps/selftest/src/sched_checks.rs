@@ -122,20 +122,25 @@ fn check_sync(c: &mut Checker) {
 }
 
 extern "C" fn nested_probe(_: &mut Regs) {
-    libos::arch::breakpoint();
+    libos::arch::probe_trap();
 }
 
 fn check_irq_stack(c: &mut Checker) {
-    libos::arch::breakpoint();
-    let (depth, on_irq) = trap::last_breakpoint_context();
+    libos::arch::probe_trap();
+    let (depth, on_irq) = trap::last_probe_context();
     c.check(
         "irq stack: exception from a task switches to it",
         depth == 1 && on_irq,
-        format_args!("depth {depth}, on irq stack {on_irq}"),
+        format_args!(
+            "depth {depth}, on irq stack {on_irq} (irq stack {:#x}..{:#x}, nested entries {:?})",
+            libos::percpu::this_cpu().irq_stack_bottom.load(SeqCst),
+            libos::percpu::this_cpu().irq_stack_top.load(SeqCst),
+            entry::nesting_stats()
+        ),
     );
     let (_, nested_before) = entry::nesting_stats();
     entry::test_run_on_irq_stack(nested_probe);
-    let (depth, on_irq) = trap::last_breakpoint_context();
+    let (depth, on_irq) = trap::last_probe_context();
     let (_, nested_after) = entry::nesting_stats();
     c.check(
         "irq stack: nested entry does not switch again",

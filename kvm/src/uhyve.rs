@@ -1,0 +1,114 @@
+//! The uhyve boot path (hermit-entry protocol, uhyve-interface v1) and uhyve's I/O.
+//!
+//! uhyve loads the ELF at its link address (0x100000, RAM starting at 0) and enters the
+//! ELF entry `uhyve_start64` in long mode with its own identity map, GDT and a stack
+//! below the image, `rdi` = `&RawBootInfo`. We switch to our boot stack, zero `.bss` and
+//! continue in Rust with the same GDT/IDT/page-table code as the QEMU path. The console
+//! and the exit are uhyve's port-I/O hypercalls (never COM1: uhyve does not emulate it);
+//! the command line comes from `/chosen/bootargs` of uhyve's device tree.
+
+use hermit_entry::boot_info::{BootInfo, PlatformInfo, RawBootInfo};
+use libos::memory::Region;
+use x86_64::instructions::port::Port;
+
+use crate::{boot, bootargs};
+
+hermit_entry::define_entry_version!();
+
+core::arch::global_asm!(
+    r#"
+    .section .text.boot, "ax"
+    .code64
+    .global uhyve_start64
+    .type uhyve_start64, @function
+uhyve_start64:
+    cld
+    mov r12, rdi                      /* &RawBootInfo */
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov [rip + kvm_entry_tsc], rax
+    /* Zero .bss (page-aligned at both ends). uhyve's own structures and stack lie
+       below the image, so nothing live is in it. */
+    lea rdi, [rip + __bss_start]
+    lea rcx, [rip + __bss_end]
+    sub rcx, rdi
+    shr rcx, 3
+    xor eax, eax
+    rep stosq
+    lea rsp, [rip + __boot_stack_top]
+    xor ebp, ebp                      /* ends every backtrace */
+    mov rdi, r12
+    call kvm_uhyve_main
+    ud2
+"#
+);
+
+/// uhyve-interface v1 port for writing a buffer to the console.
+const SERIAL_BUFFER_WRITE: u16 = 0x880;
+/// uhyve-interface v1 port for ending the VM.
+const EXIT: u16 = 0x540;
+/// Largest device tree read (uhyve's is 16 KiB).
+const FDT_MAX: usize = 64 * 1024;
+
+/// `SerialWriteBufferParams` of uhyve-interface v1.
+#[repr(C, packed)]
+struct SerialWriteBuffer {
+    buf: u64,
+    len: u64,
+}
+
+/// `ExitParams` of uhyve-interface v1.
+#[repr(C, packed)]
+struct ExitParams {
+    arg: i32,
+}
+
+/// Issues a v1 hypercall: the guest-physical address of `params` goes out on `port`.
+fn hypercall<T>(port: u16, params: &T) {
+    // Identity-mapped kernel memory below 4 GiB: virtual == physical, fits in 32 bits.
+    let addr = core::ptr::from_ref(params) as u64;
+    debug_assert!(addr < 1 << 32, "hypercall parameters above 4 GiB");
+    // SAFETY: uhyve reads `params` (a live, fully initialized value in RAM) while the
+    // vCPU is stopped in the `out`; no memory of ours is written.
+    unsafe { Port::<u32>::new(port).write(addr as u32) };
+}
+
+/// Writes console output through uhyve.
+pub fn console_write(bytes: &[u8]) {
+    let params = SerialWriteBuffer { buf: bytes.as_ptr() as u64, len: bytes.len() as u64 };
+    hypercall(SERIAL_BUFFER_WRITE, &params);
+}
+
+/// Ends the VM; uhyve exits with `code & 0xff`.
+pub fn exit(code: i32) -> ! {
+    hypercall(EXIT, &ExitParams { arg: code });
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+/// Entered from `uhyve_start64` on our boot stack.
+///
+/// Context: boot CPU, irqs off, long mode with uhyve's identity map.
+#[unsafe(no_mangle)]
+extern "C" fn kvm_uhyve_main(raw: &'static RawBootInfo) -> ! {
+    boot::early_init(&boot::UHYVE);
+    let info = BootInfo::from(*raw);
+    if !matches!(info.platform_info, PlatformInfo::Uhyve { .. }) {
+        boot::fail("entered through the uhyve entry, but the boot info is not uhyve's");
+    }
+    let ram = [Region { start: info.hardware_info.phys_addr_range.start, end: info.hardware_info.phys_addr_range.end }];
+    let cmdline = match info.hardware_info.device_tree {
+        None => "",
+        Some(addr) => {
+            let header = boot::phys_slice(addr.get(), 8);
+            let size = bootargs::total_size(header).unwrap_or_else(|| boot::fail(bootargs::Error::Malformed));
+            let blob = boot::phys_slice(addr.get(), size.min(FDT_MAX));
+            let args = bootargs::bootargs(blob).unwrap_or_else(|e| boot::fail(e)).unwrap_or("");
+            boot::keep_cmdline(args.as_bytes())
+        }
+    };
+    boot::finish(&ram, cmdline)
+}
