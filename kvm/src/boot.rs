@@ -145,7 +145,9 @@ pub fn fail(what: impl fmt::Display) -> ! {
 /// Reads `len` bytes of boot memory below 4 GiB, mapped by the boot page tables.
 pub fn phys_slice(paddr: u64, len: usize) -> &'static [u8] {
     if paddr == 0 || paddr.saturating_add(len as u64) > 1 << 32 {
-        fail(format_args!("boot data at {paddr:#x} (+{len}) is outside the first 4 GiB"));
+        fail(format_args!(
+            "boot data at {paddr:#x} (+{len}) is outside the first 4 GiB"
+        ));
     }
     // SAFETY: both boot paths start with the first GiBs identity-mapped and nothing writes
     // boot data while we read it (the heap does not exist yet).
@@ -182,9 +184,18 @@ pub fn early_init(platform: &'static Kvm) {
 /// Context: boot CPU, irqs off, on the boot stack, after [`early_init`]; boot data
 /// (memory map, device tree) is no longer needed.
 pub fn finish(ram: &[Region], cmdline: &'static str) -> ! {
-    let image = Region { start: &raw const __image_start as u64, end: &raw const __image_end as u64 };
+    let image = Region {
+        start: &raw const __image_start as u64,
+        end: &raw const __image_end as u64,
+    };
     let guards = stacks::ist_stacks().map(stacks::guard);
-    let unmapped = [0, &raw const pvh::__boot_stack_guard as u64, guards[0], guards[1], guards[2]];
+    let unmapped = [
+        0,
+        &raw const pvh::__boot_stack_guard as u64,
+        guards[0],
+        guards[1],
+        guards[2],
+    ];
     // SAFETY: once, boot CPU, irqs off; the image (code, stacks, CMDLINE) is RAM and only
     // its guard pages are unmapped; boot data is not read after this point.
     unsafe { paging::init(ram, &unmapped, &[apic::mmio_base()]) }.unwrap_or_else(|e| fail(e));
@@ -193,7 +204,13 @@ pub fn finish(ram: &[Region], cmdline: &'static str) -> ! {
         ram,
         // Low memory (firmware, the VMM's boot structures) and the image stay out of
         // the heap.
-        reserved: &[Region { start: 0, end: 0x10_0000 }, image],
+        reserved: &[
+            Region {
+                start: 0,
+                end: 0x10_0000,
+            },
+            image,
+        ],
         // SAFETY: written by the entry trampoline before any Rust code ran.
         entry_tsc: unsafe { pvh::kvm_entry_tsc },
     };

@@ -33,7 +33,9 @@ const FDT_NOP: u32 = 4;
 const FDT_END: u32 = 9;
 
 fn be32(blob: &[u8], at: usize) -> Result<u32, Error> {
-    let b = blob.get(at..at.checked_add(4).ok_or(Error::Malformed)?).ok_or(Error::Malformed)?;
+    let b = blob
+        .get(at..at.checked_add(4).ok_or(Error::Malformed)?)
+        .ok_or(Error::Malformed)?;
     Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
@@ -73,12 +75,16 @@ pub fn bootargs(blob: &[u8]) -> Result<Option<&str>, Error> {
                 let len = be32(blob, at)? as usize;
                 let name_off = be32(blob, at + 4)? as usize;
                 let value_at = at + 8;
-                let value = blob.get(value_at..value_at.checked_add(len).ok_or(Error::Malformed)?).ok_or(Error::Malformed)?;
+                let value = blob
+                    .get(value_at..value_at.checked_add(len).ok_or(Error::Malformed)?)
+                    .ok_or(Error::Malformed)?;
                 let name = strings.get(name_off..).ok_or(Error::Malformed)?;
                 let name = &name[..name.iter().position(|&b| b == 0).ok_or(Error::Malformed)?];
                 if in_chosen == Some(depth) && name == b"bootargs" {
                     let text = value.strip_suffix(&[0]).ok_or(Error::BadBootargs)?;
-                    return core::str::from_utf8(text).map(Some).map_err(|_| Error::BadBootargs);
+                    return core::str::from_utf8(text)
+                        .map(Some)
+                        .map_err(|_| Error::BadBootargs);
                 }
                 at = (value_at + len).next_multiple_of(4);
             }
@@ -92,7 +98,11 @@ pub fn bootargs(blob: &[u8]) -> Result<Option<&str>, Error> {
 /// The total size a device tree header claims (to know how much to read), if `header`
 /// starts with the FDT magic.
 pub fn total_size(header: &[u8]) -> Option<usize> {
-    let word = |i: usize| header.get(i..i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let word = |i: usize| {
+        header
+            .get(i..i + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
     (word(0)? == 0xd00d_feed).then_some(word(4)? as usize)
 }
 
@@ -126,7 +136,18 @@ mod tests {
         let strings_off = struct_off + structs.len() as u32;
         let total = strings_off + strings.len() as u32;
         let mut out = Vec::new();
-        for v in [0xd00d_feed, total, struct_off, strings_off, rsv_off, 17, 16, 0, strings.len() as u32, structs.len() as u32] {
+        for v in [
+            0xd00d_feed,
+            total,
+            struct_off,
+            strings_off,
+            rsv_off,
+            17,
+            16,
+            0,
+            strings.len() as u32,
+            structs.len() as u32,
+        ] {
             out.extend(be(v));
         }
         out.extend([0u8; 16]); // empty memory reservation map

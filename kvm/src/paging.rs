@@ -15,8 +15,11 @@ use x86_64::structures::paging::{PageTableFlags as F, PhysFrame};
 const ENTRIES: usize = 512;
 const SIZE_4K: u64 = 4096;
 const SIZE_2M: u64 = 2 << 20;
-/// Tables available: 1 PML4 + 1 PDPT per 512 GiB + 1 PD per GiB + 1 PT per split 2 MiB.
-const POOL_TABLES: usize = 96;
+/// Tables available: 1 PML4 + 1 PDPT per 512 GiB + 1 PD per GiB + 1 PT per split
+/// 2 MiB (page 0, the image's guard pages, each task stack's guard page). It lives in
+/// .bss, which boot zeroes, so it is sized for typical guests (a few GiB, tens of
+/// tasks); past it, boot fails clearly and stacks go without a guard page.
+const POOL_TABLES: usize = 40;
 
 #[repr(C, align(4096))]
 #[derive(Clone, Copy)]

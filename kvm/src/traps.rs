@@ -98,7 +98,9 @@ pub fn stub_address(vector: u8) -> u64 {
 extern "C" fn kvm_trap(regs: &mut Regs) {
     let state = entry::irqentry_enter(regs);
     match regs.vector {
-        trap::vector::INVALID_OPCODE if trap::is_probe(regs) => entry::run_on_irqstack_cond(trap::probe, regs),
+        trap::vector::INVALID_OPCODE if trap::is_probe(regs) => {
+            entry::run_on_irqstack_cond(trap::probe, regs)
+        }
         v if v < 32 => exception(regs),
         v if v == u64::from(apic::TIMER_VECTOR) => {
             apic::eoi();

@@ -9,7 +9,6 @@
 
 use hermit_entry::boot_info::{BootInfo, PlatformInfo, RawBootInfo};
 use libos::memory::Region;
-use x86_64::instructions::port::Port;
 
 use crate::{boot, bootargs};
 
@@ -28,14 +27,9 @@ uhyve_start64:
     shl rdx, 32
     or rax, rdx
     mov [rip + kvm_entry_tsc], rax
-    /* Zero .bss (page-aligned at both ends). uhyve's own structures and stack lie
-       below the image, so nothing live is in it. */
-    lea rdi, [rip + __bss_start]
-    lea rcx, [rip + __bss_end]
-    sub rcx, rdi
-    shr rcx, 3
-    xor eax, eax
-    rep stosq
+    /* No .bss zeroing here: uhyve loads the image into freshly mmap'd (zeroed) guest
+       memory, and every instruction before our page tables exist is expensive on a
+       software KVM. (The PVH path zeroes: firmware may have used that memory.) */
     lea rsp, [rip + __boot_stack_top]
     xor ebp, ebp                      /* ends every backtrace */
     mov rdi, r12
@@ -69,14 +63,21 @@ fn hypercall<T>(port: u16, params: &T) {
     // Identity-mapped kernel memory below 4 GiB: virtual == physical, fits in 32 bits.
     let addr = core::ptr::from_ref(params) as u64;
     debug_assert!(addr < 1 << 32, "hypercall parameters above 4 GiB");
-    // SAFETY: uhyve reads `params` (a live, fully initialized value in RAM) while the
-    // vCPU is stopped in the `out`; no memory of ours is written.
-    unsafe { Port::<u32>::new(port).write(addr as u32) };
+    // SAFETY: uhyve reads `params` (a live, fully initialized value in RAM), and what it
+    // points to, while the vCPU is stopped in the `out`; no memory of ours is written.
+    // Not `nomem` (unlike `Port::write`): the compiler must have stored `params` and the
+    // data behind it before the `out`, since uhyve reads them.
+    unsafe {
+        core::arch::asm!("out dx, eax", in("dx") port, in("eax") addr as u32, options(nostack, preserves_flags));
+    }
 }
 
 /// Writes console output through uhyve.
 pub fn console_write(bytes: &[u8]) {
-    let params = SerialWriteBuffer { buf: bytes.as_ptr() as u64, len: bytes.len() as u64 };
+    let params = SerialWriteBuffer {
+        buf: bytes.as_ptr() as u64,
+        len: bytes.len() as u64,
+    };
     hypercall(SERIAL_BUFFER_WRITE, &params);
 }
 
@@ -99,14 +100,20 @@ extern "C" fn kvm_uhyve_main(raw: &'static RawBootInfo) -> ! {
     if !matches!(info.platform_info, PlatformInfo::Uhyve { .. }) {
         boot::fail("entered through the uhyve entry, but the boot info is not uhyve's");
     }
-    let ram = [Region { start: info.hardware_info.phys_addr_range.start, end: info.hardware_info.phys_addr_range.end }];
+    let ram = [Region {
+        start: info.hardware_info.phys_addr_range.start,
+        end: info.hardware_info.phys_addr_range.end,
+    }];
     let cmdline = match info.hardware_info.device_tree {
         None => "",
         Some(addr) => {
             let header = boot::phys_slice(addr.get(), 8);
-            let size = bootargs::total_size(header).unwrap_or_else(|| boot::fail(bootargs::Error::Malformed));
+            let size = bootargs::total_size(header)
+                .unwrap_or_else(|| boot::fail(bootargs::Error::Malformed));
             let blob = boot::phys_slice(addr.get(), size.min(FDT_MAX));
-            let args = bootargs::bootargs(blob).unwrap_or_else(|e| boot::fail(e)).unwrap_or("");
+            let args = bootargs::bootargs(blob)
+                .unwrap_or_else(|e| boot::fail(e))
+                .unwrap_or("");
             boot::keep_cmdline(args.as_bytes())
         }
     };

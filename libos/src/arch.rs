@@ -25,7 +25,9 @@ pub fn frame_pointer() -> u64 {
 pub fn stack_pointer() -> u64 {
     let rsp: u64;
     // SAFETY: copies rsp into a register; no memory or flags are touched.
-    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags))
+    };
     rsp
 }
 

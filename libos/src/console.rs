@@ -77,10 +77,46 @@ pub fn emergency_writer() -> RawWriter {
     RawWriter
 }
 
+/// Collects formatted pieces and hands them to the platform in few writes: each write
+/// may be a VM exit (uhyve's console hypercall, Xen's console ring notification).
+struct Buffered {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Buffered {
+    fn flush(&mut self) {
+        if self.len > 0 {
+            if let Some(p) = platform() {
+                p.console_write(&self.buf[..self.len]);
+            }
+            self.len = 0;
+        }
+    }
+}
+
+impl Write for Buffered {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for chunk in s.as_bytes().chunks(self.buf.len()) {
+            if self.len + chunk.len() > self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
+            self.len += chunk.len();
+        }
+        Ok(())
+    }
+}
+
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments<'_>) {
     let _line = LINE_LOCK.lock();
-    let _ = RawWriter.write_fmt(args);
+    let mut out = Buffered {
+        buf: [0; 256],
+        len: 0,
+    };
+    let _ = out.write_fmt(args);
+    out.flush();
 }
 
 /// Prints to the platform console.

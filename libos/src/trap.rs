@@ -36,7 +36,10 @@ pub fn probes() -> u64 {
 
 /// (irq-stack nesting depth, ran on the irq stack) as seen by the last probe handler.
 pub fn last_probe_context() -> (u64, bool) {
-    (LAST_PROBE_NESTING.load(Ordering::SeqCst), LAST_PROBE_ON_IRQ_STACK.load(Ordering::SeqCst))
+    (
+        LAST_PROBE_NESTING.load(Ordering::SeqCst),
+        LAST_PROBE_ON_IRQ_STACK.load(Ordering::SeqCst),
+    )
 }
 
 /// Whether an invalid-opcode exception is the probe trap (and so resumable).

@@ -17,11 +17,20 @@ pub enum Machine {
     PcSeabios,
 }
 
+/// Where a case boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bed {
+    /// QEMU with this machine type (TCG or KVM as the host allows).
+    Qemu(Machine),
+    /// uhyve (needs /dev/kvm).
+    Uhyve,
+}
+
 /// One integration test.
 #[derive(Debug, Clone)]
 pub struct Case {
     /// Unique, printed name.
-    pub name: &'static str,
+    pub name: String,
     /// App under `apps/`.
     pub app: &'static str,
     /// Built with `--release`.
@@ -29,7 +38,7 @@ pub struct Case {
     /// The app's command line (words after `--`).
     pub args: &'static [&'static str],
     /// Where it boots.
-    pub machine: Machine,
+    pub bed: Bed,
     /// The app's exit status.
     pub status: i32,
     /// Substrings that must appear in the (symbolized) console output, in this order.
@@ -41,32 +50,36 @@ pub const PANIC: i32 = 101;
 /// Exit status of a fatal CPU exception (`libos::trap::EXCEPTION_EXIT_CODE`).
 pub const EXCEPTION: i32 = 102;
 
-const fn case(name: &'static str, app: &'static str, args: &'static [&'static str]) -> Case {
+fn case(name: &str, app: &'static str, args: &'static [&'static str]) -> Case {
     Case {
-        name,
+        name: name.to_string(),
         app,
         release: false,
         args,
-        machine: Machine::Microvm,
+        bed: Bed::Qemu(Machine::Microvm),
         status: 0,
         expect: &[],
     }
 }
 
 impl Case {
-    const fn on(mut self, machine: Machine) -> Self {
-        self.machine = machine;
+    fn on(mut self, machine: Machine) -> Self {
+        self.bed = Bed::Qemu(machine);
         self
     }
-    const fn release(mut self) -> Self {
+    fn uhyve(mut self) -> Self {
+        self.bed = Bed::Uhyve;
+        self
+    }
+    fn release(mut self) -> Self {
         self.release = true;
         self
     }
-    const fn status(mut self, status: i32) -> Self {
+    fn status(mut self, status: i32) -> Self {
         self.status = status;
         self
     }
-    const fn expect(mut self, expect: &'static [&'static str]) -> Self {
+    fn expect(mut self, expect: &'static [&'static str]) -> Self {
         self.expect = expect;
         self
     }
@@ -155,6 +168,73 @@ pub fn kvm_qemu_cases() -> Vec<Case> {
     .collect()
 }
 
+/// The cases for uhyve: the same image as on QEMU, entered through hermit-entry.
+pub fn uhyve_cases() -> Vec<Case> {
+    let crash = |mode: &'static [&'static str], status, expect| {
+        case(&format!("uhyve/crash/{}", mode[0]), "crash", mode)
+            .uhyve()
+            .status(status)
+            .expect(expect)
+    };
+    [
+        case("uhyve/hello", "hello", &[]).uhyve().expect(HELLO),
+        case("uhyve/hello/args", "hello", &["a", "b c"])
+            .uhyve()
+            .expect(&["arg[0] = a", "arg[1] = b c"]),
+        case("uhyve/hello/release", "hello", &[])
+            .uhyve()
+            .release()
+            .expect(HELLO),
+        crash(
+            &["task"],
+            PANIC,
+            &[
+                "deliberate panic 3 calls deep",
+                "crash::crash_inner",
+                "crash::main",
+                "kvm_uhyve_main",
+            ],
+        ),
+        crash(
+            &["pagefault"],
+            EXCEPTION,
+            &[
+                "#PF page fault",
+                "cr2=0x00007fffdead0000",
+                "crash::read_unmapped",
+            ],
+        ),
+        crash(
+            &["ud"],
+            EXCEPTION,
+            &["#UD invalid opcode", "crash::invalid_opcode"],
+        ),
+        crash(
+            &["irq"],
+            PANIC,
+            &[
+                "deliberate panic in the timer interrupt handler",
+                "--- irq stack ends",
+                "crash::panic_in_timer_interrupt",
+            ],
+        ),
+    ]
+    .into_iter()
+    // Every model at the default tick. (Not hz=250: on a software KVM each timer
+    // interrupt costs milliseconds, so a 4 ms tick leaves tasks almost no time.)
+    .chain(
+        PREEMPT_MODELS
+            .iter()
+            .filter(|(name, _)| !name.contains("hz="))
+            .map(|&(name, arg)| {
+                case(&format!("uhyve/{name}"), "selftest", arg)
+                    .uhyve()
+                    .expect(SELFTEST_MODEL)
+            }),
+    )
+    .collect()
+}
+
 /// `selftest` under every preemption model (each checks that its model behaves as
 /// specified, and under dynamic that run-time switches change the behaviour).
 fn preemption_cases() -> Vec<Case> {
@@ -214,7 +294,8 @@ mod tests {
     #[test]
     fn names_are_unique() {
         let cases = kvm_qemu_cases();
-        let mut names: Vec<_> = cases.iter().map(|c| c.name).collect();
+        let cases: Vec<Case> = cases.into_iter().chain(uhyve_cases()).collect();
+        let mut names: Vec<_> = cases.iter().map(|c| c.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), cases.len());

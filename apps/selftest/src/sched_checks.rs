@@ -70,17 +70,23 @@ fn check_tasks(c: &mut Checker) {
         alloc::vec!["high", "low"],
     );
 
+    // All sleepers get their deadline from one base, sent once they all exist, so the
+    // order cannot depend on how long spawning takes (milliseconds on a software KVM).
     let wakes = Arc::new(Mutex::new(Vec::new()));
+    let start = Arc::new(Channel::new());
     let handles: Vec<_> = [30u64, 10, 20]
         .into_iter()
         .map(|ms| {
-            let w = wakes.clone();
+            let (w, start) = (wakes.clone(), start.clone());
             sched::spawn("sleeper", Priority::Normal, move || {
-                sched::sleep_ns(ms * 1_000_000);
+                let base: u64 = start.recv();
+                sched::sleep_until(base + ms * 1_000_000);
                 w.lock().push(ms);
             })
         })
         .collect();
+    let base = time::now_ns() + 5_000_000;
+    (0..3).for_each(|_| start.send(base));
     handles.into_iter().for_each(sched::JoinHandle::join);
     c.check_eq(
         "sched: sleepers wake in deadline order",

@@ -1,6 +1,6 @@
 //! Task and irq stacks (heap memory with a guard page), and the context switch.
 
-use alloc::alloc::{Layout, alloc_zeroed, dealloc};
+use alloc::alloc::{Layout, alloc, dealloc};
 
 use crate::console;
 
@@ -26,8 +26,9 @@ impl Stack {
     pub fn new(size: usize) -> Stack {
         let size = size.next_multiple_of(PAGE);
         let layout = Layout::from_size_align(size + PAGE, PAGE).expect("stack layout");
-        // SAFETY: the layout has a non-zero size.
-        let base = unsafe { alloc_zeroed(layout) };
+        // SAFETY: the layout has a non-zero size. (Not zeroed: a stack is written before
+        // it is read, and zeroing costs boot time.)
+        let base = unsafe { alloc(layout) };
         assert!(
             !base.is_null(),
             "out of memory allocating a {size}-byte stack"

@@ -13,6 +13,7 @@ use object::{Object, ObjectSegment};
 use serde_json::json;
 
 use crate::qemu::{self, RunOpts};
+use crate::vmm::Vmm;
 use crate::{MachineArg, Outcome, Platform, build, fail, host, stub_elf};
 
 /// The ratio we aim for (`hello` / do-nothing).
@@ -60,59 +61,90 @@ pub fn boot(runs: usize) -> Outcome {
     std::fs::write(&stub, stub_elf::do_nothing_image())
         .or_else(|e| fail(format!("write stub: {e}")))?;
 
+    // The VMMs this machine can run: QEMU microvm always, uhyve where /dev/kvm exists.
+    let mut vmms = vec![Vmm::Qemu];
+    match crate::uhyve::ensure_uhyve() {
+        Ok(_) => vmms.push(Vmm::Uhyve),
+        Err(f) => eprintln!("bench boot: uhyve skipped: {}", f.message),
+    }
     let opts = RunOpts::for_tests(MachineArg::Microvm, 60);
     let accel = qemu::pick_accel(None);
-    let (mut t_hello, mut t_stub) = (Vec::new(), Vec::new());
+    // times[vmm][0] = do-nothing, [1] = hello; all runs interleaved.
+    let mut times = vec![[Vec::new(), Vec::new()]; vmms.len()];
     for i in 0..runs {
-        eprint!("\rbench boot: run {}/{runs} (microvm, {accel:?})", i + 1);
-        for (image, times) in [(&stub, &mut t_stub), (&hello, &mut t_hello)] {
-            let r = qemu::run_image(image, "", &opts, false)?;
-            if r.status != Some(0) {
-                return fail(format!(
-                    "{} exited with {:?} during the benchmark",
-                    image.display(),
-                    r.status
-                ));
+        eprint!("\rbench boot: run {}/{runs}", i + 1);
+        for (v, &vmm) in vmms.iter().enumerate() {
+            for (k, image) in [&stub, &hello].into_iter().enumerate() {
+                let r = crate::run::boot(vmm, image, &[], &opts, false)?;
+                if r.status != Some(0) {
+                    return fail(format!(
+                        "{} exited with {:?} on {vmm:?} during the benchmark",
+                        image.display(),
+                        r.status
+                    ));
+                }
+                times[v][k].push(r.elapsed);
             }
-            times.push(r.elapsed);
         }
     }
     eprintln!();
-    let (m_hello, m_stub) = (median(t_hello), median(t_stub));
-    let ratio = m_hello.as_secs_f64() / m_stub.as_secs_f64();
     let first = entry_to_main_instructions(&hello)?;
     let second = entry_to_main_instructions(&hello)?;
     let size = std::fs::metadata(&hello).map_or(0, |m| m.len());
     let loaded = loaded_bytes(&hello);
 
-    let report = json!({
-        "vmm": "qemu -M microvm",
-        "accel": format!("{accel:?}").to_lowercase(),
-        "runs": runs,
-        "median_ms": { "hello": m_hello.as_secs_f64() * 1e3, "do_nothing": m_stub.as_secs_f64() * 1e3 },
-        "ratio_hello_over_do_nothing": ratio,
-        "goal_ratio": GOAL_RATIO,
-        "entry_to_main_instructions_icount": first,
-        "icount_repeatable": first == second,
-        "hello_release_bytes": size,
-        "hello_loaded_bytes": loaded,
-    });
-    let md = format!(
-        "| metric | value |\n|---|---|\n\
-         | VMM | QEMU microvm, {accel:?}, {runs} interleaved runs |\n\
-         | median boot-to-exit, hello | {:.1} ms |\n\
-         | median boot-to-exit, do-nothing image | {:.1} ms |\n\
-         | ratio hello / do-nothing | {ratio:.3} (goal ≤ {GOAL_RATIO:.2}) |\n\
-         | instructions entry → main (-icount) | {first}{} |\n\
+    let mut md = format!(
+        "| VMM | median hello | median do-nothing | ratio (goal ≤ {GOAL_RATIO:.2}) |\n|---|---|---|---|\n"
+    );
+    let mut per_vmm = Vec::new();
+    let mut hello_medians = Vec::new();
+    for (v, &vmm) in vmms.iter().enumerate() {
+        let [stub_t, hello_t] = times[v].clone();
+        let (m_stub, m_hello) = (median(stub_t), median(hello_t));
+        let ratio = m_hello.as_secs_f64() / m_stub.as_secs_f64();
+        let name = match vmm {
+            Vmm::Qemu => format!("QEMU microvm ({accel:?})"),
+            Vmm::Uhyve => format!("uhyve {}", crate::uhyve::VERSION),
+        };
+        md.push_str(&format!(
+            "| {name} | {:.1} ms | {:.1} ms | {ratio:.3} |\n",
+            m_hello.as_secs_f64() * 1e3,
+            m_stub.as_secs_f64() * 1e3
+        ));
+        hello_medians.push(m_hello.as_secs_f64());
+        per_vmm.push(json!({
+            "vmm": name,
+            "median_ms": { "hello": m_hello.as_secs_f64() * 1e3, "do_nothing": m_stub.as_secs_f64() * 1e3 },
+            "ratio_hello_over_do_nothing": ratio,
+        }));
+    }
+    if let [qemu_hello, uhyve_hello] = hello_medians[..] {
+        md.push_str(&format!(
+            "\nhello on uhyve vs QEMU microvm, same run: {:.3}×\n",
+            uhyve_hello / qemu_hello
+        ));
+    }
+    md.push_str(&format!(
+        "\n| metric | value |\n|---|---|\n\
+         | runs (interleaved) | {runs} |\n\
+         | instructions entry → main (QEMU -icount) | {first}{} |\n\
          | hello release image | {size} bytes ({loaded} loaded) |\n",
-        m_hello.as_secs_f64() * 1e3,
-        m_stub.as_secs_f64() * 1e3,
         if first == second {
             " (repeatable)"
         } else {
             " (NOT repeatable)"
         },
-    );
+    ));
+    let report = json!({
+        "runs": runs,
+        "goal_ratio": GOAL_RATIO,
+        "vmms": per_vmm,
+        "uhyve_over_qemu_hello": (hello_medians.len() == 2).then(|| hello_medians[1] / hello_medians[0]),
+        "entry_to_main_instructions_icount": first,
+        "icount_repeatable": first == second,
+        "hello_release_bytes": size,
+        "hello_loaded_bytes": loaded,
+    });
     write_results("boot", &report, &md)
 }
 

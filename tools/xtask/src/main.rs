@@ -5,9 +5,12 @@ mod build;
 mod host;
 mod noinstr;
 mod qemu;
+mod run;
 mod stub_elf;
 mod symbolize;
 mod test;
+mod uhyve;
+mod vmm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +84,9 @@ enum Command {
         /// Platform to run on.
         #[arg(long, value_enum, default_value_t = Platform::Kvm)]
         platform: Platform,
+        /// The VMM to boot on (KVM platform).
+        #[arg(long, value_enum, default_value_t = vmm::Vmm::Qemu)]
+        vmm: vmm::Vmm,
         /// QEMU accelerator [default: kvm where /proc/cpuinfo shows vmx/svm, else tcg].
         #[arg(long, value_enum)]
         accel: Option<Accel>,
@@ -197,6 +203,7 @@ fn main() -> ExitCode {
         Command::Run {
             app,
             platform,
+            vmm,
             accel,
             machine,
             memory,
@@ -213,7 +220,7 @@ fn main() -> ExitCode {
                 dry_run,
                 extra: Vec::new(),
             };
-            qemu::build_and_run(&app, platform, release, &args, &opts)
+            run::build_and_run(&app, platform, vmm, release, &args, &opts)
         }
         Command::Test { filter, no_host } => test::run(filter.as_deref(), no_host),
         Command::Bench {

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Instant;
 
-use upcall_tests::{Case, Machine};
+use upcall_tests::{Bed, Case, Machine};
 
 use crate::qemu::{self, RunOpts};
+use crate::vmm::Vmm;
 use crate::{MachineArg, Outcome, Platform, build, host};
 
 /// Seconds a single boot may take before it counts as hung (SeaBIOS under TCG is slow).
@@ -103,9 +104,12 @@ fn run_case(case: &Case, images: &mut HashMap<(String, bool), PathBuf>) -> Resul
         }
     };
     let args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
-    let opts = RunOpts::for_tests(machine_arg(case.machine), CASE_TIMEOUT);
-    let r = qemu::run_image(&image, &qemu::kernel_cmdline(&args), &opts, false)
-        .map_err(|f| f.message)?;
+    let (vmm, machine) = match case.bed {
+        Bed::Qemu(m) => (Vmm::Qemu, machine_arg(m)),
+        Bed::Uhyve => (Vmm::Uhyve, MachineArg::Microvm),
+    };
+    let opts = RunOpts::for_tests(machine, CASE_TIMEOUT);
+    let r = crate::run::boot(vmm, &image, &args, &opts, false).map_err(|f| f.message)?;
     let verdict = if r.timed_out {
         Err(format!("timed out after {CASE_TIMEOUT} s"))
     } else {
@@ -181,6 +185,8 @@ pub fn run(filter: Option<&str>, no_host: bool) -> Outcome {
     if !no_host {
         host_tests(&mut t);
     }
+    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
+    let mut images = HashMap::new();
     if let Err(f) = qemu::ensure_qemu() {
         t.record("qemu available", Err(f.message));
     } else {
@@ -188,19 +194,31 @@ pub fn run(filter: Option<&str>, no_host: bool) -> Outcome {
             "== KVM platform on QEMU (accel {:?})",
             qemu::pick_accel(None)
         );
-        let mut images = HashMap::new();
-        let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
-        for case in upcall_tests::kvm_qemu_cases()
-            .iter()
-            .filter(|c| wanted(c.name))
-        {
-            let result = run_case(case, &mut images);
-            t.record(case.name, result);
-        }
+        run_cases(
+            &mut t,
+            &upcall_tests::kvm_qemu_cases(),
+            &wanted,
+            &mut images,
+        );
         if wanted("size/hello-release-under-256KiB") {
             release_size(&mut t);
         }
         noinstr_checks(&mut t, &wanted);
+    }
+    let uhyve_cases: Vec<Case> = upcall_tests::uhyve_cases()
+        .into_iter()
+        .filter(|c| wanted(&c.name))
+        .collect();
+    if !uhyve_cases.is_empty() {
+        match crate::uhyve::ensure_uhyve() {
+            // Without /dev/kvm this test bed does not exist here: say so, count nothing.
+            Err(f) if f.status == 2 => println!("== uhyve: skipped ({})", f.message),
+            Err(f) => t.record("uhyve available", Err(f.message)),
+            Ok(_) => {
+                println!("== KVM platform on uhyve {}", crate::uhyve::VERSION);
+                run_cases(&mut t, &uhyve_cases, &wanted, &mut images);
+            }
+        }
     }
     if !t.failures.is_empty() {
         println!("failed: {}", t.failures.join(", "));
@@ -208,4 +226,16 @@ pub fn run(filter: Option<&str>, no_host: bool) -> Outcome {
     println!("(took {:.0} s)", start.elapsed().as_secs_f64());
     println!("{} passed, {} failed", t.passed, t.failed);
     Ok(u8::from(t.failed > 0))
+}
+
+fn run_cases(
+    t: &mut Tally,
+    cases: &[Case],
+    wanted: &dyn Fn(&str) -> bool,
+    images: &mut HashMap<(String, bool), PathBuf>,
+) {
+    for case in cases.iter().filter(|c| wanted(&c.name)) {
+        let result = run_case(case, images);
+        t.record(&case.name, result);
+    }
 }
