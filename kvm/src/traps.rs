@@ -1,85 +1,22 @@
 //! Exception and interrupt entry stubs.
 //!
-//! 256 stubs, 16 bytes apart starting at `trap_stubs`: each pushes a zero error code
-//! (where the CPU does not push one) and its vector, then jumps to `trap_common`, which
-//! saves the registers as a `libos::regs::Regs` frame, pushes a fake frame record
-//! (interrupted rbp, rip) so backtraces continue into the interrupted code, and calls
-//! `kvm_trap`.
+//! 256 stubs (libos's `entry_stubs_asm!`) push a zero error code where the CPU pushes
+//! none and the vector, then `trap_common` (libos's `entry_frame_asm!`) saves the
+//! registers as a `libos::regs::Regs` frame and calls `kvm_trap`, which runs the entry
+//! core; `iretq` returns.
 
 use libos::regs::Regs;
 use libos::{entry, trap};
 
 use crate::apic;
 
-/// Bytes between consecutive stubs.
-const STUB_STRIDE: u64 = 16;
-
 core::arch::global_asm!(
-    r#"
-    .section .text.trap_stubs, "ax"
-    .balign 16
-    .global trap_stubs
-    .type trap_stubs, @function
-trap_stubs:
-    .set vec, 0
-    .rept 256
-    .balign 16
-    /* Vectors with a CPU-pushed error code: 8, 10-14, 17, 21, 29, 30. */
-    .if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
-    .else
-    pushq $0
-    .endif
-    pushq $vec
-    jmp trap_common
-    .set vec, vec + 1
-    .endr
-
-    .type trap_common, @function
-trap_common:
-    /* Alignment: the CPU aligns rsp to 16 before its 5-word frame; with error code and
-       vector that is 7 words, the 15 registers make 22 and the fake frame 24, so rsp is
-       16-byte aligned at the call as the ABI wants. */
-    push %rax
-    push %rbx
-    push %rcx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
-    mov %rsp, %rdi               /* &mut Regs */
-    pushq 136(%rdi)              /* fake frame: interrupted rip ... */
-    pushq 64(%rdi)               /* ... and rbp */
-    mov %rsp, %rbp
-    cld
-    call kvm_trap
-    add $16, %rsp
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
-    add $16, %rsp                /* vector, error code */
-    iretq
-"#,
-    options(att_syntax)
+    ".section .text.trap_stubs, \"ax\"",
+    libos::entry_stubs_asm!("trap_stubs", "trap_common", ""),
+    ".type trap_common, @function",
+    "trap_common:",
+    libos::entry_frame_asm!("kvm_trap"),
+    "iretq",
 );
 
 unsafe extern "C" {
@@ -88,7 +25,7 @@ unsafe extern "C" {
 
 /// The entry address of vector `vector`'s stub.
 pub fn stub_address(vector: u8) -> u64 {
-    (&raw const trap_stubs) as u64 + u64::from(vector) * STUB_STRIDE
+    (&raw const trap_stubs) as u64 + u64::from(vector) * libos::arch::ENTRY_STUB_STRIDE
 }
 
 /// Called by `trap_common` for every vector: the entry core around each handler.

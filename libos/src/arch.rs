@@ -67,3 +67,63 @@ pub fn invalid_opcode() -> ! {
     // SAFETY: ud2 raises #UD; the handler for it never returns here.
     unsafe { core::arch::asm!("ud2", options(noreturn)) }
 }
+
+/// The heart of every backend's exception/interrupt stub, as Intel-syntax assembly
+/// text for `global_asm!`: with the hardware (or Xen-normalized) frame, error code and
+/// vector already on the stack, it saves the general-purpose registers as a
+/// [`crate::regs::Regs`] frame, pushes a fake frame record (interrupted rbp and rip) so
+/// backtraces continue into the interrupted code, calls `$handler(&mut Regs)`, then
+/// restores the registers and drops vector and error code, leaving the hardware frame
+/// for the backend's return instruction.
+///
+/// Stack alignment: the CPU aligns rsp to 16 before its 5-word frame; with error code
+/// and vector that is 7 words, the 15 registers make 22 and the fake frame 24, so rsp is
+/// 16-byte aligned at the call as the ABI wants. (Xen PV builds the same frame.)
+#[macro_export]
+macro_rules! entry_frame_asm {
+    ($handler:literal) => {
+        concat!(
+            "push rax\n push rbx\n push rcx\n push rdx\n push rsi\n push rdi\n push rbp\n",
+            "push r8\n push r9\n push r10\n push r11\n push r12\n push r13\n push r14\n push r15\n",
+            "mov rdi, rsp\n",
+            "push qword ptr [rdi + 136]\n", // fake frame: interrupted rip ...
+            "push qword ptr [rdi + 64]\n",  // ... and rbp
+            "mov rbp, rsp\n",
+            "cld\n",
+            "call ",
+            $handler,
+            "\n",
+            "add rsp, 16\n",
+            "pop r15\n pop r14\n pop r13\n pop r12\n pop r11\n pop r10\n pop r9\n pop r8\n",
+            "pop rbp\n pop rdi\n pop rsi\n pop rdx\n pop rcx\n pop rbx\n pop rax\n",
+            "add rsp, 16\n", // vector, error code
+        )
+    };
+}
+
+/// Assembly text defining 256 stubs, `$stride` bytes apart from label `$table`: each
+/// pushes a zero error code (for vectors where the CPU pushes none), its vector, and
+/// jumps to `$common`. `$prologue` runs first in every stub (Xen PV pops the rcx/r11 it
+/// pushed).
+#[macro_export]
+macro_rules! entry_stubs_asm {
+    ($table:literal, $common:literal, $prologue:literal) => {
+        concat!(
+            ".balign 32\n.global ", $table, "\n.type ", $table, ", @function\n", $table, ":\n",
+            ".set vec, 0\n",
+            ".rept 256\n",
+            ".balign 32\n",
+            $prologue, "\n",
+            // Vectors with a CPU-pushed error code: 8, 10-14, 17, 21, 29, 30.
+            ".if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)\n",
+            ".else\n push 0\n .endif\n",
+            "push vec\n",
+            "jmp ", $common, "\n",
+            ".set vec, vec + 1\n",
+            ".endr\n",
+        )
+    };
+}
+
+/// Bytes between the stubs of [`entry_stubs_asm`].
+pub const ENTRY_STUB_STRIDE: u64 = 32;

@@ -16,9 +16,7 @@ use crate::{Failure, Platform, fail};
 fn backend(platform: Platform) -> Result<(&'static str, &'static str), Failure> {
     match platform {
         Platform::Kvm => Ok(("upcall-kvm", "kvm")),
-        Platform::Xen => fail(
-            "the Xen PV backend is not built yet (tracked as the Xen backend issue); use --platform kvm",
-        ),
+        Platform::Xen => Ok(("upcall-xen", "xen")),
     }
 }
 

@@ -1,0 +1,99 @@
+//! Hypercalls through the hypercall page, with the x86-64 PV register ABI.
+//!
+//! `call hypercall_page + 32 * op` with arguments in rdi, rsi, rdx, r10, r8 and the
+//! result in rax; Xen clobbers rcx and r11 (and may clobber the argument registers).
+//! xen-sys's own `hypercall_N` helpers get this wrong (argument 5 in r9, no rcx/r11
+//! clobbers), so only its constants and types are used.
+
+pub use xen_sys::{
+    __HYPERVISOR_console_io as CONSOLE_IO, __HYPERVISOR_physdev_op as PHYSDEV_OP,
+    __HYPERVISOR_sched_op as SCHED_OP, __HYPERVISOR_set_trap_table as SET_TRAP_TABLE,
+    __HYPERVISOR_update_va_mapping as UPDATE_VA_MAPPING,
+};
+
+core::arch::global_asm!(
+    r#"
+    .section .text.hypercall_page, "ax"
+    .balign 4096
+    .global hypercall_page
+hypercall_page:
+    .fill 4096, 1, 0xcc      /* filled in by Xen (XEN_ELFNOTE_HYPERCALL_PAGE) */
+"#
+);
+
+unsafe extern "C" {
+    static hypercall_page: u8;
+}
+
+/// Issues hypercall `op` with up to five arguments; returns Xen's result (negative
+/// errno on failure).
+///
+/// # Safety
+/// The arguments must be valid for `op` as Xen's ABI defines it; pointers must point to
+/// memory Xen may read or write as that hypercall does.
+pub unsafe fn hypercall(op: u32, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
+    let entry = (&raw const hypercall_page) as u64 + u64::from(op) * 32;
+    let ret: i64;
+    // SAFETY: `entry` is Xen's stub for `op` in the hypercall page (32 bytes each); the
+    // caller vouches for the arguments. Not `nomem`: Xen reads/writes through them.
+    unsafe {
+        core::arch::asm!(
+            "call {entry}",
+            entry = in(reg) entry,
+            inlateout("rdi") a1 => _,
+            inlateout("rsi") a2 => _,
+            inlateout("rdx") a3 => _,
+            inlateout("r10") a4 => _,
+            inlateout("r8") a5 => _,
+            lateout("rax") ret,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    ret
+}
+
+/// `SCHEDOP_shutdown` reasons.
+pub use xen_sys::{SHUTDOWN_crash, SHUTDOWN_poweroff};
+
+/// Asks Xen to shut the domain down with `reason`; returns only if Xen refused.
+pub fn shutdown(reason: u32) -> i64 {
+    let arg = reason;
+    // SAFETY: SCHEDOP_shutdown takes a pointer to `struct sched_shutdown { u32 reason }`.
+    unsafe {
+        hypercall(
+            SCHED_OP,
+            u64::from(xen_sys::SCHEDOP_shutdown),
+            (&raw const arg) as u64,
+            0,
+            0,
+            0,
+        )
+    }
+}
+
+/// `PHYSDEVOP_set_iopl`: lets the kernel (ring 1 in Xen's eyes) use I/O ports.
+const PHYSDEVOP_SET_IOPL: u64 = 6;
+
+/// Grants this (privileged) domain's kernel I/O-port access; false if Xen refused.
+pub fn set_iopl(iopl: u32) -> bool {
+    let arg = iopl;
+    // SAFETY: PHYSDEVOP_set_iopl takes a pointer to `struct physdev_set_iopl { u32 iopl }`.
+    unsafe {
+        hypercall(
+            PHYSDEV_OP,
+            PHYSDEVOP_SET_IOPL,
+            (&raw const arg) as u64,
+            0,
+            0,
+            0,
+        ) == 0
+    }
+}
+
+/// `update_va_mapping(va, pte, UVMF_INVLPG)`: sets the PTE mapping `va`.
+pub fn update_va_mapping(va: u64, pte: u64) -> i64 {
+    const UVMF_INVLPG: u64 = 2;
+    // SAFETY: plain values; Xen validates the PTE (frame ownership, type).
+    unsafe { hypercall(UPDATE_VA_MAPPING, va, pte, UVMF_INVLPG, 0, 0) }
+}

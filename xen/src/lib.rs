@@ -1,0 +1,23 @@
+//! Upcall's Xen PV backend (64-bit PV guest).
+//!
+//! Xen's domain builder loads the image at its link address (VIRT_BASE 0, so virtual ==
+//! pseudo-physical for the initial mapping), enters `xen_start` in 64-bit mode with
+//! `rsi` = `start_info`. `pv` installs the trap table and hands over to `libos::start`
+//! with the part of the initial mapping not used by the boot structures as heap.
+//!
+//! Status: boots as dom0 (console through `console_io`, exit status through QEMU's
+//! isa-debug-exit port, which dom0 may drive) and reports panics and CPU exceptions
+//! through the entry core. Event channels, the upcall, timers and the domU console ring
+//! are the next steps (see the Xen backend issue).
+#![cfg_attr(not(test), no_std)]
+
+pub mod start_info;
+
+#[cfg(target_os = "none")]
+mod console;
+#[cfg(target_os = "none")]
+mod hypercall;
+#[cfg(target_os = "none")]
+mod pv;
+#[cfg(target_os = "none")]
+mod traps;

@@ -1,0 +1,280 @@
+//! The PV boot path: ELF notes, `xen_start`, the platform libos sees.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::Relaxed};
+
+use libos::memory::Region;
+use libos::{BootInfo, Platform, println};
+use xen_sys::{shared_info, vcpu_info};
+
+use crate::start_info::{self, StartInfo};
+use crate::{console, hypercall, traps};
+
+core::arch::global_asm!(
+    r#"
+    .macro XEN_NOTE type, payload:vararg
+    .pushsection .note.Xen, "a"
+    .balign 4
+    .long 4                  /* namesz "Xen\0" */
+    .long 3f - 2f            /* descsz */
+    .long \type
+    .asciz "Xen"
+    .balign 4
+2:  \payload
+3:  .balign 4
+    .popsection
+    .endm
+
+    XEN_NOTE 6, .asciz "Upcall"                         /* GUEST_OS */
+    XEN_NOTE 5, .asciz "xen-3.0"                        /* XEN_VERSION */
+    XEN_NOTE 8, .asciz "generic"                        /* LOADER */
+    XEN_NOTE 3, .quad 0                                 /* VIRT_BASE */
+    XEN_NOTE 4, .quad 0                                 /* PADDR_OFFSET */
+    XEN_NOTE 1, .quad xen_start                         /* ENTRY */
+    XEN_NOTE 2, .quad hypercall_page                    /* HYPERCALL_PAGE */
+    XEN_NOTE 10, .asciz "!writable_page_tables|pae_pgdir_above_4gb" /* FEATURES */
+    XEN_NOTE 17, .long (1 << 11)                        /* SUPPORTED_FEATURES: dom0 */
+
+    .section .text.boot, "ax"
+    .global xen_start
+    .type xen_start, @function
+/* 64-bit, ring 3, rsi = &start_info; Xen's builder zeroed .bss. */
+xen_start:
+    cld
+    mov r12, rsi
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov [rip + xen_entry_tsc], rax
+    lea rsp, [rip + xen_boot_stack_top]
+    xor ebp, ebp
+    mov rdi, r12
+    call xen_pv_main
+    ud2
+
+    .section .data.xen_entry_tsc, "aw"
+    .balign 8
+xen_entry_tsc: .quad 0
+
+    .section .bss.xen_boot_stack, "aw", @nobits
+    .balign 4096
+    .skip 64 * 1024
+xen_boot_stack_top:
+"#
+);
+
+unsafe extern "C" {
+    static xen_entry_tsc: u64;
+    static __image_start: u8;
+}
+
+/// PTE flags for kernel mappings of a 64-bit PV guest (Xen wants _PAGE_USER there).
+const PTE_KERNEL_RW: u64 = 0x67; // present | rw | user | accessed | dirty
+
+/// A page of our image remapped onto Xen's shared-info frame.
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+static mut SHARED_INFO_PAGE: Page = Page([0; 4096]);
+/// The mapped shared info; null until boot maps it.
+static SHARED_INFO: AtomicPtr<shared_info> = AtomicPtr::new(core::ptr::null_mut());
+static DOM0: AtomicBool = AtomicBool::new(false);
+
+fn vcpu0() -> *mut vcpu_info {
+    let si = SHARED_INFO.load(Relaxed);
+    assert!(!si.is_null(), "shared info used before boot mapped it");
+    // SAFETY: `si` is the mapped shared-info page; vcpu_info[0] is this CPU's.
+    unsafe { &raw mut (*si).vcpu_info[0] }
+}
+
+/// The page-fault address Xen saved for the current exception.
+pub fn fault_address() -> u64 {
+    // SAFETY: vcpu_info is mapped; Xen wrote arch.cr2 before bouncing the #PF to us.
+    unsafe { (&raw const (*vcpu0()).arch.cr2).read_volatile() }
+}
+
+fn set_mask(masked: bool) {
+    // SAFETY: the mask byte of our vcpu_info; only this CPU writes it.
+    unsafe { (&raw mut (*vcpu0()).evtchn_upcall_mask).write_volatile(u8::from(masked)) };
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+}
+
+/// Unmasks event delivery. (No event channels are bound yet, so nothing can be pending;
+/// with the upcall in place this must also force delivery of events that arrived while
+/// masked.)
+pub fn unmask_events() {
+    set_mask(false);
+}
+
+/// The Xen PV platform.
+struct Xen;
+
+impl Platform for Xen {
+    fn name(&self) -> &'static str {
+        "xen"
+    }
+
+    fn console_write(&self, bytes: &[u8]) {
+        console::write(bytes);
+    }
+
+    fn exit(&self, code: i32) -> ! {
+        let _ = writeln!(
+            libos::console::emergency_writer(),
+            "upcall: exit status {code}"
+        );
+        if DOM0.load(Relaxed) && hypercall::set_iopl(1) {
+            // dom0 may drive the machine's ports: QEMU's isa-debug-exit ends the whole
+            // test bed with status (code << 1) | 1, as on KVM.
+            let v = u32::try_from(code)
+                .ok()
+                .filter(|&c| c <= 127)
+                .unwrap_or(127);
+            // SAFETY: with IOPL granted, Xen emulates the `out` to port 0xf4 (the
+            // isa-debug-exit device) for dom0; no memory is touched.
+            unsafe {
+                core::arch::asm!("out dx, eax", in("dx") 0xf4u16, in("eax") v, options(nomem, nostack))
+            };
+        }
+        let reason = if code == 0 {
+            hypercall::SHUTDOWN_poweroff
+        } else {
+            hypercall::SHUTDOWN_crash
+        };
+        loop {
+            hypercall::shutdown(reason);
+        }
+    }
+
+    fn irqs_enabled(&self) -> bool {
+        // SAFETY: reading our vcpu_info's mask byte.
+        unsafe { (&raw const (*vcpu0()).evtchn_upcall_mask).read_volatile() == 0 }
+    }
+
+    fn irqs_enable(&self) {
+        unmask_events();
+    }
+
+    fn irqs_disable(&self) {
+        set_mask(true);
+    }
+
+    fn idle_wait(&self) {
+        panic!(
+            "Xen backend: blocking idle needs event channels and the upcall (not implemented yet)"
+        );
+    }
+
+    fn now_ns(&self) -> u64 {
+        let t = vcpu0();
+        loop {
+            // SAFETY: vcpu_info.time is Xen's pvclock record for this vCPU; volatile
+            // reads with the version protocol give a consistent snapshot.
+            let (v1, snap, tsc, v2) = unsafe {
+                let time = &raw const (*t).time;
+                let v1 = (&raw const (*time).version).read_volatile();
+                core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+                let snap = libos::pvclock::PvclockSnapshot {
+                    tsc_timestamp: (&raw const (*time).tsc_timestamp).read_volatile(),
+                    system_time_ns: (&raw const (*time).system_time).read_volatile(),
+                    tsc_to_system_mul: (&raw const (*time).tsc_to_system_mul).read_volatile(),
+                    tsc_shift: (&raw const (*time).tsc_shift).read_volatile(),
+                };
+                let tsc = libos::arch::rdtsc();
+                core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+                (v1, snap, tsc, (&raw const (*time).version).read_volatile())
+            };
+            if v1 % 2 == 0 && v1 == v2 {
+                return snap.ns_at(tsc);
+            }
+        }
+    }
+
+    fn timer_init(&self) {
+        panic!("Xen backend: timers need VIRQ_TIMER and the event upcall (not implemented yet)");
+    }
+
+    fn set_timer(&self, _deadline_ns: u64) {
+        panic!("Xen backend: timers need VIRQ_TIMER and the event upcall (not implemented yet)");
+    }
+}
+
+static XEN: Xen = Xen;
+
+/// Exit status when boot information is unusable.
+const BOOT_FAILURE: i32 = 3;
+const CMDLINE_MAX: usize = 1024;
+static mut CMDLINE: [u8; CMDLINE_MAX] = [0; CMDLINE_MAX];
+
+fn fail(what: impl core::fmt::Display) -> ! {
+    println!("upcall: boot failed: {what}");
+    XEN.exit(BOOT_FAILURE)
+}
+
+/// Maps the shared-info frame over our page-aligned placeholder.
+fn map_shared_info(maddr: u64) {
+    let va = (&raw mut SHARED_INFO_PAGE) as u64;
+    let rc = hypercall::update_va_mapping(va, (maddr & !0xfff) | PTE_KERNEL_RW);
+    if rc != 0 {
+        fail(format_args!(
+            "cannot map shared info (update_va_mapping returned {rc})"
+        ));
+    }
+    SHARED_INFO.store(va as *mut shared_info, Relaxed);
+}
+
+/// Entered from `xen_start` on our boot stack.
+///
+/// Context: events masked (as Xen starts a PV vCPU), in the initial mapping.
+#[unsafe(no_mangle)]
+extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
+    libos::boot::register_platform(&XEN);
+    // SAFETY: Xen maps start_info (one page) at `start_info_va` for the guest.
+    let raw = unsafe { core::slice::from_raw_parts(start_info_va as *const u8, start_info::LEN) };
+    let info: StartInfo = start_info::parse(raw).unwrap_or_else(|e| fail(e));
+    DOM0.store(info.is_dom0(), Relaxed);
+    map_shared_info(info.shared_info);
+    set_mask(true);
+    if let Err(rc) = traps::init() {
+        fail(format_args!("set_trap_table returned {rc}"));
+    }
+    // Unmap page 0 so null dereferences fault.
+    let _ = hypercall::update_va_mapping(0, 0);
+
+    let buf = &raw mut CMDLINE;
+    // SAFETY: CMDLINE is only touched here, once.
+    let buf = unsafe { &mut *buf };
+    let cmd = start_info::cmdline(raw);
+    let n = cmd.len().min(CMDLINE_MAX);
+    for (d, &s) in buf.iter_mut().zip(&cmd[..n]) {
+        *d = if s.is_ascii() { s } else { b'?' };
+    }
+    let cmdline = core::str::from_utf8(&buf[..n]).unwrap_or("");
+
+    let free_start = info.bootstrap_end(start_info_va);
+    let mapped_end = info.initial_mapping_end(start_info_va);
+    let image_start = (&raw const __image_start) as u64;
+    let boot = BootInfo {
+        cmdline,
+        // The initial mapping (virtual == pseudo-physical). Mapping the rest of the
+        // domain's pages for the heap is the next step of the Xen backend.
+        ram: &[Region {
+            start: 0,
+            end: mapped_end,
+        }],
+        reserved: &[
+            Region {
+                start: 0,
+                end: image_start.max(0x1000),
+            },
+            Region {
+                start: image_start,
+                end: free_start,
+            },
+        ],
+        // SAFETY: written by xen_start before any Rust code ran.
+        entry_tsc: unsafe { xen_entry_tsc },
+    };
+    // SAFETY: [free_start, mapped_end) is mapped, writable and unused (Xen's guarantee
+    // of the initial mapping past the bootstrap structures).
+    unsafe { libos::start(&boot) }
+}

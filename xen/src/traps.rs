@@ -1,0 +1,91 @@
+//! The trap table: CPU exceptions enter the entry core.
+//!
+//! Xen bounces an exception to the handler in the trap table with `rcx` and `r11`
+//! pushed on top of a hardware-like frame (error code where the CPU has one, rip, cs,
+//! rflags, rsp, ss). The stubs pop those two, after which the frame is the one the KVM
+//! backend sees, so libos's shared stub assembly builds the same `Regs`. Entries mask
+//! events (the trap table's "interrupt gate" flag), and the saved rflags.IF says
+//! whether they were unmasked in the interrupted code.
+
+use libos::regs::Regs;
+use libos::{entry, trap};
+
+use crate::hypercall::{SET_TRAP_TABLE, hypercall};
+use crate::pv;
+
+core::arch::global_asm!(
+    ".section .text.xen_trap_stubs, \"ax\"",
+    libos::entry_stubs_asm!("xen_trap_stubs", "xen_trap_common", "pop rcx\n pop r11"),
+    ".type xen_trap_common, @function",
+    "xen_trap_common:",
+    libos::entry_frame_asm!("xen_trap"),
+    // A 64-bit PV kernel runs in ring 3: return to ring 3 (as Mini-OS does).
+    "or byte ptr [rsp + 8], 3",
+    "iretq",
+);
+
+unsafe extern "C" {
+    static xen_trap_stubs: u8;
+}
+
+/// `struct trap_info`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TrapInfo {
+    vector: u8,
+    /// Bits 0-1: DPL; bit 2: mask events on entry.
+    flags: u8,
+    cs: u16,
+    address: u64,
+}
+
+const MASK_EVENTS: u8 = 1 << 2;
+/// Exceptions 0..=19 go through the table; 20+ are not raised in a PV guest.
+const EXCEPTIONS: usize = 20;
+
+/// Installs the trap table.
+///
+/// Context: boot, events masked.
+pub fn init() -> Result<(), i64> {
+    let base = (&raw const xen_trap_stubs) as u64;
+    let mut table = [TrapInfo {
+        vector: 0,
+        flags: 0,
+        cs: 0,
+        address: 0,
+    }; EXCEPTIONS + 1];
+    for (v, t) in table.iter_mut().take(EXCEPTIONS).enumerate() {
+        *t = TrapInfo {
+            vector: v as u8,
+            flags: MASK_EVENTS,
+            cs: xen_sys::FLAT_KERNEL_CS as u16,
+            address: base + v as u64 * libos::arch::ENTRY_STUB_STRIDE,
+        };
+    }
+    // The all-zero last entry terminates the table.
+    // SAFETY: set_trap_table reads the table (copied by Xen) until the zero entry.
+    let rc = unsafe { hypercall(SET_TRAP_TABLE, table.as_ptr() as u64, 0, 0, 0, 0) };
+    if rc == 0 { Ok(()) } else { Err(rc) }
+}
+
+/// Called by `xen_trap_common` for every exception: the entry core around each handler.
+///
+/// Context: events masked (trap table flag), on the interrupted stack.
+#[unsafe(no_mangle)]
+extern "C" fn xen_trap(regs: &mut Regs) {
+    let state = entry::irqentry_enter(regs);
+    match regs.vector {
+        trap::vector::INVALID_OPCODE if trap::is_probe(regs) => {
+            entry::run_on_irqstack_cond(trap::probe, regs)
+        }
+        v => {
+            let fault_addr = (v == trap::vector::PAGE_FAULT).then(pv::fault_address);
+            trap::exception(regs, fault_addr, "interrupted");
+        }
+    }
+    entry::irqentry_exit(regs, state);
+    if regs.rflags & entry::RFLAGS_IF != 0 {
+        // iretq does not restore Xen's event mask: unmask here (the return re-enables).
+        pv::unmask_events();
+    }
+}
