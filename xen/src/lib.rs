@@ -11,12 +11,17 @@
 //! are the next steps (see the Xen backend issue).
 #![cfg_attr(not(test), no_std)]
 
+pub mod evtchn_demux;
 pub mod start_info;
 
 #[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
+mod events;
+#[cfg(target_os = "none")]
 mod hypercall;
+#[cfg(target_os = "none")]
+mod memory;
 #[cfg(target_os = "none")]
 mod pv;
 #[cfg(target_os = "none")]

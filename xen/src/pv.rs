@@ -68,8 +68,6 @@ unsafe extern "C" {
     static __image_start: u8;
 }
 
-/// PTE flags for kernel mappings of a 64-bit PV guest (Xen wants _PAGE_USER there).
-const PTE_KERNEL_RW: u64 = 0x67; // present | rw | user | accessed | dirty
 
 /// A page of our image remapped onto Xen's shared-info frame.
 #[repr(C, align(4096))]
@@ -79,7 +77,15 @@ static mut SHARED_INFO_PAGE: Page = Page([0; 4096]);
 static SHARED_INFO: AtomicPtr<shared_info> = AtomicPtr::new(core::ptr::null_mut());
 static DOM0: AtomicBool = AtomicBool::new(false);
 
-fn vcpu0() -> *mut vcpu_info {
+/// The mapped shared-info page.
+pub fn shared_info() -> *mut shared_info {
+    let si = SHARED_INFO.load(Relaxed);
+    assert!(!si.is_null(), "shared info used before boot mapped it");
+    si
+}
+
+/// This vCPU's `vcpu_info` (vCPU 0: one CPU for now).
+pub fn vcpu0() -> *mut vcpu_info {
     let si = SHARED_INFO.load(Relaxed);
     assert!(!si.is_null(), "shared info used before boot mapped it");
     // SAFETY: `si` is the mapped shared-info page; vcpu_info[0] is this CPU's.
@@ -92,17 +98,29 @@ pub fn fault_address() -> u64 {
     unsafe { (&raw const (*vcpu0()).arch.cr2).read_volatile() }
 }
 
-fn set_mask(masked: bool) {
+/// Sets this vCPU's event mask (the PV "interrupt flag").
+pub fn set_mask(masked: bool) {
     // SAFETY: the mask byte of our vcpu_info; only this CPU writes it.
     unsafe { (&raw mut (*vcpu0()).evtchn_upcall_mask).write_volatile(u8::from(masked)) };
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
 
-/// Unmasks event delivery. (No event channels are bound yet, so nothing can be pending;
-/// with the upcall in place this must also force delivery of events that arrived while
-/// masked.)
+/// Unmasks event delivery, then has Xen deliver what arrived while masked.
+///
+/// The unmask-versus-return race: Xen only notices a cleared mask on its next exit to
+/// the guest, so an event that became pending while we were masked would wait for an
+/// unrelated one. After unmasking we therefore check `evtchn_upcall_pending` and, if set,
+/// make a no-op hypercall: Xen delivers the upcall as it returns, here, on the current
+/// stack, through the entry core like any other. (This replaces Mini-OS's critical-
+/// region fix-up: the window between this unmask and the stub's `iretq` can take a
+/// nested upcall, which is a normal entry; nesting needs a new event to arrive inside
+/// that window of a few instructions each time, so it stays shallow.)
 pub fn unmask_events() {
     set_mask(false);
+    // SAFETY: reading our vcpu_info's pending flag.
+    if unsafe { (&raw const (*vcpu0()).evtchn_upcall_pending).read_volatile() } != 0 {
+        crate::events::force_callback();
+    }
 }
 
 /// The Xen PV platform.
@@ -159,9 +177,7 @@ impl Platform for Xen {
     }
 
     fn idle_wait(&self) {
-        panic!(
-            "Xen backend: blocking idle needs event channels and the upcall (not implemented yet)"
-        );
+        crate::events::block();
     }
 
     fn now_ns(&self) -> u64 {
@@ -190,11 +206,21 @@ impl Platform for Xen {
     }
 
     fn timer_init(&self) {
-        panic!("Xen backend: timers need VIRQ_TIMER and the event upcall (not implemented yet)");
+        if let Err(rc) = crate::events::bind_timer() {
+            panic!("Xen backend: binding VIRQ_TIMER failed ({rc})");
+        }
     }
 
-    fn set_timer(&self, _deadline_ns: u64) {
-        panic!("Xen backend: timers need VIRQ_TIMER and the event upcall (not implemented yet)");
+    fn set_timer(&self, deadline_ns: u64) {
+        crate::events::set_timer(deadline_ns);
+    }
+
+    fn guard_page(&self, addr: u64, protect: bool) -> bool {
+        crate::memory::set_guard(addr, protect)
+    }
+
+    fn describe_timer(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        write!(out, "clock vcpu_time_info (pvclock), timer VIRQ_TIMER + set_timer_op")
     }
 }
 
@@ -213,7 +239,7 @@ fn fail(what: impl core::fmt::Display) -> ! {
 /// Maps the shared-info frame over our page-aligned placeholder.
 fn map_shared_info(maddr: u64) {
     let va = (&raw mut SHARED_INFO_PAGE) as u64;
-    let rc = hypercall::update_va_mapping(va, (maddr & !0xfff) | PTE_KERNEL_RW);
+    let rc = hypercall::update_va_mapping(va, (maddr & !0xfff) | crate::memory::PTE_KERNEL_RW);
     if rc != 0 {
         fail(format_args!(
             "cannot map shared info (update_va_mapping returned {rc})"
@@ -237,6 +263,9 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
     if let Err(rc) = traps::init() {
         fail(format_args!("set_trap_table returned {rc}"));
     }
+    if let Err(rc) = crate::events::init() {
+        fail(format_args!("set_callbacks returned {rc}"));
+    }
     // Unmap page 0 so null dereferences fault.
     let _ = hypercall::update_va_mapping(0, 0);
 
@@ -251,30 +280,32 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
     let cmdline = core::str::from_utf8(&buf[..n]).unwrap_or("");
 
     let free_start = info.bootstrap_end(start_info_va);
-    let mapped_end = info.initial_mapping_end(start_info_va);
+    let initial_end = info.initial_mapping_end(start_info_va);
+    // SAFETY: once, before the heap; the free area and pt_base come from start_info.
+    let mapped = unsafe {
+        crate::memory::init(info.mfn_list, info.nr_pages, info.pt_base, free_start, initial_end)
+    }
+    .unwrap_or_else(|e| fail(e));
+    if mapped.left_out > 0 {
+        println!("upcall: only the first GiB is mapped; {} pages left unused", mapped.left_out);
+    }
     let image_start = (&raw const __image_start) as u64;
     let boot = BootInfo {
         cmdline,
-        // The initial mapping (virtual == pseudo-physical). Mapping the rest of the
-        // domain's pages for the heap is the next step of the Xen backend.
-        ram: &[Region {
-            start: 0,
-            end: mapped_end,
-        }],
+        // All the domain's pages, identity-mapped (virtual == pseudo-physical).
+        ram: &[Region { start: 0, end: mapped.end }],
+        // Below the image, the image with Xen's bootstrap structures, and the pages that
+        // now hold our page tables.
         reserved: &[
-            Region {
-                start: 0,
-                end: image_start.max(0x1000),
-            },
-            Region {
-                start: image_start,
-                end: free_start,
-            },
+            Region { start: 0, end: image_start.max(0x1000) },
+            Region { start: image_start, end: free_start },
+            Region { start: mapped.tables_start, end: initial_end },
         ],
         // SAFETY: written by xen_start before any Rust code ran.
         entry_tsc: unsafe { xen_entry_tsc },
     };
-    // SAFETY: [free_start, mapped_end) is mapped, writable and unused (Xen's guarantee
-    // of the initial mapping past the bootstrap structures).
+    // SAFETY: everything in `ram` outside `reserved` is mapped, writable and unused: the
+    // initial mapping past the bootstrap structures (Xen's guarantee) and the pages
+    // `memory::init` mapped.
     unsafe { libos::start(&boot) }
 }

@@ -11,11 +11,12 @@ use libos::regs::Regs;
 use libos::{entry, trap};
 
 use crate::hypercall::{SET_TRAP_TABLE, hypercall};
-use crate::pv;
+use crate::{events, pv};
 
 core::arch::global_asm!(
     ".section .text.xen_trap_stubs, \"ax\"",
     libos::entry_stubs_asm!("xen_trap_stubs", "xen_trap_common", "pop rcx\n pop r11"),
+    ".global xen_trap_common",
     ".type xen_trap_common, @function",
     "xen_trap_common:",
     libos::entry_frame_asm!("xen_trap"),
@@ -75,6 +76,8 @@ pub fn init() -> Result<(), i64> {
 extern "C" fn xen_trap(regs: &mut Regs) {
     let state = entry::irqentry_enter(regs);
     match regs.vector {
+        events::UPCALL_VECTOR => entry::run_on_irqstack_cond(events::upcall, regs),
+        events::FAILSAFE_VECTOR => trap::unexpected_vector(regs),
         trap::vector::INVALID_OPCODE if trap::is_probe(regs) => {
             entry::run_on_irqstack_cond(trap::probe, regs)
         }

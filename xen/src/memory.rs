@@ -1,0 +1,161 @@
+//! The domain's memory: extend Xen's initial mapping to all of the domain's pages.
+//!
+//! With VIRT_BASE 0 the initial mapping is the identity of pseudo-physical addresses
+//! [0, end of bootstrap area + ≥ 512 KiB, rounded to 4 MiB). Past it we map pfn `p` at
+//! virtual `p * 4096` ourselves, 2 MiB at a time: a new L1 table (a free page, zeroed,
+//! then made read-only, as Xen requires of page tables), hooked into the L2 table with
+//! `mmu_update`, then filled with batched `mmu_update`s from the p2m list. The pages
+//! used for L1 tables come from the top of the initial mapping's free area and are
+//! reserved from the heap. (Domains up to 1 GiB: one L2 table; more is mapped up to the
+//! first GiB with a notice.)
+
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::hypercall::{hypercall, update_va_mapping};
+
+const PAGE: u64 = 4096;
+const CHUNK: u64 = 2 << 20;
+const ONE_GIB: u64 = 1 << 30;
+/// `machine_to_phys_mapping`: the M2P table Xen maps read-only into every PV guest.
+const M2P: *const u64 = 0xffff_8000_0000_0000 as *const u64;
+const PTE_PRESENT: u64 = 1;
+const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
+/// Present | user | accessed: a read-only kernel mapping (page-table pages).
+const PTE_KERNEL_RO: u64 = 0x25;
+/// Present | rw | user | accessed | dirty.
+pub const PTE_KERNEL_RW: u64 = 0x67;
+const DOMID_SELF: u64 = 0x7ff0;
+
+/// Virtual address of the p2m list (pfn → mfn); 0 until `init`.
+static P2M: AtomicU64 = AtomicU64::new(0);
+static NR_PAGES: AtomicU64 = AtomicU64::new(0);
+
+/// `struct mmu_update`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct MmuUpdate {
+    ptr: u64,
+    val: u64,
+}
+
+fn mfn_of_pfn(pfn: u64) -> u64 {
+    let p2m = P2M.load(Relaxed) as *const u64;
+    assert!(pfn < NR_PAGES.load(Relaxed), "pfn {pfn:#x} outside the domain");
+    // SAFETY: the p2m list has nr_pages entries and lies in the initial mapping.
+    unsafe { p2m.add(pfn as usize).read_volatile() }
+}
+
+fn pfn_of_mfn(mfn: u64) -> u64 {
+    // SAFETY: Xen maps the M2P table read-only at this address in every PV guest; it has
+    // an entry for every machine frame.
+    unsafe { M2P.add(mfn as usize).read_volatile() }
+}
+
+/// Reads entry `idx` of the page table at machine frame `mfn` (mapped at its pfn).
+fn table_entry(mfn: u64, idx: u64) -> u64 {
+    let va = pfn_of_mfn(mfn) * PAGE;
+    // SAFETY: page tables of this domain are mapped (read-only) at their pfn: the
+    // bootstrap ones by Xen's initial mapping, ours by `map_chunk`.
+    unsafe { ((va + idx * 8) as *const u64).read_volatile() }
+}
+
+fn mmu_update(reqs: &[MmuUpdate]) -> Result<(), i64> {
+    let mut done = 0u32;
+    // SAFETY: mmu_update reads `reqs` and writes the success count; Xen validates every
+    // update against the domain's page ownership and types.
+    let rc = unsafe {
+        hypercall(
+            xen_sys::__HYPERVISOR_mmu_update,
+            reqs.as_ptr() as u64,
+            reqs.len() as u64,
+            (&raw mut done) as u64,
+            DOMID_SELF,
+            0,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(rc) }
+}
+
+/// What `init` mapped.
+#[derive(Debug, Clone, Copy)]
+pub struct Mapped {
+    /// End of the mapped (identity) range.
+    pub end: u64,
+    /// Pages at [tables_start, initial_end) hold page tables: not heap.
+    pub tables_start: u64,
+    /// Pages past the first GiB that stay unmapped.
+    pub left_out: u64,
+}
+
+/// Maps every page of the domain (up to 1 GiB).
+///
+/// # Safety
+/// Once, at boot, before the heap exists; `[free_start, initial_end)` must be free
+/// memory of the initial mapping; `pt_base` is start_info's top-level table.
+pub unsafe fn init(p2m_va: u64, nr_pages: u64, pt_base: u64, free_start: u64, initial_end: u64) -> Result<Mapped, &'static str> {
+    P2M.store(p2m_va, Relaxed);
+    NR_PAGES.store(nr_pages, Relaxed);
+    let want_end = (nr_pages * PAGE).min(ONE_GIB);
+    let left_out = (nr_pages * PAGE).saturating_sub(ONE_GIB) / PAGE;
+    let chunks = want_end.saturating_sub(initial_end).div_ceil(CHUNK);
+    let tables_start = initial_end - chunks * PAGE;
+    if tables_start < free_start {
+        return Err("the initial mapping has no room for the page tables of the rest of memory");
+    }
+    // Walk to the L2 table covering [0, 1 GiB): L4[0] -> L3[0] -> L2.
+    // SAFETY: pt_base is the mapped top-level table (start_info).
+    let l4e = unsafe { (pt_base as *const u64).read_volatile() };
+    let l3e = table_entry((l4e & PTE_ADDR) >> 12, 0);
+    if l4e & l3e & PTE_PRESENT == 0 {
+        return Err("the initial page tables do not cover the first GiB");
+    }
+    let l2_mfn = (l3e & PTE_ADDR) >> 12;
+    let mut next_table = tables_start;
+    let mut va = initial_end;
+    while va < want_end {
+        map_chunk(l2_mfn, va, next_table, want_end)?;
+        next_table += PAGE;
+        va += CHUNK;
+    }
+    Ok(Mapped { end: want_end.max(initial_end), tables_start, left_out })
+}
+
+/// Maps [va, va + 2 MiB) ∩ [.., end) with a fresh L1 table at `table_va`.
+fn map_chunk(l2_mfn: u64, va: u64, table_va: u64, end: u64) -> Result<(), &'static str> {
+    let l2_idx = (va >> 21) & 511;
+    if table_entry(l2_mfn, l2_idx) & PTE_PRESENT != 0 {
+        return Err("an L2 slot past the initial mapping is already in use");
+    }
+    // SAFETY: `table_va` is a free, mapped, writable page of the initial mapping.
+    unsafe { core::ptr::write_bytes(table_va as *mut u8, 0, PAGE as usize) };
+    let table_mfn = mfn_of_pfn(table_va / PAGE);
+    // A page-table page must be mapped read-only everywhere before Xen accepts it.
+    if update_va_mapping(table_va, (table_mfn << 12) | PTE_KERNEL_RO) != 0 {
+        return Err("cannot make a new page table read-only");
+    }
+    let hook = MmuUpdate { ptr: (l2_mfn << 12) + l2_idx * 8, val: (table_mfn << 12) | PTE_KERNEL_RW };
+    mmu_update(&[hook]).map_err(|_| "Xen refused a new L1 table")?;
+    let mut batch = [MmuUpdate::default(); 64];
+    let pages = ((end - va) / PAGE).min(CHUNK / PAGE);
+    let mut i = 0;
+    while i < pages {
+        let n = (pages - i).min(batch.len() as u64);
+        for (k, req) in batch.iter_mut().take(n as usize).enumerate() {
+            let idx = i + k as u64;
+            let pfn = va / PAGE + idx;
+            *req = MmuUpdate { ptr: (table_mfn << 12) + idx * 8, val: (mfn_of_pfn(pfn) << 12) | PTE_KERNEL_RW };
+        }
+        mmu_update(&batch[..n as usize]).map_err(|_| "Xen refused a page mapping")?;
+        i += n;
+    }
+    Ok(())
+}
+
+/// Unmaps (`protect`) or maps back one page of the domain (stack guard pages).
+pub fn set_guard(addr: u64, protect: bool) -> bool {
+    if P2M.load(Relaxed) == 0 {
+        return false;
+    }
+    let pte = if protect { 0 } else { (mfn_of_pfn(addr / PAGE) << 12) | PTE_KERNEL_RW };
+    update_va_mapping(addr & !(PAGE - 1), pte) == 0
+}
