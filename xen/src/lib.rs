@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod evtchn_demux;
+pub mod ring;
 pub mod start_info;
 
 #[cfg(target_os = "none")]

@@ -45,7 +45,8 @@ fn mfn_of_pfn(pfn: u64) -> u64 {
     unsafe { p2m.add(pfn as usize).read_volatile() }
 }
 
-fn pfn_of_mfn(mfn: u64) -> u64 {
+/// The pfn of machine frame `mfn` (from Xen's M2P table).
+pub fn pfn_of_mfn(mfn: u64) -> u64 {
     // SAFETY: Xen maps the M2P table read-only at this address in every PV guest; it has
     // an entry for every machine frame.
     unsafe { M2P.add(mfn as usize).read_volatile() }

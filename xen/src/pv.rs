@@ -140,6 +140,7 @@ impl Platform for Xen {
             libos::console::emergency_writer(),
             "upcall: exit status {code}"
         );
+        console::drain();
         if DOM0.load(Relaxed) && hypercall::set_iopl(1) {
             // dom0 may drive the machine's ports: QEMU's isa-debug-exit ends the whole
             // test bed with status (code << 1) | 1, as on KVM.
@@ -236,6 +237,17 @@ fn fail(what: impl core::fmt::Display) -> ! {
     XEN.exit(BOOT_FAILURE)
 }
 
+/// The page of a special frame (console ring, xenstore ring) of a domU, to keep it out
+/// of the heap; empty for dom0 (whose start_info console field means something else)
+/// and for frame 0 (none).
+fn special_page(info: &StartInfo, mfn: u64) -> Region {
+    if info.is_dom0() || mfn == 0 {
+        return Region::default();
+    }
+    let start = crate::memory::pfn_of_mfn(mfn) * 4096;
+    Region { start, end: start + 4096 }
+}
+
 /// Maps the shared-info frame over our page-aligned placeholder.
 fn map_shared_info(maddr: u64) {
     let va = (&raw mut SHARED_INFO_PAGE) as u64;
@@ -258,6 +270,11 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
     let raw = unsafe { core::slice::from_raw_parts(start_info_va as *const u8, start_info::LEN) };
     let info: StartInfo = start_info::parse(raw).unwrap_or_else(|e| fail(e));
     DOM0.store(info.is_dom0(), Relaxed);
+    if !info.is_dom0() && info.console_mfn != 0 {
+        // A domU's console ring page is one of its own pages, in the initial mapping.
+        let va = crate::memory::pfn_of_mfn(info.console_mfn) * 4096;
+        console::use_ring(va, info.console_evtchn);
+    }
     map_shared_info(info.shared_info);
     set_mask(true);
     if let Err(rc) = traps::init() {
@@ -300,6 +317,8 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
             Region { start: 0, end: image_start.max(0x1000) },
             Region { start: image_start, end: free_start },
             Region { start: mapped.tables_start, end: initial_end },
+            special_page(&info, info.console_mfn),
+            special_page(&info, info.store_mfn),
         ],
         // SAFETY: written by xen_start before any Rust code ran.
         entry_tsc: unsafe { xen_entry_tsc },
