@@ -99,6 +99,7 @@ pub unsafe fn start(info: &BootInfo<'_>) -> ! {
     }
     // The application runs as the `main` task with interrupts on, like every task.
     crate::irqflags::local_irq_enable();
+    platform.start_services();
     let code = __upcall_app_main(&Args::new(cmd.app_args));
     crate::panic::exit(code)
 }

@@ -78,6 +78,12 @@ pub trait Platform: Sync {
         out.write_str("unspecified")
     }
 
+    /// Starts the backend's own tasks (for example Xen's xenstore client and its
+    /// `control/shutdown` watch).
+    ///
+    /// Context: the main task, irqs on, scheduler running, just before the app's `main`.
+    fn start_services(&self) {}
+
     fn guard_page(&self, addr: u64, protect: bool) -> bool {
         let _ = (addr, protect);
         false

@@ -24,18 +24,7 @@ fn index(ring_va: u64, offset: usize) -> &'static core::sync::atomic::AtomicU32 
 }
 
 fn notify() {
-    let mut port = EVTCHN.load(Ordering::SeqCst);
-    // SAFETY: EVTCHNOP_send reads `struct evtchn_send { u32 port }`.
-    unsafe {
-        hypercall(
-            xen_sys::__HYPERVISOR_event_channel_op,
-            u64::from(xen_sys::EVTCHNOP_send),
-            (&raw mut port) as u64,
-            0,
-            0,
-            0,
-        )
-    };
+    crate::events::notify(EVTCHN.load(Ordering::SeqCst));
 }
 
 fn yield_cpu() {
@@ -61,11 +50,24 @@ pub fn write(bytes: &[u8]) {
         return;
     }
     // SAFETY: `out` of the mapped ring page; only we produce into it.
-    let out = unsafe { core::slice::from_raw_parts_mut((ring_va as usize + ring::OUT_OFFSET) as *mut u8, ring::OUT_SIZE as usize) };
-    let (cons, prod) = (index(ring_va, ring::OUT_CONS_OFFSET), index(ring_va, ring::OUT_PROD_OFFSET));
+    let out = unsafe {
+        core::slice::from_raw_parts_mut(
+            (ring_va as usize + ring::OUT_OFFSET) as *mut u8,
+            ring::OUT_SIZE as usize,
+        )
+    };
+    let (cons, prod) = (
+        index(ring_va, ring::OUT_CONS_OFFSET),
+        index(ring_va, ring::OUT_PROD_OFFSET),
+    );
     let mut rest = bytes;
     while !rest.is_empty() {
-        let Ok((p, n)) = ring::produce(out, prod.load(Ordering::Acquire), cons.load(Ordering::Acquire), rest) else {
+        let Ok((p, n)) = ring::produce(
+            out,
+            prod.load(Ordering::Acquire),
+            cons.load(Ordering::Acquire),
+            rest,
+        ) else {
             // A backend that corrupts the indices gets no more output (and no crash).
             return;
         };
@@ -85,7 +87,10 @@ pub fn drain() {
     if ring_va == 0 {
         return;
     }
-    let (cons, prod) = (index(ring_va, ring::OUT_CONS_OFFSET), index(ring_va, ring::OUT_PROD_OFFSET));
+    let (cons, prod) = (
+        index(ring_va, ring::OUT_CONS_OFFSET),
+        index(ring_va, ring::OUT_PROD_OFFSET),
+    );
     for _ in 0..100_000 {
         if cons.load(Ordering::Acquire) == prod.load(Ordering::Acquire) {
             return;

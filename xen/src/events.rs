@@ -5,7 +5,7 @@
 //! [`UPCALL_VECTOR`] of the shared trap path, so it goes through the same entry core as
 //! every exception: `irqentry_enter` → `run_on_irqstack_cond(upcall)` → `irqentry_exit`.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
 
 use libos::regs::Regs;
 
@@ -47,6 +47,40 @@ unsafe extern "C" {
     fn xen_failsafe_entry();
 }
 
+/// Handlers of other ports (interdomain channels such as xenstore's): (port, handler).
+static HANDLERS: spinning_top::Spinlock<[(u32, Option<fn()>); 8]> =
+    spinning_top::Spinlock::new([(0, None); 8]);
+
+/// Routes events on `port` to `handler` (run in the upcall, on the irq stack, events
+/// masked: it must only wake tasks) and unmasks the port.
+pub fn register(port: u32, handler: fn()) -> bool {
+    let _irqs = libos::irqflags::IrqGuard::new();
+    let mut table = HANDLERS.lock();
+    let Some(slot) = table.iter_mut().find(|(_, h)| h.is_none()) else {
+        return false;
+    };
+    *slot = (port, Some(handler));
+    drop(table);
+    unmask_port(port);
+    true
+}
+
+/// Notifies the other end of `port`.
+pub fn notify(port: u32) {
+    let mut arg = port;
+    // SAFETY: EVTCHNOP_send reads `struct evtchn_send { u32 port }`.
+    unsafe {
+        hypercall(
+            xen_sys::__HYPERVISOR_event_channel_op,
+            u64::from(xen_sys::EVTCHNOP_send),
+            (&raw mut arg) as u64,
+            0,
+            0,
+            0,
+        )
+    };
+}
+
 /// The port VIRQ_TIMER is bound to (0 = not bound).
 static TIMER_PORT: AtomicU32 = AtomicU32::new(0);
 /// Events delivered to a port nobody handles (kept for debugging with a debugger).
@@ -81,7 +115,11 @@ struct BindVirq {
 
 /// Binds VIRQ_TIMER of vCPU 0 and unmasks its port.
 pub fn bind_timer() -> Result<u32, i64> {
-    let mut arg = BindVirq { virq: xen_sys::VIRQ_TIMER, vcpu: 0, port: 0 };
+    let mut arg = BindVirq {
+        virq: xen_sys::VIRQ_TIMER,
+        vcpu: 0,
+        port: 0,
+    };
     // SAFETY: EVTCHNOP_bind_virq reads virq/vcpu and writes port in `arg`.
     let rc = unsafe {
         hypercall(
@@ -144,6 +182,13 @@ pub extern "C" fn upcall(regs: &mut Regs) {
             |port| {
                 if port == timer && timer != 0 {
                     libos::time::timer_interrupt(regs);
+                } else if let Some(h) = HANDLERS
+                    .lock()
+                    .iter()
+                    .find(|(p, _)| *p == port)
+                    .and_then(|(_, h)| *h)
+                {
+                    h();
                 } else {
                     SPURIOUS.fetch_add(1, SeqCst);
                 }
@@ -154,7 +199,11 @@ pub extern "C" fn upcall(regs: &mut Regs) {
 
 /// Arms Xen's one-shot timer for `deadline_ns` (Xen system time); `u64::MAX` cancels.
 pub fn set_timer(deadline_ns: u64) {
-    let arg = if deadline_ns == libos::time::NEVER { 0 } else { deadline_ns.max(1) };
+    let arg = if deadline_ns == libos::time::NEVER {
+        0
+    } else {
+        deadline_ns.max(1)
+    };
     // SAFETY: set_timer_op takes an absolute system time in ns (0 = cancel).
     unsafe { hypercall(xen_sys::__HYPERVISOR_set_timer_op, arg, 0, 0, 0, 0) };
 }
@@ -165,7 +214,16 @@ pub fn set_timer(deadline_ns: u64) {
 /// are masked again before returning.
 pub fn block() {
     // SAFETY: SCHEDOP_block takes no argument.
-    unsafe { hypercall(xen_sys::__HYPERVISOR_sched_op, u64::from(xen_sys::SCHEDOP_block), 0, 0, 0, 0) };
+    unsafe {
+        hypercall(
+            xen_sys::__HYPERVISOR_sched_op,
+            u64::from(xen_sys::SCHEDOP_block),
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     pv::set_mask(true);
 }
 
@@ -175,7 +233,3 @@ pub fn force_callback() {
     // SAFETY: xen_version(XENVER_version, NULL) has no side effects.
     unsafe { hypercall(xen_sys::__HYPERVISOR_xen_version, 0, 0, 0, 0, 0) };
 }
-
-
-
-

@@ -6,8 +6,8 @@
 //! clobbers), so only its constants and types are used.
 
 pub use xen_sys::{
-    __HYPERVISOR_physdev_op as PHYSDEV_OP,
-    __HYPERVISOR_sched_op as SCHED_OP, __HYPERVISOR_set_trap_table as SET_TRAP_TABLE,
+    __HYPERVISOR_physdev_op as PHYSDEV_OP, __HYPERVISOR_sched_op as SCHED_OP,
+    __HYPERVISOR_set_trap_table as SET_TRAP_TABLE,
     __HYPERVISOR_update_va_mapping as UPDATE_VA_MAPPING,
 };
 

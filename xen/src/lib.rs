@@ -11,9 +11,12 @@
 //! are the next steps (see the Xen backend issue).
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod evtchn_demux;
 pub mod ring;
 pub mod start_info;
+pub mod xs_proto;
 
 #[cfg(target_os = "none")]
 mod console;
@@ -27,3 +30,5 @@ mod memory;
 mod pv;
 #[cfg(target_os = "none")]
 mod traps;
+#[cfg(target_os = "none")]
+pub mod xenstore;

@@ -40,7 +40,10 @@ struct MmuUpdate {
 
 fn mfn_of_pfn(pfn: u64) -> u64 {
     let p2m = P2M.load(Relaxed) as *const u64;
-    assert!(pfn < NR_PAGES.load(Relaxed), "pfn {pfn:#x} outside the domain");
+    assert!(
+        pfn < NR_PAGES.load(Relaxed),
+        "pfn {pfn:#x} outside the domain"
+    );
     // SAFETY: the p2m list has nr_pages entries and lies in the initial mapping.
     unsafe { p2m.add(pfn as usize).read_volatile() }
 }
@@ -93,7 +96,13 @@ pub struct Mapped {
 /// # Safety
 /// Once, at boot, before the heap exists; `[free_start, initial_end)` must be free
 /// memory of the initial mapping; `pt_base` is start_info's top-level table.
-pub unsafe fn init(p2m_va: u64, nr_pages: u64, pt_base: u64, free_start: u64, initial_end: u64) -> Result<Mapped, &'static str> {
+pub unsafe fn init(
+    p2m_va: u64,
+    nr_pages: u64,
+    pt_base: u64,
+    free_start: u64,
+    initial_end: u64,
+) -> Result<Mapped, &'static str> {
     P2M.store(p2m_va, Relaxed);
     NR_PAGES.store(nr_pages, Relaxed);
     let want_end = (nr_pages * PAGE).min(ONE_GIB);
@@ -118,7 +127,11 @@ pub unsafe fn init(p2m_va: u64, nr_pages: u64, pt_base: u64, free_start: u64, in
         next_table += PAGE;
         va += CHUNK;
     }
-    Ok(Mapped { end: want_end.max(initial_end), tables_start, left_out })
+    Ok(Mapped {
+        end: want_end.max(initial_end),
+        tables_start,
+        left_out,
+    })
 }
 
 /// Maps [va, va + 2 MiB) ∩ [.., end) with a fresh L1 table at `table_va`.
@@ -134,7 +147,10 @@ fn map_chunk(l2_mfn: u64, va: u64, table_va: u64, end: u64) -> Result<(), &'stat
     if update_va_mapping(table_va, (table_mfn << 12) | PTE_KERNEL_RO) != 0 {
         return Err("cannot make a new page table read-only");
     }
-    let hook = MmuUpdate { ptr: (l2_mfn << 12) + l2_idx * 8, val: (table_mfn << 12) | PTE_KERNEL_RW };
+    let hook = MmuUpdate {
+        ptr: (l2_mfn << 12) + l2_idx * 8,
+        val: (table_mfn << 12) | PTE_KERNEL_RW,
+    };
     mmu_update(&[hook]).map_err(|_| "Xen refused a new L1 table")?;
     let mut batch = [MmuUpdate::default(); 64];
     let pages = ((end - va) / PAGE).min(CHUNK / PAGE);
@@ -144,7 +160,10 @@ fn map_chunk(l2_mfn: u64, va: u64, table_va: u64, end: u64) -> Result<(), &'stat
         for (k, req) in batch.iter_mut().take(n as usize).enumerate() {
             let idx = i + k as u64;
             let pfn = va / PAGE + idx;
-            *req = MmuUpdate { ptr: (table_mfn << 12) + idx * 8, val: (mfn_of_pfn(pfn) << 12) | PTE_KERNEL_RW };
+            *req = MmuUpdate {
+                ptr: (table_mfn << 12) + idx * 8,
+                val: (mfn_of_pfn(pfn) << 12) | PTE_KERNEL_RW,
+            };
         }
         mmu_update(&batch[..n as usize]).map_err(|_| "Xen refused a page mapping")?;
         i += n;
@@ -157,6 +176,10 @@ pub fn set_guard(addr: u64, protect: bool) -> bool {
     if P2M.load(Relaxed) == 0 {
         return false;
     }
-    let pte = if protect { 0 } else { (mfn_of_pfn(addr / PAGE) << 12) | PTE_KERNEL_RW };
+    let pte = if protect {
+        0
+    } else {
+        (mfn_of_pfn(addr / PAGE) << 12) | PTE_KERNEL_RW
+    };
     update_va_mapping(addr & !(PAGE - 1), pte) == 0
 }

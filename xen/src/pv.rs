@@ -1,7 +1,7 @@
 //! The PV boot path: ELF notes, `xen_start`, the platform libos sees.
 
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::Relaxed};
 
 use libos::memory::Region;
 use libos::{BootInfo, Platform, println};
@@ -68,7 +68,6 @@ unsafe extern "C" {
     static __image_start: u8;
 }
 
-
 /// A page of our image remapped onto Xen's shared-info frame.
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
@@ -76,6 +75,19 @@ static mut SHARED_INFO_PAGE: Page = Page([0; 4096]);
 /// The mapped shared info; null until boot maps it.
 static SHARED_INFO: AtomicPtr<shared_info> = AtomicPtr::new(core::ptr::null_mut());
 static DOM0: AtomicBool = AtomicBool::new(false);
+/// The xenstore ring's pfn and event channel (domU; 0 = none).
+static STORE_PFN: AtomicU64 = AtomicU64::new(0);
+static STORE_PORT: AtomicU64 = AtomicU64::new(0);
+
+/// Stops the domain as the toolstack asked (`xl shutdown`/`xl reboot`): a clean stop,
+/// so it reports exit status 0 first.
+pub fn shutdown_now(reason: u32) -> ! {
+    let _ = writeln!(libos::console::emergency_writer(), "upcall: exit status 0");
+    console::drain();
+    loop {
+        hypercall::shutdown(reason);
+    }
+}
 
 /// The mapped shared-info page.
 pub fn shared_info() -> *mut shared_info {
@@ -216,12 +228,22 @@ impl Platform for Xen {
         crate::events::set_timer(deadline_ns);
     }
 
+    fn start_services(&self) {
+        let (ring_pfn, port) = (STORE_PFN.load(Relaxed), STORE_PORT.load(Relaxed) as u32);
+        if ring_pfn != 0 {
+            crate::xenstore::start(ring_pfn * 4096, port);
+        }
+    }
+
     fn guard_page(&self, addr: u64, protect: bool) -> bool {
         crate::memory::set_guard(addr, protect)
     }
 
     fn describe_timer(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
-        write!(out, "clock vcpu_time_info (pvclock), timer VIRQ_TIMER + set_timer_op")
+        write!(
+            out,
+            "clock vcpu_time_info (pvclock), timer VIRQ_TIMER + set_timer_op"
+        )
     }
 }
 
@@ -245,7 +267,10 @@ fn special_page(info: &StartInfo, mfn: u64) -> Region {
         return Region::default();
     }
     let start = crate::memory::pfn_of_mfn(mfn) * 4096;
-    Region { start, end: start + 4096 }
+    Region {
+        start,
+        end: start + 4096,
+    }
 }
 
 /// Maps the shared-info frame over our page-aligned placeholder.
@@ -274,6 +299,10 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
         // A domU's console ring page is one of its own pages, in the initial mapping.
         let va = crate::memory::pfn_of_mfn(info.console_mfn) * 4096;
         console::use_ring(va, info.console_evtchn);
+        if info.store_mfn != 0 {
+            STORE_PFN.store(crate::memory::pfn_of_mfn(info.store_mfn), Relaxed);
+            STORE_PORT.store(u64::from(info.store_evtchn), Relaxed);
+        }
     }
     map_shared_info(info.shared_info);
     set_mask(true);
@@ -300,23 +329,44 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
     let initial_end = info.initial_mapping_end(start_info_va);
     // SAFETY: once, before the heap; the free area and pt_base come from start_info.
     let mapped = unsafe {
-        crate::memory::init(info.mfn_list, info.nr_pages, info.pt_base, free_start, initial_end)
+        crate::memory::init(
+            info.mfn_list,
+            info.nr_pages,
+            info.pt_base,
+            free_start,
+            initial_end,
+        )
     }
     .unwrap_or_else(|e| fail(e));
     if mapped.left_out > 0 {
-        println!("upcall: only the first GiB is mapped; {} pages left unused", mapped.left_out);
+        println!(
+            "upcall: only the first GiB is mapped; {} pages left unused",
+            mapped.left_out
+        );
     }
     let image_start = (&raw const __image_start) as u64;
     let boot = BootInfo {
         cmdline,
         // All the domain's pages, identity-mapped (virtual == pseudo-physical).
-        ram: &[Region { start: 0, end: mapped.end }],
+        ram: &[Region {
+            start: 0,
+            end: mapped.end,
+        }],
         // Below the image, the image with Xen's bootstrap structures, and the pages that
         // now hold our page tables.
         reserved: &[
-            Region { start: 0, end: image_start.max(0x1000) },
-            Region { start: image_start, end: free_start },
-            Region { start: mapped.tables_start, end: initial_end },
+            Region {
+                start: 0,
+                end: image_start.max(0x1000),
+            },
+            Region {
+                start: image_start,
+                end: free_start,
+            },
+            Region {
+                start: mapped.tables_start,
+                end: initial_end,
+            },
             special_page(&info, info.console_mfn),
             special_page(&info, info.store_mfn),
         ],

@@ -1,8 +1,12 @@
-//! The PV console ring's producer side (pure; host-tested).
+//! Byte rings shared with a backend: the PV console's and xenstore's (pure; host-tested).
 //!
-//! `struct xencons_interface`: `in[1024]`, `out[2048]`, then the indices `in_cons`,
-//! `in_prod`, `out_cons`, `out_prod` (free-running u32; the ring position is the index
-//! modulo the ring size). The backend (xenconsoled) advances `out_cons`.
+//! Indices are free-running u32s; the position is the index modulo the ring size (a
+//! power of two). The producer only advances `prod`, the consumer only `cons`; an
+//! outstanding count above the ring size means a corrupt (or hostile) peer.
+//!
+//! `struct xencons_interface`: `in[1024]`, `out[2048]`, then `in_cons`, `in_prod`,
+//! `out_cons`, `out_prod`. `struct xenstore_domain_interface`: `req[1024]`,
+//! `rsp[1024]`, then `req_cons`, `req_prod`, `rsp_cons`, `rsp_prod`.
 #![forbid(unsafe_code)]
 
 /// Size of the output ring.
@@ -24,18 +28,39 @@ pub struct Corrupt {
     pub cons: u32,
 }
 
-/// Copies as much of `data` as fits into `out` (the ring) at `prod`; returns the new
-/// producer index and how many bytes were queued.
-pub fn produce(out: &mut [u8], prod: u32, cons: u32, data: &[u8]) -> Result<(u32, usize), Corrupt> {
+/// Copies as much of `data` as fits into `ring` at `prod`; returns the new producer
+/// index and how many bytes were queued.
+pub fn produce(
+    ring: &mut [u8],
+    prod: u32,
+    cons: u32,
+    data: &[u8],
+) -> Result<(u32, usize), Corrupt> {
+    let size = ring.len() as u32;
     let used = prod.wrapping_sub(cons);
-    if used > OUT_SIZE || out.len() != OUT_SIZE as usize {
+    if used > size || !size.is_power_of_two() {
         return Err(Corrupt { prod, cons });
     }
-    let n = ((OUT_SIZE - used) as usize).min(data.len());
+    let n = ((size - used) as usize).min(data.len());
     for (i, &b) in data[..n].iter().enumerate() {
-        out[(prod.wrapping_add(i as u32) % OUT_SIZE) as usize] = b;
+        ring[(prod.wrapping_add(i as u32) % size) as usize] = b;
     }
     Ok((prod.wrapping_add(n as u32), n))
+}
+
+/// Copies up to `out.len()` available bytes out of `ring` from `cons`; returns the new
+/// consumer index and how many bytes were taken.
+pub fn consume(ring: &[u8], cons: u32, prod: u32, out: &mut [u8]) -> Result<(u32, usize), Corrupt> {
+    let size = ring.len() as u32;
+    let avail = prod.wrapping_sub(cons);
+    if avail > size || !size.is_power_of_two() {
+        return Err(Corrupt { prod, cons });
+    }
+    let n = (avail as usize).min(out.len());
+    for (i, b) in out[..n].iter_mut().enumerate() {
+        *b = ring[(cons.wrapping_add(i as u32) % size) as usize];
+    }
+    Ok((cons.wrapping_add(n as u32), n))
 }
 
 #[cfg(test)]
@@ -50,8 +75,14 @@ mod tests {
         assert_eq!((p, n), (OUT_SIZE + 2, 4));
         assert_eq!(&ring[OUT_SIZE as usize - 2..], b"ab");
         assert_eq!(&ring[..2], b"cd");
-        assert_eq!(produce(&mut ring, 100 + OUT_SIZE, 100, b"x").unwrap(), (100 + OUT_SIZE, 0));
-        assert_eq!(produce(&mut ring, 5, 10, b"x"), Err(Corrupt { prod: 5, cons: 10 }));
+        assert_eq!(
+            produce(&mut ring, 100 + OUT_SIZE, 100, b"x").unwrap(),
+            (100 + OUT_SIZE, 0)
+        );
+        assert_eq!(
+            produce(&mut ring, 5, 10, b"x"),
+            Err(Corrupt { prod: 5, cons: 10 })
+        );
     }
 
     proptest! {
@@ -67,9 +98,37 @@ mod tests {
         }
 
         #[test]
+        fn what_is_produced_is_consumed_in_order(start in any::<u32>(), chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..700), 0..8)) {
+            let mut ring = vec![0u8; 1024];
+            let (mut prod, mut cons) = (start, start);
+            let mut sent = Vec::new();
+            let mut got = Vec::new();
+            for chunk in &chunks {
+                let (p, n) = produce(&mut ring, prod, cons, chunk).unwrap();
+                sent.extend_from_slice(&chunk[..n]);
+                prod = p;
+                let mut buf = [0u8; 300];
+                let (c, m) = consume(&ring, cons, prod, &mut buf).unwrap();
+                got.extend_from_slice(&buf[..m]);
+                cons = c;
+            }
+            loop {
+                let mut buf = [0u8; 300];
+                let (c, m) = consume(&ring, cons, prod, &mut buf).unwrap();
+                if m == 0 { break; }
+                got.extend_from_slice(&buf[..m]);
+                cons = c;
+            }
+            prop_assert_eq!(got, sent);
+        }
+
+        #[test]
         fn hostile_indices_are_errors_not_panics(prod in any::<u32>(), cons in any::<u32>()) {
             let mut ring = vec![0u8; OUT_SIZE as usize];
             let r = produce(&mut ring, prod, cons, b"hello");
+            prop_assert_eq!(r.is_err(), prod.wrapping_sub(cons) > OUT_SIZE);
+            let mut out = [0u8; 16];
+            let r = consume(&ring, cons, prod, &mut out);
             prop_assert_eq!(r.is_err(), prod.wrapping_sub(cons) > OUT_SIZE);
         }
     }
