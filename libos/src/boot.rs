@@ -23,6 +23,12 @@ pub struct BootInfo<'a> {
 }
 
 static ENTRY_TO_MAIN_CYCLES: AtomicU64 = AtomicU64::new(0);
+static LOGLEVEL: spinning_top::Spinlock<LogLevel> = spinning_top::Spinlock::new(LogLevel::Info);
+
+/// How chatty libos and the backend should be (`loglevel=`).
+pub fn loglevel() -> LogLevel {
+    *LOGLEVEL.lock()
+}
 
 /// TSC cycles from the image's first instruction to the application's `main`
 /// (deterministic under QEMU `-icount`, where the TSC counts instructions).
@@ -66,6 +72,7 @@ pub unsafe fn start(info: &BootInfo<'_>) -> ! {
             crate::panic::exit(2);
         }
     };
+    *LOGLEVEL.lock() = cmd.loglevel;
     crate::preempt::configure(cmd.preempt);
     crate::time::set_hz(cmd.hz);
     crate::entry::init();

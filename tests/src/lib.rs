@@ -24,6 +24,10 @@ pub enum Bed {
     Qemu(Machine),
     /// uhyve (needs /dev/kvm).
     Uhyve,
+    /// Xen in QEMU, the app as dom0 (the fast path).
+    XenDom0,
+    /// Xen in QEMU, the app as a domU started with `xl create` from a Linux dom0.
+    XenXl,
 }
 
 /// One integration test.
@@ -235,6 +239,99 @@ pub fn uhyve_cases() -> Vec<Case> {
     .collect()
 }
 
+/// The cases for the Xen platform: as dom0 (every preemption model) and as an `xl`
+/// domU (the users' path).
+pub fn xen_cases() -> Vec<Case> {
+    let on = |name: &str, app: &'static str, args: &'static [&'static str], bed: Bed| {
+        let mut c = case(name, app, args);
+        c.bed = bed;
+        c
+    };
+    let hello: &'static [&'static str] =
+        &["Hello from Upcall on xen", "arg[0] = a", "arg[1] = b c"];
+    let selftest: &'static [&'static str] =
+        &["selftest on xen", "preemption model: ", " passed, 0 failed"];
+    let mut cases = vec![
+        on("xen/dom0/hello", "hello", &["a", "b c"], Bed::XenDom0).expect(hello),
+        on("xen/dom0/crash/task", "crash", &["task"], Bed::XenDom0)
+            .status(PANIC)
+            .expect(&[
+                "deliberate panic 3 calls deep",
+                "crash::crash_inner",
+                "crash::main",
+                "xen_pv_main",
+            ]),
+        on(
+            "xen/dom0/crash/pagefault",
+            "crash",
+            &["pagefault"],
+            Bed::XenDom0,
+        )
+        .status(EXCEPTION)
+        .expect(&[
+            "#PF page fault",
+            "cr2=0x00007fffdead0000",
+            "crash::read_unmapped",
+        ]),
+        on("xen/dom0/crash/ud", "crash", &["ud"], Bed::XenDom0)
+            .status(EXCEPTION)
+            .expect(&["#UD invalid opcode", "crash::invalid_opcode"]),
+        on("xen/dom0/crash/irq", "crash", &["irq"], Bed::XenDom0)
+            .status(PANIC)
+            .expect(&[
+                "deliberate panic in the timer interrupt handler",
+                "upcall_xen::events::upcall",
+                "--- irq stack ends",
+                "crash::panic_in_timer_interrupt",
+            ]),
+        on(
+            "xen/dom0/crash/untraced-irq",
+            "crash",
+            &["untraced-irq"],
+            Bed::XenDom0,
+        )
+        .status(PANIC)
+        .expect(&[
+            "interrupts were enabled without trace_hardirqs_on",
+            "crash::spin_for_interrupts",
+        ]),
+        on(
+            "xen/dom0/grant-table",
+            "hello",
+            &["loglevel=debug"],
+            Bed::XenDom0,
+        )
+        .expect(&["grant table: 4 frames, 2048 entries; grant Some(8) and revoke ok"]),
+        on("xen/xl/hello", "hello", &["a", "b c"], Bed::XenXl).expect(hello),
+        on(
+            "xen/xl/grant-table",
+            "hello",
+            &["loglevel=debug"],
+            Bed::XenXl,
+        )
+        .expect(&["grant table: 4 frames, 2048 entries; grant Some(8) and revoke ok"]),
+        on(
+            "xen/xl/selftest",
+            "selftest",
+            &["preempt=dynamic:none"],
+            Bed::XenXl,
+        )
+        .expect(selftest),
+        on("xen/xl/crash/task", "crash", &["task"], Bed::XenXl)
+            .status(PANIC)
+            .expect(&["deliberate panic 3 calls deep", "crash::crash_inner"]),
+    ];
+    cases.extend(
+        PREEMPT_MODELS
+            .iter()
+            .filter(|(n, _)| !n.contains("hz="))
+            .map(|&(name, arg)| {
+                on(&format!("xen/dom0/{name}"), "selftest", arg, Bed::XenDom0).expect(selftest)
+            }),
+    );
+    cases
+}
+
 /// `selftest` under every preemption model (each checks that its model behaves as
 /// specified, and under dynamic that run-time switches change the behaviour).
 fn preemption_cases() -> Vec<Case> {
@@ -294,7 +391,11 @@ mod tests {
     #[test]
     fn names_are_unique() {
         let cases = kvm_qemu_cases();
-        let cases: Vec<Case> = cases.into_iter().chain(uhyve_cases()).collect();
+        let cases: Vec<Case> = cases
+            .into_iter()
+            .chain(uhyve_cases())
+            .chain(xen_cases())
+            .collect();
         let mut names: Vec<_> = cases.iter().map(|c| c.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();

@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub mod evtchn_demux;
+pub mod grant_ref;
 pub mod ring;
 pub mod start_info;
 pub mod xs_proto;
@@ -22,6 +23,8 @@ pub mod xs_proto;
 mod console;
 #[cfg(target_os = "none")]
 mod events;
+#[cfg(target_os = "none")]
+pub mod gnttab;
 #[cfg(target_os = "none")]
 mod hypercall;
 #[cfg(target_os = "none")]

@@ -171,6 +171,11 @@ fn map_chunk(l2_mfn: u64, va: u64, table_va: u64, end: u64) -> Result<(), &'stat
     Ok(())
 }
 
+/// The machine frame behind pseudo-physical address `addr`.
+pub fn mfn_of_addr(addr: u64) -> u64 {
+    mfn_of_pfn(addr / PAGE)
+}
+
 /// Unmaps (`protect`) or maps back one page of the domain (stack guard pages).
 pub fn set_guard(addr: u64, protect: bool) -> bool {
     if P2M.load(Relaxed) == 0 {

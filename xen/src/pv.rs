@@ -229,6 +229,21 @@ impl Platform for Xen {
     }
 
     fn start_services(&self) {
+        match crate::gnttab::init() {
+            Ok(n) if libos::boot::loglevel() == libos::cmdline::LogLevel::Debug => {
+                // Exercise grant and revoke once (a page of our image, read-only, to dom0).
+                let page = (&raw const SHARED_INFO_PAGE) as u64 - 4096;
+                let gref = crate::gnttab::grant_access(0, page, true);
+                let revoked = gref.is_some_and(crate::gnttab::end_access);
+                println!(
+                    "upcall: grant table: {} frames, {n} entries; grant {gref:?} and revoke {}",
+                    crate::gnttab::FRAMES,
+                    if revoked { "ok" } else { "FAILED" }
+                );
+            }
+            Ok(_) => {}
+            Err(e) => println!("upcall: grant table unavailable: {e}"),
+        }
         let (ring_pfn, port) = (STORE_PFN.load(Relaxed), STORE_PORT.load(Relaxed) as u32);
         if ring_pfn != 0 {
             crate::xenstore::start(ring_pfn * 4096, port);
