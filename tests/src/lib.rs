@@ -28,6 +28,14 @@ pub enum Bed {
     XenDom0,
     /// Xen in QEMU, the app as a domU started with `xl create` from a Linux dom0.
     XenXl,
+    /// As [`Bed::XenXl`], and dom0 runs `xl <command> <domain>` once the app's console
+    /// shows `when`.
+    XenXlThen {
+        /// `shutdown` or `reboot`.
+        command: &'static str,
+        /// Console text to wait for.
+        when: &'static str,
+    },
 }
 
 /// One integration test.
@@ -317,6 +325,34 @@ pub fn xen_cases() -> Vec<Case> {
             Bed::XenXl,
         )
         .expect(selftest),
+        on(
+            "xen/xl/xl-shutdown",
+            "sleeper",
+            &[],
+            Bed::XenXlThen {
+                command: "shutdown",
+                when: "sleeper: ready",
+            },
+        )
+        .expect(&[
+            "sleeper: ready",
+            "the toolstack asked for `poweroff`",
+            "upcall: exit status 0",
+        ]),
+        on(
+            "xen/xl/xl-reboot",
+            "sleeper",
+            &[],
+            Bed::XenXlThen {
+                command: "reboot",
+                when: "sleeper: ready",
+            },
+        )
+        .expect(&[
+            "sleeper: ready",
+            "the toolstack asked for `reboot`",
+            "upcall: exit status 0",
+        ]),
         on("xen/xl/crash/task", "crash", &["task"], Bed::XenXl)
             .status(PANIC)
             .expect(&["deliberate panic 3 calls deep", "crash::crash_inner"]),

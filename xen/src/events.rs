@@ -48,8 +48,11 @@ unsafe extern "C" {
 }
 
 /// Handlers of other ports (interdomain channels such as xenstore's): (port, handler).
-static HANDLERS: spinning_top::Spinlock<[(u32, Option<fn()>); 8]> =
+static HANDLERS: spinning_top::Spinlock<[PortHandler; 8]> =
     spinning_top::Spinlock::new([(0, None); 8]);
+
+/// A port and the function its events run.
+type PortHandler = (u32, Option<fn()>);
 
 /// Routes events on `port` to `handler` (run in the upcall, on the irq stack, events
 /// masked: it must only wake tasks) and unmasks the port.

@@ -89,7 +89,7 @@ mod tests {
             for alloc_op in ops {
                 if alloc_op {
                     if let Some(r) = a.alloc() {
-                        prop_assert!(r >= RESERVED && r < 40);
+                        prop_assert!((RESERVED..40).contains(&r));
                         prop_assert!(live.insert(r), "ref {} handed out twice", r);
                     } else {
                         prop_assert_eq!(live.len(), 40 - RESERVED as usize);

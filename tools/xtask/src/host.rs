@@ -72,7 +72,11 @@ pub const IMAGE_TARGET: &str = "x86_64-unknown-none";
 
 /// Crates that build for the bare-metal target.
 pub fn image_crates() -> Vec<String> {
-    let mut crates = vec!["libos".to_string(), "upcall-kvm".to_string(), "upcall-xen".to_string()];
+    let mut crates = vec![
+        "libos".to_string(),
+        "upcall-kvm".to_string(),
+        "upcall-xen".to_string(),
+    ];
     crates.extend(apps());
     crates
 }

@@ -11,6 +11,7 @@ mod symbolize;
 mod test;
 mod uhyve;
 mod vmm;
+mod xen_testbed;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +85,9 @@ enum Command {
         /// Platform to run on.
         #[arg(long, value_enum, default_value_t = Platform::Kvm)]
         platform: Platform,
+        /// Xen: boot the app as dom0 (fast path) instead of as an `xl create` domU.
+        #[arg(long)]
+        dom0: bool,
         /// The VMM to boot on (KVM platform).
         #[arg(long, value_enum, default_value_t = vmm::Vmm::Qemu)]
         vmm: vmm::Vmm,
@@ -123,6 +127,11 @@ enum Command {
         #[command(subcommand)]
         which: BenchKind,
     },
+    /// Download and assemble a test bed (cached under target/testbed/).
+    Testbed {
+        #[command(subcommand)]
+        which: TestbedKind,
+    },
     /// Append function names to the backtrace lines of a console log.
     Symbolize {
         /// The image the log came from.
@@ -141,6 +150,13 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
+}
+
+/// Test beds that xtask prepares.
+#[derive(Debug, Subcommand)]
+enum TestbedKind {
+    /// Xen 4.17 under QEMU: the hypervisor, plus a Linux dom0 that runs apps with `xl create`.
+    Xen,
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +220,7 @@ fn main() -> ExitCode {
             app,
             platform,
             vmm,
+            dom0,
             accel,
             machine,
             memory,
@@ -220,7 +237,7 @@ fn main() -> ExitCode {
                 dry_run,
                 extra: Vec::new(),
             };
-            run::build_and_run(&app, platform, vmm, release, &args, &opts)
+            run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
         }
         Command::Test { filter, no_host } => test::run(filter.as_deref(), no_host),
         Command::Bench {
@@ -229,6 +246,9 @@ fn main() -> ExitCode {
         Command::Bench {
             which: BenchKind::Entry,
         } => bench::entry(),
+        Command::Testbed {
+            which: TestbedKind::Xen,
+        } => xen_testbed::command(),
         Command::Symbolize { image, log } => symbolize::command(&image, log.as_deref()),
         Command::Clippy => host::clippy(),
         Command::CheckNoinstr { app, release } => noinstr::command(&app, release),

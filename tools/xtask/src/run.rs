@@ -1,13 +1,16 @@
 //! `cargo xtask run`: build, boot on the chosen VMM, exit with the app's status.
 
+use std::path::Path;
+use std::process::Command;
+
 use crate::qemu::{self, NO_STATUS, QEMU, RunOpts};
-use crate::vmm::{RunResult, Vmm};
-use crate::{Failure, Outcome, Platform, build, fail, uhyve};
+use crate::vmm::{self, RunResult, Vmm};
+use crate::{Failure, Outcome, Platform, build, fail, uhyve, xen_testbed};
 
 /// Boots an image on `vmm`.
 pub fn boot(
     vmm: Vmm,
-    image: &std::path::Path,
+    image: &Path,
     args: &[String],
     opts: &RunOpts,
     echo: bool,
@@ -18,11 +21,92 @@ pub fn boot(
     }
 }
 
+/// Boots a Xen-platform image: as dom0 on Xen in QEMU (`dom0`), or as a domU created
+/// with `xl create` from a Linux dom0 (the users' path). Either way QEMU exits with
+/// `(status << 1) | 1` (see `xen_testbed`).
+pub fn boot_xen(
+    image: &Path,
+    args: &[String],
+    opts: &RunOpts,
+    dom0: bool,
+    echo: bool,
+) -> Result<RunResult, Failure> {
+    boot_xen_with(
+        image,
+        args,
+        opts,
+        if dom0 {
+            XenBoot::Dom0
+        } else {
+            XenBoot::Xl(None)
+        },
+        echo,
+    )
+}
+
+/// How a Xen-platform image boots.
+#[derive(Debug, Clone, Copy)]
+pub enum XenBoot {
+    /// The app is dom0.
+    Dom0,
+    /// The app is an `xl create`d domU, optionally with a toolstack action.
+    Xl(Option<xen_testbed::XlAction>),
+}
+
+/// [`boot_xen`] with the full choice of boot path.
+pub fn boot_xen_with(
+    image: &Path,
+    args: &[String],
+    opts: &RunOpts,
+    how: XenBoot,
+    echo: bool,
+) -> Result<RunResult, Failure> {
+    qemu::ensure_qemu()?;
+    let cmdline = qemu::kernel_cmdline(args);
+    let qemu_args = xen_qemu_args(image, &cmdline, opts, how)?;
+    let mut cmd = Command::new(QEMU);
+    cmd.args(qemu_args);
+    // Xen's own log is noise for a user watching the app; tests still see it.
+    let c = vmm::run_captured_filtered(cmd, image, opts.timeout, echo, &["(XEN)"])?;
+    if !c.stderr.trim().is_empty() {
+        eprint!("{}", c.stderr);
+    }
+    Ok(RunResult {
+        status: qemu::decode_status(c.code),
+        output: c.stdout,
+        timed_out: c.timed_out,
+        elapsed: c.elapsed,
+    })
+}
+
+fn xen_qemu_args(
+    image: &Path,
+    cmdline: &str,
+    opts: &RunOpts,
+    how: XenBoot,
+) -> Result<Vec<String>, Failure> {
+    match how {
+        XenBoot::Dom0 => {
+            let xen = xen_testbed::ensure_hypervisor()?;
+            Ok(xen_testbed::dom0_qemu_args(&xen, image, cmdline))
+        }
+        XenBoot::Xl(action) => {
+            let tb = xen_testbed::ensure_xl_testbed()?;
+            xen_testbed::xl_qemu_args_with(&tb, image, cmdline, opts.memory.min(256), action)
+        }
+    }
+}
+
 /// `cargo xtask run`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one parameter per command-line option"
+)]
 pub fn build_and_run(
     app: &str,
     platform: Platform,
     vmm: Vmm,
+    dom0: bool,
     release: bool,
     args: &[String],
     opts: &RunOpts,
@@ -30,7 +114,33 @@ pub fn build_and_run(
     if platform != Platform::Kvm && vmm == Vmm::Uhyve {
         return fail("uhyve runs KVM-platform images only (drop --platform or use --vmm qemu)");
     }
+    if dom0 && platform != Platform::Xen {
+        return fail("--dom0 is for --platform xen");
+    }
     let image = build::build(app, platform, release)?;
+    if platform == Platform::Xen {
+        if opts.dry_run {
+            let cmdline = qemu::kernel_cmdline(args);
+            println!(
+                "{}",
+                qemu::shell_words(
+                    QEMU,
+                    &xen_qemu_args(
+                        &image,
+                        &cmdline,
+                        opts,
+                        if dom0 {
+                            XenBoot::Dom0
+                        } else {
+                            XenBoot::Xl(None)
+                        }
+                    )?
+                )
+            );
+            return Ok(0);
+        }
+        return finish(boot_xen(&image, args, opts, dom0, true)?, opts);
+    }
     if opts.dry_run {
         let line = match vmm {
             Vmm::Qemu => qemu::shell_words(
@@ -42,7 +152,11 @@ pub fn build_and_run(
         println!("{line}");
         return Ok(0);
     }
-    let r = boot(vmm, &image, args, opts, true)?;
+    finish(boot(vmm, &image, args, opts, true)?, opts)
+}
+
+/// The exit status of `run` for a finished guest.
+fn finish(r: RunResult, opts: &RunOpts) -> Outcome {
     if r.timed_out {
         eprintln!("xtask: guest killed after the {} s timeout", opts.timeout);
         return Ok(NO_STATUS);

@@ -9,6 +9,7 @@ use std::time::Instant;
 use upcall_tests::{Bed, Case, Machine};
 
 use crate::qemu::{self, RunOpts};
+use crate::run::XenBoot;
 use crate::vmm::Vmm;
 use crate::{MachineArg, Outcome, Platform, build, host};
 
@@ -93,23 +94,38 @@ fn machine_arg(m: Machine) -> MachineArg {
 }
 
 /// Runs one case; `Ok` carries a note printed after the name.
-fn run_case(case: &Case, images: &mut HashMap<(String, bool), PathBuf>) -> Result<String, String> {
-    let key = (case.app.to_string(), case.release);
+fn run_case(
+    case: &Case,
+    images: &mut HashMap<(String, bool, bool), PathBuf>,
+) -> Result<String, String> {
+    let xen = matches!(case.bed, Bed::XenDom0 | Bed::XenXl | Bed::XenXlThen { .. });
+    let platform = if xen { Platform::Xen } else { Platform::Kvm };
+    let key = (case.app.to_string(), case.release, xen);
     let image = match images.get(&key) {
         Some(p) => p.clone(),
         None => {
-            let p = build::build(case.app, Platform::Kvm, case.release).map_err(|f| f.message)?;
+            let p = build::build(case.app, platform, case.release).map_err(|f| f.message)?;
             images.insert(key, p.clone());
             p
         }
     };
     let args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
-    let (vmm, machine) = match case.bed {
-        Bed::Qemu(m) => (Vmm::Qemu, machine_arg(m)),
-        Bed::Uhyve => (Vmm::Uhyve, MachineArg::Microvm),
+    let machine = match case.bed {
+        Bed::Qemu(m) => machine_arg(m),
+        _ => MachineArg::Microvm,
     };
     let opts = RunOpts::for_tests(machine, CASE_TIMEOUT);
-    let r = crate::run::boot(vmm, &image, &args, &opts, false).map_err(|f| f.message)?;
+    let r = match case.bed {
+        Bed::Qemu(_) => crate::run::boot(Vmm::Qemu, &image, &args, &opts, false),
+        Bed::Uhyve => crate::run::boot(Vmm::Uhyve, &image, &args, &opts, false),
+        Bed::XenDom0 => crate::run::boot_xen(&image, &args, &opts, true, false),
+        Bed::XenXl => crate::run::boot_xen(&image, &args, &opts, false, false),
+        Bed::XenXlThen { command, when } => {
+            let action = crate::xen_testbed::XlAction { command, when };
+            crate::run::boot_xen_with(&image, &args, &opts, XenBoot::Xl(Some(action)), false)
+        }
+    }
+    .map_err(|f| f.message)?;
     let verdict = if r.timed_out {
         Err(format!("timed out after {CASE_TIMEOUT} s"))
     } else {
@@ -129,12 +145,14 @@ fn run_case(case: &Case, images: &mut HashMap<(String, bool), PathBuf>) -> Resul
 
 /// The noinstr check passes on real images and fails on the deliberately broken one.
 fn noinstr_checks(t: &mut Tally, wanted: &dyn Fn(&str) -> bool) {
-    for (name, release) in [
-        ("noinstr/selftest-debug-clean", false),
-        ("noinstr/selftest-release-clean", true),
-    ] {
+    let images = [
+        ("noinstr/selftest-debug-clean", Platform::Kvm, false),
+        ("noinstr/selftest-release-clean", Platform::Kvm, true),
+        ("noinstr/xen-selftest-debug-clean", Platform::Xen, false),
+    ];
+    for (name, platform, release) in images {
         if wanted(name) {
-            let r = build::build("selftest", Platform::Kvm, release)
+            let r = build::build("selftest", platform, release)
                 .and_then(|p| crate::noinstr::check_image(&p))
                 .map_err(|f| f.message)
                 .and_then(|v| {
@@ -220,6 +238,14 @@ pub fn run(filter: Option<&str>, no_host: bool) -> Outcome {
             }
         }
     }
+    let xen_cases: Vec<Case> = upcall_tests::xen_cases()
+        .into_iter()
+        .filter(|c| wanted(&c.name))
+        .collect();
+    if !xen_cases.is_empty() {
+        println!("== Xen platform: Xen 4.17 in QEMU (TCG), as dom0 and as an xl domU");
+        run_cases(&mut t, &xen_cases, &wanted, &mut images);
+    }
     if !t.failures.is_empty() {
         println!("failed: {}", t.failures.join(", "));
     }
@@ -232,7 +258,7 @@ fn run_cases(
     t: &mut Tally,
     cases: &[Case],
     wanted: &dyn Fn(&str) -> bool,
-    images: &mut HashMap<(String, bool), PathBuf>,
+    images: &mut HashMap<(String, bool, bool), PathBuf>,
 ) {
     for case in cases.iter().filter(|c| wanted(&c.name)) {
         let result = run_case(case, images);

@@ -52,10 +52,22 @@ pub struct Captured {
 /// Runs `cmd` (a VMM booting `image`), streaming stdout when `echo`, killing it after
 /// `timeout` seconds (0 = never).
 pub fn run_captured(
+    cmd: Command,
+    image: &Path,
+    timeout: u64,
+    echo: bool,
+) -> Result<Captured, Failure> {
+    run_captured_filtered(cmd, image, timeout, echo, &[])
+}
+
+/// Like [`run_captured`], but lines starting with one of `quiet` are not echoed (they
+/// are still captured): hypervisor chatter such as Xen's `(XEN)` log.
+pub fn run_captured_filtered(
     mut cmd: Command,
     image: &Path,
     timeout: u64,
     echo: bool,
+    quiet: &'static [&'static str],
 ) -> Result<Captured, Failure> {
     let symbols = Symbols::load(image)?;
     let program = cmd.get_program().to_string_lossy().into_owned();
@@ -75,7 +87,7 @@ pub fn run_captured(
         while lines.read_until(b'\n', &mut raw).is_ok_and(|n| n > 0) {
             let text = String::from_utf8_lossy(&raw);
             let line = symbols.annotate(text.trim_end_matches(['\n', '\r']));
-            if echo {
+            if echo && !quiet.iter().any(|q| line.starts_with(q)) {
                 println!("{line}");
                 let _ = std::io::stdout().flush();
             }

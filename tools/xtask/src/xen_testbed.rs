@@ -1,0 +1,1318 @@
+//! The Xen test bed: Xen 4.17 under QEMU (TCG), booting either a PV kernel directly as
+//! dom0 (the fast path, ~1 s) or a Debian Linux dom0 whose init `xl create`s the app as a
+//! domU (the path users take, ~15 s).
+//!
+//! Everything comes from Debian packages, fetched with `apt-get download` and unpacked
+//! with `dpkg-deb -x` (nothing is installed), and is cached under `target/testbed/xen/`:
+//! the first run takes a minute, later ones are instant. `../shared/TESTBEDS.md` has the
+//! measurements behind the choices here. `rm -rf target/testbed/xen` starts over.
+//!
+//! The xl path's dom0 initramfs is built once (keyed on the packages and the init
+//! script); each run appends a small second cpio archive holding `/app`, its xl config
+//! and its settings, which Linux unpacks over the first.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::qemu::{self, QEMU};
+use crate::{Failure, Outcome, fail, host, vmm};
+
+/// The Debian package with the hypervisor.
+const XEN_PACKAGE: &str = "xen-hypervisor-4.17-amd64";
+/// The gzipped hypervisor ELF inside [`XEN_PACKAGE`].
+const XEN_GZ: &str = "boot/xen-4.17-amd64.gz";
+/// The Debian meta package naming the current kernel package.
+const KERNEL_META: &str = "linux-image-amd64";
+/// Packages whose files go into the dom0 initramfs (besides the kernel's modules).
+const DOM0_PACKAGES: &[&str] = &[
+    "busybox-static",
+    "xen-utils-4.17",
+    "libxenmisc4.17",
+    "libxencall1",
+    "libxenevtchn1",
+    "libxenforeignmemory1",
+    "libxengnttab1",
+    "libxenstore4",
+    "libxentoollog1",
+    "libxenhypfs1",
+    "libxendevicemodel1",
+    "libxentoolcore1",
+    "libyajl2",
+    "libc6",
+    "liblzma5",
+    "libuuid1",
+    "zlib1g",
+    "libzstd1",
+    "libgcc-s1",
+];
+/// Where xen-utils keeps its programs.
+const XEN_BIN: &str = "usr/lib/xen-4.17/bin";
+/// The xen-utils programs dom0 runs.
+const XEN_TOOLS: &[&str] = &["xl", "xenstored", "xenconsoled", "xen-init-dom0"];
+/// Kernel modules dom0 loads, in load order (xenfs needs xen-privcmd).
+const MODULES: &[&str] = &[
+    "xen-privcmd",
+    "xen-evtchn",
+    "xen-gntdev",
+    "xen-gntalloc",
+    "xenfs",
+];
+/// Files of the kernel package that are unpacked (`tar` wildcards).
+const KERNEL_FILES: &[&str] = &["./boot/vmlinuz-*", "./lib/modules/*/kernel/drivers/xen/*"];
+/// Xen's command line, less `dom0_mem`. (Not `sync_console`: Xen then waits 3 s at boot.
+/// Under QEMU the UART is always ready, so Xen writes each byte out at once anyway.)
+const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all";
+/// dom0 memory (MiB) on the fast path, where dom0 is the kernel under test.
+const FAST_DOM0_MEM_MB: u32 = 64;
+/// QEMU memory (MiB) on the fast path.
+const FAST_QEMU_MEM_MB: u32 = 256;
+/// The Linux dom0's command line.
+const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen rdinit=/init quiet";
+/// Linux dom0's memory (MiB) on the xl path.
+const LINUX_DOM0_MEM_MB: u32 = 512;
+/// Seconds the dom0 init waits for the domain to end before exiting QEMU with 125.
+const XL_TIMEOUT_SECS: u32 = 300;
+/// Bumped whenever the initramfs layout changes, to rebuild cached ones.
+const FORMAT: &str = "xen-testbed-1";
+
+/// The Linux dom0's `/init`: starts the Xen daemons, `xl create`s `/app` with
+/// `/app.cfg`, streams the domain's console log, and ends QEMU with the domain's exit
+/// status through isa-debug-exit (port 0xf4, reached through `/dev/port`).
+/// `/app.env` sets `name` (the domain's) and `timeout` (seconds), and optionally
+/// `action`/`action_when`: run `xl $action $name` once the console shows `$action_when`.
+const INIT: &str = r#"#!/bin/sh
+# dom0 init of Upcall's Xen test bed (tools/xtask/src/xen_testbed.rs).
+export PATH=/usr/lib/xen-4.17/bin:/bin
+export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
+say() { echo "xen-testbed: $*"; }
+# Ends QEMU with status (code << 1) | 1: isa-debug-exit at port 0xf4 = 244.
+finish() {
+    say "exit status $1"
+    printf "\\$(printf %o "$1")" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
+    say "cannot write to isa-debug-exit through /dev/port"
+    poweroff -f
+}
+run() { "$@" || { say "failed: $*"; finish 125; }; }
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s /bin
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+for m in xen-privcmd xen-evtchn xen-gntdev xen-gntalloc xenfs; do
+    run insmod /modules/$m.ko
+done
+run mount -t xenfs xenfs /proc/xen
+mkdir -p /var/lock /var/run/xen /var/log/xen/console /var/lib/xen /var/lib/xenstored
+. /app.env
+run xenstored
+out=$(xen-init-dom0 2>&1) || { say "xen-init-dom0 failed: $out"; finish 125; }
+run xenconsoled --log=guest --log-dir=/var/log/xen/console
+say "xl create /app.cfg:"
+cat /app.cfg
+(xl create -F /app.cfg > /tmp/xl.out 2>&1; echo $? > /tmp/xl.rc) &
+log=/var/log/xen/console/guest-$name.log
+shown=0
+# Prints what the domain wrote to its console since the last call.
+pump() {
+    [ -f "$log" ] || return 0
+    size=$(stat -c %s "$log")
+    if [ "$size" -gt "$shown" ]; then
+        tail -c +$((shown + 1)) "$log" | head -c $((size - shown))
+        shown=$size
+    fi
+}
+read up rest < /proc/uptime
+deadline=$((${up%.*} + timeout))
+acted=
+while [ ! -f /tmp/xl.rc ]; do
+    pump
+    if [ -n "$action" ] && [ -z "$acted" ] && [ -f "$log" ] && grep -q -F "$action_when" "$log"; then
+        acted=1
+        say "xl $action $name"
+        xl "$action" "$name" || say "xl $action failed"
+    fi
+    read up rest < /proc/uptime
+    if [ "${up%.*}" -ge "$deadline" ]; then
+        pump
+        say "domain $name did not end within $timeout s"
+        finish 125
+    fi
+    sleep 0.2
+done
+pump
+reason=$(sed -n 's/.*has shut down, reason code \([0-9]*\).*/\1/p' /tmp/xl.out | head -n 1)
+status=$(grep -a -o 'upcall: exit status [0-9]*' "$log" 2>/dev/null | tail -n 1 | sed 's/.* //')
+case "$reason" in
+    0) what=poweroff; code=0 ;;
+    1) what=reboot; code=125 ;;
+    2) what=suspend; code=125 ;;
+    3) what=crash; code=101 ;;
+    4) what=watchdog; code=125 ;;
+    "") say "xl create failed (status $(cat /tmp/xl.rc)):"; cat /tmp/xl.out; finish 125 ;;
+    *) what=unknown; code=125 ;;
+esac
+if [ -n "$status" ] && [ "$status" -le 255 ]; then code=$status; fi
+say "domain $name shut down (reason code $reason, $what)"
+finish $code
+"#;
+
+/// Serializes cache updates within this process (tests may boot in parallel threads;
+/// across processes, every cache entry appears by an atomic rename).
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// Where the Xen test bed lives (a cache; re-runs are instant).
+pub fn cache_dir() -> PathBuf {
+    host::target_dir().join("testbed/xen")
+}
+
+/// Downloads (`apt-get download`) and unpacks (`dpkg-deb -x`) Debian's
+/// xen-hypervisor-4.17-amd64 and gunzips its `boot/xen-4.17-amd64.gz` into the plain ELF
+/// that QEMU's multiboot loader wants; returns its path. Cached.
+pub fn ensure_hypervisor() -> Result<PathBuf, Failure> {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    hypervisor()
+}
+
+/// The Linux-dom0 test bed for `xl create`.
+#[derive(Debug, Clone)]
+pub struct XlTestbed {
+    /// The hypervisor (plain ELF).
+    pub xen: PathBuf,
+    /// The dom0 kernel's ELF, cut out of Debian's bzImage.
+    pub vmlinux: PathBuf,
+    /// The dom0 initramfs (uncompressed cpio) without any app.
+    pub initramfs: PathBuf,
+}
+
+/// Prepares the Linux-dom0 test bed for `xl create`: the hypervisor, Debian's kernel as
+/// an ELF, and an initramfs with busybox, the xen-utils daemons and `xl`, their
+/// libraries, the Xen kernel modules and the test bed's `/init`. Cached, keyed on the
+/// package files and the init script.
+pub fn ensure_xl_testbed() -> Result<XlTestbed, Failure> {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    xl_testbed()
+}
+
+/// QEMU arguments that boot Xen with `kernel` (a 64-bit PV ELF) as dom0 with kernel
+/// command line `cmdline` (TESTBEDS.md's recipe: qemu64 CPU plus RDRAND, TCG,
+/// `-no-reboot`, isa-debug-exit at 0xf4, serial on stdio, 256 MiB, `dom0_mem=64M`). A
+/// dom0 that shuts down with reason reboot ends QEMU with status 0; one that writes `v`
+/// to port 0xf4 ends it with `(v << 1) | 1`. `kernel`'s path must not contain spaces
+/// (QEMU splits a multiboot module's path from its command line at the first space).
+pub fn dom0_qemu_args(xen: &Path, kernel: &Path, cmdline: &str) -> Vec<String> {
+    let mut a = machine_args(FAST_QEMU_MEM_MB);
+    a.extend([
+        "-kernel".to_string(),
+        xen.display().to_string(),
+        "-append".to_string(),
+        format!("{XEN_CMDLINE} dom0_mem={FAST_DOM0_MEM_MB}M"),
+        "-initrd".to_string(),
+        initrd_arg(&[(kernel, cmdline)]),
+    ]);
+    a
+}
+
+/// A toolstack command dom0 runs on the domain once its console shows some text, e.g.
+/// `xl shutdown NAME` after the app printed that it is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XlAction {
+    /// The `xl` subcommand: `shutdown` or `reboot`.
+    pub command: &'static str,
+    /// Console text to wait for.
+    pub when: &'static str,
+}
+
+/// QEMU arguments booting Xen + the Linux dom0 of `tb`, whose init runs `xl create` on
+/// `app` (a PV ELF) with guest command line `extra` and `app_mem_mb` MiB. The app's
+/// console output reaches QEMU's stdout as the domain writes it (streamed from
+/// xenconsoled's log), after the xl config used; QEMU exits with `(code << 1) | 1`,
+/// where code is N from the app's last `upcall: exit status N` console line if there is
+/// one, else 0 for a poweroff, 101 for a crash, and 125 for any other shutdown, a failed
+/// `xl create`, or no shutdown within 300 s.
+///
+/// Writes a per-run initramfs (the base one plus a small cpio archive holding `/app`,
+/// `/app.cfg` and `/app.env`) under [`cache_dir`]`/runs`, named by its contents.
+/// With an [`XlAction`], dom0 also runs that `xl` command on the domain once its console
+/// shows the given text.
+pub fn xl_qemu_args_with(
+    tb: &XlTestbed,
+    app: &Path,
+    extra: &str,
+    app_mem_mb: u32,
+    action: Option<XlAction>,
+) -> Result<Vec<String>, Failure> {
+    if app_mem_mb == 0 {
+        return fail("xl test bed: the app's memory must be at least 1 MiB");
+    }
+    let name = domain_name(app);
+    let config = xl_config(&name, extra, app_mem_mb)?;
+    let image = read(app)?;
+    let mut env = format!("name={name}\ntimeout={XL_TIMEOUT_SECS}\n");
+    if let Some(a) = action {
+        if !matches!(a.command, "shutdown" | "reboot") || a.when.contains(['\'', '\n']) {
+            return fail(format!(
+                "xl test bed: unsupported action `xl {}` when `{}`",
+                a.command, a.when
+            ));
+        }
+        env.push_str(&format!(
+            "action='{}'\naction_when='{}'\n",
+            a.command, a.when
+        ));
+    }
+    let initramfs = run_initramfs(tb, &image, &config, &env)?;
+    if let Some(p) = [&tb.vmlinux, &initramfs]
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(' '))
+    {
+        return fail(format!(
+            "xl test bed: {} has a space in its path, which QEMU's -initrd cannot take",
+            p.display()
+        ));
+    }
+    let memory = (LINUX_DOM0_MEM_MB + app_mem_mb + 128).max(1024);
+    let mut a = machine_args(memory);
+    a.extend([
+        "-kernel".to_string(),
+        tb.xen.display().to_string(),
+        "-append".to_string(),
+        format!("{XEN_CMDLINE} dom0_mem={LINUX_DOM0_MEM_MB}M"),
+        "-initrd".to_string(),
+        initrd_arg(&[(&tb.vmlinux, LINUX_CMDLINE), (&initramfs, "")]),
+    ]);
+    Ok(a)
+}
+
+/// `cargo xtask testbed xen`: prepares both test beds, with progress; prints what it made.
+pub fn command() -> Outcome {
+    let start = Instant::now();
+    let xen = ensure_hypervisor()?;
+    let tb = ensure_xl_testbed()?;
+    eprintln!(
+        "xtask: Xen test bed ready in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    println!("hypervisor:        {}", xen.display());
+    println!("dom0 Linux kernel: {}", tb.vmlinux.display());
+    println!("dom0 initramfs:    {}", tb.initramfs.display());
+    let kernel = Path::new("PV-KERNEL");
+    println!(
+        "boot a PV kernel as dom0:\n  {}",
+        qemu::shell_words(QEMU, &dom0_qemu_args(&xen, kernel, "ARGS"))
+    );
+    Ok(0)
+}
+
+/// QEMU arguments common to both paths: TCG (Xen cannot run under a software KVM),
+/// `-cpu qemu64` (`max` makes a Linux dom0 crash through SMAP) with RDRAND (without it a
+/// Linux dom0 has no entropy, and each `xl create` waits 3 s for libuuid's random
+/// bytes), one CPU, no display, the serial port on stdio, isa-debug-exit.
+fn machine_args(memory_mb: u32) -> Vec<String> {
+    let mut a: Vec<String> = ["-accel", "tcg", "-cpu", "qemu64,+rdrand", "-smp", "1", "-m"]
+        .map(String::from)
+        .to_vec();
+    a.push(format!("{memory_mb}M"));
+    a.extend(
+        [
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+        ]
+        .map(String::from),
+    );
+    a
+}
+
+/// QEMU's `-initrd` value for multiboot modules: `path cmdline` each, separated by
+/// commas, with the commas inside doubled.
+fn initrd_arg(modules: &[(&Path, &str)]) -> String {
+    modules
+        .iter()
+        .map(|(path, cmdline)| {
+            let path = path.display().to_string();
+            let module = if cmdline.is_empty() {
+                path
+            } else {
+                format!("{path} {cmdline}")
+            };
+            double_commas(&module)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Escapes commas for QEMU option values.
+fn double_commas(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+/// The domain's name: the app file's name, restricted to characters xl and file names
+/// take.
+fn domain_name(app: &Path) -> String {
+    let stem = app.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let name: String = stem
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.starts_with('.') {
+        format!("app{name}")
+    } else {
+        name
+    }
+}
+
+/// The xl config that runs `/app` as a PV domain that is destroyed however it ends.
+fn xl_config(name: &str, extra: &str, memory_mb: u32) -> Result<String, Failure> {
+    if extra.chars().any(char::is_control) {
+        return fail("xl test bed: the guest command line must not contain control characters");
+    }
+    let mut cfg = format!("name = \"{name}\"\ntype = \"pv\"\nkernel = \"/app\"\n");
+    if !extra.is_empty() {
+        // libxlu's quoted strings take C-like backslash escapes.
+        let quoted = extra.replace('\\', "\\\\").replace('"', "\\\"");
+        cfg.push_str(&format!("extra = \"{quoted}\"\n"));
+    }
+    cfg.push_str(&format!(
+        "memory = {memory_mb}\nvcpus = 1\non_poweroff = \"destroy\"\n\
+         on_reboot = \"destroy\"\non_crash = \"destroy\"\n"
+    ));
+    Ok(cfg)
+}
+
+/// Per-run initramfs files kept however old (each is as large as the base archive).
+const RUNS_KEPT: usize = 16;
+
+/// Writes (unless it exists) the per-run initramfs: the base archive followed by one
+/// holding the app, its config and its settings. Named by a hash of its contents, so
+/// parallel runs never share a half-written file. Only the [`RUNS_KEPT`] most recently
+/// used ones and those used in the last minute are kept (QEMU reads its `-initrd` files
+/// when it starts, so removing one later does not disturb a running test).
+fn run_initramfs(
+    tb: &XlTestbed,
+    image: &[u8],
+    config: &str,
+    env: &str,
+) -> Result<PathBuf, Failure> {
+    let meta = fs::metadata(&tb.initramfs)
+        .or_else(|e| fail(format!("xl test bed: {}: {e}", tb.initramfs.display())))?;
+    let mut h = Fnv::new();
+    h.add(tb.initramfs.display().to_string().as_bytes());
+    h.add(&meta.len().to_le_bytes());
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+    h.add(&mtime.unwrap_or_default().as_nanos().to_le_bytes());
+    for part in [image, config.as_bytes(), env.as_bytes()] {
+        h.add(&(part.len() as u64).to_le_bytes());
+        h.add(part);
+    }
+    let dir = cache_dir().join("runs");
+    mkdir(&dir)?;
+    let path = dir.join(format!("{:016x}.cpio", h.finish()));
+    // Mark it used (a failure just means it does not exist yet).
+    let reused = fs::File::options()
+        .append(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(SystemTime::now()))
+        .is_ok();
+    prune(&dir, RUNS_KEPT, Duration::from_secs(60));
+    if reused {
+        return Ok(path);
+    }
+    let mut cpio = Cpio::new(Vec::new());
+    let written: io::Result<()> = (|| {
+        cpio.file("app", 0o755, image)?;
+        cpio.file("app.cfg", 0o644, config.as_bytes())?;
+        cpio.file("app.env", 0o644, env.as_bytes())
+    })();
+    written.or_else(|e| fail(format!("xl test bed: app archive: {e}")))?;
+    let extra = cpio
+        .finish()
+        .or_else(|e| fail(format!("xl test bed: app archive: {e}")))?;
+    let tmp = temp_path(&path);
+    fs::copy(&tb.initramfs, &tmp)
+        .and_then(|_| fs::OpenOptions::new().append(true).open(&tmp))
+        .and_then(|mut f| f.write_all(&extra))
+        .and_then(|()| fs::rename(&tmp, &path))
+        .or_else(|e| {
+            let _ = fs::remove_file(&tmp);
+            fail(format!("xl test bed: write {}: {e}", path.display()))
+        })?;
+    Ok(path)
+}
+
+/// Removes the files in `dir` except the `keep` most recently modified ones and those
+/// modified within `age` (best effort).
+fn prune(dir: &Path, keep: usize, age: Duration) {
+    let now = SystemTime::now();
+    let mut files: Vec<(SystemTime, PathBuf)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (modified, path) in files.into_iter().skip(keep) {
+        if now.duration_since(modified).is_ok_and(|d| d > age) {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// [`ensure_hypervisor`] with the lock held.
+fn hypervisor() -> Result<PathBuf, Failure> {
+    let out = cache_dir().join("xen-4.17-amd64");
+    if out.is_file() {
+        return Ok(out);
+    }
+    let debs = ensure_debs(&[XEN_PACKAGE.to_string()])?;
+    let dir = unpack(&debs[0], &[])?;
+    eprintln!("xtask: Xen test bed: gunzip {XEN_GZ}");
+    let tmp = temp_path(&out);
+    let file =
+        fs::File::create(&tmp).or_else(|e| fail(format!("create {}: {e}", tmp.display())))?;
+    host::run_checked(
+        Command::new("gzip")
+            .arg("-dc")
+            .arg(dir.join(XEN_GZ))
+            .stdout(file),
+        "gunzip of the Xen hypervisor",
+    )?;
+    check_elf(&tmp)?;
+    rename(&tmp, &out)?;
+    Ok(out)
+}
+
+/// [`ensure_xl_testbed`] with the lock held.
+fn xl_testbed() -> Result<XlTestbed, Failure> {
+    let xen = hypervisor()?;
+    let mut packages = vec![kernel_package()?];
+    packages.extend(DOM0_PACKAGES.iter().map(|p| p.to_string()));
+    let debs = ensure_debs(&packages)?;
+    let mut key = Fnv::new();
+    key.add(FORMAT.as_bytes());
+    key.add(INIT.as_bytes());
+    for deb in &debs {
+        key.add(deb.file_name().unwrap_or_default().as_encoded_bytes());
+    }
+    let name = format!("xl-{:016x}", key.finish());
+    let dir = cache_dir().join(&name);
+    let tb = XlTestbed {
+        xen,
+        vmlinux: dir.join("vmlinux"),
+        initramfs: dir.join("initramfs.cpio"),
+    };
+    if tb.vmlinux.is_file() && tb.initramfs.is_file() {
+        return Ok(tb);
+    }
+    let start = Instant::now();
+    eprintln!(
+        "xtask: Xen test bed: assembling the Linux dom0 in {} (once)",
+        dir.display()
+    );
+    let kernel = unpack(&debs[0], KERNEL_FILES)?;
+    let mut unpacked = BTreeMap::new();
+    for (package, deb) in packages.iter().zip(&debs).skip(1) {
+        unpacked.insert(package.as_str(), unpack(deb, &[])?);
+    }
+    let tmp = temp_path(&dir);
+    mkdir(&tmp)?;
+    let built = (|| {
+        let vmlinuz = only_file(&kernel.join("boot"), "vmlinuz-")?;
+        eprintln!(
+            "xtask: Xen test bed: extracting vmlinux from {}",
+            vmlinuz.display()
+        );
+        extract_vmlinux(&vmlinuz, &tmp.join("vmlinux"))?;
+        eprintln!("xtask: Xen test bed: writing the dom0 initramfs");
+        dom0_tree(&kernel, &unpacked)?.write(&tmp.join("initramfs.cpio"))
+    })();
+    if built.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+        built?;
+    }
+    if let Err(e) = fs::rename(&tmp, &dir) {
+        // Another process may have finished first: use its copy.
+        let _ = fs::remove_dir_all(&tmp);
+        if !(tb.vmlinux.is_file() && tb.initramfs.is_file()) {
+            return fail(format!(
+                "rename {} to {}: {e}",
+                tmp.display(),
+                dir.display()
+            ));
+        }
+    }
+    // Earlier versions of the dom0 (a new kernel package, a changed init) are garbage.
+    for entry in fs::read_dir(cache_dir()).into_iter().flatten().flatten() {
+        let other = entry.file_name().to_string_lossy().into_owned();
+        if other.starts_with("xl-") && other != name && !other.contains(".tmp") {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    eprintln!(
+        "xtask: Xen test bed: dom0 assembled in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(tb)
+}
+
+/// The file in `dir` whose name starts with `prefix`; fails unless there is exactly one.
+fn only_file(dir: &Path, prefix: &str) -> Result<PathBuf, Failure> {
+    let found: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect();
+    match &found[..] {
+        [one] => Ok(one.clone()),
+        _ => fail(format!(
+            "Xen test bed: expected one {prefix}* in {}, found {}",
+            dir.display(),
+            found.len()
+        )),
+    }
+}
+
+/// The dom0's root file system: busybox, the Xen tools and every library of the
+/// library packages, the Xen modules, device and mount-point directories, `/init`.
+fn dom0_tree(kernel: &Path, unpacked: &BTreeMap<&str, PathBuf>) -> Result<Tree, Failure> {
+    let mut t = Tree::default();
+    for dir in [
+        "proc", "sys", "dev", "tmp", "run", "etc/xen", "var/log", "var/lib",
+    ] {
+        t.insert(dir, Node::Dir);
+    }
+    t.insert("dev/console", Node::CharDev(5, 1));
+    t.insert("bin/sh", Node::Symlink("busybox".into()));
+    t.insert("init", Node::Data(INIT.as_bytes().to_vec(), 0o755));
+    t.insert("etc/xen/xl.conf", Node::Data(Vec::new(), 0o644));
+    for (package, dir) in unpacked {
+        match *package {
+            "busybox-static" => t.add_file(dir, "bin/busybox")?,
+            "xen-utils-4.17" => {
+                for tool in XEN_TOOLS {
+                    t.add_file(dir, &format!("{XEN_BIN}/{tool}"))?;
+                }
+            }
+            _ => t.add_tree(dir, &|path: &str| {
+                (path.starts_with("lib/")
+                    || path.starts_with("lib64/")
+                    || path.starts_with("usr/lib/x86_64-linux-gnu/"))
+                    && !path.contains("/gconv/")
+            })?,
+        }
+    }
+    let modules = only_file(&kernel.join("lib/modules"), "")?.join("kernel/drivers/xen");
+    for module in MODULES {
+        let name = format!("{module}.ko");
+        let path = [modules.join(&name), modules.join(module).join(&name)]
+            .into_iter()
+            .find(|p| p.is_file());
+        let Some(path) = path else {
+            return fail(format!(
+                "Xen test bed: kernel module {name} not found under {}",
+                modules.display()
+            ));
+        };
+        t.insert(&format!("modules/{name}"), Node::File(path, 0o644));
+    }
+    t.check_libraries()?;
+    Ok(t)
+}
+
+/// The kernel package that [`KERNEL_META`] depends on: the one already downloaded, else
+/// asked of `apt-cache`.
+fn kernel_package() -> Result<String, Failure> {
+    let debs = cache_dir().join("debs");
+    let mut have: Vec<String> = fs::read_dir(&debs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("linux-image-") && n.ends_with(".deb"))
+        .filter_map(|n| n.split('_').next().map(str::to_string))
+        .filter(|p| p != KERNEL_META)
+        .collect();
+    have.sort();
+    if let Some(p) = have.pop() {
+        return Ok(p);
+    }
+    for attempt in 0..2 {
+        let out = Command::new("apt-cache")
+            .args(["depends", KERNEL_META])
+            .output()
+            .or_else(|e| fail(format!("cannot start apt-cache: {e}")))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let dep = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .find(|p| p.starts_with("linux-image-"));
+        if let Some(p) = dep {
+            return Ok(p.to_string());
+        }
+        if attempt == 0 {
+            apt_update()?;
+        }
+    }
+    fail(format!(
+        "Xen test bed: apt-cache does not know {KERNEL_META} (is this Debian?)"
+    ))
+}
+
+/// The `.deb` files of `packages` (same order), downloading the missing ones into
+/// [`cache_dir`]`/debs` with one `apt-get download`.
+fn ensure_debs(packages: &[String]) -> Result<Vec<PathBuf>, Failure> {
+    let dir = cache_dir().join("debs");
+    mkdir(&dir)?;
+    let find = |package: &str| -> Option<PathBuf> {
+        let mut found: Vec<PathBuf> = fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
+            })
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        found.pop()
+    };
+    let missing: Vec<&String> = packages.iter().filter(|p| find(p).is_none()).collect();
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|p| p.as_str()).collect();
+        eprintln!(
+            "xtask: Xen test bed: apt-get download {} (into {})",
+            names.join(" "),
+            dir.display()
+        );
+        let download = || {
+            Command::new("apt-get")
+                // As root, apt downloads as user _apt, who may not write to `dir`.
+                .args(["download", "-qq", "-o", "APT::Sandbox::User=root"])
+                .args(&names)
+                .current_dir(&dir)
+                .status()
+        };
+        match download() {
+            Ok(s) if s.success() => {}
+            Ok(_) => {
+                // Stale or missing package lists are the usual cause.
+                apt_update()?;
+                host::run_checked(
+                    Command::new("apt-get")
+                        .args(["download", "-qq", "-o", "APT::Sandbox::User=root"])
+                        .args(&names)
+                        .current_dir(&dir),
+                    "apt-get download",
+                )?;
+            }
+            Err(e) => return fail(format!("cannot start apt-get: {e}")),
+        }
+    }
+    packages
+        .iter()
+        .map(|p| match find(p) {
+            Some(deb) => Ok(deb),
+            None => fail(format!("apt-get download did not produce {p}_*.deb")),
+        })
+        .collect()
+}
+
+/// `apt-get update` where that is possible (root), else a failure naming the command.
+fn apt_update() -> Result<(), Failure> {
+    if !is_root() {
+        return fail("Xen test bed: apt cannot find the packages; run `sudo apt-get update`");
+    }
+    eprintln!("xtask: Xen test bed: apt-get update");
+    host::run_checked(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    )
+}
+
+/// Whether we run as root.
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// Unpacks `deb` (only the members matching the `tar` wildcards `only`, if given) into
+/// [`cache_dir`]`/unpacked/<deb name>`, unless already there; returns that directory.
+fn unpack(deb: &Path, only: &[&str]) -> Result<PathBuf, Failure> {
+    let stem = deb.file_stem().unwrap_or_default().to_string_lossy();
+    let dir = cache_dir().join("unpacked").join(&*stem);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let name = deb.file_name().unwrap_or_default().to_string_lossy();
+    eprintln!("xtask: Xen test bed: unpacking {name}");
+    let tmp = temp_path(&dir);
+    mkdir(&tmp)?;
+    let unpacked = extract(deb, only, &tmp);
+    if unpacked.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+        unpacked?;
+    }
+    rename(&tmp, &dir)?;
+    Ok(dir)
+}
+
+/// `dpkg-deb -x deb dir`, or only the members matching `only` through `tar`.
+fn extract(deb: &Path, only: &[&str], dir: &Path) -> Result<(), Failure> {
+    let name = deb.file_name().unwrap_or_default().to_string_lossy();
+    if only.is_empty() {
+        host::run_checked(
+            Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir),
+            &format!("dpkg-deb -x {name}"),
+        )
+    } else {
+        let mut dpkg = Command::new("dpkg-deb")
+            .arg("--fsys-tarfile")
+            .arg(deb)
+            .stdout(Stdio::piped())
+            .spawn()
+            .or_else(|e| fail(format!("cannot start dpkg-deb: {e}")))?;
+        let tar = host::run_checked(
+            Command::new("tar")
+                .arg("-x")
+                .arg("-C")
+                .arg(dir)
+                .arg("--wildcards")
+                .args(only)
+                .stdin(dpkg.stdout.take().expect("stdout is piped")),
+            &format!("tar -x of {name}"),
+        );
+        let dpkg = dpkg.wait();
+        tar?;
+        if !dpkg.is_ok_and(|s| s.success()) {
+            return fail(format!("dpkg-deb --fsys-tarfile {name} failed"));
+        }
+        Ok(())
+    }
+}
+
+/// Cuts the kernel's ELF out of a bzImage: the setup header locates the compressed
+/// payload, whose last four bytes are the ELF's size; the payload is decompressed with
+/// the matching tool (installed from Debian if missing and we are root).
+fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<(), Failure> {
+    let data = read(bzimage)?;
+    let bad = |what: &str| fail(format!("{}: {what}", bzimage.display()));
+    if data.len() < 0x250 || &data[0x202..0x206] != b"HdrS" {
+        return bad("not a bzImage (no HdrS setup header)");
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().expect("4 bytes"));
+    let setup_sects = match data[0x1f1] {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let start = (setup_sects + 1) * 512 + u32_at(0x248) as usize;
+    let Some(payload) = data.get(start..start + u32_at(0x24c) as usize) else {
+        return bad("payload outside the file");
+    };
+    if payload.len() < 8 {
+        return bad("empty payload");
+    }
+    let size = u32::from_le_bytes(payload[payload.len() - 4..].try_into().expect("4 bytes"));
+    let (tool, args, package): (&str, &[&str], &str) = match payload {
+        [0x1f, 0x8b, ..] => ("gzip", &["-dc"], "gzip"),
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => ("xz", &["-dc", "--single-stream"], "xz-utils"),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => ("zstd", &["-dcq"], "zstd"),
+        _ => return bad("payload compressed with a method this tool does not handle"),
+    };
+    ensure_tool(tool, package)?;
+    let file = fs::File::create(out).or_else(|e| fail(format!("create {}: {e}", out.display())))?;
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(file)
+        .stderr(Stdio::null())
+        .spawn()
+        .or_else(|e| fail(format!("cannot start {tool}: {e}")))?;
+    // The trailing size makes some tools complain after they wrote everything: the
+    // result is judged by its size, not by their exit status.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(payload);
+    let _ = child.wait();
+    let got = fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    if got != u64::from(size) {
+        return fail(format!(
+            "{tool} unpacked {got} bytes of {}'s payload, expected {size}",
+            bzimage.display()
+        ));
+    }
+    check_elf(out)
+}
+
+/// Makes sure `tool` is on `PATH`, installing Debian `package` as root if it is not.
+fn ensure_tool(tool: &str, package: &str) -> Result<(), Failure> {
+    if vmm::which(tool).is_some() {
+        return Ok(());
+    }
+    if !is_root() {
+        return fail(format!(
+            "{tool} not found; install it with: sudo apt-get install {package}"
+        ));
+    }
+    eprintln!("xtask: {tool} not found; installing Debian package {package} (apt-get)...");
+    host::run_checked(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("apt-get install {package}"),
+    )
+}
+
+/// Fails unless `path` starts with the ELF magic.
+fn check_elf(path: &Path) -> Result<(), Failure> {
+    let mut magic = [0u8; 4];
+    let ok = fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok();
+    if ok && &magic == b"\x7fELF" {
+        Ok(())
+    } else {
+        fail(format!("{} is not an ELF file", path.display()))
+    }
+}
+
+/// Reads a whole file, failing with its name.
+fn read(path: &Path) -> Result<Vec<u8>, Failure> {
+    fs::read(path).or_else(|e| fail(format!("read {}: {e}", path.display())))
+}
+
+/// Creates a directory and its parents.
+fn mkdir(dir: &Path) -> Result<(), Failure> {
+    fs::create_dir_all(dir).or_else(|e| fail(format!("create {}: {e}", dir.display())))
+}
+
+/// Renames, failing with both names.
+fn rename(from: &Path, to: &Path) -> Result<(), Failure> {
+    fs::rename(from, to).or_else(|e| {
+        fail(format!(
+            "rename {} to {}: {e}",
+            from.display(),
+            to.display()
+        ))
+    })
+}
+
+/// A sibling of `path` private to this call, renamed onto `path` when complete.
+fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}-{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// A file system tree to archive, by path (no leading `/`). Sorted, so a directory
+/// comes before what it holds.
+#[derive(Debug, Default)]
+struct Tree(BTreeMap<String, Node>);
+
+/// One entry of a [`Tree`].
+#[derive(Debug)]
+enum Node {
+    /// A directory (mode 0755).
+    Dir,
+    /// A file copied from the host, with its permission bits.
+    File(PathBuf, u32),
+    /// A file with these contents and permission bits.
+    Data(Vec<u8>, u32),
+    /// A symbolic link to this target.
+    Symlink(String),
+    /// A character device (major, minor).
+    CharDev(u32, u32),
+}
+
+impl Tree {
+    /// Adds `node` at `path`, and the directories above it.
+    fn insert(&mut self, path: &str, node: Node) {
+        let mut parent = Path::new(path).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            self.0
+                .entry(p.to_string_lossy().into_owned())
+                .or_insert(Node::Dir);
+            parent = p.parent();
+        }
+        self.0.insert(path.to_string(), node);
+    }
+
+    /// Adds `root/path` (a file or a symlink) as `path`.
+    fn add_file(&mut self, root: &Path, path: &str) -> Result<(), Failure> {
+        let src = root.join(path);
+        let meta = fs::symlink_metadata(&src)
+            .or_else(|e| fail(format!("Xen test bed: {}: {e}", src.display())))?;
+        let node = if meta.file_type().is_symlink() {
+            let target = fs::read_link(&src)
+                .or_else(|e| fail(format!("readlink {}: {e}", src.display())))?;
+            Node::Symlink(target.to_string_lossy().into_owned())
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            Node::File(src, meta.permissions().mode() & 0o7777)
+        };
+        self.insert(path, node);
+        Ok(())
+    }
+
+    /// Adds the files and symlinks under `root` whose relative paths `keep` accepts.
+    fn add_tree(&mut self, root: &Path, keep: &dyn Fn(&str) -> bool) -> Result<(), Failure> {
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let dir = root.join(&rel);
+            let entries =
+                fs::read_dir(&dir).or_else(|e| fail(format!("read {}: {e}", dir.display())))?;
+            for entry in entries.flatten() {
+                let rel = rel.join(entry.file_name());
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir {
+                    stack.push(rel);
+                } else if let Some(path) = rel.to_str().filter(|p| keep(p)) {
+                    self.add_file(root, path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails if an ELF file in the tree needs a shared library the tree lacks.
+    fn check_libraries(&self) -> Result<(), Failure> {
+        use object::read::elf::{Dyn, FileHeader};
+        let have: Vec<&str> = self
+            .0
+            .keys()
+            .filter(|p| {
+                p.starts_with("lib/x86_64-linux-gnu/") || p.starts_with("usr/lib/x86_64-linux-gnu/")
+            })
+            .filter_map(|p| p.rsplit('/').next())
+            .collect();
+        for (path, node) in &self.0 {
+            let Node::File(src, _) = node else { continue };
+            let data = read(src)?;
+            let Ok(header) = object::elf::FileHeader64::<object::Endianness>::parse(&*data) else {
+                continue;
+            };
+            let needed: Vec<String> = (|| {
+                let endian = header.endian().ok()?;
+                let sections = header.sections(endian, &*data).ok()?;
+                let (dynamic, link) = sections.dynamic(endian, &*data).ok()??;
+                let strings = sections.strings(endian, &*data, link).ok()?;
+                Some(
+                    dynamic
+                        .iter()
+                        .filter(|d| d.tag32(endian) == Some(object::elf::DT_NEEDED))
+                        .filter_map(|d| d.string(endian, strings).ok())
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                        .collect(),
+                )
+            })()
+            .unwrap_or_default();
+            if let Some(lib) = needed.iter().find(|l| !have.contains(&l.as_str())) {
+                return fail(format!(
+                    "Xen test bed: /{path} needs {lib}, which no package in DOM0_PACKAGES provides"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the tree as an uncompressed `newc` cpio archive (what Linux unpacks into
+    /// its initramfs), through a temporary file.
+    fn write(&self, out: &Path) -> Result<(), Failure> {
+        let tmp = temp_path(out);
+        let file =
+            fs::File::create(&tmp).or_else(|e| fail(format!("create {}: {e}", tmp.display())))?;
+        let mut cpio = Cpio::new(BufWriter::new(file));
+        for (path, node) in &self.0 {
+            let written = match node {
+                Node::Dir => cpio.dir(path),
+                Node::File(src, mode) => cpio.file(path, *mode, &read(src)?),
+                Node::Data(data, mode) => cpio.file(path, *mode, data),
+                Node::Symlink(target) => cpio.symlink(path, target),
+                Node::CharDev(major, minor) => cpio.char_device(path, *major, *minor),
+            };
+            written.or_else(|e| fail(format!("write {}: {e}", tmp.display())))?;
+        }
+        cpio.finish()
+            .and_then(|mut w| w.flush())
+            .or_else(|e| fail(format!("write {}: {e}", tmp.display())))?;
+        rename(&tmp, out)
+    }
+}
+
+/// A writer of `newc` cpio archives (`070701` headers, ASCII hex fields, name and data
+/// each padded to 4 bytes), the format Linux's initramfs unpacker reads. Entries are
+/// owned by root, dated 1970, each with its own inode number.
+#[derive(Debug)]
+struct Cpio<W: Write> {
+    out: W,
+    /// Bytes written so far (for the padding).
+    len: u64,
+    /// The next inode number.
+    ino: u32,
+}
+
+/// File type bits of `st_mode`.
+const S_IFDIR: u32 = 0o040000;
+const S_IFREG: u32 = 0o100000;
+const S_IFLNK: u32 = 0o120000;
+const S_IFCHR: u32 = 0o020000;
+
+impl<W: Write> Cpio<W> {
+    fn new(out: W) -> Self {
+        Cpio {
+            out,
+            len: 0,
+            ino: 1,
+        }
+    }
+
+    /// A regular file.
+    fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> io::Result<()> {
+        self.entry(path, S_IFREG | mode, 1, (0, 0), data)
+    }
+
+    /// A directory (mode 0755).
+    fn dir(&mut self, path: &str) -> io::Result<()> {
+        self.entry(path, S_IFDIR | 0o755, 2, (0, 0), &[])
+    }
+
+    /// A symbolic link.
+    fn symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
+        self.entry(path, S_IFLNK | 0o777, 1, (0, 0), target.as_bytes())
+    }
+
+    /// A character device node (mode 0600).
+    fn char_device(&mut self, path: &str, major: u32, minor: u32) -> io::Result<()> {
+        self.entry(path, S_IFCHR | 0o600, 1, (major, minor), &[])
+    }
+
+    /// Ends the archive (the `TRAILER!!!` entry), padded to 512 bytes so another archive
+    /// can follow, and returns the writer.
+    fn finish(mut self) -> io::Result<W> {
+        self.ino = 0;
+        self.entry("TRAILER!!!", 0, 1, (0, 0), &[])?;
+        self.pad(512)?;
+        Ok(self.out)
+    }
+
+    fn entry(
+        &mut self,
+        name: &str,
+        mode: u32,
+        nlink: u32,
+        rdev: (u32, u32),
+        data: &[u8],
+    ) -> io::Result<()> {
+        let too_big = || io::Error::other(format!("{name}: too large for cpio"));
+        let size = u32::try_from(data.len()).map_err(|_| too_big())?;
+        let namesize = u32::try_from(name.len() + 1).map_err(|_| too_big())?;
+        let fields = [
+            self.ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, namesize, 0,
+        ];
+        let mut header = String::from("070701");
+        for f in fields {
+            header.push_str(&format!("{f:08x}"));
+        }
+        self.put(header.as_bytes())?;
+        self.put(name.as_bytes())?;
+        self.put(&[0])?;
+        self.pad(4)?;
+        self.put(data)?;
+        self.pad(4)?;
+        self.ino += 1;
+        Ok(())
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn pad(&mut self, align: u64) -> io::Result<()> {
+        let n = (align - self.len % align) % align;
+        self.put(&vec![0; n as usize])
+    }
+}
+
+/// 64-bit FNV-1a: a stable hash for cache keys.
+#[derive(Debug)]
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn add(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An archive entry: name, mode, rdev (major, minor), data.
+    type Entry = (String, u32, (u32, u32), Vec<u8>);
+
+    /// Splits a newc archive back into its entries.
+    fn parse(mut a: &[u8]) -> Vec<Entry> {
+        let total = a.len();
+        let field = |h: &[u8], i: usize| {
+            u32::from_str_radix(std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                .unwrap()
+        };
+        let align = |a: &mut &[u8]| {
+            let off = total - a.len();
+            *a = &a[(4 - off % 4) % 4..];
+        };
+        let mut entries = Vec::new();
+        loop {
+            assert_eq!(&a[..6], b"070701");
+            let (mode, size, rdev, namesize) = (
+                field(a, 1),
+                field(a, 6),
+                (field(a, 9), field(a, 10)),
+                field(a, 11),
+            );
+            let name = String::from_utf8(a[110..110 + namesize as usize - 1].to_vec()).unwrap();
+            a = &a[110 + namesize as usize..];
+            align(&mut a);
+            let data = a[..size as usize].to_vec();
+            a = &a[size as usize..];
+            align(&mut a);
+            if name == "TRAILER!!!" {
+                assert!(a.iter().all(|&b| b == 0), "only padding after the trailer");
+                return entries;
+            }
+            entries.push((name, mode, rdev, data));
+        }
+    }
+
+    #[test]
+    fn cpio_round_trip() {
+        let mut c = Cpio::new(Vec::new());
+        c.dir("bin").unwrap();
+        c.file("bin/busybox", 0o755, b"\x7fELF...").unwrap();
+        c.symlink("bin/sh", "busybox").unwrap();
+        c.char_device("dev/console", 5, 1).unwrap();
+        c.file("empty", 0o644, b"").unwrap();
+        let a = c.finish().unwrap();
+        assert_eq!(a.len() % 512, 0);
+        let e = parse(&a);
+        let names: Vec<&str> = e.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            names,
+            ["bin", "bin/busybox", "bin/sh", "dev/console", "empty"]
+        );
+        assert_eq!(e[0].1, S_IFDIR | 0o755);
+        assert_eq!((e[1].1, &e[1].3[..]), (S_IFREG | 0o755, &b"\x7fELF..."[..]));
+        assert_eq!((e[2].1, &e[2].3[..]), (S_IFLNK | 0o777, &b"busybox"[..]));
+        assert_eq!((e[3].1, e[3].2), (S_IFCHR | 0o600, (5, 1)));
+    }
+
+    #[test]
+    fn tree_adds_parents_first() {
+        let mut t = Tree::default();
+        t.insert("a/b/c", Node::Data(vec![], 0o644));
+        t.insert("a-b", Node::Dir);
+        let keys: Vec<&str> = t.0.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["a", "a-b", "a/b", "a/b/c"]);
+    }
+
+    #[test]
+    fn initrd_doubles_commas() {
+        assert_eq!(double_commas("a,b,,c"), "a,,b,,,,c");
+        let arg = initrd_arg(&[(Path::new("/x,y/k"), "a=1,2 b"), (Path::new("/i.cpio"), "")]);
+        assert_eq!(arg, "/x,,y/k a=1,,2 b,/i.cpio");
+    }
+
+    #[test]
+    fn dom0_args_follow_the_recipe() {
+        let a = dom0_qemu_args(Path::new("/x/xen"), Path::new("/k"), "reboot");
+        let s = a.join(" ");
+        for part in [
+            "-accel tcg",
+            "-cpu qemu64,+rdrand",
+            "-no-reboot",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+            "-serial stdio",
+            "-kernel /x/xen",
+            "dom0_mem=64M",
+            "-initrd /k reboot",
+        ] {
+            assert!(s.contains(part), "{part} missing from {s}");
+        }
+    }
+
+    #[test]
+    fn xl_config_quotes_extra() {
+        let c = xl_config("hello", r#"a "b c" d\e"#, 32).unwrap();
+        assert!(c.contains(r#"extra = "a \"b c\" d\\e""#), "{c}");
+        assert!(c.contains("memory = 32\n"));
+        assert!(c.contains("name = \"hello\"\n"));
+        assert!(!xl_config("x", "", 8).unwrap().contains("extra"));
+        assert!(xl_config("x", "a\nb", 8).is_err());
+    }
+
+    #[test]
+    fn domain_names_are_safe() {
+        assert_eq!(domain_name(Path::new("/t/hello")), "hello");
+        assert_eq!(domain_name(Path::new("/t/a b$c.elf")), "a_b_c");
+        assert_eq!(domain_name(Path::new("/t/.x")), "app.x");
+    }
+
+    #[test]
+    fn init_is_valid_shell() {
+        let mut sh = Command::new("sh")
+            .arg("-n")
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        sh.stdin.take().unwrap().write_all(INIT.as_bytes()).unwrap();
+        assert!(sh.wait().unwrap().success(), "sh -n rejects INIT");
+    }
+
+    #[test]
+    fn fnv_is_stable() {
+        let mut h = Fnv::new();
+        h.add(b"a");
+        assert_eq!(h.finish(), 0xaf63_dc4c_8601_ec8c);
+    }
+}
