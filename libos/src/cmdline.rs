@@ -21,6 +21,10 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
         "none|voluntary|full|dynamic|dynamic:none|dynamic:voluntary|dynamic:full",
     ),
     ("hz", "a tick rate from 1 to 10000"),
+    (
+        "hcall_resched",
+        "raw|model (test-only: model reproduces Linux's seed-000 bug)",
+    ),
 ];
 
 /// How chatty libos is about itself on the console.
@@ -46,6 +50,8 @@ pub struct Cmdline {
     pub preempt: Setting,
     /// `hz=`: the scheduler tick rate.
     pub hz: u32,
+    /// `hcall_resched=model`: preemptible sections reschedule only as the model allows.
+    pub hcall_resched_follows_model: bool,
 }
 
 impl Default for Cmdline {
@@ -55,6 +61,7 @@ impl Default for Cmdline {
             loglevel: LogLevel::default(),
             preempt: Setting::default(),
             hz: crate::time::DEFAULT_HZ,
+            hcall_resched_follows_model: false,
         }
     }
 }
@@ -131,6 +138,13 @@ pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
             Some(("loglevel", value)) => out.loglevel = parse_loglevel(value)?,
             Some(("preempt", value)) => {
                 out.preempt = parse_setting(value).ok_or_else(|| bad_value("preempt", value))?;
+            }
+            Some(("hcall_resched", value)) => {
+                out.hcall_resched_follows_model = match value {
+                    "raw" => false,
+                    "model" => true,
+                    _ => return Err(bad_value("hcall_resched", value)),
+                };
             }
             Some(("hz", value)) => {
                 out.hz = value

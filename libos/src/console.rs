@@ -110,6 +110,9 @@ impl Write for Buffered {
 
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments<'_>) {
+    // Irqs off while the line lock is held: a task preempted holding it would make every
+    // other printer spin (forever, if that one has a higher priority).
+    let _irqs = platform().map(|_| crate::irqflags::IrqGuard::new());
     let _line = LINE_LOCK.lock();
     let mut out = Buffered {
         buf: [0; 256],

@@ -109,18 +109,37 @@ pub fn irqentry_exit(regs: &mut Regs, state: IrqState) {
     if state.interrupted_idle {
         // Interrupted idle (the `exit_rcu` case): idle re-checks need_resched right after
         // its wait returns. Rescheduling here would switch away in the middle of the
-        // idle wait, with the idle bookkeeping still claiming we are in it.
+        // idle wait, with the idle bookkeeping still claiming we are in it. Idle is never
+        // in a preemptible section; if the flag says otherwise, say so once.
+        if this_cpu().in_preemptible.load(Relaxed) {
+            instrumentation(&mut warn_preemptible_in_idle);
+        }
     } else if state.irqs_were_on && this_cpu().irq_nesting.load(Relaxed) == 0 {
         instrumentation(&mut || {
             // SAFETY: the CPU entered through an interrupt gate (or Xen masked events),
             // and nothing on the way re-enabled interrupts without disabling them again.
             let irqs_off = unsafe { IrqsOff::assume() };
+            if this_cpu().in_preemptible.load(Relaxed) {
+                // A long hypercall or in-kernel section: preempt whatever the model
+                // (seeds 000/001; see `preempt::section_exit_resched`).
+                preempt::section_exit_resched(&irqs_off);
+            }
             exit_work(&irqs_off);
         });
     }
     if state.irqs_were_on {
         // The return (iretq / Xen's unmask) re-enables interrupts.
         irqflags::trace_hardirqs_on();
+    }
+}
+
+static WARNED_IDLE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn warn_preemptible_in_idle() {
+    if !WARNED_IDLE.swap(true, Relaxed) {
+        crate::println!(
+            "upcall: WARNING: interrupted idle with the in-preemptible flag set; not rescheduling"
+        );
     }
 }
 

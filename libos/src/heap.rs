@@ -47,19 +47,32 @@ pub struct GlobalHeap;
 
 // SAFETY: every method forwards to talc's `GlobalAlloc` implementation on the one
 // static heap, which upholds the trait's contract.
+//
+// The heap's spin lock is held with irqs off: a task preempted while holding it would
+// make any other task that allocates spin — forever, if that task has a higher priority
+// (time slices only go to equal or higher priorities) — and interrupt handlers may
+// allocate too. (Before the platform registers, irqs are off anyway.)
 unsafe impl GlobalAlloc for GlobalHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _irqs = irqs_off();
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { HEAP.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _irqs = irqs_off();
         // SAFETY: `ptr` came from `alloc` on the same heap with this layout (caller).
         unsafe { HEAP.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _irqs = irqs_off();
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { HEAP.realloc(ptr, layout, new_size) }
     }
+}
+
+/// An irqs-off guard once the platform exists (boot code before that runs with irqs off).
+fn irqs_off() -> Option<crate::irqflags::IrqGuard> {
+    crate::console::platform().map(|_| crate::irqflags::IrqGuard::new())
 }

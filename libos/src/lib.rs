@@ -12,6 +12,7 @@ extern crate alloc;
 pub mod arch;
 pub mod args;
 pub mod backtrace;
+pub mod balloon;
 pub mod boot;
 pub mod cmdline;
 pub mod console;

@@ -27,6 +27,11 @@ pub struct PerCpu {
     /// The idle task is waiting in `Platform::idle_wait`. Written by the idle loop with
     /// irqs off; read by `irqentry_enter` (our `exit_rcu`).
     pub in_idle: AtomicBool,
+    /// The running task is inside a preemptible section (a long hypercall or long
+    /// in-kernel work, see `preempt::preemptible`). Written by that task with irqs off
+    /// and by the entry core around its forced reschedule; saved/restored per task by
+    /// the scheduler, so it follows the task (seed 001).
+    pub in_preemptible: AtomicBool,
     /// Irq-state tracing: whether libos believes irqs are enabled. Written only by the
     /// `irqflags` functions and the entry core.
     pub traced_irqs_on: AtomicBool,
@@ -41,6 +46,7 @@ static CPU0: PerCpu = PerCpu {
     preempt_count: AtomicU32::new(0),
     need_resched: AtomicBool::new(false),
     in_idle: AtomicBool::new(false),
+    in_preemptible: AtomicBool::new(false),
     traced_irqs_on: AtomicBool::new(false),
     interrupts: AtomicU64::new(0),
 };

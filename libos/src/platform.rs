@@ -78,6 +78,23 @@ pub trait Platform: Sync {
         out.write_str("unspecified")
     }
 
+    /// Gives the `pages` pages at `addr` (heap memory libos holds out) back to the
+    /// hypervisor, as one preemptible operation; on failure nothing is given back.
+    ///
+    /// Context: task context, irqs on.
+    fn balloon_out(&self, addr: u64, pages: usize) -> Result<(), crate::balloon::Error> {
+        let _ = (addr, pages);
+        Err(crate::balloon::Error::Unsupported)
+    }
+
+    /// Takes back the pages `balloon_out` gave away at `addr` and maps them again.
+    ///
+    /// Context: task context, irqs on.
+    fn balloon_in(&self, addr: u64, pages: usize) -> Result<(), crate::balloon::Error> {
+        let _ = (addr, pages);
+        Err(crate::balloon::Error::Unsupported)
+    }
+
     /// Starts the backend's own tasks (for example Xen's xenstore client and its
     /// `control/shutdown` watch).
     ///

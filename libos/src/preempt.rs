@@ -173,14 +173,14 @@ impl Drop for PreemptGuard {
 
 /// Whether the scheduler may switch tasks here: preemption count zero and not on the
 /// irq stack (in a handler or bottom half).
-pub fn preemptible() -> bool {
+pub fn preemption_allowed() -> bool {
     let cpu = this_cpu();
     cpu.preempt_count.load(Relaxed) == 0 && cpu.irq_nesting.load(Relaxed) == 0
 }
 
 /// Reschedules if needed and allowed, whatever the model.
 fn raw_cond_resched(irqs_off: &IrqsOff) {
-    while need_resched() && preemptible() {
+    while need_resched() && preemption_allowed() {
         crate::sched::schedule(irqs_off);
     }
 }
@@ -189,7 +189,10 @@ fn raw_cond_resched(irqs_off: &IrqsOff) {
 /// under `voluntary`; a no-op under `none` (tasks run until they block or yield) and
 /// under `full` (interrupt exit already preempts).
 pub fn cond_resched() {
-    if current() == Model::Voluntary && need_resched() && irqflags::irqs_enabled() && preemptible()
+    if current() == Model::Voluntary
+        && need_resched()
+        && irqflags::irqs_enabled()
+        && preemption_allowed()
     {
         let guard = irqflags::IrqGuard::new();
         raw_cond_resched(&guard.token());
@@ -213,9 +216,69 @@ pub fn raw_irqentry_exit_cond_resched(irqs_off: &IrqsOff) {
     raw_cond_resched(irqs_off);
 }
 
+/// Which reschedule the interrupt exit uses inside a preemptible section.
+/// `hcall_resched=model` (debug/test-only) selects the model-following one: Linux's
+/// seed-000 bug, kept so tests can prove they would catch it.
+static SECTION_RESCHED_FOLLOWS_MODEL: AtomicBool = AtomicBool::new(false);
+
+/// Installs `hcall_resched=` (called once by `libos::start`).
+pub(crate) fn configure_section_resched(follows_model: bool) {
+    SECTION_RESCHED_FOLLOWS_MODEL.store(follows_model, Relaxed);
+}
+
+/// Runs `f`, a long operation that may be preempted whatever the preemption model:
+/// a hypercall that Xen continues (a balloon's many extents), or long in-kernel work
+/// done with interrupts enabled. While it runs, an interrupt that lands in it
+/// reschedules through [`raw_irqentry_exit_cond_resched`] if another task needs the CPU
+/// (under `none` and `dynamic:none` too), then resumes it.
+///
+/// # Panics
+/// If called with interrupts disabled (nothing could preempt it).
+pub fn preemptible<R>(f: impl FnOnce() -> R) -> R {
+    assert!(
+        irqflags::irqs_enabled(),
+        "preemptible section entered with interrupts disabled"
+    );
+    let cpu = this_cpu();
+    let outer = {
+        let _irqs = irqflags::IrqGuard::new();
+        cpu.in_preemptible.swap(true, Relaxed)
+    };
+    let r = f();
+    let _irqs = irqflags::IrqGuard::new();
+    cpu.in_preemptible.store(outer, Relaxed);
+    r
+}
+
+/// Whether the running task is inside a [`preemptible`] section.
+pub fn in_preemptible() -> bool {
+    this_cpu().in_preemptible.load(Relaxed)
+}
+
+/// The interrupt-exit reschedule for an entry that interrupted a preemptible section
+/// (seeds 000 and 001): clear the task's flag, reschedule *whatever the model* (the
+/// raw variant: seed 000's bug was that under PREEMPT_DYNAMIC the model-following one
+/// became a no-op), and restore the flag in this task, on whichever CPU it resumed, so
+/// the flag follows the task and never leaks to another. The irq-state tracing is told
+/// "on" by the caller, `irqentry_exit`, as it returns to the section (seed 000's
+/// missing `trace_hardirqs_on`).
+///
+/// Context: irqs off, on the interrupted task's stack, interrupted context had irqs on,
+/// not interrupted idle.
+pub(crate) fn section_exit_resched(irqs_off: &IrqsOff) {
+    this_cpu().in_preemptible.store(false, Relaxed);
+    if SECTION_RESCHED_FOLLOWS_MODEL.load(Relaxed) {
+        irqentry_exit_cond_resched(irqs_off);
+    } else {
+        raw_irqentry_exit_cond_resched(irqs_off);
+    }
+    irqflags::assert_irqs_disabled();
+    this_cpu().in_preemptible.store(true, Relaxed);
+}
+
 /// Whether interrupt exit has a reschedule to do under the current model.
 pub(crate) fn exit_resched_pending() -> bool {
-    current() == Model::Full && need_resched() && preemptible()
+    current() == Model::Full && need_resched() && preemption_allowed()
 }
 
 #[cfg(test)]

@@ -55,6 +55,17 @@ pub struct Case {
     pub status: i32,
     /// Substrings that must appear in the (symbolized) console output, in this order.
     pub expect: &'static [&'static str],
+    /// Numbers printed as `key=N` that must lie within bounds.
+    pub bounds: &'static [(&'static str, Bound)],
+}
+
+/// A bound on a number the guest prints as `key=N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// N ≤ this.
+    AtMost(u64),
+    /// N ≥ this.
+    AtLeast(u64),
 }
 
 /// Exit status of a panic (`libos::panic::PANIC_EXIT_CODE`).
@@ -71,6 +82,7 @@ fn case(name: &str, app: &'static str, args: &'static [&'static str]) -> Case {
         bed: Bed::Qemu(Machine::Microvm),
         status: 0,
         expect: &[],
+        bounds: &[],
     }
 }
 
@@ -89,6 +101,10 @@ impl Case {
     }
     fn status(mut self, status: i32) -> Self {
         self.status = status;
+        self
+    }
+    fn bounds(mut self, bounds: &'static [(&'static str, Bound)]) -> Self {
+        self.bounds = bounds;
         self
     }
     fn expect(mut self, expect: &'static [&'static str]) -> Self {
@@ -175,8 +191,9 @@ pub fn kvm_qemu_cases() -> Vec<Case> {
             "libos::entry::irqentry_enter",
         ]),
     ]
-    .into_iter()
+        .into_iter()
     .chain(preemption_cases())
+    .chain(latency_cases())
     .collect()
 }
 
@@ -368,6 +385,69 @@ pub fn xen_cases() -> Vec<Case> {
     cases
 }
 
+/// The preemptible-section proof on the KVM platform: the latency of a high-priority task
+/// while a low-priority one runs long preemptible sections stays within 2 ticks under
+/// every model (and across a run-time switch), and with `hcall_resched=model` — Linux's
+/// seed-000 bug — it grows to the section length under `none` and `dynamic:none`.
+pub fn latency_cases() -> Vec<Case> {
+    const WITHIN: &[(&str, Bound)] = &[("max_wake_latency_ticks", Bound::AtMost(2))];
+    const BUG: &[(&str, Bound)] = &[("max_wake_latency_ticks", Bound::AtLeast(10))];
+    let models: &[(&str, &'static [&'static str])] = &[
+        ("none", &["preempt=none", "load=section"]),
+        ("voluntary", &["preempt=voluntary", "load=section"]),
+        ("full", &["preempt=full", "load=section"]),
+        ("dynamic:none", &["preempt=dynamic:none", "load=section"]),
+        (
+            "dynamic:voluntary",
+            &["preempt=dynamic:voluntary", "load=section"],
+        ),
+        ("dynamic:full", &["preempt=dynamic:full", "load=section"]),
+        (
+            "dynamic-switch-to-none",
+            &["preempt=dynamic:full", "load=section", "switch=none"],
+        ),
+    ];
+    let mut cases: Vec<Case> = models
+        .iter()
+        .map(|&(m, args)| {
+            case(&format!("latency/section/{m}"), "latency", args)
+                .bounds(WITHIN)
+                .expect(&["max_wake_latency_ticks="])
+        })
+        .collect();
+    for (m, args) in [
+        (
+            "none",
+            &[
+                "preempt=none",
+                "load=section",
+                "hcall_resched=model",
+                "samples=20",
+            ] as &'static [&'static str],
+        ),
+        (
+            "dynamic:none",
+            &[
+                "preempt=dynamic:none",
+                "load=section",
+                "hcall_resched=model",
+                "samples=20",
+            ],
+        ),
+    ] {
+        cases.push(
+            case(
+                &format!("latency/seed-000-bug-detected/{m}"),
+                "latency",
+                args,
+            )
+            .bounds(BUG)
+            .expect(&["max_wake_latency_ticks="]),
+        );
+    }
+    cases
+}
+
 /// `selftest` under every preemption model (each checks that its model behaves as
 /// specified, and under dynamic that run-time switches change the behaviour).
 fn preemption_cases() -> Vec<Case> {
@@ -417,6 +497,27 @@ pub fn check(case: &Case, status: Option<i32>, output: &str) -> Result<(), Strin
             None => return Err(format!("output lacks `{want}`")),
         }
     }
+    for &(key, bound) in case.bounds {
+        let prefix = format!("{key}=");
+        let value = output
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix(prefix.as_str())?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .last()
+            .ok_or_else(|| format!("output lacks `{key}=N`"))?;
+        let ok = match bound {
+            Bound::AtMost(max) => value <= max,
+            Bound::AtLeast(min) => value >= min,
+        };
+        if !ok {
+            return Err(format!("{key}={value}, want {bound:?}"));
+        }
+    }
     Ok(())
 }
 
@@ -455,5 +556,15 @@ mod tests {
             Err("`b` appears, but out of order".into())
         );
         assert_eq!(check(&c, Some(0), "a"), Err("output lacks `b`".into()));
+        let b = case("t", "x", &[]).bounds(&[("lat", Bound::AtMost(2))]);
+        assert!(check(&b, Some(0), "lat=1\n").is_ok());
+        assert_eq!(
+            check(&b, Some(0), "lat=1\nlat=3\n"),
+            Err("lat=3, want AtMost(2)".into())
+        );
+        assert_eq!(
+            check(&b, Some(0), "nothing"),
+            Err("output lacks `lat=N`".into())
+        );
     }
 }

@@ -101,7 +101,7 @@ fn check_sync(c: &mut Checker) {
         .map(|_| {
             let k = counter.clone();
             sched::spawn("incr", Priority::Normal, move || {
-                for _ in 0..500 {
+                for _ in 0..200 {
                     let mut g = k.lock();
                     let v = *g;
                     sched::yield_now(); // contend while holding the lock
@@ -112,9 +112,9 @@ fn check_sync(c: &mut Checker) {
         .collect();
     handles.into_iter().for_each(sched::JoinHandle::join);
     c.check_eq(
-        "sync: mutex under contention (4 x 500)",
+        "sync: mutex under contention (4 x 200)",
         *counter.lock(),
-        2000,
+        800,
     );
 
     let ch = Arc::new(Channel::new());

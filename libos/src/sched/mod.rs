@@ -52,6 +52,8 @@ struct Task {
     joiners: Vec<TaskId>,
     /// Dropped JoinHandle: free everything once dead.
     detached: bool,
+    /// The per-CPU in-preemptible flag while this task is switched out.
+    in_preemptible: bool,
 }
 
 struct Scheduler {
@@ -95,6 +97,7 @@ pub(crate) fn init() {
             entry: None,
             joiners: Vec::new(),
             detached: false,
+            in_preemptible: false,
         })
     };
     tasks.insert(
@@ -177,8 +180,14 @@ pub fn schedule(irqs_off: &IrqsOff) {
             s.tasks.get_mut(&prev).expect("exists").state = State::Running;
             return None;
         }
-        let save: *mut u64 = &raw mut s.tasks.get_mut(&prev).expect("exists").sp;
+        // The in-preemptible flag is the task's, not the CPU's (seed 001): park it with
+        // the task and load the next task's.
+        let cpu = this_cpu();
+        let prev_task = s.tasks.get_mut(&prev).expect("exists");
+        prev_task.in_preemptible = cpu.in_preemptible.load(Relaxed);
+        let save: *mut u64 = &raw mut prev_task.sp;
         let next_task = s.tasks.get_mut(&next).expect("queued task exists");
+        cpu.in_preemptible.store(next_task.in_preemptible, Relaxed);
         next_task.state = State::Running;
         s.current = next;
         Some((save, next_task.sp))
@@ -212,6 +221,7 @@ fn finish_switch(irqs_off: &IrqsOff) {
                     entry: None,
                     joiners: Vec::new(),
                     detached: true,
+                    in_preemptible: false,
                 }));
             }
         }
@@ -364,6 +374,7 @@ pub fn spawn(name: &'static str, prio: Priority, f: impl FnOnce() + Send + 'stat
             entry: Some(Box::new(f)),
             joiners: Vec::new(),
             detached: false,
+            in_preemptible: false,
         };
         s.tasks.insert(id, Box::new(task));
         make_ready(s, id);

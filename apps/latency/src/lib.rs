@@ -1,0 +1,179 @@
+//! `latency [load=section|balloon|none] [samples=N] [section_ticks=N] [balloon_mib=N]
+//! [switch=MODEL]`: the proof that long operations marked preemptible let other tasks
+//! run under every preemption model.
+//!
+//! A low-priority task runs the load in a loop — `section`: long in-kernel work (memory
+//! scrubbing) inside `libos::preempt::preemptible`, each lasting `section_ticks` ticks;
+//! `balloon`: balloon `balloon_mib` MiB out and back in, each a single preemptible
+//! hypercall (Xen); `none`: nothing. A high-priority task sleeps one tick at a time and
+//! records how late it wakes. With `switch=MODEL` (under `preempt=dynamic`) the model is
+//! switched halfway. Ends with `max_wake_latency_ticks=N`.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+use libos::preempt::{self, Model};
+use libos::sched::{self, Priority};
+use libos::sync::Mutex;
+use libos::{println, time};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Load {
+    Section,
+    Balloon,
+    None,
+}
+
+struct Options {
+    load: Load,
+    samples: usize,
+    section_ticks: u64,
+    balloon_mib: usize,
+    switch: Option<Model>,
+}
+
+fn parse(args: &libos::Args) -> Result<Options, &str> {
+    let mut o = Options {
+        load: Load::Section,
+        samples: 60,
+        section_ticks: 30,
+        balloon_mib: 32,
+        switch: None,
+    };
+    for arg in args.iter() {
+        let (k, v) = arg.split_once('=').ok_or(arg)?;
+        let num = |v: &str| v.parse::<u64>().map_err(|_| arg);
+        match k {
+            "load" => {
+                o.load = match v {
+                    "section" => Load::Section,
+                    "balloon" => Load::Balloon,
+                    "none" => Load::None,
+                    _ => return Err(arg),
+                }
+            }
+            "samples" => o.samples = num(v)?.max(1) as usize,
+            "section_ticks" => o.section_ticks = num(v)?.max(1),
+            "balloon_mib" => o.balloon_mib = num(v)?.max(1) as usize,
+            "switch" => {
+                o.switch = Some(match v {
+                    "none" => Model::None,
+                    "voluntary" => Model::Voluntary,
+                    "full" => Model::Full,
+                    _ => return Err(arg),
+                })
+            }
+            _ => return Err(arg),
+        }
+    }
+    Ok(o)
+}
+
+/// Long in-kernel work: scrubs a buffer in 64 KiB chunks for `ticks` ticks, inside a
+/// preemptible section.
+fn scrub_section(buf: &mut [u8], ticks: u64) -> u64 {
+    preempt::preemptible(|| {
+        let end = time::now_ns() + ticks * time::tick_ns();
+        let mut passes = 0u64;
+        while time::now_ns() < end {
+            for chunk in buf.chunks_mut(64 * 1024) {
+                chunk.fill(passes as u8);
+            }
+            passes += 1;
+        }
+        passes
+    })
+}
+
+/// The application's entry.
+pub fn main(args: &libos::Args) -> i32 {
+    let opts = match parse(args) {
+        Ok(o) => o,
+        Err(bad) => {
+            println!(
+                "latency: bad argument `{bad}` (load=section|balloon|none samples=N section_ticks=N balloon_mib=N switch=none|voluntary|full)"
+            );
+            return 2;
+        }
+    };
+    let tick = time::tick_ns();
+    println!(
+        "latency: load={:?} model={} tick={} us samples={}",
+        opts.load,
+        preempt::setting(),
+        tick / 1000,
+        opts.samples
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let failure = Arc::new(Mutex::new(None));
+    let (stop_l, failure_l, load) = (stop.clone(), failure.clone(), opts.load);
+    let (section_ticks, balloon_mib) = (opts.section_ticks, opts.balloon_mib);
+    let loader = sched::spawn("load", Priority::Low, move || {
+        let mut buf = alloc::vec![0u8; 4 << 20];
+        let mut rounds = 0u64;
+        while !stop_l.load(SeqCst) {
+            match load {
+                Load::Section => {
+                    scrub_section(&mut buf, section_ticks);
+                }
+                Load::Balloon => match libos::balloon::cycle(balloon_mib * 256) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        *failure_l.lock() = Some(e);
+                        return;
+                    }
+                },
+                Load::None => sched::sleep_ns(time::tick_ns()),
+            }
+            rounds += 1;
+            // Between rounds the load yields, as real work would: under `none` this is
+            // the only other point where the sampler can run.
+            sched::yield_now();
+        }
+        println!("latency: {rounds} load rounds");
+    });
+    let late = Arc::new(Mutex::new(Vec::with_capacity(opts.samples)));
+    let (late_s, samples, switch) = (late.clone(), opts.samples, opts.switch);
+    let sampler = sched::spawn("sampler", Priority::High, move || {
+        // Let the load get going first.
+        sched::sleep_ns(2 * time::tick_ns());
+        for i in 0..samples {
+            if i == samples / 2
+                && let Some(m) = switch
+            {
+                match preempt::switch_dynamic(m) {
+                    Ok(()) => println!("latency: switched to {}", preempt::setting()),
+                    Err(e) => println!("latency: cannot switch: {e}"),
+                }
+            }
+            let deadline = time::now_ns() + tick;
+            sched::sleep_until(deadline);
+            late_s.lock().push(time::now_ns().saturating_sub(deadline));
+        }
+    });
+    sampler.join();
+    stop.store(true, SeqCst);
+    loader.join();
+    if let Some(e) = failure.lock().take() {
+        println!("latency: the load failed: {e}");
+        return 1;
+    }
+    let mut l = late.lock().clone();
+    l.sort_unstable();
+    let pct = |p: usize| l[(l.len() - 1) * p / 100] as f64 / tick as f64;
+    let max = *l.last().unwrap_or(&0);
+    println!(
+        "latency: late wake-ups in ticks: p50={:.2} p90={:.2} p99={:.2} max={:.2}",
+        pct(50),
+        pct(90),
+        pct(99),
+        max as f64 / tick as f64
+    );
+    println!("max_wake_latency_ticks={}", max.div_ceil(tick));
+    0
+}
