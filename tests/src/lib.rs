@@ -501,14 +501,14 @@ pub fn check(case: &Case, status: Option<i32>, output: &str) -> Result<(), Strin
         let prefix = format!("{key}=");
         let value = output
             .lines()
-            .filter_map(|l| {
+            .rev()
+            .find_map(|l| {
                 l.trim()
                     .strip_prefix(prefix.as_str())?
                     .trim()
                     .parse::<u64>()
                     .ok()
             })
-            .last()
             .ok_or_else(|| format!("output lacks `{key}=N`"))?;
         let ok = match bound {
             Bound::AtMost(max) => value <= max,
