@@ -374,6 +374,98 @@ pub fn xen_cases() -> Vec<Case> {
             .status(PANIC)
             .expect(&["deliberate panic 3 calls deep", "crash::crash_inner"]),
     ];
+    // Preemptible hypercalls: balloon 40 MiB out and in, each a single long hypercall
+    // (about 30 ms under TCG, 15 ticks at hz=500), while a high-priority task measures its
+    // wake-up latency. (Not yet asserted under `full`: an unexplained ~2.1-tick outlier
+    // there is an open finding, see the Xen notes in README.)
+    const WITHIN: &[(&str, Bound)] = &[("max_wake_latency_ticks", Bound::AtMost(2))];
+    const BUG: &[(&str, Bound)] = &[("max_wake_latency_ticks", Bound::AtLeast(10))];
+    for (m, args) in [
+        (
+            "none",
+            &[
+                "preempt=none",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=40",
+                "samples=40",
+            ] as &'static [&'static str],
+        ),
+        (
+            "voluntary",
+            &[
+                "preempt=voluntary",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=40",
+                "samples=40",
+            ],
+        ),
+        (
+            "dynamic:none",
+            &[
+                "preempt=dynamic:none",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=40",
+                "samples=40",
+            ],
+        ),
+        (
+            "dynamic:voluntary",
+            &[
+                "preempt=dynamic:voluntary",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=40",
+                "samples=40",
+            ],
+        ),
+    ] {
+        cases.push(
+            on(
+                &format!("xen/dom0/latency/balloon/{m}"),
+                "latency",
+                args,
+                Bed::XenDom0,
+            )
+            .bounds(WITHIN),
+        );
+    }
+    for (m, args) in [
+        (
+            "none",
+            &[
+                "preempt=none",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=40",
+                "samples=15",
+                "hcall_resched=model",
+            ] as &'static [&'static str],
+        ),
+        (
+            "dynamic:none",
+            &[
+                "preempt=dynamic:none",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=40",
+                "samples=15",
+                "hcall_resched=model",
+            ],
+        ),
+    ] {
+        cases.push(
+            on(
+                &format!("xen/dom0/latency/seed-000-bug-detected/{m}"),
+                "latency",
+                args,
+                Bed::XenDom0,
+            )
+            .bounds(BUG),
+        );
+    }
     cases.extend(
         PREEMPT_MODELS
             .iter()

@@ -29,6 +29,8 @@ const DOMID_SELF: u64 = 0x7ff0;
 /// Virtual address of the p2m list (pfn → mfn); 0 until `init`.
 static P2M: AtomicU64 = AtomicU64::new(0);
 static NR_PAGES: AtomicU64 = AtomicU64::new(0);
+/// Virtual address of the top-level page table (start_info's pt_base).
+static PT_BASE: AtomicU64 = AtomicU64::new(0);
 
 /// `struct mmu_update`.
 #[repr(C)]
@@ -105,6 +107,7 @@ pub unsafe fn init(
 ) -> Result<Mapped, &'static str> {
     P2M.store(p2m_va, Relaxed);
     NR_PAGES.store(nr_pages, Relaxed);
+    PT_BASE.store(pt_base, Relaxed);
     let want_end = (nr_pages * PAGE).min(ONE_GIB);
     let left_out = (nr_pages * PAGE).saturating_sub(ONE_GIB) / PAGE;
     let chunks = want_end.saturating_sub(initial_end).div_ceil(CHUNK);
@@ -187,4 +190,140 @@ pub fn set_guard(addr: u64, protect: bool) -> bool {
         (mfn_of_pfn(addr / PAGE) << 12) | PTE_KERNEL_RW
     };
     update_va_mapping(addr & !(PAGE - 1), pte) == 0
+}
+
+/// Machine address of the L1 entry that maps `va` (a page of our identity map).
+fn l1_entry_maddr(va: u64) -> u64 {
+    let pt_base = PT_BASE.load(Relaxed);
+    // SAFETY: pt_base is the mapped top-level table (start_info), stored by `init`.
+    let l4e = unsafe { ((pt_base + ((va >> 39) & 511) * 8) as *const u64).read_volatile() };
+    let l3e = table_entry((l4e & PTE_ADDR) >> 12, (va >> 30) & 511);
+    let l2e = table_entry((l3e & PTE_ADDR) >> 12, (va >> 21) & 511);
+    (l2e & PTE_ADDR) + ((va >> 12) & 511) * 8
+}
+
+/// `INVALID_P2M_ENTRY`.
+const INVALID_MFN: u64 = !0;
+const XENMEM_DECREASE_RESERVATION: u64 = 1;
+const XENMEM_POPULATE_PHYSMAP: u64 = 6;
+
+/// `struct xen_memory_reservation`.
+#[repr(C)]
+struct Reservation {
+    extent_start: u64,
+    nr_extents: u64,
+    extent_order: u32,
+    mem_flags: u32,
+    domid: u16,
+}
+
+fn set_p2m(pfn: u64, mfn: u64) {
+    let p2m = P2M.load(Relaxed) as *mut u64;
+    // SAFETY: pfn < nr_pages (callers pass pages of the domain); the p2m list is ours
+    // and writable in the initial mapping.
+    unsafe { p2m.add(pfn as usize).write_volatile(mfn) };
+}
+
+/// Sets the PTEs of `vas` to `pte(i)` in batches.
+fn set_ptes(vas: impl Iterator<Item = u64>, pte: impl Fn(usize) -> u64) -> Result<(), i64> {
+    let mut batch = [MmuUpdate::default(); 64];
+    let mut n = 0;
+    for (i, va) in vas.enumerate() {
+        batch[n] = MmuUpdate {
+            ptr: l1_entry_maddr(va),
+            val: pte(i),
+        };
+        n += 1;
+        if n == batch.len() {
+            mmu_update(&batch)?;
+            n = 0;
+        }
+    }
+    if n > 0 {
+        mmu_update(&batch[..n])?;
+    }
+    Ok(())
+}
+
+fn memory_op(cmd: u64, list: &mut [u64]) -> i64 {
+    let mut r = Reservation {
+        extent_start: list.as_mut_ptr() as u64,
+        nr_extents: list.len() as u64,
+        extent_order: 0,
+        mem_flags: 0,
+        domid: DOMID_SELF as u16,
+    };
+    // A long hypercall that Xen preempts and continues: preemptible whatever the model
+    // (the reason this project exists, seed 000).
+    libos::preempt::preemptible(|| {
+        // SAFETY: memory_op reads `r` and the extent list (and, for populate_physmap,
+        // writes the new machine frames into it).
+        unsafe {
+            hypercall(
+                xen_sys::__HYPERVISOR_memory_op,
+                cmd,
+                (&raw mut r) as u64,
+                0,
+                0,
+                0,
+            )
+        }
+    })
+}
+
+/// Gives the `pages` pages at `addr` back to Xen (balloon out).
+pub fn balloon_out(addr: u64, pages: usize) -> Result<(), libos::balloon::Error> {
+    use libos::balloon::Error;
+    let pfns = (0..pages as u64).map(|i| addr / PAGE + i);
+    let mut mfns: alloc::vec::Vec<u64> = pfns.clone().map(mfn_of_pfn).collect();
+    set_ptes(pfns.clone().map(|p| p * PAGE), |_| 0).map_err(Error::Hypervisor)?;
+    pfns.clone().for_each(|p| set_p2m(p, INVALID_MFN));
+    let rc = memory_op(XENMEM_DECREASE_RESERVATION, &mut mfns);
+    if rc == pages as i64 {
+        return Ok(());
+    }
+    // Undo: take back what was released, remap the rest.
+    let done = rc.max(0) as usize;
+    let _ = balloon_in(addr, done);
+    let kept: alloc::vec::Vec<u64> = mfns[done..].to_vec();
+    for (k, p) in pfns.skip(done).enumerate() {
+        set_p2m(p, kept[k]);
+    }
+    let _ = set_ptes((done as u64..pages as u64).map(|i| addr + i * PAGE), |k| {
+        (kept[k] << 12) | PTE_KERNEL_RW
+    });
+    Err(if rc < 0 {
+        Error::Hypervisor(rc)
+    } else {
+        Error::Partial { done, asked: pages }
+    })
+}
+
+/// Takes `pages` pages at `addr` back from Xen (balloon in) and maps them again.
+pub fn balloon_in(addr: u64, pages: usize) -> Result<(), libos::balloon::Error> {
+    use libos::balloon::Error;
+    if pages == 0 {
+        return Ok(());
+    }
+    let first = addr / PAGE;
+    // Input: the pfns; Xen (PV) replaces each with its new machine frame and updates M2P.
+    let mut list: alloc::vec::Vec<u64> = (0..pages as u64).map(|i| first + i).collect();
+    let rc = memory_op(XENMEM_POPULATE_PHYSMAP, &mut list);
+    if rc != pages as i64 {
+        return Err(if rc < 0 {
+            Error::Hypervisor(rc)
+        } else {
+            Error::Partial {
+                done: rc as usize,
+                asked: pages,
+            }
+        });
+    }
+    for (i, &mfn) in list.iter().enumerate() {
+        set_p2m(first + i as u64, mfn);
+    }
+    set_ptes((0..pages as u64).map(|i| addr + i * PAGE), |i| {
+        (list[i] << 12) | PTE_KERNEL_RW
+    })
+    .map_err(Error::Hypervisor)
 }

@@ -228,6 +228,16 @@ impl Platform for Xen {
         crate::events::set_timer(deadline_ns);
     }
 
+    // The whole operation (thousands of PTE updates around the big hypercall) is long
+    // in-kernel work: all of it is preemptible, not just the hypercall.
+    fn balloon_out(&self, addr: u64, pages: usize) -> Result<(), libos::balloon::Error> {
+        libos::preempt::preemptible(|| crate::memory::balloon_out(addr, pages))
+    }
+
+    fn balloon_in(&self, addr: u64, pages: usize) -> Result<(), libos::balloon::Error> {
+        libos::preempt::preemptible(|| crate::memory::balloon_in(addr, pages))
+    }
+
     fn start_services(&self) {
         match crate::gnttab::init() {
             Ok(n) if libos::boot::loglevel() == libos::cmdline::LogLevel::Debug => {
