@@ -6,27 +6,18 @@
 
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use libos::pvclock::PvclockSnapshot;
+use libos::pvclock::PvclockRecord;
 use x86_64::registers::model_specific::Msr;
 
 const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
 const KVM_FEATURE_CLOCKSOURCE2: u32 = 1 << 3;
 
-/// `struct pvclock_vcpu_time_info`, written by KVM.
+/// The time record KVM writes (64-byte aligned, as the ABI wants).
 #[repr(C, align(64))]
-struct TimeInfo {
-    version: u32,
-    pad0: u32,
-    tsc_timestamp: u64,
-    system_time: u64,
-    tsc_to_system_mul: u32,
-    tsc_shift: i8,
-    flags: u8,
-    pad: [u8; 2],
-}
+struct TimeInfo(PvclockRecord);
 
 // Written by the hypervisor only (after `init` registers it); read with volatile loads.
-static mut TIME_INFO: TimeInfo = TimeInfo {
+static mut TIME_INFO: TimeInfo = TimeInfo(PvclockRecord {
     version: 0,
     pad0: 0,
     tsc_timestamp: 0,
@@ -35,7 +26,7 @@ static mut TIME_INFO: TimeInfo = TimeInfo {
     tsc_shift: 0,
     flags: 0,
     pad: [0; 2],
-};
+});
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// Whether the hypervisor offers kvmclock.
@@ -69,26 +60,9 @@ pub fn active() -> bool {
     ACTIVE.load(Relaxed)
 }
 
-/// Nanoseconds from kvmclock (a consistent snapshot: retried while KVM updates it).
+/// Nanoseconds from kvmclock.
 pub fn now_ns() -> u64 {
-    let p = &raw const TIME_INFO;
-    loop {
-        // SAFETY: `p` is the registered record; volatile reads because KVM writes it.
-        let (v1, snap, v2) = unsafe {
-            let v1 = (&raw const (*p).version).read_volatile();
-            core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
-            let snap = PvclockSnapshot {
-                tsc_timestamp: (&raw const (*p).tsc_timestamp).read_volatile(),
-                system_time_ns: (&raw const (*p).system_time).read_volatile(),
-                tsc_to_system_mul: (&raw const (*p).tsc_to_system_mul).read_volatile(),
-                tsc_shift: (&raw const (*p).tsc_shift).read_volatile(),
-            };
-            let tsc = libos::arch::rdtsc();
-            core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
-            ((v1, tsc), snap, (&raw const (*p).version).read_volatile())
-        };
-        if v1.0 % 2 == 0 && v1.0 == v2 {
-            return snap.ns_at(v1.1);
-        }
-    }
+    // SAFETY: TIME_INFO is the record registered with KVM in `init`, which KVM keeps
+    // updating for this vCPU.
+    unsafe { libos::pvclock::read((&raw const TIME_INFO).cast::<PvclockRecord>()) }
 }

@@ -12,6 +12,8 @@
 
 use core::fmt;
 
+use libos::bytes::{le_u32, le_u64};
+
 use libos::memory::Region;
 
 /// `hvm_start_info.magic`.
@@ -65,32 +67,24 @@ impl fmt::Display for Error {
     }
 }
 
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
-}
-
 /// Parses the header.
 pub fn parse(header: &[u8]) -> Result<StartInfo, Error> {
     if header.len() < HEADER_LEN {
         return Err(Error::Truncated);
     }
-    let magic = u32_at(header, 0);
+    let magic = le_u32(header, 0);
     if magic != MAGIC {
         return Err(Error::BadMagic(magic));
     }
-    let version = u32_at(header, 4);
+    let version = le_u32(header, 4);
     if version < 1 {
         return Err(Error::NoMemoryMap);
     }
     Ok(StartInfo {
         version,
-        cmdline_paddr: u64_at(header, 24),
-        memmap_paddr: u64_at(header, 40),
-        memmap_entries: u32_at(header, 48),
+        cmdline_paddr: le_u64(header, 24),
+        memmap_paddr: le_u64(header, 40),
+        memmap_entries: le_u32(header, 48),
     })
 }
 
@@ -100,7 +94,7 @@ pub fn parse(header: &[u8]) -> Result<StartInfo, Error> {
 pub fn ram_regions(memmap: &[u8], out: &mut [Region]) -> Result<usize, Error> {
     let mut n = 0;
     for e in memmap.chunks_exact(MEMMAP_ENTRY_LEN) {
-        let (addr, size, ty) = (u64_at(e, 0), u64_at(e, 8), u32_at(e, 16));
+        let (addr, size, ty) = (le_u64(e, 0), le_u64(e, 8), le_u32(e, 16));
         if ty == TYPE_RAM && size > 0 && n < out.len() {
             out[n] = Region::from_len(addr, size);
             n += 1;

@@ -14,6 +14,7 @@ pub mod args;
 pub mod backtrace;
 pub mod balloon;
 pub mod boot;
+pub mod bytes;
 pub mod cmdline;
 pub mod console;
 pub mod entry;

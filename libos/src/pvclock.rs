@@ -1,7 +1,63 @@
 //! The paravirtual clock record shared by KVM (`kvmclock`) and Xen (`vcpu_time_info`):
 //! the hypervisor publishes (tsc_timestamp, system_time, mul, shift) and a version
-//! counter; readers scale the TSC delta. The arithmetic is pure and host-tested.
-#![forbid(unsafe_code)]
+//! counter; readers scale the TSC delta. The arithmetic is pure and host-tested;
+//! [`read`] is the one reader of a live record for both backends.
+
+/// `struct pvclock_vcpu_time_info` (KVM) = `struct vcpu_time_info` (Xen), 32 bytes.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct PvclockRecord {
+    /// Odd while the hypervisor updates the record.
+    pub version: u32,
+    /// Padding.
+    pub pad0: u32,
+    /// TSC at `system_time`.
+    pub tsc_timestamp: u64,
+    /// Nanoseconds at `tsc_timestamp`.
+    pub system_time: u64,
+    /// Scale multiplier.
+    pub tsc_to_system_mul: u32,
+    /// Scale shift.
+    pub tsc_shift: i8,
+    /// Flags (KVM) / padding (Xen).
+    pub flags: u8,
+    /// Padding.
+    pub pad: [u8; 2],
+}
+
+/// Reads nanoseconds from a live record: a consistent snapshot under the version
+/// protocol (retry while odd or changed), scaled at the current TSC.
+///
+/// # Safety
+/// `record` points to a mapped record the hypervisor keeps updating for this CPU.
+pub unsafe fn read(record: *const PvclockRecord) -> u64 {
+    use core::sync::atomic::{Ordering, fence};
+    loop {
+        // SAFETY: (caller) the record is mapped; volatile reads because the hypervisor
+        // writes it concurrently, and the version check rejects torn snapshots.
+        let (v1, snap, tsc, v2) = unsafe {
+            let v1 = (&raw const (*record).version).read_volatile();
+            fence(Ordering::Acquire);
+            let snap = PvclockSnapshot {
+                tsc_timestamp: (&raw const (*record).tsc_timestamp).read_volatile(),
+                system_time_ns: (&raw const (*record).system_time).read_volatile(),
+                tsc_to_system_mul: (&raw const (*record).tsc_to_system_mul).read_volatile(),
+                tsc_shift: (&raw const (*record).tsc_shift).read_volatile(),
+            };
+            let tsc = crate::arch::rdtsc();
+            fence(Ordering::Acquire);
+            (
+                v1,
+                snap,
+                tsc,
+                (&raw const (*record).version).read_volatile(),
+            )
+        };
+        if v1 % 2 == 0 && v1 == v2 {
+            return snap.ns_at(tsc);
+        }
+    }
+}
 
 /// One consistent snapshot of a pvclock record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -194,27 +194,12 @@ impl Platform for Xen {
     }
 
     fn now_ns(&self) -> u64 {
-        let t = vcpu0();
-        loop {
-            // SAFETY: vcpu_info.time is Xen's pvclock record for this vCPU; volatile
-            // reads with the version protocol give a consistent snapshot.
-            let (v1, snap, tsc, v2) = unsafe {
-                let time = &raw const (*t).time;
-                let v1 = (&raw const (*time).version).read_volatile();
-                core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
-                let snap = libos::pvclock::PvclockSnapshot {
-                    tsc_timestamp: (&raw const (*time).tsc_timestamp).read_volatile(),
-                    system_time_ns: (&raw const (*time).system_time).read_volatile(),
-                    tsc_to_system_mul: (&raw const (*time).tsc_to_system_mul).read_volatile(),
-                    tsc_shift: (&raw const (*time).tsc_shift).read_volatile(),
-                };
-                let tsc = libos::arch::rdtsc();
-                core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
-                (v1, snap, tsc, (&raw const (*time).version).read_volatile())
-            };
-            if v1 % 2 == 0 && v1 == v2 {
-                return snap.ns_at(tsc);
-            }
+        // SAFETY: vcpu_info.time is Xen's pvclock record for this vCPU (same layout as
+        // `PvclockRecord`: 32 bytes, same fields), kept updated by Xen.
+        unsafe {
+            libos::pvclock::read(
+                (&raw const (*vcpu0()).time).cast::<libos::pvclock::PvclockRecord>(),
+            )
         }
     }
 
@@ -273,6 +258,10 @@ impl Platform for Xen {
 }
 
 static XEN: Xen = Xen;
+
+// `now_ns` reads Xen's vcpu_time_info through libos's shared pvclock record type.
+const _: () =
+    assert!(size_of::<libos::pvclock::PvclockRecord>() == size_of::<xen_sys::vcpu_time_info>());
 
 /// Exit status when boot information is unusable.
 const BOOT_FAILURE: i32 = 3;

@@ -13,6 +13,8 @@
 
 use core::fmt;
 
+use libos::bytes::{le_u32, le_u64};
+
 /// Bytes of `start_info` we read.
 pub const LEN: usize = 1168;
 /// `flags`: this is the control domain.
@@ -56,18 +58,26 @@ impl StartInfo {
     /// `self_va`), page-aligned: everything above it, up to the end of the initial
     /// mapping, is free.
     pub fn bootstrap_end(&self, self_va: u64) -> u64 {
-        let pt_end = self.pt_base + (self.nr_pt_frames + 1) * 4096;
-        let p2m_end = self.mfn_list + self.nr_pages * 8;
+        // Saturating: the values come from the hypervisor.
+        let pt_end = self
+            .pt_base
+            .saturating_add(self.nr_pt_frames.saturating_add(1).saturating_mul(4096));
+        let p2m_end = self
+            .mfn_list
+            .saturating_add(self.nr_pages.saturating_mul(8));
         pt_end
             .max(p2m_end)
-            .max(self_va + 4096)
-            .next_multiple_of(4096)
+            .max(self_va.saturating_add(4096))
+            .saturating_add(4095)
+            & !4095
     }
 
     /// The end of the initial mapping Xen guarantees: at least 512 KiB past the
     /// bootstrap structures, extended to a 4 MiB boundary (public/xen.h).
     pub fn initial_mapping_end(&self, self_va: u64) -> u64 {
-        (self.bootstrap_end(self_va) + 512 * 1024).next_multiple_of(4 << 20)
+        self.bootstrap_end(self_va)
+            .saturating_add(512 * 1024 + (4 << 20) - 1)
+            & !((4 << 20) - 1)
     }
 }
 
@@ -92,14 +102,6 @@ impl fmt::Display for Error {
     }
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
-}
-
 /// Parses `start_info`.
 pub fn parse(b: &[u8]) -> Result<StartInfo, Error> {
     if b.len() < LEN {
@@ -109,16 +111,16 @@ pub fn parse(b: &[u8]) -> Result<StartInfo, Error> {
         return Err(Error::BadMagic);
     }
     Ok(StartInfo {
-        nr_pages: u64_at(b, 32),
-        shared_info: u64_at(b, 40),
-        flags: u32_at(b, 48),
-        store_mfn: u64_at(b, 56),
-        store_evtchn: u32_at(b, 64),
-        console_mfn: u64_at(b, 72),
-        console_evtchn: u32_at(b, 80),
-        pt_base: u64_at(b, 88),
-        nr_pt_frames: u64_at(b, 96),
-        mfn_list: u64_at(b, 104),
+        nr_pages: le_u64(b, 32),
+        shared_info: le_u64(b, 40),
+        flags: le_u32(b, 48),
+        store_mfn: le_u64(b, 56),
+        store_evtchn: le_u32(b, 64),
+        console_mfn: le_u64(b, 72),
+        console_evtchn: le_u32(b, 80),
+        pt_base: le_u64(b, 88),
+        nr_pt_frames: le_u64(b, 96),
+        mfn_list: le_u64(b, 104),
     })
 }
 

@@ -429,25 +429,29 @@ pub(crate) fn on_timer(irqs_off: &IrqsOff, now: u64) -> (Option<u64>, bool) {
             s.sleepers.remove(&key);
             make_ready(s, id);
         }
-        let cur_prio = s.tasks[&s.current].prio;
-        let competition = s
-            .ready
-            .highest()
-            .is_some_and(|p| s.current == IDLE || p >= cur_prio);
-        (s.sleepers.first_key_value().map(|(k, _)| k.0), competition)
+        s.next_event()
     })
 }
 
-/// Whether the running task has a ready task of equal or higher priority beside it.
+/// (earliest sleeper deadline, whether the running task has a ready task of equal or
+/// higher priority beside it).
 pub(crate) fn has_competition(irqs_off: &IrqsOff) -> (Option<u64>, bool) {
-    with(irqs_off, |s| {
-        let cur_prio = s.tasks[&s.current].prio;
-        let competition = s
+    with(irqs_off, |s| s.next_event())
+}
+
+impl Scheduler {
+    /// (earliest sleeper deadline, whether the running task has competition).
+    fn next_event(&self) -> (Option<u64>, bool) {
+        let cur_prio = self.tasks[&self.current].prio;
+        let competition = self
             .ready
             .highest()
-            .is_some_and(|p| s.current == IDLE || p >= cur_prio);
-        (s.sleepers.first_key_value().map(|(k, _)| k.0), competition)
-    })
+            .is_some_and(|p| self.current == IDLE || p >= cur_prio);
+        (
+            self.sleepers.first_key_value().map(|(k, _)| k.0),
+            competition,
+        )
+    }
 }
 
 /// Blocks the running task on `queue` (the caller re-checks its condition afterwards).
