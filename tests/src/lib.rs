@@ -370,14 +370,40 @@ pub fn xen_cases() -> Vec<Case> {
             "the toolstack asked for `reboot`",
             "upcall: exit status 0",
         ]),
+        on(
+            "xen/xl/latency/balloon/dynamic:none",
+            "latency",
+            &[
+                "preempt=dynamic:none",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=24",
+                "samples=30",
+            ],
+            Bed::XenXl,
+        )
+        .bounds(WITHIN),
+        on(
+            "xen/xl/latency/seed-000-bug-detected/none",
+            "latency",
+            &[
+                "preempt=none",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=40",
+                "samples=10",
+                "hcall_resched=model",
+            ],
+            Bed::XenXl,
+        )
+        .bounds(BUG),
         on("xen/xl/crash/task", "crash", &["task"], Bed::XenXl)
             .status(PANIC)
             .expect(&["deliberate panic 3 calls deep", "crash::crash_inner"]),
     ];
     // Preemptible hypercalls: balloon 40 MiB out and in, each a single long hypercall
     // (about 30 ms under TCG, 15 ticks at hz=500), while a high-priority task measures its
-    // wake-up latency. (Not yet asserted under `full`: an unexplained ~2.1-tick outlier
-    // there is an open finding, see the Xen notes in README.)
+    // wake-up latency, under every model and across a run-time switch.
     for (m, args) in [
         (
             "none",
@@ -417,6 +443,37 @@ pub fn xen_cases() -> Vec<Case> {
                 "load=balloon",
                 "balloon_mib=40",
                 "samples=40",
+            ],
+        ),
+        (
+            "full",
+            &[
+                "preempt=full",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=40",
+                "samples=40",
+            ],
+        ),
+        (
+            "dynamic:full",
+            &[
+                "preempt=dynamic:full",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=40",
+                "samples=40",
+            ],
+        ),
+        (
+            "dynamic-switch-to-none",
+            &[
+                "preempt=dynamic:full",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=40",
+                "samples=40",
+                "switch=none",
             ],
         ),
     ] {

@@ -114,7 +114,12 @@ pub fn main(args: &libos::Args) -> i32 {
     let (stop_l, failure_l, load) = (stop.clone(), failure.clone(), opts.load);
     let (section_ticks, balloon_mib) = (opts.section_ticks, opts.balloon_mib);
     let loader = sched::spawn("load", Priority::Low, move || {
-        let mut buf = alloc::vec![0u8; 4 << 20];
+        // Only the section load needs a buffer to scrub.
+        let mut buf = if load == Load::Section {
+            alloc::vec![0u8; 4 << 20]
+        } else {
+            Vec::new()
+        };
         let mut rounds = 0u64;
         while !stop_l.load(SeqCst) {
             match load {

@@ -206,7 +206,7 @@ pub fn ensure_xl_testbed() -> Result<XlTestbed, Failure> {
 /// to port 0xf4 ends it with `(v << 1) | 1`. `kernel`'s path must not contain spaces
 /// (QEMU splits a multiboot module's path from its command line at the first space).
 pub fn dom0_qemu_args(xen: &Path, kernel: &Path, cmdline: &str) -> Vec<String> {
-    let mut a = machine_args(FAST_QEMU_MEM_MB);
+    let mut a = machine_args(FAST_QEMU_MEM_MB, 1);
     a.extend([
         "-kernel".to_string(),
         xen.display().to_string(),
@@ -277,12 +277,12 @@ pub fn xl_qemu_args_with(
         ));
     }
     let memory = (LINUX_DOM0_MEM_MB + app_mem_mb + 128).max(1024);
-    let mut a = machine_args(memory);
+    let mut a = machine_args(memory, 2);
     a.extend([
         "-kernel".to_string(),
         tb.xen.display().to_string(),
         "-append".to_string(),
-        format!("{XEN_CMDLINE} dom0_mem={LINUX_DOM0_MEM_MB}M"),
+        format!("{XEN_CMDLINE} dom0_mem={LINUX_DOM0_MEM_MB}M dom0_max_vcpus=1 dom0_vcpus_pin"),
         "-initrd".to_string(),
         initrd_arg(&[(&tb.vmlinux, LINUX_CMDLINE), (&initramfs, "")]),
     ]);
@@ -313,10 +313,17 @@ pub fn command() -> Outcome {
 /// `-cpu qemu64` (`max` makes a Linux dom0 crash through SMAP) with RDRAND (without it a
 /// Linux dom0 has no entropy, and each `xl create` waits 3 s for libuuid's random
 /// bytes), one CPU, no display, the serial port on stdio, isa-debug-exit.
-fn machine_args(memory_mb: u32) -> Vec<String> {
-    let mut a: Vec<String> = ["-accel", "tcg", "-cpu", "qemu64,+rdrand", "-smp", "1", "-m"]
+/// `cpus` = 1: the fast path (the app is the only guest). 2 for the xl path: the Linux
+/// dom0 is pinned to CPU 0 and the app's domain to CPU 1, so dom0's work (xenconsoled,
+/// the init's console pump) does not delay the app (multi-threaded TCG runs each vCPU
+/// on its own host thread).
+fn machine_args(memory_mb: u32, cpus: u32) -> Vec<String> {
+    let accel = if cpus > 1 { "tcg,thread=multi" } else { "tcg" };
+    let mut a: Vec<String> = ["-accel", accel, "-cpu", "qemu64,+rdrand", "-smp"]
         .map(String::from)
         .to_vec();
+    a.push(cpus.to_string());
+    a.push("-m".into());
     a.push(format!("{memory_mb}M"));
     a.extend(
         [
@@ -392,7 +399,7 @@ fn xl_config(name: &str, extra: &str, memory_mb: u32) -> Result<String, Failure>
         cfg.push_str(&format!("extra = \"{quoted}\"\n"));
     }
     cfg.push_str(&format!(
-        "memory = {memory_mb}\nvcpus = 1\non_poweroff = \"destroy\"\n\
+        "memory = {memory_mb}\nvcpus = 1\ncpus = \"1\"\non_poweroff = \"destroy\"\n\
          on_reboot = \"destroy\"\non_crash = \"destroy\"\n"
     ));
     Ok(cfg)
