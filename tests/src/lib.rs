@@ -31,8 +31,10 @@ pub enum Bed {
     /// As [`Bed::XenXl`], and dom0 runs `xl <command> <domain>` once the app's console
     /// shows `when`.
     XenXlThen {
-        /// `shutdown` or `reboot`.
+        /// `shutdown`, `reboot` or `mem-set`.
         command: &'static str,
+        /// Arguments after the domain name.
+        args: &'static str,
         /// Console text to wait for.
         when: &'static str,
     },
@@ -348,6 +350,7 @@ pub fn xen_cases() -> Vec<Case> {
             &[],
             Bed::XenXlThen {
                 command: "shutdown",
+                args: "",
                 when: "sleeper: ready",
             },
         )
@@ -362,6 +365,7 @@ pub fn xen_cases() -> Vec<Case> {
             &[],
             Bed::XenXlThen {
                 command: "reboot",
+                args: "",
                 when: "sleeper: ready",
             },
         )
@@ -397,6 +401,21 @@ pub fn xen_cases() -> Vec<Case> {
             Bed::XenXl,
         )
         .bounds(BUG),
+        on(
+            "xen/xl/xl-mem-set",
+            "sleeper",
+            &["8"],
+            Bed::XenXlThen {
+                command: "mem-set",
+                args: "64",
+                when: "sleeper: ready",
+            },
+        )
+        .expect(&[
+            "sleeper: ready",
+            "balloon: target 65536 KiB, now 65536 KiB (16384 pages ballooned out)",
+            "sleeper: done",
+        ]),
         on("xen/xl/crash/task", "crash", &["task"], Bed::XenXl)
             .status(PANIC)
             .expect(&["deliberate panic 3 calls deep", "crash::crash_inner"]),

@@ -20,6 +20,8 @@ pub mod start_info;
 pub mod xs_proto;
 
 #[cfg(target_os = "none")]
+mod balloon_target;
+#[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
 mod events;

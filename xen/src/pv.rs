@@ -316,6 +316,7 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
         if info.store_mfn != 0 {
             STORE_PFN.store(crate::memory::pfn_of_mfn(info.store_mfn), Relaxed);
             STORE_PORT.store(u64::from(info.store_evtchn), Relaxed);
+            crate::balloon_target::set_boot_pages(info.nr_pages);
         }
     }
     map_shared_info(info.shared_info);

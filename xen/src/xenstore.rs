@@ -9,6 +9,7 @@
 //! error for the caller, never a crash.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -32,7 +33,9 @@ static RING_VA: AtomicU64 = AtomicU64::new(0);
 static PORT: AtomicU32 = AtomicU32::new(0);
 static RING_EVENTS: WaitQueue = WaitQueue::new();
 static REPLIES: Channel<Result<(Header, Vec<u8>), Error>> = Channel::new();
-static WATCH_EVENTS: Channel<(String, String)> = Channel::new();
+/// Watches by token: each watcher has its own channel of fired paths.
+static WATCHES: spinning_top::Spinlock<Vec<(String, Arc<Channel<String>>)>> =
+    spinning_top::Spinlock::new(Vec::new());
 static REQUEST: Mutex<u32> = Mutex::new(0);
 
 fn index(offset: usize) -> &'static AtomicU32 {
@@ -121,7 +124,18 @@ fn reader() {
     loop {
         match read_message() {
             Ok((h, p)) if h.ty == MsgType::WatchEvent as u32 => match proto::watch_event(&p) {
-                Ok(ev) => WATCH_EVENTS.send(ev),
+                Ok((path, token)) => {
+                    let _irqs = IrqGuard::new();
+                    let watcher = WATCHES
+                        .lock()
+                        .iter()
+                        .find(|(t, _)| *t == token)
+                        .map(|(_, c)| c.clone());
+                    match watcher {
+                        Some(ch) => ch.send(path),
+                        None => println!("upcall: xenstore: event for unknown watch `{token}`"),
+                    }
+                }
                 Err(e) => println!("upcall: xenstore: dropped a watch event: {e}"),
             },
             Ok(reply) => REPLIES.send(Ok(reply)),
@@ -180,14 +194,29 @@ pub fn transaction_end(tx: u32, commit: bool) -> Result<(), Error> {
     .map(drop)
 }
 
-/// Watches `path` (and below); events arrive through [`next_watch_event`].
-pub fn watch(path: &str, token: &str) -> Result<(), Error> {
-    request(MsgType::Watch, 0, &[path, token], false).map(drop)
+/// A registered watch: [`Watch::next`] blocks until the watched path (or one below)
+/// changes. xenstored also fires once right after registration.
+#[derive(Debug)]
+pub struct Watch {
+    events: Arc<Channel<String>>,
 }
 
-/// Waits for the next watch event: (path, token).
-pub fn next_watch_event() -> (String, String) {
-    WATCH_EVENTS.recv()
+impl Watch {
+    /// Waits for the next change; returns the path that fired.
+    pub fn next(&self) -> String {
+        self.events.recv()
+    }
+}
+
+/// Watches `path` (and below) under `token` (unique per watch).
+pub fn watch(path: &str, token: &str) -> Result<Watch, Error> {
+    let events = Arc::new(Channel::new());
+    {
+        let _irqs = IrqGuard::new();
+        WATCHES.lock().push((token.into(), events.clone()));
+    }
+    request(MsgType::Watch, 0, &[path, token], false)?;
+    Ok(Watch { events })
 }
 
 /// Starts the client on the ring at `ring_va` with event channel `port`, and the
@@ -205,17 +234,25 @@ pub fn start(ring_va: u64, port: u32) {
         Priority::High,
         shutdown_watch,
     ));
+    drop(sched::spawn(
+        "balloon-target",
+        Priority::Normal,
+        crate::balloon_target::run,
+    ));
 }
 
 /// Waits for the toolstack's `control/shutdown` request and stops the domain the way
 /// it asks (`xl shutdown` → poweroff, `xl reboot` → reboot).
 fn shutdown_watch() {
-    if let Err(e) = watch("control/shutdown", "upcall-shutdown") {
-        println!("upcall: xenstore: cannot watch control/shutdown: {e}");
-        return;
-    }
+    let watch = match watch("control/shutdown", "upcall-shutdown") {
+        Ok(w) => w,
+        Err(e) => {
+            println!("upcall: xenstore: cannot watch control/shutdown: {e}");
+            return;
+        }
+    };
     loop {
-        let _ = next_watch_event();
+        let _ = watch.next();
         let request = match read("control/shutdown") {
             Ok(v) => v,
             Err(Error::Xenstored(e)) if e == "ENOENT" => continue,

@@ -120,8 +120,16 @@ fn run_case(
         Bed::Uhyve => crate::run::boot(Vmm::Uhyve, &image, &args, &opts, false),
         Bed::XenDom0 => crate::run::boot_xen(&image, &args, &opts, true, false),
         Bed::XenXl => crate::run::boot_xen(&image, &args, &opts, false, false),
-        Bed::XenXlThen { command, when } => {
-            let action = crate::xen_testbed::XlAction { command, when };
+        Bed::XenXlThen {
+            command,
+            args: xl_args,
+            when,
+        } => {
+            let action = crate::xen_testbed::XlAction {
+                command,
+                args: xl_args,
+                when,
+            };
             crate::run::boot_xen_with(&image, &args, &opts, XenBoot::Xl(Some(action)), false)
         }
     }

@@ -134,8 +134,8 @@ while [ ! -f /tmp/xl.rc ]; do
     pump
     if [ -n "$action" ] && [ -z "$acted" ] && [ -f "$log" ] && grep -q -F "$action_when" "$log"; then
         acted=1
-        say "xl $action $name"
-        xl "$action" "$name" || say "xl $action failed"
+                say "xl $action $name $action_args"
+        xl "$action" "$name" $action_args || say "xl $action failed"
     fi
     read up rest < /proc/uptime
     if [ "${up%.*}" -ge "$deadline" ]; then
@@ -222,8 +222,10 @@ pub fn dom0_qemu_args(xen: &Path, kernel: &Path, cmdline: &str) -> Vec<String> {
 /// `xl shutdown NAME` after the app printed that it is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XlAction {
-    /// The `xl` subcommand: `shutdown` or `reboot`.
+    /// The `xl` subcommand: `shutdown`, `reboot` or `mem-set`.
     pub command: &'static str,
+    /// Arguments after the domain name (e.g. the MiB of `mem-set`).
+    pub args: &'static str,
     /// Console text to wait for.
     pub when: &'static str,
 }
@@ -255,15 +257,22 @@ pub fn xl_qemu_args_with(
     let image = read(app)?;
     let mut env = format!("name={name}\ntimeout={XL_TIMEOUT_SECS}\n");
     if let Some(a) = action {
-        if !matches!(a.command, "shutdown" | "reboot") || a.when.contains(['\'', '\n']) {
+        let plain_args = a
+            .args
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == ' ');
+        if !matches!(a.command, "shutdown" | "reboot" | "mem-set")
+            || !plain_args
+            || a.when.contains(['\'', '\n'])
+        {
             return fail(format!(
                 "xl test bed: unsupported action `xl {}` when `{}`",
                 a.command, a.when
             ));
         }
         env.push_str(&format!(
-            "action='{}'\naction_when='{}'\n",
-            a.command, a.when
+            "action='{}'\naction_args='{}'\naction_when='{}'\n",
+            a.command, a.args, a.when
         ));
     }
     let initramfs = run_initramfs(tb, &image, &config, &env)?;
