@@ -121,18 +121,28 @@ pub fn main(args: &libos::Args) -> i32 {
             Vec::new()
         };
         let mut rounds = 0u64;
+        let witness: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
         while !stop_l.load(SeqCst) {
             match load {
                 Load::Section => {
                     scrub_section(&mut buf, section_ticks);
                 }
-                Load::Balloon => match libos::balloon::cycle(balloon_mib * 256) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        *failure_l.lock() = Some(e);
+                Load::Balloon => {
+                    if let Err(e) = libos::balloon::cycle(balloon_mib * 256) {
+                        *failure_l.lock() = Some(alloc::format!("{e}"));
                         return;
                     }
-                },
+                    // Data integrity: memory the app wrote is unchanged by the cycle.
+                    if !witness
+                        .iter()
+                        .enumerate()
+                        .all(|(i, &b)| b == (i % 251) as u8)
+                    {
+                        *failure_l.lock() =
+                            Some("data written before a balloon cycle changed".into());
+                        return;
+                    }
+                }
                 Load::None => sched::sleep_ns(time::tick_ns()),
             }
             rounds += 1;
@@ -140,7 +150,7 @@ pub fn main(args: &libos::Args) -> i32 {
             // the only other point where the sampler can run.
             sched::yield_now();
         }
-        println!("latency: {rounds} load rounds");
+        println!("latency: {rounds} load rounds; data intact");
     });
     let late = Arc::new(Mutex::new(Vec::with_capacity(opts.samples)));
     let (late_s, samples, switch) = (late.clone(), opts.samples, opts.switch);
