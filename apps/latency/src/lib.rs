@@ -116,12 +116,14 @@ pub fn main(args: &libos::Args) -> i32 {
     let loader = sched::spawn("load", Priority::Low, move || {
         // Only the section load needs a buffer to scrub.
         let mut buf = if load == Load::Section {
-            alloc::vec![0u8; 4 << 20]
+            preempt::preemptible(|| alloc::vec![0u8; 4 << 20])
         } else {
             Vec::new()
         };
         let mut rounds = 0u64;
-        let witness: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+        // Writing and checking the witness is long work too: preemptible, like the load.
+        let witness: Vec<u8> =
+            preempt::preemptible(|| (0..(1 << 20)).map(|i| (i % 251) as u8).collect());
         while !stop_l.load(SeqCst) {
             match load {
                 Load::Section => {
@@ -133,11 +135,13 @@ pub fn main(args: &libos::Args) -> i32 {
                         return;
                     }
                     // Data integrity: memory the app wrote is unchanged by the cycle.
-                    if !witness
-                        .iter()
-                        .enumerate()
-                        .all(|(i, &b)| b == (i % 251) as u8)
-                    {
+                    let intact = preempt::preemptible(|| {
+                        witness
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &b)| b == (i % 251) as u8)
+                    });
+                    if !intact {
                         *failure_l.lock() =
                             Some("data written before a balloon cycle changed".into());
                         return;
