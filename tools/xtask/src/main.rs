@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod host;
+mod initramfs;
 mod noinstr;
 mod qemu;
 mod run;
