@@ -160,7 +160,7 @@ pub fn keep_cmdline(raw: &[u8]) -> &'static str {
     let buf = &raw mut CMDLINE;
     // SAFETY: called once per boot, on the boot CPU, before anything else reads CMDLINE.
     let buf = unsafe { &mut *buf };
-    crate::start_info::cmdline_text(raw, buf)
+    libos::cmdline::copy_text(raw, buf)
 }
 
 /// The most bytes of command line kept.

@@ -103,20 +103,6 @@ pub fn ram_regions(memmap: &[u8], out: &mut [Region]) -> Result<usize, Error> {
     if n == 0 { Err(Error::NoRam) } else { Ok(n) }
 }
 
-/// The command line: bytes up to the first NUL, as UTF-8 (invalid bytes become `?`),
-/// copied into `buf`; returns the text.
-pub fn cmdline_text<'a>(raw: &[u8], buf: &'a mut [u8]) -> &'a str {
-    let end = raw
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(raw.len())
-        .min(buf.len());
-    for (dst, &src) in buf.iter_mut().zip(&raw[..end]) {
-        *dst = if src.is_ascii() { src } else { b'?' };
-    }
-    core::str::from_utf8(&buf[..end]).unwrap_or("")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,22 +165,12 @@ mod tests {
         assert_eq!(ram_regions(&entry(0, 4096, 2), &mut out), Err(Error::NoRam));
     }
 
-    #[test]
-    fn cmdline_stops_at_nul_and_masks_non_ascii() {
-        let mut buf = [0u8; 16];
-        assert_eq!(cmdline_text(b"a b\xffc\0junk", &mut buf), "a b?c");
-        let mut small = [0u8; 3];
-        assert_eq!(cmdline_text(b"abcdef", &mut small), "abc");
-    }
-
     proptest! {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = parse(&bytes);
             let mut out = [Region::default(); 3];
             let _ = ram_regions(&bytes, &mut out);
-            let mut buf = [0u8; 32];
-            let _ = cmdline_text(&bytes, &mut buf);
         }
 
         #[test]

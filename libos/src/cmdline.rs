@@ -97,6 +97,21 @@ impl fmt::Display for CmdlineError {
     }
 }
 
+/// Copies a boot-supplied command line into `buf`: bytes up to the first NUL (at most
+/// `buf.len()`), non-ASCII bytes replaced by `?`; returns the text. Backends use it to
+/// keep the command line once boot memory may be reused.
+pub fn copy_text<'a>(raw: &[u8], buf: &'a mut [u8]) -> &'a str {
+    let end = raw
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(raw.len())
+        .min(buf.len());
+    for (dst, &src) in buf.iter_mut().zip(&raw[..end]) {
+        *dst = if src.is_ascii() { src } else { b'?' };
+    }
+    core::str::from_utf8(&buf[..end]).unwrap_or("")
+}
+
 /// Splits `line` into words (see the module docs for quoting).
 pub fn split_words(line: &str) -> Result<Vec<String>, CmdlineError> {
     let mut words = Vec::new();
@@ -237,10 +252,20 @@ mod tests {
         );
     }
 
+    #[test]
+    fn copy_text_stops_at_nul_and_masks_non_ascii() {
+        let mut buf = [0u8; 16];
+        assert_eq!(copy_text(b"a b\xffc\0junk", &mut buf), "a b?c");
+        let mut small = [0u8; 3];
+        assert_eq!(copy_text(b"abcdef", &mut small), "abc");
+    }
+
     proptest! {
         #[test]
-        fn never_panics(s in ".*") {
+        fn never_panics(s in ".*", raw in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = parse(&s);
+            let mut buf = [0u8; 32];
+            let _ = copy_text(&raw, &mut buf);
         }
 
         #[test]

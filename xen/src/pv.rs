@@ -333,12 +333,7 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
     let buf = &raw mut CMDLINE;
     // SAFETY: CMDLINE is only touched here, once.
     let buf = unsafe { &mut *buf };
-    let cmd = start_info::cmdline(raw);
-    let n = cmd.len().min(CMDLINE_MAX);
-    for (d, &s) in buf.iter_mut().zip(&cmd[..n]) {
-        *d = if s.is_ascii() { s } else { b'?' };
-    }
-    let cmdline = core::str::from_utf8(&buf[..n]).unwrap_or("");
+    let cmdline = libos::cmdline::copy_text(start_info::cmdline(raw), buf);
 
     let free_start = info.bootstrap_end(start_info_va);
     let initial_end = info.initial_mapping_end(start_info_va);
