@@ -74,7 +74,7 @@ pub unsafe fn start(info: &BootInfo<'_>) -> ! {
     };
     *LOGLEVEL.lock() = cmd.loglevel;
     crate::preempt::configure(cmd.preempt);
-    crate::preempt::configure_section_resched(cmd.hcall_resched_follows_model);
+    crate::preempt::configure_section_resched(cmd.hcall_resched);
     crate::time::set_hz(cmd.hz);
     crate::entry::init();
     crate::sched::init();

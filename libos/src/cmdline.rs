@@ -11,7 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::preempt::{Setting, parse_setting};
+use crate::preempt::{SectionResched, Setting, parse_setting};
 
 /// Options libos understands, with a one-line description for error messages.
 pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
@@ -23,7 +23,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("hz", "a tick rate from 1 to 10000"),
     (
         "hcall_resched",
-        "raw|model (test-only: model reproduces Linux's seed-000 bug)",
+        "raw|model|untraced (test-only: model and untraced reproduce Linux's seed-000 bugs)",
     ),
 ];
 
@@ -50,8 +50,8 @@ pub struct Cmdline {
     pub preempt: Setting,
     /// `hz=`: the scheduler tick rate.
     pub hz: u32,
-    /// `hcall_resched=model`: preemptible sections reschedule only as the model allows.
-    pub hcall_resched_follows_model: bool,
+    /// `hcall_resched=`: how preemptible sections reschedule on interrupt exit.
+    pub hcall_resched: SectionResched,
 }
 
 impl Default for Cmdline {
@@ -61,7 +61,7 @@ impl Default for Cmdline {
             loglevel: LogLevel::default(),
             preempt: Setting::default(),
             hz: crate::time::DEFAULT_HZ,
-            hcall_resched_follows_model: false,
+            hcall_resched: SectionResched::Raw,
         }
     }
 }
@@ -155,11 +155,8 @@ pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
                 out.preempt = parse_setting(value).ok_or_else(|| bad_value("preempt", value))?;
             }
             Some(("hcall_resched", value)) => {
-                out.hcall_resched_follows_model = match value {
-                    "raw" => false,
-                    "model" => true,
-                    _ => return Err(bad_value("hcall_resched", value)),
-                };
+                out.hcall_resched = SectionResched::parse(value)
+                    .ok_or_else(|| bad_value("hcall_resched", value))?;
             }
             Some(("hz", value)) => {
                 out.hz = value
@@ -241,6 +238,20 @@ mod tests {
                 .to_string()
                 .starts_with("preempt: expected none|")
         );
+    }
+
+    #[test]
+    fn hcall_resched_variants() {
+        assert_eq!(parse("").unwrap().hcall_resched, SectionResched::Raw);
+        for (word, want) in [
+            ("raw", SectionResched::Raw),
+            ("model", SectionResched::FollowsModel),
+            ("untraced", SectionResched::Untraced),
+        ] {
+            let c = parse(&alloc::format!("hcall_resched={word}")).unwrap();
+            assert_eq!(c.hcall_resched, want);
+        }
+        assert!(parse("hcall_resched=sometimes").is_err());
     }
 
     #[test]

@@ -216,14 +216,47 @@ pub fn raw_irqentry_exit_cond_resched(irqs_off: &IrqsOff) {
     raw_cond_resched(irqs_off);
 }
 
-/// Which reschedule the interrupt exit uses inside a preemptible section.
-/// `hcall_resched=model` (debug/test-only) selects the model-following one: Linux's
-/// seed-000 bug, kept so tests can prove they would catch it.
-static SECTION_RESCHED_FOLLOWS_MODEL: AtomicBool = AtomicBool::new(false);
+/// How the interrupt exit reschedules inside a preemptible section (`hcall_resched=`).
+/// Only [`SectionResched::Raw`] is correct; the others reproduce the two halves of
+/// Linux's seed-000 bug so tests can prove they would catch them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum SectionResched {
+    /// The raw reschedule, whatever the model (the default, and the fix).
+    #[default]
+    Raw = 0,
+    /// `model`: the model-following reschedule, a no-op under `none`/`dynamic:none`.
+    FollowsModel = 1,
+    /// `untraced`: the raw reschedule, but the exit forgets to report hardirqs on
+    /// when it returns into the section (the missing `trace_hardirqs_on`).
+    Untraced = 2,
+}
+
+impl SectionResched {
+    /// Parses the `hcall_resched=` value.
+    pub fn parse(s: &str) -> Option<SectionResched> {
+        match s {
+            "raw" => Some(SectionResched::Raw),
+            "model" => Some(SectionResched::FollowsModel),
+            "untraced" => Some(SectionResched::Untraced),
+            _ => None,
+        }
+    }
+}
+
+static SECTION_RESCHED: AtomicU8 = AtomicU8::new(SectionResched::Raw as u8);
 
 /// Installs `hcall_resched=` (called once by `libos::start`).
-pub(crate) fn configure_section_resched(follows_model: bool) {
-    SECTION_RESCHED_FOLLOWS_MODEL.store(follows_model, Relaxed);
+pub(crate) fn configure_section_resched(how: SectionResched) {
+    SECTION_RESCHED.store(how as u8, Relaxed);
+}
+
+/// Whether the exit must skip the hardirqs-on report after a section reschedule
+/// (`hcall_resched=untraced`, test-only). Always inlined: the entry core's
+/// non-instrumentable exit reads it.
+#[inline(always)]
+pub(crate) fn section_exit_forgets_trace() -> bool {
+    SECTION_RESCHED.load(Relaxed) == SectionResched::Untraced as u8
 }
 
 /// Runs `f`, a long operation that may be preempted whatever the preemption model:
@@ -267,7 +300,7 @@ pub fn in_preemptible() -> bool {
 /// not interrupted idle.
 pub(crate) fn section_exit_resched(irqs_off: &IrqsOff) {
     this_cpu().in_preemptible.store(false, Relaxed);
-    if SECTION_RESCHED_FOLLOWS_MODEL.load(Relaxed) {
+    if SECTION_RESCHED.load(Relaxed) == SectionResched::FollowsModel as u8 {
         irqentry_exit_cond_resched(irqs_off);
     } else {
         raw_irqentry_exit_cond_resched(irqs_off);

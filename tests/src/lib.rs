@@ -528,6 +528,22 @@ pub fn xen_cases() -> Vec<Case> {
             .bounds(BUG),
         );
     }
+    cases.push(
+        on(
+            "xen/dom0/latency/seed-000-untraced-detected",
+            "latency",
+            &[
+                "preempt=none",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=40",
+                "hcall_resched=untraced",
+            ],
+            Bed::XenDom0,
+        )
+        .status(PANIC)
+        .expect(UNTRACED),
+    );
     // (An xl domU is not held to the 2-tick bound yet: it shares the TCG host threads
     // with the Linux dom0, and on this 2-core machine a busy host delays its wake-ups by
     // a few ticks. See the README's open items.)
@@ -605,8 +621,26 @@ pub fn latency_cases() -> Vec<Case> {
             .expect(&["max_wake_latency_ticks="]),
         );
     }
+    // The other half of seed 000: an exit that reschedules in a section but forgets to
+    // report hardirqs on is caught by the next entry (the cases above, debug builds,
+    // show the correct path passes the same check).
+    cases.push(
+        case(
+            "latency/seed-000-untraced-detected",
+            "latency",
+            &["preempt=none", "load=section", "hcall_resched=untraced"],
+        )
+        .status(PANIC)
+        .expect(UNTRACED),
+    );
     cases
 }
+
+/// What the irq-state tracing reports when an exit forgot `trace_hardirqs_on`.
+const UNTRACED: &[&str] = &[
+    "irq-state tracing: interrupts were enabled without trace_hardirqs_on",
+    "irqentry_enter",
+];
 
 /// `selftest` under every preemption model (each checks that its model behaves as
 /// specified, and under dynamic that run-time switches change the behaviour).
