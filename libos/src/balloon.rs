@@ -41,11 +41,25 @@ impl fmt::Display for Error {
     }
 }
 
+/// How the balloon's hypercalls are issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Issue {
+    /// As one preemptible operation ([`crate::preempt::preemptible`]): other tasks run
+    /// while it lasts, whatever the preemption model. What apps should use.
+    #[default]
+    Preemptible,
+    /// Without the preemptible section: the hypercall still gets continued by the
+    /// hypervisor, but no other task runs until it is done. For comparison only
+    /// (`balloonbench`).
+    Plain,
+}
+
 /// Pages currently given back to the hypervisor; `reclaim` (or drop) takes them back.
 #[derive(Debug)]
 pub struct Ballooned {
     base: *mut u8,
     pages: usize,
+    issue: Issue,
 }
 
 impl Ballooned {
@@ -64,7 +78,7 @@ impl Ballooned {
             return Ok(());
         }
         let platform = console::platform().ok_or(Error::Unsupported)?;
-        platform.balloon_in(self.base as u64, self.pages)?;
+        platform.balloon_in(self.base as u64, self.pages, self.issue)?;
         let layout = Layout::from_size_align(self.pages * PAGE, PAGE).expect("balloon layout");
         // SAFETY: `base` came from `alloc` with this layout; the platform mapped the
         // pages back, so the heap may reuse them.
@@ -89,6 +103,11 @@ impl Drop for Ballooned {
 /// Gives `pages` pages of the heap back to the hypervisor (one long, preemptible
 /// operation).
 pub fn out(pages: usize) -> Result<Ballooned, Error> {
+    out_with(pages, Issue::Preemptible)
+}
+
+/// [`out`], with the hypercalls issued as `issue` says (taking them back too).
+pub fn out_with(pages: usize, issue: Issue) -> Result<Ballooned, Error> {
     let platform = console::platform().ok_or(Error::Unsupported)?;
     let layout = Layout::from_size_align(pages.max(1) * PAGE, PAGE).map_err(|_| Error::NoMemory)?;
     // SAFETY: non-zero size.
@@ -96,16 +115,21 @@ pub fn out(pages: usize) -> Result<Ballooned, Error> {
     if base.is_null() {
         return Err(Error::NoMemory);
     }
-    if let Err(e) = platform.balloon_out(base as u64, pages) {
+    if let Err(e) = platform.balloon_out(base as u64, pages, issue) {
         // SAFETY: allocated above with this layout; still mapped (the platform undoes
         // partial work before failing).
         unsafe { dealloc(base, layout) };
         return Err(e);
     }
-    Ok(Ballooned { base, pages })
+    Ok(Ballooned { base, pages, issue })
 }
 
-/// Balloons `pages` out and straight back in.
+/// Balloons `pages` out and straight back in, preemptibly.
 pub fn cycle(pages: usize) -> Result<(), Error> {
-    out(pages)?.reclaim()
+    cycle_with(pages, Issue::Preemptible)
+}
+
+/// [`cycle`], with the hypercalls issued as `issue` says.
+pub fn cycle_with(pages: usize, issue: Issue) -> Result<(), Error> {
+    out_with(pages, issue)?.reclaim()
 }

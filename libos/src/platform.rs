@@ -79,19 +79,30 @@ pub trait Platform: Sync {
     }
 
     /// Gives the `pages` pages at `addr` (heap memory libos holds out) back to the
-    /// hypervisor, as one preemptible operation; on failure nothing is given back.
+    /// hypervisor, as one operation issued as `issue` says (normally preemptible); on
+    /// failure nothing is given back.
     ///
     /// Context: task context, irqs on.
-    fn balloon_out(&self, addr: u64, pages: usize) -> Result<(), crate::balloon::Error> {
-        let _ = (addr, pages);
+    fn balloon_out(
+        &self,
+        addr: u64,
+        pages: usize,
+        issue: crate::balloon::Issue,
+    ) -> Result<(), crate::balloon::Error> {
+        let _ = (addr, pages, issue);
         Err(crate::balloon::Error::Unsupported)
     }
 
     /// Takes back the pages `balloon_out` gave away at `addr` and maps them again.
     ///
     /// Context: task context, irqs on.
-    fn balloon_in(&self, addr: u64, pages: usize) -> Result<(), crate::balloon::Error> {
-        let _ = (addr, pages);
+    fn balloon_in(
+        &self,
+        addr: u64,
+        pages: usize,
+        issue: crate::balloon::Issue,
+    ) -> Result<(), crate::balloon::Error> {
+        let _ = (addr, pages, issue);
         Err(crate::balloon::Error::Unsupported)
     }
 

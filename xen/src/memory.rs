@@ -12,6 +12,7 @@
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::hypercall::{hypercall, update_va_mapping};
+use libos::balloon::Issue;
 
 const PAGE: u64 = 4096;
 const CHUNK: u64 = 2 << 20;
@@ -245,7 +246,15 @@ fn set_ptes(vas: impl Iterator<Item = u64>, pte: impl Fn(usize) -> u64) -> Resul
     Ok(())
 }
 
-fn memory_op(cmd: u64, list: &mut [u64]) -> i64 {
+/// Runs `f` as `issue` says: inside a preemptible section, or plainly.
+pub fn issued<R>(issue: Issue, f: impl FnOnce() -> R) -> R {
+    match issue {
+        Issue::Preemptible => libos::preempt::preemptible(f),
+        Issue::Plain => f(),
+    }
+}
+
+fn memory_op(cmd: u64, list: &mut [u64], issue: Issue) -> i64 {
     let mut r = Reservation {
         extent_start: list.as_mut_ptr() as u64,
         nr_extents: list.len() as u64,
@@ -255,7 +264,7 @@ fn memory_op(cmd: u64, list: &mut [u64]) -> i64 {
     };
     // A long hypercall that Xen preempts and continues: preemptible whatever the model
     // (the reason this project exists, seed 000).
-    libos::preempt::preemptible(|| {
+    issued(issue, || {
         // SAFETY: memory_op reads `r` and the extent list (and, for populate_physmap,
         // writes the new machine frames into it).
         unsafe {
@@ -272,19 +281,19 @@ fn memory_op(cmd: u64, list: &mut [u64]) -> i64 {
 }
 
 /// Gives the `pages` pages at `addr` back to Xen (balloon out).
-pub fn balloon_out(addr: u64, pages: usize) -> Result<(), libos::balloon::Error> {
+pub fn balloon_out(addr: u64, pages: usize, issue: Issue) -> Result<(), libos::balloon::Error> {
     use libos::balloon::Error;
     let pfns = (0..pages as u64).map(|i| addr / PAGE + i);
     let mut mfns: alloc::vec::Vec<u64> = pfns.clone().map(mfn_of_pfn).collect();
     set_ptes(pfns.clone().map(|p| p * PAGE), |_| 0).map_err(Error::Hypervisor)?;
     pfns.clone().for_each(|p| set_p2m(p, INVALID_MFN));
-    let rc = memory_op(XENMEM_DECREASE_RESERVATION, &mut mfns);
+    let rc = memory_op(XENMEM_DECREASE_RESERVATION, &mut mfns, issue);
     if rc == pages as i64 {
         return Ok(());
     }
     // Undo: take back what was released, remap the rest.
     let done = rc.max(0) as usize;
-    let _ = balloon_in(addr, done);
+    let _ = balloon_in(addr, done, issue);
     let kept: alloc::vec::Vec<u64> = mfns[done..].to_vec();
     for (k, p) in pfns.skip(done).enumerate() {
         set_p2m(p, kept[k]);
@@ -300,7 +309,7 @@ pub fn balloon_out(addr: u64, pages: usize) -> Result<(), libos::balloon::Error>
 }
 
 /// Takes `pages` pages at `addr` back from Xen (balloon in) and maps them again.
-pub fn balloon_in(addr: u64, pages: usize) -> Result<(), libos::balloon::Error> {
+pub fn balloon_in(addr: u64, pages: usize, issue: Issue) -> Result<(), libos::balloon::Error> {
     use libos::balloon::Error;
     if pages == 0 {
         return Ok(());
@@ -308,7 +317,7 @@ pub fn balloon_in(addr: u64, pages: usize) -> Result<(), libos::balloon::Error> 
     let first = addr / PAGE;
     // Input: the pfns; Xen (PV) replaces each with its new machine frame and updates M2P.
     let mut list: alloc::vec::Vec<u64> = (0..pages as u64).map(|i| first + i).collect();
-    let rc = memory_op(XENMEM_POPULATE_PHYSMAP, &mut list);
+    let rc = memory_op(XENMEM_POPULATE_PHYSMAP, &mut list, issue);
     if rc != pages as i64 {
         return Err(if rc < 0 {
             Error::Hypervisor(rc)

@@ -3,6 +3,7 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::Relaxed};
 
+use libos::balloon::{Error as BalloonError, Issue};
 use libos::memory::Region;
 use libos::{BootInfo, Platform, println};
 use xen_sys::{shared_info, vcpu_info};
@@ -215,12 +216,12 @@ impl Platform for Xen {
 
     // The whole operation (thousands of PTE updates around the big hypercall) is long
     // in-kernel work: all of it is preemptible, not just the hypercall.
-    fn balloon_out(&self, addr: u64, pages: usize) -> Result<(), libos::balloon::Error> {
-        libos::preempt::preemptible(|| crate::memory::balloon_out(addr, pages))
+    fn balloon_out(&self, addr: u64, pages: usize, issue: Issue) -> Result<(), BalloonError> {
+        crate::memory::issued(issue, || crate::memory::balloon_out(addr, pages, issue))
     }
 
-    fn balloon_in(&self, addr: u64, pages: usize) -> Result<(), libos::balloon::Error> {
-        libos::preempt::preemptible(|| crate::memory::balloon_in(addr, pages))
+    fn balloon_in(&self, addr: u64, pages: usize, issue: Issue) -> Result<(), BalloonError> {
+        crate::memory::issued(issue, || crate::memory::balloon_in(addr, pages, issue))
     }
 
     fn start_services(&self) {

@@ -7,7 +7,8 @@
 //! `balloon`: balloon `balloon_mib` MiB out and back in, each a single preemptible
 //! hypercall (Xen); `none`: nothing. A high-priority task sleeps one tick at a time and
 //! records how late it wakes. With `switch=MODEL` (under `preempt=dynamic`) the model is
-//! switched halfway. Ends with `max_wake_latency_ticks=N`.
+//! switched halfway. Prints every sample (`late_us=…`, sorted) and percentiles, and ends
+//! with `max_wake_latency_ticks=N`.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -184,6 +185,13 @@ pub fn main(args: &libos::Args) -> i32 {
     }
     let mut l = late.lock().clone();
     l.sort_unstable();
+    // Every sample, for `cargo xtask bench preempt`'s distributions.
+    let mut line = alloc::string::String::from("latency: late_us=");
+    for (i, ns) in l.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        line.push_str(&alloc::format!("{sep}{}", ns / 1000));
+    }
+    println!("{line}");
     let pct = |p: usize| l[(l.len() - 1) * p / 100] as f64 / tick as f64;
     let max = *l.last().unwrap_or(&0);
     println!(

@@ -1,6 +1,7 @@
 //! `cargo xtask`: every Upcall workflow (build, run, test, bench) in one CLI.
 
 mod bench;
+mod bench_preempt;
 mod build;
 mod host;
 mod initramfs;
@@ -170,6 +171,9 @@ enum BenchKind {
     },
     /// Entry-core costs: exception round trip, task switch, timer wake-up.
     Entry,
+    /// Wake-up latency per preemption model and platform, raw vs model-following
+    /// reschedule, plus balloon throughput preemptible vs plain (JSON, Markdown, SVG).
+    Preempt,
 }
 
 /// A failure with a one-line message and an exit status.
@@ -247,6 +251,9 @@ fn main() -> ExitCode {
         Command::Bench {
             which: BenchKind::Entry,
         } => bench::entry(),
+        Command::Bench {
+            which: BenchKind::Preempt,
+        } => bench_preempt::preempt(),
         Command::Testbed {
             which: TestbedKind::Xen,
         } => xen_testbed::command(),

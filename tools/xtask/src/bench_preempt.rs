@@ -1,0 +1,331 @@
+//! `cargo xtask bench preempt`: the preemptible-section proof as numbers.
+//!
+//! For every preemption model, on each platform, the `latency` app runs twice — with the
+//! correct raw reschedule (`hcall_resched=raw`) and with Linux's seed-000 bug
+//! (`hcall_resched=model`) — and reports its wake-up latency distribution (every sample,
+//! in ticks). KVM (QEMU microvm) runs the preemptible in-kernel section load; Xen (the
+//! app as dom0) balloons 40 MiB out and in, each a single preemptible hypercall. Beside
+//! it, `balloonbench` measures balloon throughput issued preemptibly against the same
+//! hypercalls issued plainly, interleaved in one boot. Results:
+//! `target/bench/preempt.{json,md,svg}`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::qemu::{self, RunOpts};
+use crate::vmm::{RunResult, Vmm};
+use crate::{Failure, MachineArg, Outcome, Platform, bench, build, fail, host, run};
+
+/// The models, as `(label, libos options)`; the last one switches at run time.
+const MODELS: &[(&str, &[&str])] = &[
+    ("none", &["preempt=none"]),
+    ("voluntary", &["preempt=voluntary"]),
+    ("full", &["preempt=full"]),
+    ("dynamic:none", &["preempt=dynamic:none"]),
+    ("dynamic:voluntary", &["preempt=dynamic:voluntary"]),
+    ("dynamic:full", &["preempt=dynamic:full"]),
+    (
+        "dynamic:full→none",
+        &["preempt=dynamic:full", "switch=none"],
+    ),
+];
+
+/// The reschedule variants compared.
+const RESCHED: &[&str] = &["raw", "model"];
+
+/// A platform the latency app runs on, with its load.
+struct Bed {
+    name: &'static str,
+    platform: Platform,
+    load: &'static [&'static str],
+}
+
+const BEDS: &[Bed] = &[
+    Bed {
+        name: "kvm (QEMU microvm, preemptible section)",
+        platform: Platform::Kvm,
+        load: &["load=section", "samples=60"],
+    },
+    Bed {
+        name: "xen dom0 (balloon hypercalls)",
+        platform: Platform::Xen,
+        load: &["hz=500", "load=balloon", "balloon_mib=40", "samples=60"],
+    },
+];
+
+/// One latency run's samples, in ticks, sorted.
+struct Distribution {
+    ticks: Vec<f64>,
+}
+
+impl Distribution {
+    /// The `p`th percentile (nearest rank below).
+    fn pct(&self, p: usize) -> f64 {
+        self.ticks[(self.ticks.len() - 1) * p / 100]
+    }
+    fn max(&self) -> f64 {
+        *self.ticks.last().expect("non-empty")
+    }
+}
+
+/// Parses `latency: late_us=…` and `tick=N us` from a latency run.
+fn parse_latency(output: &str) -> Option<Distribution> {
+    let tick_us: f64 = output
+        .split("tick=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let list = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("latency: late_us="))?;
+    let mut ticks = list
+        .split(',')
+        .map(|v| v.trim().parse::<f64>().map(|us| us / tick_us))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    if ticks.is_empty() || tick_us <= 0.0 {
+        return None;
+    }
+    ticks.sort_by(f64::total_cmp);
+    Some(Distribution { ticks })
+}
+
+/// `key=N` from the output.
+fn value(output: &str, key: &str) -> Option<f64> {
+    let prefix = format!("{key}=");
+    output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str())?.parse().ok())
+}
+
+fn boot(platform: Platform, image: &Path, args: &[String]) -> Result<RunResult, Failure> {
+    let opts = RunOpts::for_tests(MachineArg::Microvm, 300);
+    match platform {
+        Platform::Kvm => run::boot(Vmm::Qemu, image, args, &opts, false),
+        Platform::Xen => run::boot_xen(image, args, &opts, true, false),
+    }
+}
+
+/// `cargo xtask bench preempt`.
+pub fn preempt() -> Outcome {
+    qemu::ensure_qemu()?;
+    let mut rows = Vec::new();
+    let mut md = String::from(
+        "Wake-up lateness of a high-priority task, in ticks, while a low-priority one runs \
+         long preemptible work. `raw`: Upcall's reschedule; `model`: Linux's seed-000 bug \
+         (the reschedule follows the model).\n\n\
+         | platform | model | resched | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|---|\n",
+    );
+    let total = BEDS.len() * MODELS.len() * RESCHED.len();
+    let mut done = 0;
+    for bed in BEDS {
+        let image = build::build("latency", bed.platform, false)?;
+        for &(model, opts) in MODELS {
+            for &resched in RESCHED {
+                done += 1;
+                eprint!("\rbench preempt: run {done}/{total}: {model} {resched}     ");
+                let args: Vec<String> = opts
+                    .iter()
+                    .chain(bed.load)
+                    .map(|s| s.to_string())
+                    .chain([format!("hcall_resched={resched}")])
+                    .collect();
+                let r = boot(bed.platform, &image, &args)?;
+                let d = match (r.status, parse_latency(&r.output)) {
+                    (Some(0), Some(d)) => d,
+                    _ => {
+                        return fail(format!(
+                            "latency {} on {} failed (status {:?}):\n{}",
+                            args.join(" "),
+                            bed.name,
+                            r.status,
+                            r.output
+                        ));
+                    }
+                };
+                writeln!(
+                    md,
+                    "| {} | {model} | {resched} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    bed.name,
+                    d.pct(50),
+                    d.pct(90),
+                    d.pct(99),
+                    d.max()
+                )
+                .expect("write to String");
+                rows.push((bed.name, model, resched, d));
+            }
+        }
+    }
+    eprintln!();
+    let (pre, plain) = balloon_throughput()?;
+    writeln!(
+        md,
+        "\nBalloon throughput on Xen dom0 (40 MiB out and back in per cycle, median of 7, \
+         interleaved): preemptible {pre:.0} MiB/s, plain {plain:.0} MiB/s, ratio {:.3}.",
+        pre / plain
+    )
+    .expect("write to String");
+    md.push_str("\nPlot: target/bench/preempt.svg\n");
+    let svg = plot(&rows);
+    let dir = host::target_dir().join("bench");
+    std::fs::create_dir_all(&dir).or_else(|e| fail(format!("create {}: {e}", dir.display())))?;
+    std::fs::write(dir.join("preempt.svg"), svg)
+        .or_else(|e| fail(format!("write preempt.svg: {e}")))?;
+    let runs: Vec<_> = rows
+        .iter()
+        .map(|(bed, model, resched, d)| {
+            json!({
+                "platform": bed, "model": model, "resched": resched,
+                "p50_ticks": d.pct(50), "p90_ticks": d.pct(90), "p99_ticks": d.pct(99),
+                "max_ticks": d.max(), "samples_ticks": d.ticks,
+            })
+        })
+        .collect();
+    let report = json!({
+        "latency": runs,
+        "balloon_mib_per_s": { "preemptible": pre, "plain": plain, "ratio": pre / plain },
+    });
+    bench::write_results("preempt", &report, &md)
+}
+
+/// Balloon MiB/s issued preemptibly and plainly (Xen dom0, one boot).
+fn balloon_throughput() -> Result<(f64, f64), Failure> {
+    eprintln!("bench preempt: balloon throughput (Xen dom0)");
+    let image = build::build("balloonbench", Platform::Xen, true)?;
+    let args = ["mib=40".to_string(), "rounds=7".to_string()];
+    let r = boot(Platform::Xen, &image, &args)?;
+    match (
+        r.status,
+        value(&r.output, "balloon_mib_per_s_preemptible"),
+        value(&r.output, "balloon_mib_per_s_plain"),
+    ) {
+        (Some(0), Some(pre), Some(plain)) if plain > 0.0 => Ok((pre, plain)),
+        _ => fail(format!(
+            "balloonbench failed (status {:?}):\n{}",
+            r.status, r.output
+        )),
+    }
+}
+
+/// Plot geometry.
+const LEFT: f64 = 330.0;
+const WIDTH: f64 = 560.0;
+const ROW: f64 = 18.0;
+/// The x axis: log10 of ticks, from 10^MIN_EXP to 10^MAX_EXP.
+const MIN_EXP: f64 = -2.0;
+const MAX_EXP: f64 = 3.0;
+
+fn x_of(ticks: f64) -> f64 {
+    let e = ticks.max(10f64.powf(MIN_EXP)).log10().min(MAX_EXP);
+    LEFT + (e - MIN_EXP) / (MAX_EXP - MIN_EXP) * WIDTH
+}
+
+/// An SVG of the distributions: one row per platform/model/resched, a bar from p10 to
+/// p90, a tick at the median, a whisker to the max, every sample as a faint dot; log x.
+fn plot(rows: &[(&str, &str, &str, Distribution)]) -> String {
+    let height = 60.0 + ROW * rows.len() as f64 + 40.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\">Wake-up lateness (ticks, log scale): \
+         raw reschedule (blue) vs seed-000 bug (red)</text>\n",
+        LEFT + WIDTH + 30.0
+    );
+    let bottom = 40.0 + ROW * rows.len() as f64;
+    let mut exp = MIN_EXP;
+    while exp <= MAX_EXP {
+        let x = x_of(10f64.powf(exp));
+        let _ = writeln!(
+            s,
+            "<line x1=\"{x:.1}\" y1=\"35\" x2=\"{x:.1}\" y2=\"{bottom}\" stroke=\"#ddd\"/>\
+             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            bottom + 14.0,
+            10f64.powf(exp)
+        );
+        exp += 1.0;
+    }
+    let x2 = x_of(2.0);
+    let _ = writeln!(
+        s,
+        "<line x1=\"{x2:.1}\" y1=\"35\" x2=\"{x2:.1}\" y2=\"{bottom}\" stroke=\"#090\" \
+         stroke-dasharray=\"4 3\"/><text x=\"{x2:.1}\" y=\"{:.1}\" fill=\"#090\" \
+         text-anchor=\"middle\">bound: 2 ticks</text>",
+        bottom + 28.0
+    );
+    for (i, (bed, model, resched, d)) in rows.iter().enumerate() {
+        let y = 45.0 + ROW * i as f64;
+        let color = if *resched == "raw" {
+            "#1f5fbf"
+        } else {
+            "#c0392b"
+        };
+        let short = bed.split(' ').next().unwrap_or(bed);
+        let _ = writeln!(
+            s,
+            "<text x=\"10\" y=\"{:.1}\">{short} · {model} · {resched}</text>",
+            y + 4.0
+        );
+        for &t in &d.ticks {
+            let _ = write!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"1.5\" fill=\"{color}\" fill-opacity=\"0.25\"/>",
+                x_of(t)
+            );
+        }
+        let (a, b, m, max) = (
+            x_of(d.pct(10)),
+            x_of(d.pct(90)),
+            x_of(d.pct(50)),
+            x_of(d.max()),
+        );
+        let _ = writeln!(
+            s,
+            "\n<line x1=\"{b:.1}\" y1=\"{y:.1}\" x2=\"{max:.1}\" y2=\"{y:.1}\" stroke=\"{color}\"/>\
+             <rect x=\"{a:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"8\" fill=\"{color}\" \
+             fill-opacity=\"0.5\"/><line x1=\"{m:.1}\" y1=\"{:.1}\" x2=\"{m:.1}\" y2=\"{:.1}\" \
+             stroke=\"black\" stroke-width=\"2\"/>",
+            y - 4.0,
+            (b - a).max(1.0),
+            y - 6.0,
+            y + 6.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_latency_output() {
+        let out = "latency: load=Section model=none tick=10000 us samples=3\n\
+                   latency: late_us=0,5000,30000\nmax_wake_latency_ticks=3\n";
+        let d = parse_latency(out).unwrap();
+        assert_eq!(d.ticks, [0.0, 0.5, 3.0]);
+        assert_eq!(d.pct(50), 0.5);
+        assert_eq!(d.max(), 3.0);
+        assert!(parse_latency("latency: late_us=\n tick=10 us").is_none());
+        assert!(parse_latency("nothing").is_none());
+    }
+
+    #[test]
+    fn plot_is_well_formed_svg() {
+        let d = Distribution {
+            ticks: vec![0.001, 1.0, 50.0, 5000.0],
+        };
+        let svg = plot(&[("kvm x", "none", "raw", d)]);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<circle").count(), 4);
+        // Clamped to the axis.
+        assert!((x_of(1e-9) - LEFT).abs() < 1e-9);
+        assert!((x_of(1e9) - (LEFT + WIDTH)).abs() < 1e-9);
+    }
+}
