@@ -5,16 +5,18 @@
 //! `rsi` = `start_info`. `pv` installs the trap table and hands over to `libos::start`
 //! with the part of the initial mapping not used by the boot structures as heap.
 //!
-//! Status: boots as dom0 (console through `console_io`, exit status through QEMU's
-//! isa-debug-exit port, which dom0 may drive) and reports panics and CPU exceptions
-//! through the entry core. Event channels, the upcall, timers and the domU console ring
-//! are the next steps (see the Xen backend issue).
+//! Boots as dom0 (console through `console_io`, exit status through QEMU's
+//! isa-debug-exit port, which dom0 may drive) or as an `xl create`d domU (console ring,
+//! xenstore, `control/shutdown`, balloon target); events arrive by upcall through the
+//! shared entry core. Pure modules (rings, xenstore protocol, grant refs, netif) are
+//! host-tested.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
 pub mod evtchn_demux;
 pub mod grant_ref;
+pub mod netif;
 pub mod ring;
 pub mod start_info;
 pub mod xs_proto;

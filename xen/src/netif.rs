@@ -1,0 +1,592 @@
+//! Netfront's shared rings (`io/netif.h` on `io/ring.h`): wire formats, ring
+//! bookkeeping, and the checks that keep a hostile or broken backend from corrupting the
+//! frontend (pure; host-tested).
+//!
+//! A shared ring page starts with `req_prod`, `req_event`, `rsp_prod`, `rsp_event`
+//! (u32 each) and 48 bytes of padding; then come `size` entries, each the union of a
+//! request and a response. Indices are free-running u32s, a slot is the index modulo
+//! the ring size. The frontend produces requests (TX: frames to send; RX: empty
+//! buffers) and consumes the backend's responses. Every value the backend writes —
+//! `rsp_prod`, a response's id, status, offset, flags — is checked here before use:
+//! an impossible producer index or an id we did not send stops the device (we can no
+//! longer trust which buffer is whose), a bad length or flag drops the one frame.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// A page.
+pub const PAGE: usize = 4096;
+/// Bytes before the first entry of a shared ring page.
+pub const SRING_HEADER: usize = 64;
+/// Offsets of the shared ring's index words.
+pub const REQ_PROD: usize = 0;
+/// See [`REQ_PROD`].
+pub const REQ_EVENT: usize = 4;
+/// See [`REQ_PROD`].
+pub const RSP_PROD: usize = 8;
+/// See [`REQ_PROD`].
+pub const RSP_EVENT: usize = 12;
+
+/// Bytes per TX entry (`netif_tx_request` is the larger half of the union).
+pub const TX_ENTRY: usize = 12;
+/// Bytes per RX entry (request and response are both 8).
+pub const RX_ENTRY: usize = 8;
+
+/// Entries in a one-page ring of `entry`-byte entries (`__RING_SIZE`: the largest power
+/// of two that fits).
+pub const fn ring_size(entry: usize) -> u32 {
+    let fit = ((PAGE - SRING_HEADER) / entry) as u32;
+    1 << (31 - fit.leading_zeros())
+}
+
+/// TX ring entries (256).
+pub const TX_RING_SIZE: u32 = ring_size(TX_ENTRY);
+/// RX ring entries (256).
+pub const RX_RING_SIZE: u32 = ring_size(RX_ENTRY);
+
+/// `NETTXF_*`/`NETRXF_*`: more fragments follow (scatter-gather; not negotiated).
+pub const F_MORE_DATA: u16 = 1 << 2;
+/// An extra-info slot follows (GSO etc.; not negotiated).
+pub const F_EXTRA_INFO: u16 = 1 << 3;
+/// `NETRXF_data_validated | NETRXF_csum_blank`: checksum hints, harmless to ignore
+/// (smoltcp verifies checksums itself).
+pub const RXF_CSUM_HINTS: u16 = 0b11;
+/// `NETRXF_gso_prefix` (not negotiated).
+pub const RXF_GSO_PREFIX: u16 = 1 << 4;
+
+/// `NETIF_RSP_OKAY`.
+pub const RSP_OKAY: i16 = 0;
+/// `NETIF_RSP_NULL`: the response to an extra-info slot (we send none).
+pub const RSP_NULL: i16 = 1;
+
+/// Smallest Ethernet frame (header only) we accept.
+pub const MIN_FRAME: usize = 14;
+
+/// What a backend did wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingError {
+    /// `rsp_prod` claims responses to requests never made.
+    BadResponseProducer {
+        /// The backend's `rsp_prod`.
+        rsp_prod: u32,
+        /// Our consumer index.
+        rsp_cons: u32,
+        /// Requests we have outstanding.
+        outstanding: u32,
+    },
+    /// A response's id is out of range or names no request in flight.
+    UnknownId(u16),
+    /// A TX response's status is neither okay nor an error code.
+    BadTxStatus(i16),
+    /// An RX response's status is an error (the backend dropped the frame).
+    RxError(i16),
+    /// An RX response's data would not lie within its page, or is shorter than a frame.
+    BadRxBounds {
+        /// Offset in the page.
+        offset: u16,
+        /// Bytes claimed.
+        len: i16,
+    },
+    /// An RX response uses a feature we did not negotiate (scatter-gather, GSO).
+    UnsupportedRxFlags(u16),
+}
+
+impl RingError {
+    /// Whether the device can no longer be trusted (as opposed to one bad frame).
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            RingError::BadResponseProducer { .. } | RingError::UnknownId(_)
+        )
+    }
+}
+
+impl fmt::Display for RingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RingError::BadResponseProducer {
+                rsp_prod,
+                rsp_cons,
+                outstanding,
+            } => write!(
+                f,
+                "backend's rsp_prod {rsp_prod} is {} past our consumer {rsp_cons}, but only {outstanding} requests are outstanding",
+                rsp_prod.wrapping_sub(rsp_cons)
+            ),
+            RingError::UnknownId(id) => write!(f, "response id {id} names no request in flight"),
+            RingError::BadTxStatus(s) => write!(f, "TX response status {s} is not defined"),
+            RingError::RxError(s) => write!(f, "RX response carries error status {s}"),
+            RingError::BadRxBounds { offset, len } => write!(
+                f,
+                "RX data at offset {offset} length {len} does not fit a page as a frame"
+            ),
+            RingError::UnsupportedRxFlags(flags) => {
+                write!(f, "RX flags {flags:#x} ask for features not negotiated")
+            }
+        }
+    }
+}
+
+/// The frontend's private view of one ring: the next request to produce and the next
+/// response to consume. Invariant: `rsp_cons ≤ req_prod_pvt ≤ rsp_cons + size`
+/// (in wrapping arithmetic).
+#[derive(Debug, Clone)]
+pub struct FrontRing {
+    size: u32,
+    req_prod_pvt: u32,
+    rsp_cons: u32,
+}
+
+impl FrontRing {
+    /// A fresh ring of `size` entries (a power of two).
+    pub fn new(size: u32) -> Self {
+        assert!(size.is_power_of_two(), "ring size must be a power of two");
+        FrontRing {
+            size,
+            req_prod_pvt: 0,
+            rsp_cons: 0,
+        }
+    }
+
+    /// Requests not yet answered.
+    pub fn outstanding(&self) -> u32 {
+        self.req_prod_pvt.wrapping_sub(self.rsp_cons)
+    }
+
+    /// Slots free for requests.
+    pub fn free(&self) -> u32 {
+        self.size - self.outstanding()
+    }
+
+    /// Claims the next request slot; `None` when the ring is full.
+    pub fn next_request(&mut self) -> Option<usize> {
+        (self.free() > 0).then(|| {
+            let slot = (self.req_prod_pvt % self.size) as usize;
+            self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
+            slot
+        })
+    }
+
+    /// The producer index to publish in the shared `req_prod`.
+    pub fn req_prod(&self) -> u32 {
+        self.req_prod_pvt
+    }
+
+    /// The consumer index (for `rsp_event`).
+    pub fn rsp_cons(&self) -> u32 {
+        self.rsp_cons
+    }
+
+    /// How many new responses the backend's `rsp_prod` announces; an error if it
+    /// claims more than we have outstanding.
+    pub fn pending(&self, rsp_prod: u32) -> Result<u32, RingError> {
+        let n = rsp_prod.wrapping_sub(self.rsp_cons);
+        if n > self.outstanding() {
+            return Err(RingError::BadResponseProducer {
+                rsp_prod,
+                rsp_cons: self.rsp_cons,
+                outstanding: self.outstanding(),
+            });
+        }
+        Ok(n)
+    }
+
+    /// Takes the next response's slot (call only while [`FrontRing::pending`] > 0).
+    pub fn next_response(&mut self) -> usize {
+        debug_assert!(self.outstanding() > 0, "no response outstanding");
+        let slot = (self.rsp_cons % self.size) as usize;
+        self.rsp_cons = self.rsp_cons.wrapping_add(1);
+        slot
+    }
+}
+
+/// `RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`'s test: after moving the shared `req_prod`
+/// from `old` to `new`, the backend wants an event if its `req_event` lies in
+/// `(old, new]`.
+pub fn needs_notify(old: u32, new: u32, req_event: u32) -> bool {
+    new.wrapping_sub(req_event) < new.wrapping_sub(old)
+}
+
+/// Which ids (buffers) have a request in flight.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    busy: Vec<bool>,
+}
+
+impl InFlight {
+    /// `n` ids, none in flight.
+    pub fn new(n: usize) -> Self {
+        InFlight {
+            busy: vec![false; n],
+        }
+    }
+
+    /// A free id, marked in flight.
+    pub fn take_free(&mut self) -> Option<u16> {
+        let id = self.busy.iter().position(|b| !b)?;
+        self.busy[id] = true;
+        Some(id as u16)
+    }
+
+    /// Marks `id` in flight (posting a known buffer).
+    pub fn mark(&mut self, id: u16) {
+        self.busy[id as usize] = true;
+    }
+
+    /// Ends `id`'s flight; an error if the backend names an id not in flight.
+    pub fn complete(&mut self, id: u16) -> Result<(), RingError> {
+        match self.busy.get_mut(id as usize) {
+            Some(b) if *b => {
+                *b = false;
+                Ok(())
+            }
+            _ => Err(RingError::UnknownId(id)),
+        }
+    }
+
+    /// Ids in flight.
+    pub fn count(&self) -> usize {
+        self.busy.iter().filter(|&&b| b).count()
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+/// `struct netif_tx_request`: one frame in one granted page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxRequest {
+    /// Grant of the page holding the frame.
+    pub gref: u32,
+    /// Offset of the frame in the page.
+    pub offset: u16,
+    /// `NETTXF_*` (0: one fragment, checksum present).
+    pub flags: u16,
+    /// Echoed in the response.
+    pub id: u16,
+    /// Frame length.
+    pub size: u16,
+}
+
+impl TxRequest {
+    /// The entry's bytes.
+    pub fn encode(&self) -> [u8; TX_ENTRY] {
+        let mut b = [0u8; TX_ENTRY];
+        b[0..4].copy_from_slice(&self.gref.to_le_bytes());
+        b[4..6].copy_from_slice(&self.offset.to_le_bytes());
+        b[6..8].copy_from_slice(&self.flags.to_le_bytes());
+        b[8..10].copy_from_slice(&self.id.to_le_bytes());
+        b[10..12].copy_from_slice(&self.size.to_le_bytes());
+        b
+    }
+}
+
+/// Checks a `struct netif_tx_response` (`id`, `status` at the entry's start) and ends
+/// its id's flight. Returns whether the frame was sent (`false`: the backend reported
+/// an error or dropped it — counted, not fatal).
+pub fn check_tx_response(entry: &[u8], in_flight: &mut InFlight) -> Result<bool, RingError> {
+    let id = u16_at(entry, 0);
+    let status = u16_at(entry, 2) as i16;
+    in_flight.complete(id)?;
+    match status {
+        RSP_OKAY => Ok(true),
+        -2..=-1 => Ok(false),
+        // We send no extra-info slots, so there is nothing a NULL could answer.
+        _ => Err(RingError::BadTxStatus(status)),
+    }
+}
+
+/// `struct netif_rx_request`: an empty granted page for the backend to copy into.
+pub fn encode_rx_request(id: u16, gref: u32) -> [u8; RX_ENTRY] {
+    let mut b = [0u8; RX_ENTRY];
+    b[0..2].copy_from_slice(&id.to_le_bytes());
+    b[4..8].copy_from_slice(&gref.to_le_bytes());
+    b
+}
+
+/// A received frame: `len` bytes at `offset` in buffer `id`'s page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxFrame {
+    /// The buffer.
+    pub id: u16,
+    /// Offset in its page.
+    pub offset: usize,
+    /// Frame length.
+    pub len: usize,
+}
+
+/// Checks a `struct netif_rx_response` (`id`, `offset`, `flags`, `status`) and ends
+/// its id's flight. `Ok`: a frame to deliver. `Err((Some(id), e))`: this frame is bad,
+/// buffer `id` may be posted again; `Err((None, e))`: the id itself is bad (fatal).
+pub fn check_rx_response(
+    entry: &[u8],
+    in_flight: &mut InFlight,
+) -> Result<RxFrame, (Option<u16>, RingError)> {
+    let id = u16_at(entry, 0);
+    let offset = u16_at(entry, 2);
+    let flags = u16_at(entry, 4);
+    let status = u16_at(entry, 6) as i16;
+    in_flight.complete(id).map_err(|e| (None, e))?;
+    let bad = |e| Err((Some(id), e));
+    if status < 0 {
+        return bad(RingError::RxError(status));
+    }
+    if flags & !RXF_CSUM_HINTS != 0 {
+        return bad(RingError::UnsupportedRxFlags(flags));
+    }
+    let (start, len) = (offset as usize, status as usize);
+    if len < MIN_FRAME || start + len > PAGE {
+        return bad(RingError::BadRxBounds {
+            offset,
+            len: status,
+        });
+    }
+    Ok(RxFrame {
+        id,
+        offset: start,
+        len,
+    })
+}
+
+/// Parses a xenstore `mac` value, `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.trim().split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// `enum xenbus_state`, as xenstore spells it (`"4"` = connected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XenbusState {
+    /// 1: setting up.
+    Initialising,
+    /// 2: backend waiting for the frontend's details.
+    InitWait,
+    /// 3: details written.
+    Initialised,
+    /// 4: running.
+    Connected,
+    /// 5: going away.
+    Closing,
+    /// 6: gone.
+    Closed,
+    /// 0, 7, 8 (unknown, reconfiguring, reconfigured).
+    Other(u8),
+}
+
+impl XenbusState {
+    /// Parses a state node's value; `None` if it is not a number.
+    pub fn parse(s: &str) -> Option<XenbusState> {
+        Some(match s.trim().parse::<u8>().ok()? {
+            1 => XenbusState::Initialising,
+            2 => XenbusState::InitWait,
+            3 => XenbusState::Initialised,
+            4 => XenbusState::Connected,
+            5 => XenbusState::Closing,
+            6 => XenbusState::Closed,
+            n => XenbusState::Other(n),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rx(id: u16, offset: u16, flags: u16, status: i16) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b[0..2].copy_from_slice(&id.to_le_bytes());
+        b[2..4].copy_from_slice(&offset.to_le_bytes());
+        b[4..6].copy_from_slice(&flags.to_le_bytes());
+        b[6..8].copy_from_slice(&status.to_le_bytes());
+        b
+    }
+
+    fn tx(id: u16, status: i16) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[0..2].copy_from_slice(&id.to_le_bytes());
+        b[2..4].copy_from_slice(&status.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn ring_sizes_match_xen() {
+        assert_eq!(TX_RING_SIZE, 256);
+        assert_eq!(RX_RING_SIZE, 256);
+        assert_eq!(ring_size(64), 32);
+    }
+
+    #[test]
+    fn front_ring_fills_and_drains() {
+        let mut r = FrontRing::new(4);
+        let slots: Vec<_> = (0..4).map(|_| r.next_request().unwrap()).collect();
+        assert_eq!(slots, [0, 1, 2, 3]);
+        assert_eq!(r.next_request(), None);
+        assert_eq!(r.pending(2), Ok(2));
+        assert_eq!(r.next_response(), 0);
+        assert_eq!(r.next_response(), 1);
+        assert_eq!(r.next_request(), Some(0));
+        // Claims more responses than requests outstanding.
+        assert!(matches!(
+            r.pending(7),
+            Err(RingError::BadResponseProducer { .. })
+        ));
+        // A producer index behind ours is "4 billion responses": also refused.
+        assert!(r.pending(1).is_err());
+    }
+
+    #[test]
+    fn notify_follows_req_event() {
+        assert!(needs_notify(0, 1, 1));
+        assert!(!needs_notify(1, 2, 1));
+        assert!(needs_notify(1, 5, 3));
+        assert!(needs_notify(u32::MAX, 1, 0));
+    }
+
+    #[test]
+    fn tx_responses_are_checked() {
+        let mut f = InFlight::new(4);
+        assert_eq!(f.take_free(), Some(0));
+        assert_eq!(f.take_free(), Some(1));
+        assert_eq!(check_tx_response(&tx(1, RSP_OKAY), &mut f), Ok(true));
+        assert_eq!(
+            check_tx_response(&tx(1, RSP_OKAY), &mut f),
+            Err(RingError::UnknownId(1))
+        );
+        assert_eq!(check_tx_response(&tx(0, -2), &mut f), Ok(false));
+        assert_eq!(
+            check_tx_response(&tx(9, 0), &mut f),
+            Err(RingError::UnknownId(9))
+        );
+        f.mark(2);
+        assert_eq!(
+            check_tx_response(&tx(2, RSP_NULL), &mut f),
+            Err(RingError::BadTxStatus(1))
+        );
+        assert_eq!(f.count(), 0);
+    }
+
+    #[test]
+    fn rx_responses_are_checked() {
+        let mut f = InFlight::new(4);
+        (0..4).for_each(|i| f.mark(i));
+        assert_eq!(
+            check_rx_response(&rx(0, 10, RXF_CSUM_HINTS, 60), &mut f),
+            Ok(RxFrame {
+                id: 0,
+                offset: 10,
+                len: 60
+            })
+        );
+        assert_eq!(
+            check_rx_response(&rx(0, 0, 0, 60), &mut f),
+            Err((None, RingError::UnknownId(0)))
+        );
+        assert_eq!(
+            check_rx_response(&rx(1, 4000, 0, 200), &mut f),
+            Err((
+                Some(1),
+                RingError::BadRxBounds {
+                    offset: 4000,
+                    len: 200
+                }
+            ))
+        );
+        assert_eq!(
+            check_rx_response(&rx(2, 0, F_MORE_DATA, 100), &mut f),
+            Err((Some(2), RingError::UnsupportedRxFlags(F_MORE_DATA)))
+        );
+        assert_eq!(
+            check_rx_response(&rx(3, 0, 0, -1), &mut f),
+            Err((Some(3), RingError::RxError(-1)))
+        );
+        assert!(RingError::UnknownId(0).is_fatal());
+        assert!(!RingError::RxError(-1).is_fatal());
+    }
+
+    #[test]
+    fn requests_encode_as_netif_h() {
+        let t = TxRequest {
+            gref: 0x0102_0304,
+            offset: 5,
+            flags: 0,
+            id: 7,
+            size: 60,
+        };
+        assert_eq!(t.encode(), [4, 3, 2, 1, 5, 0, 0, 0, 7, 0, 60, 0]);
+        assert_eq!(encode_rx_request(3, 9), [3, 0, 0, 0, 9, 0, 0, 0]);
+    }
+
+    #[test]
+    fn macs_and_states_parse() {
+        assert_eq!(
+            parse_mac("00:16:3e:0a:Bb:ff"),
+            Some([0, 0x16, 0x3e, 0x0a, 0xbb, 0xff])
+        );
+        for bad in [
+            "",
+            "00:16:3e:0a:bb",
+            "00:16:3e:0a:bb:ff:00",
+            "0:16:3e:0a:bb:ff",
+            "zz:16:3e:0a:bb:ff",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+        assert_eq!(XenbusState::parse("4"), Some(XenbusState::Connected));
+        assert_eq!(XenbusState::parse("8"), Some(XenbusState::Other(8)));
+        assert_eq!(XenbusState::parse("x"), None);
+    }
+
+    proptest! {
+        /// Whatever a backend writes into a response entry, checking it never panics,
+        /// a delivered frame always lies inside its page, and an id is never completed
+        /// twice.
+        #[test]
+        fn hostile_rx_responses_are_contained(entries in proptest::collection::vec(any::<[u8; 8]>(), 0..64)) {
+            let mut f = InFlight::new(RX_RING_SIZE as usize);
+            (0..RX_RING_SIZE as u16).for_each(|i| f.mark(i));
+            let mut seen = vec![false; RX_RING_SIZE as usize];
+            for e in &entries {
+                match check_rx_response(e, &mut f) {
+                    Ok(frame) => {
+                        prop_assert!(frame.offset + frame.len <= PAGE);
+                        prop_assert!(frame.len >= MIN_FRAME);
+                        prop_assert!(!seen[frame.id as usize]);
+                        seen[frame.id as usize] = true;
+                    }
+                    Err((Some(id), e)) => {
+                        prop_assert!(!e.is_fatal());
+                        prop_assert!(!seen[id as usize]);
+                        seen[id as usize] = true;
+                    }
+                    Err((None, e)) => prop_assert!(e.is_fatal()),
+                }
+            }
+        }
+
+        /// Any rsp_prod the backend shows is either within what we have outstanding or
+        /// refused; consuming accepted responses keeps the ring invariant.
+        #[test]
+        fn hostile_rsp_prod_is_refused(sent in 0u32..=256, prods in proptest::collection::vec(any::<u32>(), 0..16), start in any::<u32>()) {
+            let mut r = FrontRing { size: 256, req_prod_pvt: start, rsp_cons: start };
+            for _ in 0..sent { r.next_request().unwrap(); }
+            for p in prods {
+                if let Ok(n) = r.pending(p) {
+                    prop_assert!(n <= r.outstanding());
+                    for _ in 0..n { r.next_response(); }
+                    prop_assert!(r.outstanding() <= 256);
+                }
+            }
+        }
+    }
+}
