@@ -59,6 +59,10 @@ pub struct Case {
     pub expect: &'static [&'static str],
     /// Numbers printed as `key=N` that must lie within bounds.
     pub bounds: &'static [(&'static str, Bound)],
+    /// Run QEMU with `-icount` (virtual time follows executed instructions, not the
+    /// host's clock): timing bounds then judge the guest alone, whatever else the
+    /// host is busy with. QEMU beds only (KVM-platform QEMU and Xen dom0).
+    pub icount: bool,
 }
 
 /// A bound on a number the guest prints as `key=N`.
@@ -85,6 +89,7 @@ fn case(name: &str, app: &'static str, args: &'static [&'static str]) -> Case {
         status: 0,
         expect: &[],
         bounds: &[],
+        icount: false,
     }
 }
 
@@ -111,6 +116,10 @@ impl Case {
     }
     fn expect(mut self, expect: &'static [&'static str]) -> Self {
         self.expect = expect;
+        self
+    }
+    fn icount(mut self) -> Self {
+        self.icount = true;
         self
     }
 }
@@ -407,82 +416,10 @@ pub fn xen_cases() -> Vec<Case> {
             .status(PANIC)
             .expect(&["deliberate panic 3 calls deep", "crash::crash_inner"]),
     ];
-    // Preemptible hypercalls: balloon 40 MiB out and in, each a single long hypercall
-    // (about 30 ms under TCG, 15 ticks at hz=500), while a high-priority task measures its
-    // wake-up latency, under every model and across a run-time switch.
-    for (m, args) in [
-        (
-            "none",
-            &[
-                "preempt=none",
-                "hz=500",
-                "load=balloon",
-                "balloon_mib=40",
-                "samples=40",
-            ] as &'static [&'static str],
-        ),
-        (
-            "voluntary",
-            &[
-                "preempt=voluntary",
-                "hz=500",
-                "load=balloon",
-                "balloon_mib=40",
-                "samples=40",
-            ],
-        ),
-        (
-            "dynamic:none",
-            &[
-                "preempt=dynamic:none",
-                "hz=500",
-                "load=balloon",
-                "balloon_mib=40",
-                "samples=40",
-            ],
-        ),
-        (
-            "dynamic:voluntary",
-            &[
-                "preempt=dynamic:voluntary",
-                "hz=500",
-                "load=balloon",
-                "balloon_mib=40",
-                "samples=40",
-            ],
-        ),
-        (
-            "full",
-            &[
-                "preempt=full",
-                "hz=500",
-                "load=balloon",
-                "balloon_mib=40",
-                "samples=40",
-            ],
-        ),
-        (
-            "dynamic:full",
-            &[
-                "preempt=dynamic:full",
-                "hz=500",
-                "load=balloon",
-                "balloon_mib=40",
-                "samples=40",
-            ],
-        ),
-        (
-            "dynamic-switch-to-none",
-            &[
-                "preempt=dynamic:full",
-                "hz=500",
-                "load=balloon",
-                "balloon_mib=40",
-                "samples=40",
-                "switch=none",
-            ],
-        ),
-    ] {
+    // Preemptible hypercalls: balloon 24 MiB out and in, each a single long hypercall
+    // (about 27 ticks at hz=100 under `-icount`), while a high-priority task measures
+    // its wake-up latency, under every model and across a run-time switch.
+    for &(m, args) in DOM0_BALLOON {
         cases.push(
             on(
                 &format!("xen/dom0/latency/balloon/{m}"),
@@ -490,34 +427,12 @@ pub fn xen_cases() -> Vec<Case> {
                 args,
                 Bed::XenDom0,
             )
+            .icount()
             .bounds(WITHIN)
             .expect(&["data intact", "max_wake_latency_ticks="]),
         );
     }
-    for (m, args) in [
-        (
-            "none",
-            &[
-                "preempt=none",
-                "hz=500",
-                "load=balloon",
-                "balloon_mib=40",
-                "samples=15",
-                "hcall_resched=model",
-            ] as &'static [&'static str],
-        ),
-        (
-            "dynamic:none",
-            &[
-                "preempt=dynamic:none",
-                "hz=500",
-                "load=balloon",
-                "balloon_mib=40",
-                "samples=15",
-                "hcall_resched=model",
-            ],
-        ),
-    ] {
+    for &(m, args) in DOM0_BALLOON_BUG {
         cases.push(
             on(
                 &format!("xen/dom0/latency/seed-000-bug-detected/{m}"),
@@ -525,6 +440,7 @@ pub fn xen_cases() -> Vec<Case> {
                 args,
                 Bed::XenDom0,
             )
+            .icount()
             .bounds(BUG),
         );
     }
@@ -563,6 +479,51 @@ const WITHIN: &[(&str, Bound)] = &[("max_wake_latency_ticks", Bound::AtMost(2))]
 /// With the seed-000 bug reproduced, the latency grows with the load.
 const BUG: &[(&str, Bound)] = &[("max_wake_latency_ticks", Bound::AtLeast(10))];
 
+/// The Xen dom0 balloon load: 24 MiB, each hypercall ≥ 20 ticks without preemption.
+macro_rules! dom0_balloon {
+    ($($arg:literal),*) => {
+        &[$($arg,)* "hz=100", "load=balloon", "balloon_mib=24"]
+    };
+}
+
+/// The latency proof's models on Xen dom0 (80 samples span about three balloon cycles).
+const DOM0_BALLOON: &[(&str, &[&str])] = &[
+    ("none", dom0_balloon!("preempt=none", "samples=80")),
+    (
+        "voluntary",
+        dom0_balloon!("preempt=voluntary", "samples=80"),
+    ),
+    ("full", dom0_balloon!("preempt=full", "samples=80")),
+    (
+        "dynamic:none",
+        dom0_balloon!("preempt=dynamic:none", "samples=80"),
+    ),
+    (
+        "dynamic:voluntary",
+        dom0_balloon!("preempt=dynamic:voluntary", "samples=80"),
+    ),
+    (
+        "dynamic:full",
+        dom0_balloon!("preempt=dynamic:full", "samples=80"),
+    ),
+    (
+        "dynamic-switch-to-none",
+        dom0_balloon!("preempt=dynamic:full", "switch=none", "samples=80"),
+    ),
+];
+
+/// Seed 000's bug on Xen dom0: each sample waits out a whole hypercall.
+const DOM0_BALLOON_BUG: &[(&str, &[&str])] = &[
+    (
+        "none",
+        dom0_balloon!("preempt=none", "hcall_resched=model", "samples=15"),
+    ),
+    (
+        "dynamic:none",
+        dom0_balloon!("preempt=dynamic:none", "hcall_resched=model", "samples=15"),
+    ),
+];
+
 /// The preemptible-section proof on the KVM platform: the latency of a high-priority task
 /// while a low-priority one runs long preemptible sections stays within 2 ticks under
 /// every model (and across a run-time switch), and with `hcall_resched=model` — Linux's
@@ -587,6 +548,7 @@ pub fn latency_cases() -> Vec<Case> {
         .iter()
         .map(|&(m, args)| {
             case(&format!("latency/section/{m}"), "latency", args)
+                .icount()
                 .bounds(WITHIN)
                 .expect(&["max_wake_latency_ticks="])
         })
@@ -617,6 +579,7 @@ pub fn latency_cases() -> Vec<Case> {
                 "latency",
                 args,
             )
+            .icount()
             .bounds(BUG)
             .expect(&["max_wake_latency_ticks="]),
         );

@@ -111,8 +111,11 @@ pub fn main(args: &libos::Args) -> i32 {
         opts.samples
     );
     let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicBool::new(false));
+    let rounds_done = Arc::new(core::sync::atomic::AtomicU64::new(0));
     let failure = Arc::new(Mutex::new(None));
     let (stop_l, failure_l, load) = (stop.clone(), failure.clone(), opts.load);
+    let (started_l, rounds_l) = (started.clone(), rounds_done.clone());
     let (section_ticks, balloon_mib) = (opts.section_ticks, opts.balloon_mib);
     let loader = sched::spawn("load", Priority::Low, move || {
         // Only the section load needs a buffer to scrub.
@@ -125,6 +128,7 @@ pub fn main(args: &libos::Args) -> i32 {
         // Writing and checking the witness is long work too: preemptible, like the load.
         let witness: Vec<u8> =
             preempt::preemptible(|| (0..(1 << 20)).map(|i| (i % 251) as u8).collect());
+        started_l.store(true, SeqCst);
         while !stop_l.load(SeqCst) {
             match load {
                 Load::Section => {
@@ -151,6 +155,7 @@ pub fn main(args: &libos::Args) -> i32 {
                 Load::None => sched::sleep_ns(time::tick_ns()),
             }
             rounds += 1;
+            rounds_l.store(rounds, SeqCst);
             // Between rounds the load yields, as real work would: under `none` this is
             // the only other point where the sampler can run.
             sched::yield_now();
@@ -160,7 +165,11 @@ pub fn main(args: &libos::Args) -> i32 {
     let late = Arc::new(Mutex::new(Vec::with_capacity(opts.samples)));
     let (late_s, samples, switch) = (late.clone(), opts.samples, opts.switch);
     let sampler = sched::spawn("sampler", Priority::High, move || {
-        // Let the load get going first.
+        // Measure only while the load runs: wait until it has started, then give it
+        // two more ticks to get going.
+        while !started.load(SeqCst) {
+            sched::sleep_ns(time::tick_ns());
+        }
         sched::sleep_ns(2 * time::tick_ns());
         for i in 0..samples {
             if i == samples / 2
@@ -181,6 +190,12 @@ pub fn main(args: &libos::Args) -> i32 {
     loader.join();
     if let Some(e) = failure.lock().take() {
         println!("latency: the load failed: {e}");
+        return 1;
+    }
+    // Every sample overlapped the load, and the load's own checks ran at least once
+    // (a measurement taken while nothing ran would prove nothing).
+    if load != Load::None && rounds_done.load(SeqCst) == 0 {
+        println!("latency: the load never completed a round; raise samples=");
         return 1;
     }
     let mut l = late.lock().clone();

@@ -32,7 +32,7 @@ fn loaded_bytes(image: &Path) -> u64 {
 fn entry_to_main_instructions(image: &Path) -> Result<u64, crate::Failure> {
     let mut opts = RunOpts::for_tests(MachineArg::Microvm, 60);
     opts.accel = Some(crate::Accel::Tcg);
-    opts.extra = vec!["-icount".into(), "shift=0,sleep=off".into()];
+    opts.extra = qemu::icount_args(0);
     let r = qemu::run_image(image, "loglevel=debug", &opts, false)?;
     r.output
         .lines()
@@ -182,7 +182,7 @@ fn run_entrybench(image: &Path, icount: bool) -> Result<Vec<(String, u64)>, crat
     let mut opts = RunOpts::for_tests(MachineArg::Microvm, 120);
     if icount {
         opts.accel = Some(crate::Accel::Tcg);
-        opts.extra = vec!["-icount".into(), "shift=0,sleep=off".into()];
+        opts.extra = qemu::icount_args(0);
     }
     let r = qemu::run_image(image, "", &opts, false)?;
     let rows = parse_entrybench(&r.output);

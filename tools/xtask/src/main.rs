@@ -111,6 +111,11 @@ enum Command {
         /// Print the QEMU command line instead of running it.
         #[arg(long)]
         dry_run: bool,
+        /// Deterministic virtual time: QEMU `-icount shift=N,sleep=off` (each guest
+        /// instruction advances the clock 2^N ns). Implies TCG; QEMU beds only (not
+        /// uhyve, not the xl path, which runs multi-threaded TCG).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10))]
+        icount: Option<u32>,
         /// Arguments for the app (kernel command line), after `--`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -232,17 +237,29 @@ fn main() -> ExitCode {
             release,
             timeout,
             dry_run,
+            icount,
             args,
         } => {
-            let opts = qemu::RunOpts {
-                accel,
-                machine,
-                memory,
-                timeout,
-                dry_run,
-                extra: Vec::new(),
-            };
-            run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
+            let xl = platform == Platform::Xen && !dom0;
+            if icount.is_some() && (vmm == vmm::Vmm::Uhyve || xl) {
+                fail(
+                    "--icount needs a QEMU bed: the KVM platform on QEMU, or --platform xen --dom0",
+                )
+            } else {
+                let opts = qemu::RunOpts {
+                    accel: if icount.is_some() {
+                        Some(Accel::Tcg)
+                    } else {
+                        accel
+                    },
+                    machine,
+                    memory,
+                    timeout,
+                    dry_run,
+                    extra: icount.map(qemu::icount_args).unwrap_or_default(),
+                };
+                run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
+            }
         }
         Command::Test { filter, no_host } => test::run(filter.as_deref(), no_host),
         Command::Bench {

@@ -45,6 +45,12 @@ impl RunOpts {
     }
 }
 
+/// QEMU arguments for deterministic virtual time: `-icount shift=N,sleep=off` (each
+/// guest instruction advances the clock by 2^N ns; idle time is skipped). TCG only.
+pub fn icount_args(shift: u32) -> Vec<String> {
+    vec!["-icount".into(), format!("shift={shift},sleep=off")]
+}
+
 /// The accelerator to use: kvm only where the CPU shows hardware virtualization.
 pub fn pick_accel(requested: Option<Accel>) -> Accel {
     requested.unwrap_or(if host::has_hw_virt() {

@@ -85,16 +85,18 @@ fn xen_qemu_args(
     opts: &RunOpts,
     how: XenBoot,
 ) -> Result<Vec<String>, Failure> {
-    match how {
+    let mut args = match how {
         XenBoot::Dom0 => {
             let xen = xen_testbed::ensure_hypervisor()?;
-            Ok(xen_testbed::dom0_qemu_args(&xen, image, cmdline))
+            xen_testbed::dom0_qemu_args(&xen, image, cmdline)
         }
         XenBoot::Xl(action) => {
             let tb = xen_testbed::ensure_xl_testbed()?;
-            xen_testbed::xl_qemu_args_with(&tb, image, cmdline, opts.memory.min(256), action)
+            xen_testbed::xl_qemu_args_with(&tb, image, cmdline, opts.memory.min(256), action)?
         }
-    }
+    };
+    args.extend(opts.extra.iter().cloned());
+    Ok(args)
 }
 
 /// `cargo xtask run`.
