@@ -13,8 +13,11 @@
 //! build (and are tested) on the host too.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod bootargs;
 pub mod start_info;
+pub mod virtq;
 
 #[cfg(target_os = "none")]
 mod apic;
