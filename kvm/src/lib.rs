@@ -16,6 +16,7 @@
 extern crate alloc;
 
 pub mod bootargs;
+pub mod mmio_devices;
 pub mod start_info;
 pub mod virtq;
 
@@ -24,15 +25,21 @@ mod apic;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod devirq;
+#[cfg(target_os = "none")]
 mod exit;
 #[cfg(target_os = "none")]
 mod gdt;
 #[cfg(target_os = "none")]
 mod idt;
 #[cfg(target_os = "none")]
+mod ioapic;
+#[cfg(target_os = "none")]
 mod kvmclock;
 #[cfg(target_os = "none")]
 mod paging;
+#[cfg(target_os = "none")]
+mod pci;
 #[cfg(target_os = "none")]
 mod pvh;
 #[cfg(target_os = "none")]
@@ -43,3 +50,5 @@ mod stacks;
 mod traps;
 #[cfg(target_os = "none")]
 mod uhyve;
+#[cfg(target_os = "none")]
+mod virtio;

@@ -11,6 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::net::config::NetConfig;
 use crate::preempt::{Setting, parse_setting};
 
 /// Options libos understands, with a one-line description for error messages.
@@ -25,6 +26,9 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
         "hcall_resched",
         "raw|model (test-only: model reproduces Linux's seed-000 bug)",
     ),
+    ("ip", crate::net::config::IP_EXPECTED),
+    ("mask", crate::net::config::MASK_EXPECTED),
+    ("gw", crate::net::config::GW_EXPECTED),
 ];
 
 /// How chatty libos is about itself on the console.
@@ -52,6 +56,8 @@ pub struct Cmdline {
     pub hz: u32,
     /// `hcall_resched=model`: preemptible sections reschedule only as the model allows.
     pub hcall_resched_follows_model: bool,
+    /// `ip=`, `mask=`, `gw=`: static network configuration (DHCP without `ip=`).
+    pub net: NetConfig,
 }
 
 impl Default for Cmdline {
@@ -62,6 +68,7 @@ impl Default for Cmdline {
             preempt: Setting::default(),
             hz: crate::time::DEFAULT_HZ,
             hcall_resched_follows_model: false,
+            net: NetConfig::default(),
         }
     }
 }
@@ -168,6 +175,11 @@ pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
                     .filter(|hz| (1..=10_000).contains(hz))
                     .ok_or_else(|| bad_value("hz", value))?;
             }
+            Some((option @ ("ip" | "mask" | "gw"), value)) => {
+                out.net
+                    .set(option, value)
+                    .map_err(|_| bad_value(option, value))?;
+            }
             _ => out.app_args.push(word),
         }
     }
@@ -240,6 +252,18 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .starts_with("preempt: expected none|")
+        );
+    }
+
+    #[test]
+    fn network_options() {
+        let c = parse("ip=10.0.2.15 mask=255.255.255.0 gw=10.0.2.2 port=80").unwrap();
+        assert_eq!(c.net.ip.unwrap().to_string(), "10.0.2.15/24");
+        assert_eq!(c.net.gateway, Some([10, 0, 2, 2]));
+        assert_eq!(c.app_args, ["port=80"]);
+        assert_eq!(
+            parse("ip=10.0.2").unwrap_err().to_string(),
+            "ip: expected an IPv4 address A.B.C.D or A.B.C.D/PREFIX, got `10.0.2`"
         );
     }
 
