@@ -1,8 +1,6 @@
 //! Device interrupts: a small table of vectors handed out to drivers, dispatched
 //! through the entry core like the timer.
 
-use alloc::boxed::Box;
-
 use libos::irqflags::IrqGuard;
 use libos::regs::Regs;
 
@@ -13,7 +11,8 @@ pub const FIRST_VECTOR: u8 = 0x30;
 /// Vectors available to devices.
 const COUNT: usize = 16;
 
-type Handler = &'static (dyn Fn() + Sync);
+/// A device's interrupt handler.
+pub type Handler = &'static (dyn Fn() + Sync);
 
 static HANDLERS: spinning_top::Spinlock<[Option<Handler>; COUNT]> =
     spinning_top::Spinlock::new([None; COUNT]);
@@ -27,8 +26,7 @@ pub fn owns(vector: u64) -> bool {
 /// must quiet the device's interrupt line before returning). `None` if all are taken.
 ///
 /// Context: task context.
-pub fn register(handler: impl Fn() + Sync + 'static) -> Option<u8> {
-    let handler: Handler = Box::leak(Box::new(handler));
+pub fn register(handler: Handler) -> Option<u8> {
     let _irqs = IrqGuard::new();
     let mut table = HANDLERS.lock();
     let slot = table.iter().position(Option::is_none)?;

@@ -21,6 +21,13 @@ const CMD_INTX_DISABLE: u16 = 1 << 10;
 /// Status register: the device has a capability list.
 const STATUS_CAPS: u16 = 1 << 4;
 
+/// Where unassigned BARs get addresses: the bottom of `-M pc`'s 32-bit PCI hole, which
+/// starts at 0xe0000000 whenever the guest has at most 3.5 GiB of RAM (the firmware
+/// places its own BARs near the top, below 0xfec00000).
+pub const BAR_WINDOW: u64 = 0xe000_0000;
+const BAR_WINDOW_END: u64 = 0xf000_0000;
+static NEXT_BAR: spinning_top::Spinlock<u64> = spinning_top::Spinlock::new(BAR_WINDOW);
+
 /// A function on bus 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Function {
@@ -117,6 +124,50 @@ impl Function {
         };
         let addr = (u64::from(high) << 32) | u64::from(low & !0xf);
         (addr != 0).then_some(addr)
+    }
+
+    /// Like [`Function::memory_bar`], but gives an unassigned BAR an address first.
+    ///
+    /// qboot (QEMU's fast firmware) leaves 64-bit BARs such as virtio-pci's BAR 4
+    /// unassigned; they get room from [`BAR_WINDOW`] upwards, naturally aligned.
+    pub fn memory_bar_assigned(self, bar: u8) -> Option<u64> {
+        if let Some(addr) = self.memory_bar(bar) {
+            return Some(addr);
+        }
+        if bar > 5 {
+            return None;
+        }
+        let off = BAR0 + 4 * bar;
+        let low = self.read32(off);
+        if low & 1 != 0 {
+            return None;
+        }
+        let wide = (low >> 1) & 3 == 2 && bar < 5;
+        // Size it: all ones in, the size mask out (decoding off meanwhile).
+        let cmd = self.read32(COMMAND);
+        self.write32(COMMAND, cmd & !u32::from(CMD_MEMORY));
+        self.write32(off, u32::MAX);
+        let mask = self.read32(off) & !0xf;
+        self.write32(off, low);
+        let size = u64::from((!mask).wrapping_add(1));
+        let assigned = if mask == 0 || !size.is_power_of_two() {
+            None
+        } else {
+            let mut next = NEXT_BAR.lock();
+            let addr = next.next_multiple_of(size);
+            if addr + size > BAR_WINDOW_END {
+                None
+            } else {
+                *next = addr + size;
+                self.write32(off, addr as u32 | (low & 0xf));
+                if wide {
+                    self.write32(off + 4, 0);
+                }
+                Some(addr)
+            }
+        };
+        self.write32(COMMAND, cmd);
+        assigned
     }
 
     /// Lets the device answer memory accesses, master DMA and raise INTx.

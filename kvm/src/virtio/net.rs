@@ -179,13 +179,21 @@ fn start<T: Transport + 'static>(
     let nic = VirtioNet::new(transport)?;
     let id = libos::net::register_nic(name, Box::new(nic))
         .ok_or(InitError::Resources("too many network cards"))?;
-    let vector = devirq::register(move || {
+    let handler: &'static (dyn Fn() + Sync) = Box::leak(Box::new(move || {
         ack();
         libos::net::interrupt(id);
-    })
-    .ok_or(InitError::Interrupt("no free vector"))?;
+    }));
+    let vector = devirq::register(handler).ok_or(InitError::Interrupt("no free vector"))?;
     ioapic::route(gsi, vector, apic::id())
-        .map_err(|_| InitError::Interrupt("line beyond the I/O APICs"))
+        .map_err(|_| InitError::Interrupt("line beyond the I/O APICs"))?;
+    // The device may have raised its line (DHCP's first reply) before the route
+    // existed; that assertion was never delivered and a level-triggered line that
+    // stays high never interrupts again. Run the handler once, irqs off as in an
+    // interrupt, to lower it; later events raise it anew.
+    let irqs = libos::irqflags::IrqGuard::new();
+    handler();
+    drop(irqs);
+    Ok(())
 }
 
 /// QEMU's `-M microvm` layout (hw/i386/microvm.c): virtio-mmio transports every 512

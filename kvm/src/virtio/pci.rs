@@ -70,7 +70,7 @@ impl Pci {
             let cfg_type = f.read8(cap + 3);
             let bar = f.read8(cap + 4);
             let offset = u64::from(f.read32(cap + 8));
-            let Some(base) = f.memory_bar(bar) else {
+            let Some(base) = f.memory_bar_assigned(bar) else {
                 continue;
             };
             let window = || MmioWindow::map(base + offset);
