@@ -67,7 +67,7 @@ pub trait RingMemory {
     /// Writes a little-endian u64 at `offset`.
     fn write_u64(&mut self, offset: usize, value: u64);
     /// Bytes available (at least [`Layout::bytes`]).
-    fn len(&self) -> usize;
+    fn size(&self) -> usize;
 }
 
 /// What the device did wrong, or why a buffer cannot be queued.
@@ -180,7 +180,7 @@ impl<M: RingMemory, T> Virtq<M, T> {
     /// A queue of `size` entries over `mem`, which is zeroed (an empty ring).
     pub fn new(mut mem: M, size: u16) -> Result<Self, Error> {
         let layout = Layout { size };
-        if !size.is_power_of_two() || size > MAX_SIZE || mem.len() < layout.bytes() {
+        if !size.is_power_of_two() || size > MAX_SIZE || mem.size() < layout.bytes() {
             return Err(Error::BadSize(size));
         }
         for off in (0..layout.bytes()).step_by(2) {
@@ -321,7 +321,7 @@ pub mod mock {
         fn write_u64(&mut self, o: usize, v: u64) {
             self.0[o..o + 8].copy_from_slice(&v.to_le_bytes());
         }
-        fn len(&self) -> usize {
+        fn size(&self) -> usize {
             self.0.len()
         }
     }

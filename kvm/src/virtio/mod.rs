@@ -162,7 +162,7 @@ impl DmaMemory {
 
     fn at<T>(&self, offset: usize) -> *mut T {
         assert!(
-            offset % align_of::<T>() == 0 && offset + size_of::<T>() <= self.len,
+            offset.is_multiple_of(align_of::<T>()) && offset + size_of::<T>() <= self.len,
             "ring access at {offset} outside the queue memory"
         );
         // SAFETY: the assert keeps `offset` inside the allocation.
@@ -192,7 +192,7 @@ impl RingMemory for DmaMemory {
         // SAFETY: as in `read_u16`.
         unsafe { self.at::<u64>(offset).write_volatile(value) }
     }
-    fn len(&self) -> usize {
+    fn size(&self) -> usize {
         self.len
     }
 }

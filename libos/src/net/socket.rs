@@ -185,7 +185,7 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    fn socket<'a>(st: &'a mut State, h: SocketHandle) -> &'a mut tcp::Socket<'static> {
+    fn socket(st: &mut State, h: SocketHandle) -> &mut tcp::Socket<'static> {
         st.sockets.get_mut::<tcp::Socket<'static>>(h)
     }
 

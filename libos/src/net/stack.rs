@@ -442,7 +442,10 @@ impl Device for Port<'_> {
     }
 
     fn transmit(&mut self, _: Instant) -> Option<Sender<'_>> {
-        self.nic.can_transmit().then(|| Sender {
+        if !self.nic.can_transmit() {
+            return None;
+        }
+        Some(Sender {
             nic: &mut *self.nic,
             stats: self.stats,
         })

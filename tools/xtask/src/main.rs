@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod host;
 mod initramfs;
+mod nettest;
 mod noinstr;
 mod qemu;
 mod run;
@@ -110,6 +111,10 @@ enum Command {
         /// Print the QEMU command line instead of running it.
         #[arg(long)]
         dry_run: bool,
+        /// Forward 127.0.0.1:HOSTPORT to the app's GUESTPORT (QEMU user networking with
+        /// a virtio-net card; repeatable; `udp:` for UDP), e.g. `--forward 8080:80`.
+        #[arg(long, value_name = "[udp:]HOSTPORT:GUESTPORT")]
+        forward: Vec<qemu::Forward>,
         /// Arguments for the app (kernel command line), after `--`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -228,6 +233,7 @@ fn main() -> ExitCode {
             release,
             timeout,
             dry_run,
+            forward,
             args,
         } => {
             let opts = qemu::RunOpts {
@@ -237,6 +243,7 @@ fn main() -> ExitCode {
                 timeout,
                 dry_run,
                 extra: Vec::new(),
+                forwards: forward,
             };
             run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
         }
