@@ -27,6 +27,7 @@ const APIC_BASE_X2APIC: u64 = 1 << 10;
 #[derive(Clone, Copy)]
 #[repr(u32)]
 enum Reg {
+    Id = 0x20,
     TaskPriority = 0x80,
     Eoi = 0xb0,
     SpuriousVector = 0xf0,
@@ -168,4 +169,15 @@ pub fn set_timer_in(delta_ns: Option<u64>) {
 /// Acknowledges the interrupt being handled.
 pub fn eoi() {
     write(Reg::Eoi, 0);
+}
+
+/// This CPU's local APIC id (the destination for routed device interrupts).
+pub fn id() -> u8 {
+    let raw = read(Reg::Id);
+    // xAPIC keeps the id in bits 24..32; x2APIC uses the whole register.
+    if X2APIC.load(Relaxed) {
+        raw as u8
+    } else {
+        (raw >> 24) as u8
+    }
 }

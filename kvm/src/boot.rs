@@ -7,7 +7,8 @@ use core::fmt;
 use libos::memory::Region;
 use libos::{BootInfo, Platform, println};
 
-use crate::{apic, exit, gdt, idt, kvmclock, paging, pvh, serial, stacks, uhyve};
+use crate::mmio_devices::{self, MmioDevice};
+use crate::{apic, exit, gdt, idt, kvmclock, paging, pvh, serial, stacks, uhyve, virtio};
 
 /// The VMM the image was booted by (it decides the console and the exit path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +108,40 @@ impl Platform for Kvm {
     fn guard_page(&self, addr: u64, protect: bool) -> bool {
         paging::set_present(addr, !protect)
     }
+
+    fn start_services(&self) {
+        if self.vmm == Vmm::Qemu {
+            let devices = *MMIO_DEVICES.lock();
+            let (list, n) = devices;
+            virtio::probe_all(&list[..n]);
+        }
+    }
+}
+
+/// Most virtio-mmio devices taken from the command line.
+const MAX_MMIO_DEVICES: usize = 8;
+
+/// The virtio-mmio devices QEMU announced (written once at boot, read by
+/// `start_services`).
+static MMIO_DEVICES: spinning_top::Spinlock<([MmioDevice; MAX_MMIO_DEVICES], usize)> =
+    spinning_top::Spinlock::new((
+        [MmioDevice {
+            base: 0,
+            size: 0,
+            irq: 0,
+        }; MAX_MMIO_DEVICES],
+        0,
+    ));
+
+/// Takes QEMU's trailing `virtio_mmio.device=` words off the command line and keeps
+/// the devices for the network driver; returns the rest.
+///
+/// Context: boot CPU, irqs off, once.
+pub fn take_mmio_devices(cmdline: &'static str) -> &'static str {
+    let mut devices = MMIO_DEVICES.lock();
+    let (rest, n) = mmio_devices::split(cmdline, &mut devices.0);
+    devices.1 = n;
+    rest
 }
 
 /// Masks both legacy 8259 PICs: on `-M pc` the firmware leaves them programmed at

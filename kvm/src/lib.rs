@@ -13,13 +13,19 @@
 //! build (and are tested) on the host too.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod bootargs;
+pub mod mmio_devices;
 pub mod start_info;
+pub mod virtq;
 
 #[cfg(target_os = "none")]
 mod apic;
 #[cfg(target_os = "none")]
 mod boot;
+#[cfg(target_os = "none")]
+mod devirq;
 #[cfg(target_os = "none")]
 mod exit;
 #[cfg(target_os = "none")]
@@ -27,9 +33,13 @@ mod gdt;
 #[cfg(target_os = "none")]
 mod idt;
 #[cfg(target_os = "none")]
+mod ioapic;
+#[cfg(target_os = "none")]
 mod kvmclock;
 #[cfg(target_os = "none")]
 mod paging;
+#[cfg(target_os = "none")]
+mod pci;
 #[cfg(target_os = "none")]
 mod pvh;
 #[cfg(target_os = "none")]
@@ -40,3 +50,5 @@ mod stacks;
 mod traps;
 #[cfg(target_os = "none")]
 mod uhyve;
+#[cfg(target_os = "none")]
+mod virtio;

@@ -171,3 +171,24 @@ pub fn set_present(addr: u64, present: bool) -> bool {
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(addr));
     true
 }
+
+/// Maps the 2 MiB page holding device registers at `addr` uncached, at run time (PCI
+/// BARs, the I/O APIC, virtio-mmio windows found after boot); a page already mapped is
+/// left as it is. False if the table pool is exhausted.
+///
+/// Context: task context or boot; takes the page-table lock.
+pub fn map_mmio(addr: u64) -> bool {
+    let mut b = LIVE.lock();
+    let pml4 = b.pml4 as *mut Table;
+    if pml4.is_null() {
+        return false;
+    }
+    let page = addr & !(SIZE_2M - 1);
+    if b.map_2m(pml4, page, F::NO_CACHE | F::WRITE_THROUGH)
+        .is_err()
+    {
+        return false;
+    }
+    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(page));
+    true
+}

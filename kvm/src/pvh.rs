@@ -164,5 +164,7 @@ extern "C" fn kvm_pvh_main(start_info_paddr: u64) -> ! {
             boot::keep_cmdline(boot::phys_slice(pa, avail))
         }
     };
+    // QEMU's microvm announces virtio-mmio devices as trailing command-line words.
+    let cmdline = boot::take_mmio_devices(cmdline);
     boot::finish(&ram[..n], cmdline)
 }

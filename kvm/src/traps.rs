@@ -8,7 +8,7 @@
 use libos::regs::Regs;
 use libos::{entry, trap};
 
-use crate::apic;
+use crate::{apic, devirq};
 
 core::arch::global_asm!(
     ".section .text.trap_stubs, \"ax\"",
@@ -43,6 +43,7 @@ extern "C" fn kvm_trap(regs: &mut Regs) {
             apic::eoi();
             entry::run_on_irqstack_cond(libos::time::timer_interrupt, regs);
         }
+        v if devirq::owns(v) => entry::run_on_irqstack_cond(devirq::dispatch, regs),
         v if v == u64::from(apic::SPURIOUS_VECTOR) => {}
         _ => trap::unexpected_vector(regs),
     }

@@ -76,6 +76,7 @@ pub unsafe fn start(info: &BootInfo<'_>) -> ! {
     crate::preempt::configure(cmd.preempt);
     crate::preempt::configure_section_resched(cmd.hcall_resched);
     crate::time::set_hz(cmd.hz);
+    crate::net::configure(cmd.net);
     crate::entry::init();
     crate::sched::init();
     if cmd.loglevel != LogLevel::Quiet {

@@ -11,6 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::net::config::NetConfig;
 use crate::preempt::{SectionResched, Setting, parse_setting};
 
 /// Options libos understands, with a one-line description for error messages.
@@ -25,6 +26,9 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
         "hcall_resched",
         "raw|model|untraced (test-only: model and untraced reproduce Linux's seed-000 bugs)",
     ),
+    ("ip", crate::net::config::IP_EXPECTED),
+    ("mask", crate::net::config::MASK_EXPECTED),
+    ("gw", crate::net::config::GW_EXPECTED),
 ];
 
 /// How chatty libos is about itself on the console.
@@ -52,6 +56,8 @@ pub struct Cmdline {
     pub hz: u32,
     /// `hcall_resched=`: how preemptible sections reschedule on interrupt exit.
     pub hcall_resched: SectionResched,
+    /// `ip=`, `mask=`, `gw=`: static network configuration (DHCP without `ip=`).
+    pub net: NetConfig,
 }
 
 impl Default for Cmdline {
@@ -62,6 +68,7 @@ impl Default for Cmdline {
             preempt: Setting::default(),
             hz: crate::time::DEFAULT_HZ,
             hcall_resched: SectionResched::Raw,
+            net: NetConfig::default(),
         }
     }
 }
@@ -165,6 +172,11 @@ pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
                     .filter(|hz| (1..=10_000).contains(hz))
                     .ok_or_else(|| bad_value("hz", value))?;
             }
+            Some((option @ ("ip" | "mask" | "gw"), value)) => {
+                out.net
+                    .set(option, value)
+                    .map_err(|_| bad_value(option, value))?;
+            }
             _ => out.app_args.push(word),
         }
     }
@@ -252,6 +264,18 @@ mod tests {
             assert_eq!(c.hcall_resched, want);
         }
         assert!(parse("hcall_resched=sometimes").is_err());
+    }
+
+    #[test]
+    fn network_options() {
+        let c = parse("ip=10.0.2.15 mask=255.255.255.0 gw=10.0.2.2 port=80").unwrap();
+        assert_eq!(c.net.ip.unwrap().to_string(), "10.0.2.15/24");
+        assert_eq!(c.net.gateway, Some([10, 0, 2, 2]));
+        assert_eq!(c.app_args, ["port=80"]);
+        assert_eq!(
+            parse("ip=10.0.2").unwrap_err().to_string(),
+            "ip: expected an IPv4 address A.B.C.D or A.B.C.D/PREFIX, got `10.0.2`"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod entry;
 pub mod heap;
 pub mod irqflags;
 pub mod memory;
+pub mod net;
 pub mod notify;
 pub mod panic;
 pub mod percpu;

@@ -7,6 +7,8 @@ use crate::irqflags;
 
 /// Timer expiry (wake sleepers, time slices, re-arm).
 pub const TIMER: u32 = 1;
+/// Network interfaces have news (frames received or transmitted): wake their tasks.
+pub const NET: u32 = 2;
 
 static PENDING: AtomicU32 = AtomicU32::new(0);
 
@@ -33,6 +35,9 @@ pub(crate) fn run_pending() {
         irqflags::local_irq_enable();
         if work & TIMER != 0 {
             crate::time::run_timers();
+        }
+        if work & NET != 0 {
+            crate::net::run_softirq();
         }
         irqflags::local_irq_disable();
     }

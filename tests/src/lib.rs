@@ -6,6 +6,8 @@
 //! keeps "what is tested" apart from "how it is run", and lets [`check`] be unit-tested.
 #![forbid(unsafe_code)]
 
+pub mod net;
+
 /// How a KVM-platform image is booted under QEMU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Machine {

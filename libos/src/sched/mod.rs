@@ -467,6 +467,37 @@ pub fn block_on(irqs_off: &IrqsOff, queue: &WaitQueue) {
     schedule(irqs_off);
 }
 
+/// Blocks the running task on `queue` until it is woken or `deadline_ns` (monotonic;
+/// `time::NEVER` for no deadline) passes, whichever comes first. The caller re-checks its
+/// condition afterwards.
+///
+/// Context: irqs off (via the caller's guard), the caller holds no other lock.
+pub fn block_on_until(irqs_off: &IrqsOff, queue: &WaitQueue, deadline_ns: u64) {
+    let timed = deadline_ns != crate::time::NEVER;
+    if timed {
+        crate::time::ensure_init();
+    }
+    let (me, key) = with(irqs_off, |s| {
+        let me = s.current;
+        s.sleep_seq += 1;
+        let key = (deadline_ns, s.sleep_seq);
+        if timed {
+            s.sleepers.insert(key, me);
+        }
+        s.tasks.get_mut(&me).expect("current exists").state = State::Blocked;
+        (me, key)
+    });
+    queue.waiters.lock().push_back(me);
+    if timed {
+        crate::time::program_next_event(irqs_off);
+    }
+    schedule(irqs_off);
+    // Woken by one of the two: withdraw from the other (irqs still off, so it cannot
+    // fire in between), or it would later wake this task out of an unrelated wait.
+    with(irqs_off, |s| s.sleepers.remove(&key));
+    queue.waiters.lock().retain(|&t| t != me);
+}
+
 /// Tasks waiting for something; see [`crate::sync`] for the primitives built on it.
 #[derive(Debug, Default)]
 pub struct WaitQueue {

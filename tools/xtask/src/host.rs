@@ -105,3 +105,36 @@ pub fn clippy() -> Outcome {
     run_checked(&mut cmd, "clippy (bare metal)")?;
     Ok(0)
 }
+
+/// Makes sure `program` is on `PATH`: on Debian as root, installs `packages` with
+/// apt-get (saying so); otherwise fails (exit status 2) with the exact command to run.
+pub fn ensure_program(program: &str, packages: &[&str]) -> Result<(), Failure> {
+    if crate::vmm::which(program).is_some() {
+        return Ok(());
+    }
+    let debian = Path::new("/etc/debian_version").exists();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let list = packages.join(" ");
+    if debian && root {
+        eprintln!("xtask: {program} not found; installing Debian package(s) {list} (apt-get)...");
+        run_checked(
+            Command::new("apt-get").args(["update", "-qq"]),
+            "apt-get update",
+        )?;
+        run_checked(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(packages)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            &format!("apt-get install {list}"),
+        )?;
+        return Ok(());
+    }
+    Err(Failure {
+        message: format!("{program} not found; install it with: sudo apt-get install {list}"),
+        status: 2,
+    })
+}

@@ -5,6 +5,7 @@ mod bench_preempt;
 mod build;
 mod host;
 mod initramfs;
+mod nettest;
 mod noinstr;
 mod qemu;
 mod run;
@@ -116,6 +117,10 @@ enum Command {
         /// uhyve, not the xl path, which runs multi-threaded TCG).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10))]
         icount: Option<u32>,
+        /// Forward 127.0.0.1:HOSTPORT to the app's GUESTPORT (QEMU user networking with
+        /// a virtio-net card; repeatable; `udp:` for UDP), e.g. `--forward 8080:80`.
+        #[arg(long, value_name = "[udp:]HOSTPORT:GUESTPORT")]
+        forward: Vec<qemu::Forward>,
         /// Arguments for the app (kernel command line), after `--`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -238,6 +243,7 @@ fn main() -> ExitCode {
             timeout,
             dry_run,
             icount,
+            forward,
             args,
         } => {
             let xl = platform == Platform::Xen && !dom0;
@@ -257,6 +263,7 @@ fn main() -> ExitCode {
                     timeout,
                     dry_run,
                     extra: icount.map(qemu::icount_args).unwrap_or_default(),
+                    forwards: forward,
                 };
                 run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
             }

@@ -29,6 +29,90 @@ pub struct RunOpts {
     pub dry_run: bool,
     /// Extra QEMU arguments (e.g. `-icount`).
     pub extra: Vec<String>,
+    /// Host ports forwarded to the guest; non-empty adds a virtio-net card on QEMU's
+    /// user-mode network.
+    pub forwards: Vec<Forward>,
+}
+
+/// Transport of a forwarded port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// One `--forward [udp:]HOSTPORT:GUESTPORT`: 127.0.0.1:HOSTPORT on the host reaches
+/// GUESTPORT in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// The port on the host's 127.0.0.1.
+    pub host: u16,
+    /// The port in the guest.
+    pub guest: u16,
+}
+
+impl std::str::FromStr for Forward {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Forward, String> {
+        let (proto, ports) = match s.split_once(':') {
+            Some(("udp", rest)) => (Proto::Udp, rest),
+            Some(("tcp", rest)) => (Proto::Tcp, rest),
+            _ => (Proto::Tcp, s),
+        };
+        let bad = || format!("`{s}`: expected [tcp:|udp:]HOSTPORT:GUESTPORT, e.g. 8080:80");
+        let (host, guest) = ports.split_once(':').ok_or_else(bad)?;
+        let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(bad);
+        Ok(Forward {
+            proto,
+            host: port(host)?,
+            guest: port(guest)?,
+        })
+    }
+}
+
+impl Forward {
+    /// QEMU's `hostfwd=` value.
+    fn hostfwd(&self) -> String {
+        let proto = match self.proto {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        };
+        format!("hostfwd={proto}:127.0.0.1:{}-:{}", self.host, self.guest)
+    }
+}
+
+/// QEMU arguments for a virtio-net card on user-mode networking with `forwards`:
+/// virtio-mmio on microvm (modern, version 2: the driver speaks virtio 1.x only),
+/// virtio-pci elsewhere.
+pub fn network_args(machine: MachineArg, forwards: &[Forward]) -> Vec<String> {
+    if forwards.is_empty() {
+        return Vec::new();
+    }
+    let netdev = std::iter::once("user,id=net0".to_string())
+        .chain(forwards.iter().map(Forward::hostfwd))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut a = vec!["-netdev".to_string(), netdev];
+    match machine {
+        MachineArg::Microvm => a.extend(
+            [
+                "-global",
+                "virtio-mmio.force-legacy=false",
+                "-device",
+                "virtio-net-device,netdev=net0",
+            ]
+            .map(String::from),
+        ),
+        MachineArg::Qboot | MachineArg::Pc => {
+            a.extend(["-device", "virtio-net-pci,netdev=net0"].map(String::from))
+        }
+    }
+    a
 }
 
 impl RunOpts {
@@ -41,6 +125,7 @@ impl RunOpts {
             timeout,
             dry_run: false,
             extra: Vec::new(),
+            forwards: Vec::new(),
         }
     }
 }
@@ -63,40 +148,7 @@ pub fn pick_accel(requested: Option<Accel>) -> Accel {
 /// Makes sure QEMU is installed: on Debian as root, installs it (saying so); otherwise
 /// fails with the exact command to run (exit status 2).
 pub fn ensure_qemu() -> Result<(), Failure> {
-    if vmm::which(QEMU).is_some() {
-        return Ok(());
-    }
-    let debian = Path::new("/etc/debian_version").exists();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    if debian && root {
-        eprintln!(
-            "xtask: {QEMU} not found; installing Debian package qemu-system-x86 (apt-get)..."
-        );
-        host::run_checked(
-            Command::new("apt-get").args(["update", "-qq"]),
-            "apt-get update",
-        )?;
-        host::run_checked(
-            Command::new("apt-get")
-                .args([
-                    "install",
-                    "-y",
-                    "-qq",
-                    "--no-install-recommends",
-                    "qemu-system-x86",
-                ])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-            "apt-get install qemu-system-x86",
-        )?;
-        return Ok(());
-    }
-    Err(Failure {
-        message: format!("{QEMU} not found; install it with: sudo apt-get install qemu-system-x86"),
-        status: 2,
-    })
+    host::ensure_program(QEMU, &["qemu-system-x86"])
 }
 
 /// Joins app arguments into a kernel command line that libos splits back into the same
@@ -147,6 +199,7 @@ pub fn qemu_args(image: &Path, cmdline: &str, opts: &RunOpts) -> Vec<String> {
         .map(String::from),
     );
     a.push(image.display().to_string());
+    a.extend(network_args(opts.machine, &opts.forwards));
     a.extend(opts.extra.iter().cloned());
     if !cmdline.is_empty() {
         a.push("-append".into());

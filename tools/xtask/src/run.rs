@@ -119,6 +119,9 @@ pub fn build_and_run(
     if dom0 && platform != Platform::Xen {
         return fail("--dom0 is for --platform xen");
     }
+    if !opts.forwards.is_empty() && (platform != Platform::Kvm || vmm != Vmm::Qemu) {
+        return fail("--forward needs --platform kvm on QEMU (uhyve has no networking here)");
+    }
     let image = build::build(app, platform, release)?;
     if platform == Platform::Xen {
         if opts.dry_run {
@@ -153,6 +156,18 @@ pub fn build_and_run(
         };
         println!("{line}");
         return Ok(0);
+    }
+    for f in &opts.forwards {
+        match f.proto {
+            qemu::Proto::Tcp => eprintln!(
+                "xtask: 127.0.0.1:{} forwards to guest tcp port {} (e.g. http://127.0.0.1:{}/)",
+                f.host, f.guest, f.host
+            ),
+            qemu::Proto::Udp => eprintln!(
+                "xtask: 127.0.0.1:{} forwards to guest udp port {}",
+                f.host, f.guest
+            ),
+        }
     }
     finish(boot(vmm, &image, args, opts, true)?, opts)
 }

@@ -234,6 +234,7 @@ pub fn run(filter: Option<&str>, no_host: bool) -> Outcome {
             &wanted,
             &mut images,
         );
+        crate::nettest::run(&wanted, &mut |name, result| t.record(name, result));
         if wanted("size/hello-release-under-256KiB") {
             release_size(&mut t);
         }

@@ -1,0 +1,201 @@
+//! PCI configuration space through the legacy ports 0xcf8/0xcfc (bus 0 only: QEMU's
+//! `-M pc` puts every device there), capability lists and memory BARs.
+
+use x86_64::instructions::port::Port;
+
+const CONFIG_ADDRESS: u16 = 0xcf8;
+const CONFIG_DATA: u16 = 0xcfc;
+
+/// Config-space offsets we use.
+const VENDOR_ID: u8 = 0x00;
+const COMMAND: u8 = 0x04;
+const STATUS: u8 = 0x06;
+const BAR0: u8 = 0x10;
+const CAPABILITIES_PTR: u8 = 0x34;
+const INTERRUPT_LINE: u8 = 0x3c;
+/// Command register: respond to memory accesses; master DMA.
+const CMD_MEMORY: u16 = 1 << 1;
+const CMD_BUS_MASTER: u16 = 1 << 2;
+/// Command register: INTx disabled when set.
+const CMD_INTX_DISABLE: u16 = 1 << 10;
+/// Status register: the device has a capability list.
+const STATUS_CAPS: u16 = 1 << 4;
+
+/// Where unassigned BARs get addresses: the bottom of `-M pc`'s 32-bit PCI hole, which
+/// starts at 0xe0000000 whenever the guest has at most 3.5 GiB of RAM (the firmware
+/// places its own BARs near the top, below 0xfec00000).
+pub const BAR_WINDOW: u64 = 0xe000_0000;
+const BAR_WINDOW_END: u64 = 0xf000_0000;
+static NEXT_BAR: spinning_top::Spinlock<u64> = spinning_top::Spinlock::new(BAR_WINDOW);
+
+/// A function on bus 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Function {
+    /// Device number (0–31).
+    pub device: u8,
+    /// Function number (0–7).
+    pub function: u8,
+}
+
+impl Function {
+    fn address(self, offset: u8) -> u32 {
+        (1 << 31)
+            | (u32::from(self.device) << 11)
+            | (u32::from(self.function) << 8)
+            | u32::from(offset & 0xfc)
+    }
+
+    /// Reads the aligned 32-bit register holding `offset`.
+    pub fn read32(self, offset: u8) -> u32 {
+        let _irqs = libos::irqflags::IrqGuard::new();
+        // SAFETY: 0xcf8/0xcfc are the PCI configuration mechanism #1 ports; selecting a
+        // register and reading it has no side effect on memory. Irqs are off, so the
+        // address/data pair is not interleaved with another access on this CPU.
+        unsafe {
+            Port::<u32>::new(CONFIG_ADDRESS).write(self.address(offset));
+            Port::<u32>::new(CONFIG_DATA).read()
+        }
+    }
+
+    /// Writes the aligned 32-bit register at `offset`.
+    pub fn write32(self, offset: u8, value: u32) {
+        let _irqs = libos::irqflags::IrqGuard::new();
+        // SAFETY: as in `read32`; the registers written (command, BARs, interrupt line)
+        // are the ones this module's callers own for the device they drive.
+        unsafe {
+            Port::<u32>::new(CONFIG_ADDRESS).write(self.address(offset));
+            Port::<u32>::new(CONFIG_DATA).write(value);
+        }
+    }
+
+    /// Reads a byte.
+    pub fn read8(self, offset: u8) -> u8 {
+        (self.read32(offset) >> (8 * (offset & 3))) as u8
+    }
+
+    /// Reads a 16-bit value (2-aligned).
+    pub fn read16(self, offset: u8) -> u16 {
+        (self.read32(offset) >> (8 * (offset & 2))) as u16
+    }
+
+    /// (vendor, device) ids.
+    pub fn ids(self) -> (u16, u16) {
+        let v = self.read32(VENDOR_ID);
+        (v as u16, (v >> 16) as u16)
+    }
+
+    /// The offsets of capabilities with id `cap_id`, in list order (at most 16; the
+    /// list length is bounded so a looping list cannot hang us).
+    pub fn capabilities(self, cap_id: u8) -> impl Iterator<Item = u8> {
+        let mut next = if self.read16(STATUS) & STATUS_CAPS != 0 {
+            self.read8(CAPABILITIES_PTR) & 0xfc
+        } else {
+            0
+        };
+        let mut budget = 48;
+        core::iter::from_fn(move || {
+            while next >= 0x40 && budget > 0 {
+                budget -= 1;
+                let at = next;
+                next = self.read8(at + 1) & 0xfc;
+                if self.read8(at) == cap_id {
+                    return Some(at);
+                }
+            }
+            None
+        })
+    }
+
+    /// The physical address of memory BAR `bar` (0–5), following a 64-bit BAR into its
+    /// upper half; `None` for an I/O BAR or one the firmware left unassigned.
+    pub fn memory_bar(self, bar: u8) -> Option<u64> {
+        if bar > 5 {
+            return None;
+        }
+        let off = BAR0 + 4 * bar;
+        let low = self.read32(off);
+        if low & 1 != 0 {
+            return None;
+        }
+        let high = if (low >> 1) & 3 == 2 && bar < 5 {
+            self.read32(off + 4)
+        } else {
+            0
+        };
+        let addr = (u64::from(high) << 32) | u64::from(low & !0xf);
+        (addr != 0).then_some(addr)
+    }
+
+    /// Like [`Function::memory_bar`], but gives an unassigned BAR an address first.
+    ///
+    /// qboot (QEMU's fast firmware) leaves 64-bit BARs such as virtio-pci's BAR 4
+    /// unassigned; they get room from [`BAR_WINDOW`] upwards, naturally aligned.
+    pub fn memory_bar_assigned(self, bar: u8) -> Option<u64> {
+        if let Some(addr) = self.memory_bar(bar) {
+            return Some(addr);
+        }
+        if bar > 5 {
+            return None;
+        }
+        let off = BAR0 + 4 * bar;
+        let low = self.read32(off);
+        if low & 1 != 0 {
+            return None;
+        }
+        let wide = (low >> 1) & 3 == 2 && bar < 5;
+        // Size it: all ones in, the size mask out (decoding off meanwhile).
+        let cmd = self.read32(COMMAND);
+        self.write32(COMMAND, cmd & !u32::from(CMD_MEMORY));
+        self.write32(off, u32::MAX);
+        let mask = self.read32(off) & !0xf;
+        self.write32(off, low);
+        let size = u64::from((!mask).wrapping_add(1));
+        let assigned = if mask == 0 || !size.is_power_of_two() {
+            None
+        } else {
+            let mut next = NEXT_BAR.lock();
+            let addr = next.next_multiple_of(size);
+            if addr + size > BAR_WINDOW_END {
+                None
+            } else {
+                *next = addr + size;
+                self.write32(off, addr as u32 | (low & 0xf));
+                if wide {
+                    self.write32(off + 4, 0);
+                }
+                Some(addr)
+            }
+        };
+        self.write32(COMMAND, cmd);
+        assigned
+    }
+
+    /// Lets the device answer memory accesses, master DMA and raise INTx.
+    pub fn enable(self) {
+        let cmd = self.read32(COMMAND);
+        let bits = (cmd as u16 | CMD_MEMORY | CMD_BUS_MASTER) & !CMD_INTX_DISABLE;
+        self.write32(COMMAND, (cmd & 0xffff_0000) | u32::from(bits));
+    }
+
+    /// The ISA interrupt line the firmware routed INTx to (0xff or 0 = none).
+    pub fn interrupt_line(self) -> u8 {
+        self.read8(INTERRUPT_LINE)
+    }
+}
+
+/// Every present function on bus 0.
+pub fn functions() -> impl Iterator<Item = Function> {
+    (0..32u8)
+        .flat_map(|device| (0..8u8).map(move |function| Function { device, function }))
+        .filter(|f| f.ids().0 != 0xffff)
+}
+
+/// Whether a PCI host bridge answers (`-M microvm` has no PCI bus by default).
+pub fn bus_present() -> bool {
+    Function {
+        device: 0,
+        function: 0,
+    }
+    .ids()
+    .0 != 0xffff
+}

@@ -1,0 +1,51 @@
+//! The contract between a network driver and the net layer.
+//!
+//! A driver (virtio-net on KVM, later netfront on Xen) implements [`Nic`] and hands it
+//! to [`super::register_nic`]; its interrupt handler calls [`super::interrupt`] with the
+//! id it got back. The net task owns the `Nic` and calls it only from task context.
+#![forbid(unsafe_code)]
+
+use alloc::string::String;
+use core::fmt;
+
+/// Why a driver refused or dropped a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicError {
+    /// No room to transmit now; the driver raises an interrupt when there is.
+    Busy,
+    /// A received frame was malformed (bad length, bad header) and was dropped.
+    Malformed(&'static str),
+    /// The device broke its side of the protocol; the message says how.
+    Device(String),
+}
+
+impl fmt::Display for NicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NicError::Busy => write!(f, "transmit queue full"),
+            NicError::Malformed(what) => write!(f, "malformed frame dropped: {what}"),
+            NicError::Device(what) => write!(f, "device error: {what}"),
+        }
+    }
+}
+
+/// An Ethernet network interface card, as a driver presents it.
+///
+/// Context: every method is called from the interface's net task (irqs on).
+pub trait Nic: Send {
+    /// The card's MAC address.
+    fn mac(&self) -> [u8; 6];
+
+    /// The largest IP packet (Ethernet payload) the card carries, usually 1500.
+    fn mtu(&self) -> usize;
+
+    /// Whether [`Nic::transmit`] would accept a frame now (also reclaims sent buffers).
+    fn can_transmit(&mut self) -> bool;
+
+    /// Queues one Ethernet frame (without FCS) for sending.
+    fn transmit(&mut self, frame: &[u8]) -> Result<(), NicError>;
+
+    /// Passes the next received Ethernet frame to `deliver`. `Ok(false)` when no frame
+    /// is waiting; an error means one frame was dropped (the next call may succeed).
+    fn receive(&mut self, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, NicError>;
+}

@@ -1,0 +1,490 @@
+//! One interface: the card, its smoltcp `Interface` and sockets, and the net task that
+//! drives them.
+//!
+//! The net task polls smoltcp (received frames in, queued segments out, DHCP and TCP
+//! timers), wakes the socket waiters when something changed, then blocks on its wait
+//! queue until the card interrupts, a socket operation kicks it, or smoltcp's
+//! `poll_delay` says a timer is due. An idle interface costs nothing.
+#![forbid(unsafe_code)]
+
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::{dhcpv4, tcp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+
+use super::config::NetConfig;
+use super::nic::{Nic, NicError};
+use crate::cmdline::LogLevel;
+use crate::irqflags::IrqGuard;
+use crate::sched::{self, Priority, WaitQueue};
+use crate::sync::Mutex;
+use crate::time::{self, NEVER};
+
+/// Ethernet header bytes (no VLAN tag).
+const ETHERNET_HEADER: usize = 14;
+/// How long a closed TCP socket may linger (FIN handshake, lost ACKs) before it is
+/// aborted and its memory freed.
+const CLOSE_TIMEOUT_NS: u64 = 10_000_000_000;
+
+/// Counters of one interface.
+#[derive(Debug, Default)]
+struct Stats {
+    rx_frames: AtomicU64,
+    tx_frames: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_dropped: AtomicU64,
+    tx_dropped: AtomicU64,
+    device_errors: AtomicU64,
+    wakeups: AtomicU64,
+}
+
+/// A copy of an interface's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Frames received and handed to the stack.
+    pub rx_frames: u64,
+    /// Frames queued for sending.
+    pub tx_frames: u64,
+    /// Bytes of received frames.
+    pub rx_bytes: u64,
+    /// Bytes of sent frames.
+    pub tx_bytes: u64,
+    /// Received frames dropped as malformed.
+    pub rx_dropped: u64,
+    /// Frames the card refused to send.
+    pub tx_dropped: u64,
+    /// Protocol violations reported by the driver.
+    pub device_errors: u64,
+    /// Times the net task woke up.
+    pub wakeups: u64,
+}
+
+fn bump(c: &AtomicU64, by: u64) {
+    c.fetch_add(by, Ordering::Relaxed);
+}
+
+impl Stats {
+    fn snapshot(&self) -> StatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            rx_frames: r(&self.rx_frames),
+            tx_frames: r(&self.tx_frames),
+            rx_bytes: r(&self.rx_bytes),
+            tx_bytes: r(&self.tx_bytes),
+            rx_dropped: r(&self.rx_dropped),
+            tx_dropped: r(&self.tx_dropped),
+            device_errors: r(&self.device_errors),
+            wakeups: r(&self.wakeups),
+        }
+    }
+}
+
+/// What the net task and socket calls share, behind the interface's mutex.
+pub(super) struct State {
+    nic: Box<dyn Nic>,
+    mtu: usize,
+    iface: Interface,
+    pub(super) sockets: SocketSet<'static>,
+    dhcp: Option<SocketHandle>,
+    /// TCP sockets the app closed: removed once the connection is over (or the
+    /// deadline passed), so a graceful close still sends what was written.
+    closing: Vec<(SocketHandle, u64)>,
+}
+
+/// One interface.
+pub(crate) struct Stack {
+    name: &'static str,
+    pub(super) state: Mutex<State>,
+    /// The net task waits here.
+    wake: WaitQueue,
+    /// News the net task has not polled for yet (an interrupt or a socket kick).
+    pending: AtomicBool,
+    /// Socket calls wait here for the net task's next poll that changed something.
+    socket_waiters: WaitQueue,
+    /// Polls that changed something; a waiter that saw an older count polls again
+    /// instead of sleeping (no lost wake-up between its check and its sleep).
+    events: AtomicU64,
+    stats: Stats,
+}
+
+fn timestamp() -> Instant {
+    Instant::from_micros((time::now_ns() / 1000) as i64)
+}
+
+impl core::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Stack")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stack {
+    /// Builds the interface over `nic` with a static address or a DHCP client.
+    pub(super) fn new(
+        name: &'static str,
+        mut nic: Box<dyn Nic>,
+        config: &NetConfig,
+    ) -> &'static Stack {
+        let mac = nic.mac();
+        let mtu = nic.mtu();
+        let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        // TCP initial sequence numbers and ephemeral ports come from this seed.
+        iface_config.random_seed = crate::arch::rdtsc()
+            ^ u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]);
+        let stats = Stats::default();
+        let mut port = Port {
+            nic: &mut *nic,
+            mtu,
+            stats: &stats,
+        };
+        let mut iface = Interface::new(iface_config, &mut port, timestamp());
+        let mut sockets = SocketSet::new(Vec::new());
+        let mut dhcp = None;
+        match config.ip {
+            Some(ip) => {
+                set_address(
+                    &mut iface,
+                    Ipv4Cidr::new(Ipv4Address::from(ip.addr), ip.prefix),
+                    config.gateway.map(Ipv4Address::from),
+                );
+                announce(name, mac, &alloc::format!("{ip} (static)"), config.gateway);
+            }
+            None => {
+                dhcp = Some(sockets.add(dhcpv4::Socket::new()));
+                if let Some(gw) = config.gateway {
+                    let _ = iface
+                        .routes_mut()
+                        .add_default_ipv4_route(Ipv4Address::from(gw));
+                }
+            }
+        }
+        Box::leak(Box::new(Stack {
+            name,
+            state: Mutex::new(State {
+                nic,
+                mtu,
+                iface,
+                sockets,
+                dhcp,
+                closing: Vec::new(),
+            }),
+            wake: WaitQueue::new(),
+            pending: AtomicBool::new(true),
+            socket_waiters: WaitQueue::new(),
+            events: AtomicU64::new(0),
+            stats,
+        }))
+    }
+
+    /// The interface's name (e.g. `eth0`).
+    pub(super) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Its counters.
+    pub(super) fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Tells the net task to poll soon (an interrupt arrived, or a socket has work).
+    ///
+    /// Context: any with irqs on, or the NET softirq.
+    pub(super) fn kick(&self) {
+        self.pending.store(true, Ordering::Release);
+        if self.wake.wake_one() {
+            // The net task outranks apps: under full preemption, let it run now.
+            drop(crate::preempt::preempt_disable());
+        }
+    }
+
+    /// One round: frames in and out, DHCP, reaping closed sockets, waking socket
+    /// waiters. Returns nanoseconds until smoltcp next needs a poll.
+    fn poll(&self) -> Option<u64> {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let now = timestamp();
+        let frames_before = self.stats.rx_frames.load(Ordering::Relaxed)
+            + self.stats.tx_frames.load(Ordering::Relaxed);
+        let mut port = Port {
+            nic: &mut *st.nic,
+            mtu: st.mtu,
+            stats: &self.stats,
+        };
+        let changed =
+            st.iface.poll(now, &mut port, &mut st.sockets) == PollResult::SocketStateChanged;
+        if let Some(h) = st.dhcp {
+            self.poll_dhcp(st, h);
+        }
+        reap_closed(st);
+        let delay = st
+            .iface
+            .poll_delay(now, &st.sockets)
+            .map(|d| d.total_micros().saturating_mul(1000));
+        drop(guard);
+        let frames_after = self.stats.rx_frames.load(Ordering::Relaxed)
+            + self.stats.tx_frames.load(Ordering::Relaxed);
+        if changed || frames_after != frames_before {
+            self.events.fetch_add(1, Ordering::Release);
+            self.socket_waiters.wake_all();
+        }
+        delay
+    }
+
+    fn poll_dhcp(&self, st: &mut State, h: SocketHandle) {
+        let event = match st.sockets.get_mut::<dhcpv4::Socket<'_>>(h).poll() {
+            None => return,
+            Some(dhcpv4::Event::Configured(c)) => Some((c.address, c.router)),
+            Some(dhcpv4::Event::Deconfigured) => None,
+        };
+        let mac = st.nic.mac();
+        match event {
+            Some((address, router)) => {
+                set_address(&mut st.iface, address, router);
+                let a = address.address().octets();
+                let cidr = super::Cidr {
+                    addr: a,
+                    prefix: address.prefix_len(),
+                };
+                announce(
+                    self.name,
+                    mac,
+                    &alloc::format!("{cidr} (dhcp)"),
+                    router.map(|r| r.octets()),
+                );
+            }
+            // smoltcp reports "deconfigured" once at start; only a lost lease is news.
+            None if st.iface.ip_addrs().is_empty() => {}
+            None => {
+                st.iface.update_ip_addrs(|addrs| addrs.clear());
+                st.iface.routes_mut().remove_default_ipv4_route();
+                announce(self.name, mac, "deconfigured (dhcp lease lost)", None);
+            }
+        }
+    }
+
+    /// Runs `attempt` on the sockets until it returns `Some`, sleeping until the net
+    /// task's next poll that changed something in between; kicks the net task after
+    /// the successful attempt (data to send, a window to open).
+    ///
+    /// Context: task context, irqs on.
+    pub(super) fn wait_for<R>(&self, mut attempt: impl FnMut(&mut State) -> Option<R>) -> R {
+        loop {
+            let seen = self.events.load(Ordering::Acquire);
+            let done = attempt(&mut self.state.lock());
+            if let Some(r) = done {
+                self.kick();
+                return r;
+            }
+            let irqs = IrqGuard::new();
+            // Irqs off: the net task cannot poll between this check and the sleep.
+            if self.events.load(Ordering::Acquire) == seen {
+                sched::block_on(&irqs.token(), &self.socket_waiters);
+            }
+        }
+    }
+
+    /// Runs `f` on the sockets once, then kicks the net task.
+    pub(super) fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let r = f(&mut self.state.lock());
+        self.kick();
+        r
+    }
+}
+
+impl State {
+    /// Hands a TCP socket the app is done with to the reaper (after `close`).
+    pub(super) fn retire(&mut self, h: SocketHandle) {
+        self.closing
+            .push((h, time::now_ns().saturating_add(CLOSE_TIMEOUT_NS)));
+    }
+}
+
+/// Removes retired sockets whose connection is over; aborts those past their deadline.
+fn reap_closed(st: &mut State) {
+    let now = time::now_ns();
+    let sockets = &mut st.sockets;
+    st.closing.retain(|&(h, deadline)| {
+        let s = sockets.get_mut::<tcp::Socket<'_>>(h);
+        let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
+        if done || now >= deadline {
+            s.abort();
+            sockets.remove(h);
+            false
+        } else {
+            true
+        }
+    });
+}
+
+fn set_address(iface: &mut Interface, address: Ipv4Cidr, router: Option<Ipv4Address>) {
+    iface.update_ip_addrs(|addrs| {
+        addrs.clear();
+        let _ = addrs.push(IpCidr::Ipv4(address));
+    });
+    match router {
+        Some(r) => {
+            let _ = iface.routes_mut().add_default_ipv4_route(r);
+        }
+        None => {
+            iface.routes_mut().remove_default_ipv4_route();
+        }
+    }
+}
+
+fn announce(name: &str, mac: [u8; 6], how: &str, gateway: Option<[u8; 4]>) {
+    if crate::boot::loglevel() == LogLevel::Quiet {
+        return;
+    }
+    let [a, b, c, d, e, f] = mac;
+    match gateway {
+        Some([g0, g1, g2, g3]) => crate::println!(
+            "net: {name} {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x} {how} gateway {g0}.{g1}.{g2}.{g3}"
+        ),
+        None => {
+            crate::println!("net: {name} {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x} {how}")
+        }
+    }
+}
+
+/// Starts the interface's net task.
+pub(super) fn start(stack: &'static Stack) {
+    // Detached: the task runs as long as the image.
+    drop(sched::spawn("net", Priority::High, move || run(stack)));
+}
+
+/// The net task.
+fn run(stack: &'static Stack) {
+    loop {
+        stack.pending.store(false, Ordering::Release);
+        bump(&stack.stats.wakeups, 1);
+        let delay = stack.poll();
+        let deadline = delay.map_or(NEVER, |d| time::now_ns().saturating_add(d));
+        let irqs = IrqGuard::new();
+        // Irqs off: an interrupt's wake-up cannot slip between this check and the sleep.
+        if !stack.pending.load(Ordering::Acquire) {
+            sched::block_on_until(&irqs.token(), &stack.wake, deadline);
+        }
+    }
+}
+
+/// The card as smoltcp's `Device`, for the length of one poll.
+struct Port<'a> {
+    nic: &'a mut dyn Nic,
+    mtu: usize,
+    stats: &'a Stats,
+}
+
+impl Port<'_> {
+    /// The next well-formed frame, dropping (and counting) malformed ones.
+    fn next_frame(&mut self) -> Option<Vec<u8>> {
+        let max = self.mtu + ETHERNET_HEADER;
+        loop {
+            let mut frame = None;
+            match self.nic.receive(&mut |f| frame = Some(f.to_vec())) {
+                Ok(false) => return None,
+                Ok(true) => {}
+                Err(NicError::Busy) => return None,
+                Err(NicError::Malformed(_)) => {
+                    bump(&self.stats.rx_dropped, 1);
+                    continue;
+                }
+                Err(NicError::Device(what)) => {
+                    if self.stats.device_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                        crate::println!("net: {what} (counted in device_errors; reported once)");
+                    }
+                    return None;
+                }
+            }
+            match frame {
+                Some(f) if (ETHERNET_HEADER..=max).contains(&f.len()) => {
+                    bump(&self.stats.rx_frames, 1);
+                    bump(&self.stats.rx_bytes, f.len() as u64);
+                    return Some(f);
+                }
+                _ => bump(&self.stats.rx_dropped, 1),
+            }
+        }
+    }
+}
+
+impl Device for Port<'_> {
+    type RxToken<'a>
+        = Received
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = Sender<'a>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _: Instant) -> Option<(Received, Sender<'_>)> {
+        // Only take a frame when a reply could go out; the card interrupts when
+        // transmit buffers free up, so nothing stalls.
+        if !self.nic.can_transmit() {
+            return None;
+        }
+        let frame = self.next_frame()?;
+        Some((
+            Received(frame),
+            Sender {
+                nic: &mut *self.nic,
+                stats: self.stats,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Sender<'_>> {
+        if !self.nic.can_transmit() {
+            return None;
+        }
+        Some(Sender {
+            nic: &mut *self.nic,
+            stats: self.stats,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.mtu + ETHERNET_HEADER;
+        caps
+    }
+}
+
+/// A received frame.
+struct Received(Vec<u8>);
+
+impl RxToken for Received {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+/// Room for one frame to send.
+struct Sender<'a> {
+    nic: &'a mut dyn Nic,
+    stats: &'a Stats,
+}
+
+impl TxToken for Sender<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; len];
+        let r = f(&mut frame);
+        match self.nic.transmit(&frame) {
+            Ok(()) => {
+                bump(&self.stats.tx_frames, 1);
+                bump(&self.stats.tx_bytes, len as u64);
+            }
+            Err(_) => bump(&self.stats.tx_dropped, 1),
+        }
+        r
+    }
+}

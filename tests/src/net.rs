@@ -1,0 +1,268 @@
+//! Network integration tests, as data: an app serving on ports forwarded from the
+//! host's 127.0.0.1 (QEMU user networking, a virtio-net card), and the real host
+//! clients (`curl`, `ab`, a TCP/UDP echo client) that must get the right answers.
+//! `cargo xtask test` boots each case, waits until the app answers, runs the checks,
+//! stops the guest and judges its console.
+
+use crate::Machine;
+
+/// A forwarded port's transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// How the harness knows the app serves (it retries until a deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// `GET /status` on the first TCP port answers `200`.
+    Http,
+    /// A few bytes sent to the first TCP port come back.
+    Echo,
+}
+
+/// What a host client checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetCheck {
+    /// `curl` fetches `path`; the body must equal the repository file `file`.
+    HttpFile {
+        /// URL path.
+        path: &'static str,
+        /// Expected bytes, relative to the repository root.
+        file: &'static str,
+    },
+    /// `/status` answers with `uptime_ms=` and a `requests=` count that grew.
+    HttpStatus,
+    /// The load generator (`ab`, keep-alive) runs `requests` requests at `concurrency`:
+    /// all complete, none fails, all `200`.
+    HttpLoad {
+        /// Total requests.
+        requests: u32,
+        /// Concurrent connections.
+        concurrency: u32,
+    },
+    /// `bytes` of random data sent over one TCP connection come back with the same
+    /// SHA-256.
+    TcpEcho {
+        /// Payload size.
+        bytes: usize,
+    },
+    /// `count` datagrams of varying sizes come back unchanged.
+    UdpEcho {
+        /// Datagrams.
+        count: usize,
+    },
+}
+
+/// One network test.
+#[derive(Debug, Clone)]
+pub struct NetCase {
+    /// Unique, printed name.
+    pub name: &'static str,
+    /// App under `apps/`.
+    pub app: &'static str,
+    /// Built with `--release` (load tests need the optimized stack under TCG).
+    pub release: bool,
+    /// QEMU machine (microvm: virtio-mmio; pc: virtio-pci).
+    pub machine: Machine,
+    /// The app's command line.
+    pub args: &'static [&'static str],
+    /// Guest ports to forward (each gets a free host port).
+    pub ports: &'static [(Proto, u16)],
+    /// Readiness probe.
+    pub ready: Ready,
+    /// The checks, in order.
+    pub checks: &'static [NetCheck],
+    /// Console text that must appear (in any order: the app may start serving before
+    /// or after DHCP finishes).
+    pub console: &'static [&'static str],
+}
+
+const HTTP: &[(Proto, u16)] = &[(Proto::Tcp, 80)];
+const ECHO: &[(Proto, u16)] = &[(Proto::Tcp, 7), (Proto::Udp, 7)];
+const INDEX: NetCheck = NetCheck::HttpFile {
+    path: "/",
+    file: "apps/httpd/www/index.html",
+};
+const BIG: NetCheck = NetCheck::HttpFile {
+    path: "/big.txt",
+    file: "apps/httpd/www/big.txt",
+};
+const DHCP_HTTPD: &[&str] = &[
+    "net: eth0 52:54:00:12:34:56 10.0.2.15/24 (dhcp) gateway 10.0.2.2",
+    "httpd: serving",
+];
+
+/// Every network case.
+pub fn net_cases() -> Vec<NetCase> {
+    let httpd = |name, machine, release| NetCase {
+        name,
+        app: "httpd",
+        release,
+        machine,
+        args: &[],
+        ports: HTTP,
+        ready: Ready::Http,
+        checks: &[INDEX, BIG, NetCheck::HttpStatus],
+        console: DHCP_HTTPD,
+    };
+    let echo = |name, machine| NetCase {
+        name,
+        app: "echo",
+        release: true,
+        machine,
+        args: &[],
+        ports: ECHO,
+        ready: Ready::Echo,
+        checks: &[
+            NetCheck::TcpEcho { bytes: 1 << 20 },
+            NetCheck::UdpEcho { count: 64 },
+        ],
+        console: &["echo: serving tcp and udp port 7"],
+    };
+    vec![
+        httpd(
+            "net/httpd-curl-microvm-virtio-mmio",
+            Machine::Microvm,
+            false,
+        ),
+        httpd("net/httpd-curl-pc-qboot-virtio-pci", Machine::PcQboot, true),
+        httpd(
+            "net/httpd-curl-pc-seabios-virtio-pci",
+            Machine::PcSeabios,
+            true,
+        ),
+        NetCase {
+            name: "net/httpd-static-ip",
+            args: &["ip=10.0.2.15/24", "gw=10.0.2.2"],
+            checks: &[INDEX],
+            console: &["net: eth0 52:54:00:12:34:56 10.0.2.15/24 (static) gateway 10.0.2.2"],
+            ..httpd("", Machine::Microvm, true)
+        },
+        NetCase {
+            name: "net/httpd-load-ab-10k-c16",
+            checks: &[
+                NetCheck::HttpLoad {
+                    requests: 10_000,
+                    concurrency: 16,
+                },
+                NetCheck::HttpStatus,
+            ],
+            ..httpd("", Machine::Microvm, true)
+        },
+        echo("net/echo-microvm-virtio-mmio", Machine::Microvm),
+        echo("net/echo-pc-qboot-virtio-pci", Machine::PcQboot),
+    ]
+}
+
+/// What `ab` reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadResult {
+    /// `Complete requests:`.
+    pub complete: u64,
+    /// `Failed requests:`.
+    pub failed: u64,
+    /// `Non-2xx responses:` (absent = 0).
+    pub non_2xx: u64,
+    /// `Requests per second:`.
+    pub requests_per_second: f64,
+    /// `Transfer rate:` in KiB/s.
+    pub transfer_kib_per_second: f64,
+}
+
+fn field<T: std::str::FromStr>(output: &str, label: &str) -> Option<T> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Parses `ab`'s report.
+pub fn parse_ab(output: &str) -> Result<LoadResult, String> {
+    let need = |label: &str| format!("ab output lacks `{label}`");
+    Ok(LoadResult {
+        complete: field(output, "Complete requests:").ok_or_else(|| need("Complete requests:"))?,
+        failed: field(output, "Failed requests:").ok_or_else(|| need("Failed requests:"))?,
+        non_2xx: field(output, "Non-2xx responses:").unwrap_or(0),
+        requests_per_second: field(output, "Requests per second:")
+            .ok_or_else(|| need("Requests per second:"))?,
+        transfer_kib_per_second: field(output, "Transfer rate:")
+            .ok_or_else(|| need("Transfer rate:"))?,
+    })
+}
+
+/// Judges a load run: every request completed, none failed, all `200`.
+pub fn judge_load(r: &LoadResult, requests: u32) -> Result<(), String> {
+    if r.complete != u64::from(requests) || r.failed != 0 || r.non_2xx != 0 {
+        return Err(format!(
+            "ab: {} of {requests} complete, {} failed, {} non-2xx",
+            r.complete, r.failed, r.non_2xx
+        ));
+    }
+    Ok(())
+}
+
+/// Console lines that mean the guest failed even if the clients were happy.
+pub const CONSOLE_FAILURES: &[&str] = &["panicked at", "CPU exception", "net: device error"];
+
+/// Judges the console of a stopped guest: every `want` appears, none of
+/// [`CONSOLE_FAILURES`] does.
+pub fn judge_console(want: &[&str], output: &str) -> Result<(), String> {
+    if let Some(bad) = CONSOLE_FAILURES.iter().find(|b| output.contains(*b)) {
+        return Err(format!("console shows `{bad}`"));
+    }
+    match want.iter().find(|w| !output.contains(*w)) {
+        Some(w) => Err(format!("console lacks `{w}`")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AB: &str = "Concurrency Level:      16\nTime taken for tests:   12.3 seconds\n\
+        Complete requests:      10000\nFailed requests:        0\nKeep-Alive requests:    10000\n\
+        Requests per second:    812.93 [#/sec] (mean)\nTransfer rate:          520.11 [Kbytes/sec] received\n";
+
+    #[test]
+    fn ab_report_is_parsed_and_judged() {
+        let r = parse_ab(AB).unwrap();
+        assert_eq!((r.complete, r.failed, r.non_2xx), (10000, 0, 0));
+        assert!((r.requests_per_second - 812.93).abs() < 1e-9);
+        assert!(judge_load(&r, 10_000).is_ok());
+        assert!(judge_load(&r, 20_000).is_err());
+        let bad = AB.replace("Failed requests:        0", "Failed requests:        3")
+            + "Non-2xx responses:      7\n";
+        let r = parse_ab(&bad).unwrap();
+        assert_eq!(
+            judge_load(&r, 10_000),
+            Err("ab: 10000 of 10000 complete, 3 failed, 7 non-2xx".into())
+        );
+        assert!(parse_ab("garbage").is_err());
+    }
+
+    #[test]
+    fn console_judgement() {
+        assert!(judge_console(&["a", "b"], "a\nb\n").is_ok());
+        assert!(judge_console(&["b", "a"], "a\nb\n").is_ok());
+        assert_eq!(
+            judge_console(&["c"], "a\nb\n"),
+            Err("console lacks `c`".into())
+        );
+        assert!(judge_console(&[], "x panicked at y").is_err());
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let cases = net_cases();
+        let mut names: Vec<_> = cases.iter().map(|c| c.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), cases.len());
+    }
+}

@@ -1,0 +1,460 @@
+//! Network integration tests: boot an app with forwarded ports, wait until it answers,
+//! run real host clients against it (`curl`, `ab`, the echo client below), then stop
+//! the guest and judge its console. The cases are data in `upcall_tests::net`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use upcall_tests::Machine;
+use upcall_tests::net::{self, NetCase, NetCheck, Proto, Ready};
+
+use crate::qemu::{self, Forward, RunOpts};
+use crate::symbolize::Symbols;
+use crate::{MachineArg, Platform, build, host};
+
+/// How long an app may take from QEMU start to answering (boot, DHCP; SeaBIOS).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// Limit for one client command (the load run included).
+const CLIENT_TIMEOUT_S: u32 = 240;
+
+/// Runs every wanted network case, reporting each through `record`.
+pub fn run(wanted: &dyn Fn(&str) -> bool, record: &mut dyn FnMut(&str, Result<String, String>)) {
+    let cases: Vec<NetCase> = net::net_cases()
+        .into_iter()
+        .filter(|c| wanted(c.name))
+        .collect();
+    if cases.is_empty() {
+        return;
+    }
+    println!("== networking: apps on QEMU user networking, real clients on 127.0.0.1");
+    if let Err(f) = host::ensure_program("curl", &["curl"])
+        .and_then(|()| host::ensure_program("ab", &["apache2-utils"]))
+    {
+        record("net clients available (curl, ab)", Err(f.message));
+        return;
+    }
+    for case in &cases {
+        let start = Instant::now();
+        let result =
+            run_case(case).map(|note| format!("{note} ({:.1} s)", start.elapsed().as_secs_f64()));
+        record(case.name, result);
+    }
+}
+
+fn machine_arg(m: Machine) -> MachineArg {
+    match m {
+        Machine::Microvm => MachineArg::Microvm,
+        Machine::PcQboot => MachineArg::Qboot,
+        Machine::PcSeabios => MachineArg::Pc,
+    }
+}
+
+/// A free port on the host's 127.0.0.1 (the kernel picks it; QEMU binds it right after).
+fn free_port(proto: qemu::Proto) -> Result<u16, String> {
+    let port = match proto {
+        qemu::Proto::Tcp => std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()),
+        qemu::Proto::Udp => UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()),
+    };
+    port.map(|a| a.port())
+        .map_err(|e| format!("no free host port: {e}"))
+}
+
+fn run_case(case: &NetCase) -> Result<String, String> {
+    let image = build::build(case.app, Platform::Kvm, case.release).map_err(|f| f.message)?;
+    let forwards = case
+        .ports
+        .iter()
+        .map(|&(proto, guest)| {
+            let proto = match proto {
+                Proto::Tcp => qemu::Proto::Tcp,
+                Proto::Udp => qemu::Proto::Udp,
+            };
+            let host = free_port(proto)?;
+            Ok(Forward { proto, host, guest })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let port = |p: qemu::Proto| forwards.iter().find(|f| f.proto == p).map(|f| f.host);
+    let tcp = port(qemu::Proto::Tcp).ok_or("a network case needs a TCP port")?;
+    let mut opts = RunOpts::for_tests(machine_arg(case.machine), 0);
+    opts.forwards = forwards.clone();
+    let args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
+    let mut guest = Guest::boot(&image, &qemu::kernel_cmdline(&args), &opts)?;
+    let verdict = wait_ready(&mut guest, case.ready, tcp).and_then(|()| {
+        let mut notes = Vec::new();
+        for check in case.checks {
+            notes.extend(run_check(check, tcp, port(qemu::Proto::Udp))?);
+        }
+        Ok(notes)
+    });
+    let (console, early_exit) = guest.stop();
+    let with_console = |why: String| {
+        let tail: Vec<&str> = console.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "{why}\n  --- last console lines ---\n  {}",
+            tail.join("\n  ")
+        )
+    };
+    let notes = verdict.map_err(with_console)?;
+    if let Some(status) = early_exit {
+        return Err(with_console(format!(
+            "the guest stopped by itself ({status})"
+        )));
+    }
+    net::judge_console(case.console, &console).map_err(with_console)?;
+    Ok(if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", notes.join("; "))
+    })
+}
+
+/// A running guest whose console is collected in the background.
+struct Guest {
+    child: Child,
+    console: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Guest {
+    fn boot(image: &Path, cmdline: &str, opts: &RunOpts) -> Result<Guest, String> {
+        qemu::ensure_qemu().map_err(|f| f.message)?;
+        let symbols = Symbols::load(image).map_err(|f| f.message)?;
+        let mut child = Command::new(qemu::QEMU)
+            .args(qemu::qemu_args(image, cmdline, opts))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", qemu::QEMU))?;
+        let console = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let sink = Arc::clone(&console);
+        let reader = std::thread::spawn(move || {
+            let append = |line: &str| {
+                let mut c = sink.lock().expect("console lock");
+                c.push_str(line);
+                c.push('\n');
+            };
+            let err_sink = std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = BufReader::new(stderr).read_to_string(&mut s);
+                s
+            });
+            let mut lines = BufReader::new(stdout);
+            let mut raw = Vec::new();
+            while lines.read_until(b'\n', &mut raw).is_ok_and(|n| n > 0) {
+                let text = String::from_utf8_lossy(&raw);
+                append(&symbols.annotate(text.trim_end_matches(['\n', '\r'])));
+                raw.clear();
+            }
+            let err = err_sink.join().unwrap_or_default();
+            if !err.trim().is_empty() {
+                append(&format!("[qemu stderr] {}", err.trim()));
+            }
+        });
+        Ok(Guest {
+            child,
+            console,
+            reader,
+        })
+    }
+
+    /// The guest's exit status if it already ended.
+    fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(s)) => Some(match qemu::decode_status(s.code()) {
+                Some(code) => format!("exit status {code}"),
+                None => format!("QEMU {s}"),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Stops the guest; returns its console and how it ended if it ended by itself.
+    fn stop(mut self) -> (String, Option<String>) {
+        let early = self.exited();
+        if early.is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        let _ = self.reader.join();
+        let console = self.console.lock().expect("console lock").clone();
+        (console, early)
+    }
+}
+
+/// Retries `ready`'s probe until it succeeds, the guest ends, or the deadline passes.
+fn wait_ready(guest: &mut Guest, ready: Ready, port: u16) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let probe = match ready {
+            Ready::Http => http_get_status(port),
+            Ready::Echo => echo_probe(port),
+        };
+        let Err(last) = probe else {
+            return Ok(());
+        };
+        if let Some(how) = guest.exited() {
+            return Err(format!("the guest ended ({how}) before it served"));
+        }
+        if start.elapsed() > READY_TIMEOUT {
+            return Err(format!(
+                "127.0.0.1:{port} did not answer within {} s (last attempt: {last})",
+                READY_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// QEMU accepts on the forwarded port at once (before the guest runs), so readiness
+/// is an answer from the app, not a connection.
+fn http_get_status(port: u16) -> Result<(), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /status HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    if reply.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!(
+            "reply `{}`",
+            String::from_utf8_lossy(&reply[..reply.len().min(40)])
+        ))
+    }
+}
+
+fn echo_probe(port: u16) -> Result<(), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"ping").map_err(|e| e.to_string())?;
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).map_err(|e| e.to_string())?;
+    if &back == b"ping" {
+        Ok(())
+    } else {
+        Err("echo probe got other bytes".into())
+    }
+}
+
+/// Runs a command under coreutils' `timeout`, returning its output.
+fn client(program: &str, args: &[String]) -> Result<std::process::Output, String> {
+    Command::new("timeout")
+        .arg(CLIENT_TIMEOUT_S.to_string())
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))
+}
+
+fn curl(port: u16, path: &str) -> Result<Vec<u8>, String> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let out = client(
+        "curl",
+        &[
+            "-sS".into(),
+            "--fail".into(),
+            "--max-time".into(),
+            "60".into(),
+            url.clone(),
+        ],
+    )?;
+    if !out.status.success() {
+        return Err(format!(
+            "curl {url}: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out.stdout)
+}
+
+/// Runs one check; `Some(note)` is printed with the result.
+fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<String>, String> {
+    match *check {
+        NetCheck::HttpFile { path, file } => {
+            let want =
+                std::fs::read(host::root().join(file)).map_err(|e| format!("read {file}: {e}"))?;
+            let got = curl(tcp, path)?;
+            if got != want {
+                return Err(format!(
+                    "GET {path}: {} bytes differ from {file} ({} bytes)",
+                    got.len(),
+                    want.len()
+                ));
+            }
+            Ok(Some(format!("GET {path} = {file}, {} bytes", got.len())))
+        }
+        NetCheck::HttpStatus => {
+            let page = String::from_utf8_lossy(&curl(tcp, "/status")?).into_owned();
+            let value = |key: &str| {
+                page.lines()
+                    .find_map(|l| l.strip_prefix(key)?.parse::<u64>().ok())
+                    .ok_or_else(|| format!("/status lacks `{key}N`: {page}"))
+            };
+            value("uptime_ms=")?;
+            let requests = value("requests=")?;
+            if requests == 0 {
+                return Err("/status counts no requests".into());
+            }
+            Ok(Some(format!("/status requests={requests}")))
+        }
+        NetCheck::HttpLoad {
+            requests,
+            concurrency,
+        } => {
+            let url = format!("http://127.0.0.1:{tcp}/");
+            let started = Instant::now();
+            let out = client(
+                "ab",
+                &[
+                    "-q".into(),
+                    "-k".into(),
+                    "-s".into(),
+                    "60".into(),
+                    "-n".into(),
+                    requests.to_string(),
+                    "-c".into(),
+                    concurrency.to_string(),
+                    url,
+                ],
+            )?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                return Err(format!(
+                    "ab failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            let r = net::parse_ab(&text)?;
+            net::judge_load(&r, requests)?;
+            Ok(Some(format!(
+                "ab -k -n {requests} -c {concurrency}: {} ok in {:.1} s, {:.0} req/s, {:.0} KiB/s",
+                r.complete,
+                started.elapsed().as_secs_f64(),
+                r.requests_per_second,
+                r.transfer_kib_per_second
+            )))
+        }
+        NetCheck::TcpEcho { bytes } => tcp_echo(tcp, bytes).map(Some),
+        NetCheck::UdpEcho { count } => {
+            let port = udp.ok_or("UDP echo needs a UDP port")?;
+            udp_echo(port, count).map(Some)
+        }
+    }
+}
+
+/// Pseudo-random bytes (xorshift64*, seeded from the clock: each run sends new data).
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
+        | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+fn tcp_echo(port: u16, bytes: usize) -> Result<String, String> {
+    let payload = random_bytes(bytes);
+    let want = Sha256::digest(&payload);
+    let started = Instant::now();
+    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let sender = std::thread::spawn(move || -> Result<(), String> {
+        writer
+            .write_all(&payload)
+            .map_err(|e| format!("send: {e}"))?;
+        writer
+            .shutdown(Shutdown::Write)
+            .map_err(|e| format!("shutdown: {e}"))
+    });
+    let mut received = Vec::with_capacity(bytes);
+    let mut reader = stream;
+    let mut buf = [0u8; 64 * 1024];
+    while received.len() < bytes {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("receive after {} bytes: {e}", received.len())),
+        }
+    }
+    sender
+        .join()
+        .map_err(|_| "sender thread panicked".to_string())??;
+    let got = Sha256::digest(&received);
+    if received.len() != bytes || got != want {
+        return Err(format!(
+            "echoed {} of {bytes} bytes, sha256 {got:x} != sent {want:x}",
+            received.len()
+        ));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(format!(
+        "tcp echo {} KiB sha256 {:.16}… matches in {secs:.1} s ({:.0} KiB/s)",
+        bytes / 1024,
+        format!("{got:x}"),
+        bytes as f64 / 1024.0 / secs
+    ))
+}
+
+fn udp_echo(port: u16, count: usize) -> Result<String, String> {
+    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    sock.connect(("127.0.0.1", port))
+        .map_err(|e| e.to_string())?;
+    let mut retries = 0;
+    let mut buf = [0u8; 2048];
+    for i in 0..count {
+        let len = 1 + (i * 97) % 1400;
+        let datagram = random_bytes(len);
+        let mut attempts = 0;
+        loop {
+            sock.send(&datagram).map_err(|e| format!("send: {e}"))?;
+            match sock.recv(&mut buf) {
+                Ok(n) if buf[..n] == datagram[..] => break,
+                Ok(n) => {
+                    return Err(format!(
+                        "datagram {i}: {n} bytes came back different from the {len} sent"
+                    ));
+                }
+                // A datagram may be lost on the way (UDP); a few retries are fair.
+                Err(_) if attempts < 3 => {
+                    attempts += 1;
+                    retries += 1;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "datagram {i} ({len} bytes): no echo after 4 tries: {e}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(format!(
+        "udp echo {count} datagrams of 1-1400 bytes ({retries} retried)"
+    ))
+}
