@@ -174,7 +174,7 @@ fn start<T: Transport + 'static>(
     ack: impl Fn() + Sync + 'static,
 ) -> Result<(), InitError> {
     let name = NAMES
-        .get(libos::net::stats().len())
+        .get(libos::net::card_count())
         .ok_or(InitError::Resources("too many network cards"))?;
     let nic = VirtioNet::new(transport)?;
     let id = libos::net::register_nic(name, Box::new(nic))

@@ -34,9 +34,18 @@ pub const MAX_NICS: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NicId(usize);
 
-/// The interfaces, in registration order.
-static STACKS: spinning_top::Spinlock<Vec<&'static stack::Stack>> =
-    spinning_top::Spinlock::new(Vec::new());
+/// A registered card: waiting for the first socket call, or running its interface.
+enum Slot {
+    /// Registered; no interface yet.
+    Waiting(&'static str, Box<dyn Nic>),
+    /// Taken by [`start_interfaces`], being brought up.
+    Starting,
+    /// Its interface and net task run.
+    Running(&'static stack::Stack),
+}
+
+/// The cards, in registration order (index = `NicId`).
+static SLOTS: spinning_top::Spinlock<Vec<Slot>> = spinning_top::Spinlock::new(Vec::new());
 /// Cards whose interrupt arrived since the softirq last ran (bit = `NicId`).
 static PENDING: AtomicU32 = AtomicU32::new(0);
 static CONFIG: spinning_top::Spinlock<NetConfig> = spinning_top::Spinlock::new(NetConfig::new());
@@ -52,23 +61,48 @@ fn config() -> NetConfig {
     *CONFIG.lock()
 }
 
-/// Brings up an interface on `nic` and starts its net task; `None` if [`MAX_NICS`]
-/// cards are registered already.
+/// Hands a card to the net layer; `None` if [`MAX_NICS`] cards are registered already.
 ///
-/// Context: task context, irqs on (the scheduler is running).
+/// The interface (smoltcp, DHCP, the net task) starts when the app first uses a
+/// socket, so images that never touch the network neither link the stack nor send a
+/// frame. Until then the card's interrupts are acknowledged and ignored.
+///
+/// Context: task context, irqs on.
 pub fn register_nic(name: &'static str, nic: Box<dyn Nic>) -> Option<NicId> {
-    let id = {
+    let _irqs = IrqGuard::new();
+    let mut slots = SLOTS.lock();
+    if slots.len() >= MAX_NICS {
+        return None;
+    }
+    slots.push(Slot::Waiting(name, nic));
+    Some(NicId(slots.len() - 1))
+}
+
+/// Brings up the interfaces of the cards registered so far (first socket call).
+fn start_interfaces() {
+    let waiting: Vec<(usize, &'static str, Box<dyn Nic>)> = {
         let _irqs = IrqGuard::new();
-        let mut stacks = STACKS.lock();
-        if stacks.len() >= MAX_NICS {
-            return None;
+        let mut slots = SLOTS.lock();
+        let mut taken = Vec::new();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if matches!(slot, Slot::Waiting(..))
+                && let Slot::Waiting(name, nic) = core::mem::replace(slot, Slot::Starting)
+            {
+                taken.push((i, name, nic));
+            }
         }
-        let id = NicId(stacks.len());
-        stacks.push(stack::Stack::new(name, nic, &config()));
-        id
+        taken
     };
-    stack::start(interface(id.0).expect("just registered"));
-    Some(id)
+    let config = config();
+    for (i, name, nic) in waiting {
+        // Built outside the lock: it allocates, prints and calibrates the clock.
+        let stack = stack::Stack::new(name, nic, &config);
+        {
+            let _irqs = IrqGuard::new();
+            SLOTS.lock()[i] = Slot::Running(stack);
+        }
+        stack::start(stack);
+    }
 }
 
 /// A driver's interrupt handler reports news from card `id` (received frames, freed
@@ -96,19 +130,38 @@ pub(crate) fn run_softirq() {
 
 fn interface(i: usize) -> Option<&'static stack::Stack> {
     let _irqs = IrqGuard::new();
-    STACKS.lock().get(i).copied()
+    match SLOTS.lock().get(i) {
+        Some(Slot::Running(s)) => Some(*s),
+        _ => None,
+    }
 }
 
-/// The interface sockets use.
+/// The interface sockets use (the first card's), started on first use.
 fn default_interface() -> Result<&'static stack::Stack, NetError> {
+    if interface(0).is_none() {
+        start_interfaces();
+    }
     interface(0).ok_or(NetError::NoInterface)
 }
 
-/// Counters of every interface, in registration order (name, counters).
+/// Cards registered so far.
+pub fn card_count() -> usize {
+    let _irqs = IrqGuard::new();
+    SLOTS.lock().len()
+}
+
+/// Counters of every running interface, in registration order (name, counters).
 pub fn stats() -> Vec<(&'static str, StatsSnapshot)> {
-    let all: Vec<&'static stack::Stack> = {
+    let running: Vec<&'static stack::Stack> = {
         let _irqs = IrqGuard::new();
-        STACKS.lock().clone()
+        SLOTS
+            .lock()
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Running(s) => Some(*s),
+                _ => None,
+            })
+            .collect()
     };
-    all.into_iter().map(|s| (s.name(), s.stats())).collect()
+    running.into_iter().map(|s| (s.name(), s.stats())).collect()
 }
