@@ -26,18 +26,42 @@ pub enum Bed {
     Uhyve,
     /// Xen in QEMU, the app as dom0 (the fast path).
     XenDom0,
-    /// Xen in QEMU, the app as a domU started with `xl create` from a Linux dom0.
+    /// Xen in QEMU, the app as a domU started with `xl create` from a Linux dom0, with
+    /// [`XL_MEMORY_MB`].
     XenXl,
-    /// As [`Bed::XenXl`], and dom0 runs `xl <command> <domain>` once the app's console
-    /// shows `when`.
-    XenXlThen {
-        /// `shutdown`, `reboot` or `mem-set`.
-        command: &'static str,
-        /// Arguments after the domain name.
-        args: &'static str,
-        /// Console text to wait for.
-        when: &'static str,
-    },
+    /// As [`Bed::XenXl`], with this memory and these toolstack actions.
+    XenXlWith(XlBed),
+}
+
+/// An xl domU's memory (MiB) unless a case says otherwise.
+pub const XL_MEMORY_MB: u32 = 128;
+
+/// How an xl domU is set up and driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XlBed {
+    /// The domain's memory in MiB.
+    pub memory_mb: u32,
+    /// Toolstack commands dom0 runs on the domain, in order.
+    pub actions: &'static [XlAction],
+}
+
+/// A toolstack command dom0 runs as `xl <command> <domain> <args>` once the app's
+/// console shows `when` (and the previous action ran).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XlAction {
+    /// `shutdown`, `reboot` or `mem-set`.
+    pub command: &'static str,
+    /// Arguments after the domain name.
+    pub args: &'static str,
+    /// Console text to wait for.
+    pub when: &'static str,
+}
+
+impl Bed {
+    /// Whether the case boots as an `xl create`d domU.
+    pub fn is_xl(self) -> bool {
+        matches!(self, Bed::XenXl | Bed::XenXlWith(_))
+    }
 }
 
 /// One integration test.
@@ -348,11 +372,11 @@ pub fn xen_cases() -> Vec<Case> {
             "xen/xl/xl-shutdown",
             "sleeper",
             &[],
-            Bed::XenXlThen {
+            xl_then(&[XlAction {
                 command: "shutdown",
                 args: "",
                 when: "sleeper: ready",
-            },
+            }]),
         )
         .expect(&[
             "sleeper: ready",
@@ -363,11 +387,11 @@ pub fn xen_cases() -> Vec<Case> {
             "xen/xl/xl-reboot",
             "sleeper",
             &[],
-            Bed::XenXlThen {
+            xl_then(&[XlAction {
                 command: "reboot",
                 args: "",
                 when: "sleeper: ready",
-            },
+            }]),
         )
         .expect(&[
             "sleeper: ready",
@@ -392,11 +416,11 @@ pub fn xen_cases() -> Vec<Case> {
             "xen/xl/xl-mem-set",
             "sleeper",
             &["8"],
-            Bed::XenXlThen {
+            xl_then(&[XlAction {
                 command: "mem-set",
                 args: "64",
                 when: "sleeper: ready",
-            },
+            }]),
         )
         .expect(&[
             "sleeper: ready",
@@ -540,6 +564,14 @@ pub fn xen_cases() -> Vec<Case> {
             }),
     );
     cases
+}
+
+/// An xl domU of [`XL_MEMORY_MB`] on which dom0 runs `actions`.
+fn xl_then(actions: &'static [XlAction]) -> Bed {
+    Bed::XenXlWith(XlBed {
+        memory_mb: XL_MEMORY_MB,
+        actions,
+    })
 }
 
 /// The latency proof's bound: a woken high-priority task runs within 2 ticks.

@@ -13,6 +13,8 @@ mod test;
 mod uhyve;
 mod vmm;
 mod xen_testbed;
+mod xl_batch;
+mod xl_output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
