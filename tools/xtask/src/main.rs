@@ -1,6 +1,7 @@
 //! `cargo xtask`: every Upcall workflow (build, run, test, bench) in one CLI.
 
 mod bench;
+mod bench_xen_boot;
 mod build;
 mod host;
 mod initramfs;
@@ -12,6 +13,7 @@ mod symbolize;
 mod test;
 mod uhyve;
 mod vmm;
+mod xen_stub_elf;
 mod xen_testbed;
 mod xl_batch;
 mod xl_output;
@@ -172,6 +174,16 @@ enum BenchKind {
     },
     /// Entry-core costs: exception round trip, task switch, timer wake-up.
     Entry,
+    /// Xen: `xl create` to first console line of `hello` against a minimal PV kernel
+    /// (both xl domUs of one Linux-dom0 boot; ratio of medians, image sizes).
+    XenBoot {
+        /// Runs of each image (interleaved).
+        #[arg(long, default_value_t = 9)]
+        runs: usize,
+        /// Memory of each domain in MiB.
+        #[arg(long, default_value_t = 128)]
+        memory: u32,
+    },
 }
 
 /// A failure with a one-line message and an exit status.
@@ -249,6 +261,9 @@ fn main() -> ExitCode {
         Command::Bench {
             which: BenchKind::Entry,
         } => bench::entry(),
+        Command::Bench {
+            which: BenchKind::XenBoot { runs, memory },
+        } => bench_xen_boot::run(runs, memory),
         Command::Testbed {
             which: TestbedKind::Xen,
         } => xen_testbed::command(),

@@ -58,6 +58,16 @@ pub fn split(output: &str, names: &[String]) -> Vec<DomainOutput> {
     parts
 }
 
+/// `(xl create, first console output)` in seconds of dom0's `EPOCHREALTIME`, from a
+/// domain's `xen-testbed: domain NAME timing: …` line.
+pub fn timing(part: &str) -> Option<(f64, f64)> {
+    part.lines().find_map(|l| {
+        let rest = l.strip_prefix(SAY)?.split_once(" timing: xl create at ")?.1;
+        let (created, first) = rest.split_once(", first console output at ")?;
+        Some((created.trim().parse().ok()?, first.trim().parse().ok()?))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +131,12 @@ mod tests {
                    xen-testbed: domain a-1 exit status 7\n";
         let p = split(out, &names(&["a-1", "b-2"]));
         assert_eq!((p[0].status, p[1].status), (Some(7), None));
+    }
+
+    #[test]
+    fn reads_timing_lines() {
+        let part = "xen-testbed: domain h timing: xl create at 12.500000, first console output at 13.250125\n";
+        assert_eq!(timing(part), Some((12.5, 13.250125)));
+        assert_eq!(timing("xen-testbed: domain h exit status 0"), None);
     }
 }
