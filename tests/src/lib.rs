@@ -427,6 +427,18 @@ pub fn xen_cases() -> Vec<Case> {
             "balloon: target 65536 KiB, now 65536 KiB (16384 pages ballooned out)",
             "sleeper: done",
         ]),
+        // All of a domain larger than 1 GiB (more L2 tables) is mapped and usable.
+        on(
+            "xen/xl/selftest-2304MiB",
+            "selftest",
+            &["touch-heap"],
+            Bed::XenXlWith(XlBed {
+                memory_mb: 2304,
+                actions: &[],
+            }),
+        )
+        .expect(&["RAM 2304 MiB", "selftest on xen", " passed, 0 failed"])
+        .bounds(&[("heap_touched_top_mib", Bound::AtLeast(2048))]),
         on("xen/xl/crash/task", "crash", &["task"], Bed::XenXl)
             .status(PANIC)
             .expect(&["deliberate panic 3 calls deep", "crash::crash_inner"]),
