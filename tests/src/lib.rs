@@ -412,20 +412,47 @@ pub fn xen_cases() -> Vec<Case> {
             Bed::XenXl,
         )
         .bounds(BUG),
+        // `xl mem-set` down, then back up once the balloon reports the target reached;
+        // then the app allocates more than fits in the smaller domain.
         on(
-            "xen/xl/xl-mem-set",
+            "xen/xl/xl-mem-set-down-and-up",
             "sleeper",
-            &["8"],
+            &["8", "80"],
+            xl_then(&[
+                XlAction {
+                    command: "mem-set",
+                    args: "64",
+                    when: "sleeper: ready",
+                },
+                XlAction {
+                    command: "mem-set",
+                    args: "128",
+                    when: "balloon: target 65536 KiB, now 65536 KiB",
+                },
+            ]),
+        )
+        .expect(&[
+            "sleeper: ready",
+            "balloon: target 65536 KiB, now 65536 KiB (16384 pages ballooned out)",
+            "balloon: target 131072 KiB, now 131072 KiB (0 pages ballooned out)",
+            "sleeper: allocated, wrote and read back 80 MiB",
+            "sleeper: done",
+        ]),
+        // Without the way back up, the same allocation fails: the test above can fail.
+        on(
+            "xen/xl/xl-mem-set-down-only",
+            "sleeper",
+            &["8", "80"],
             xl_then(&[XlAction {
                 command: "mem-set",
                 args: "64",
                 when: "sleeper: ready",
             }]),
         )
+        .status(1)
         .expect(&[
-            "sleeper: ready",
             "balloon: target 65536 KiB, now 65536 KiB (16384 pages ballooned out)",
-            "sleeper: done",
+            "sleeper: cannot allocate 80 MiB",
         ]),
         // All of a domain larger than 1 GiB (more L2 tables) is mapped and usable.
         on(
