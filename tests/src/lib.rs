@@ -28,18 +28,42 @@ pub enum Bed {
     Uhyve,
     /// Xen in QEMU, the app as dom0 (the fast path).
     XenDom0,
-    /// Xen in QEMU, the app as a domU started with `xl create` from a Linux dom0.
+    /// Xen in QEMU, the app as a domU started with `xl create` from a Linux dom0, with
+    /// [`XL_MEMORY_MB`].
     XenXl,
-    /// As [`Bed::XenXl`], and dom0 runs `xl <command> <domain>` once the app's console
-    /// shows `when`.
-    XenXlThen {
-        /// `shutdown`, `reboot` or `mem-set`.
-        command: &'static str,
-        /// Arguments after the domain name.
-        args: &'static str,
-        /// Console text to wait for.
-        when: &'static str,
-    },
+    /// As [`Bed::XenXl`], with this memory and these toolstack actions.
+    XenXlWith(XlBed),
+}
+
+/// An xl domU's memory (MiB) unless a case says otherwise.
+pub const XL_MEMORY_MB: u32 = 128;
+
+/// How an xl domU is set up and driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XlBed {
+    /// The domain's memory in MiB.
+    pub memory_mb: u32,
+    /// Toolstack commands dom0 runs on the domain, in order.
+    pub actions: &'static [XlAction],
+}
+
+/// A toolstack command dom0 runs as `xl <command> <domain> <args>` once the app's
+/// console shows `when` (and the previous action ran).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XlAction {
+    /// `shutdown`, `reboot` or `mem-set`.
+    pub command: &'static str,
+    /// Arguments after the domain name.
+    pub args: &'static str,
+    /// Console text to wait for.
+    pub when: &'static str,
+}
+
+impl Bed {
+    /// Whether the case boots as an `xl create`d domU.
+    pub fn is_xl(self) -> bool {
+        matches!(self, Bed::XenXl | Bed::XenXlWith(_))
+    }
 }
 
 /// One integration test.
@@ -359,11 +383,11 @@ pub fn xen_cases() -> Vec<Case> {
             "xen/xl/xl-shutdown",
             "sleeper",
             &[],
-            Bed::XenXlThen {
+            xl_then(&[XlAction {
                 command: "shutdown",
                 args: "",
                 when: "sleeper: ready",
-            },
+            }]),
         )
         .expect(&[
             "sleeper: ready",
@@ -374,11 +398,11 @@ pub fn xen_cases() -> Vec<Case> {
             "xen/xl/xl-reboot",
             "sleeper",
             &[],
-            Bed::XenXlThen {
+            xl_then(&[XlAction {
                 command: "reboot",
                 args: "",
                 when: "sleeper: ready",
-            },
+            }]),
         )
         .expect(&[
             "sleeper: ready",
@@ -399,21 +423,60 @@ pub fn xen_cases() -> Vec<Case> {
             Bed::XenXl,
         )
         .bounds(BUG),
+        // `xl mem-set` down, then back up once the balloon reports the target reached;
+        // then the app allocates more than fits in the smaller domain.
         on(
-            "xen/xl/xl-mem-set",
+            "xen/xl/xl-mem-set-down-and-up",
             "sleeper",
-            &["8"],
-            Bed::XenXlThen {
-                command: "mem-set",
-                args: "64",
-                when: "sleeper: ready",
-            },
+            &["8", "80"],
+            xl_then(&[
+                XlAction {
+                    command: "mem-set",
+                    args: "64",
+                    when: "sleeper: ready",
+                },
+                XlAction {
+                    command: "mem-set",
+                    args: "128",
+                    when: "balloon: target 65536 KiB, now 65536 KiB",
+                },
+            ]),
         )
         .expect(&[
             "sleeper: ready",
             "balloon: target 65536 KiB, now 65536 KiB (16384 pages ballooned out)",
+            "balloon: target 131072 KiB, now 131072 KiB (0 pages ballooned out)",
+            "sleeper: allocated, wrote and read back 80 MiB",
             "sleeper: done",
         ]),
+        // Without the way back up, the same allocation fails: the test above can fail.
+        on(
+            "xen/xl/xl-mem-set-down-only",
+            "sleeper",
+            &["8", "80"],
+            xl_then(&[XlAction {
+                command: "mem-set",
+                args: "64",
+                when: "sleeper: ready",
+            }]),
+        )
+        .status(1)
+        .expect(&[
+            "balloon: target 65536 KiB, now 65536 KiB (16384 pages ballooned out)",
+            "sleeper: cannot allocate 80 MiB",
+        ]),
+        // All of a domain larger than 1 GiB (more L2 tables) is mapped and usable.
+        on(
+            "xen/xl/selftest-2304MiB",
+            "selftest",
+            &["touch-heap"],
+            Bed::XenXlWith(XlBed {
+                memory_mb: 2304,
+                actions: &[],
+            }),
+        )
+        .expect(&["RAM 2304 MiB", "selftest on xen", " passed, 0 failed"])
+        .bounds(&[("heap_touched_top_mib", Bound::AtLeast(2048))]),
         on("xen/xl/crash/task", "crash", &["task"], Bed::XenXl)
             .status(PANIC)
             .expect(&["deliberate panic 3 calls deep", "crash::crash_inner"]),
@@ -474,6 +537,14 @@ pub fn xen_cases() -> Vec<Case> {
             }),
     );
     cases
+}
+
+/// An xl domU of [`XL_MEMORY_MB`] on which dom0 runs `actions`.
+fn xl_then(actions: &'static [XlAction]) -> Bed {
+    Bed::XenXlWith(XlBed {
+        memory_mb: XL_MEMORY_MB,
+        actions,
+    })
 }
 
 /// The latency proof's bound: a woken high-priority task runs within 2 ticks.

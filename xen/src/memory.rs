@@ -4,11 +4,15 @@
 //! [0, end of bootstrap area + ≥ 512 KiB, rounded to 4 MiB). Past it we map pfn `p` at
 //! virtual `p * 4096` ourselves, 2 MiB at a time: a new L1 table (a free page, zeroed,
 //! then made read-only, as Xen requires of page tables), hooked into the L2 table with
-//! `mmu_update`, then filled with batched `mmu_update`s from the p2m list. The pages
-//! used for L1 tables come from the top of the initial mapping's free area and are
-//! reserved from the heap. (Domains up to 1 GiB: one L2 table; more is mapped up to the
-//! first GiB with a notice.)
-
+//! `mmu_update`, then filled with batched `mmu_update`s from the p2m list. Each further
+//! GiB first gets a new L2 table the same way, hooked into the L3 table (L4[0]'s, which
+//! covers the first 512 GiB).
+//!
+//! Page-table pages are taken in order from the start of the initial mapping's free
+//! area upward, and may run past it into memory mapped just before: each 2 MiB chunk
+//! maps 512 pages and uses at most two (an L1 table, and an L2 table every GiB), so the
+//! next table page is always already mapped (checked). `[tables_start, tables_end)` is
+//! reserved from the heap.
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::hypercall::{hypercall, update_va_mapping};
@@ -17,6 +21,8 @@ use libos::balloon::Issue;
 const PAGE: u64 = 4096;
 const CHUNK: u64 = 2 << 20;
 const ONE_GIB: u64 = 1 << 30;
+/// What one L3 table (L4[0]'s) covers.
+const L3_SPAN: u64 = 512 * ONE_GIB;
 /// `machine_to_phys_mapping`: the M2P table Xen maps read-only into every PV guest.
 const M2P: *const u64 = 0xffff_8000_0000_0000 as *const u64;
 const PTE_PRESENT: u64 = 1;
@@ -62,7 +68,8 @@ pub fn pfn_of_mfn(mfn: u64) -> u64 {
 fn table_entry(mfn: u64, idx: u64) -> u64 {
     let va = pfn_of_mfn(mfn) * PAGE;
     // SAFETY: page tables of this domain are mapped (read-only) at their pfn: the
-    // bootstrap ones by Xen's initial mapping, ours by `map_chunk`.
+    // bootstrap ones by Xen's initial mapping, ours (`new_table`) lie in the identity
+    // map below the end mapped so far.
     unsafe { ((va + idx * 8) as *const u64).read_volatile() }
 }
 
@@ -86,15 +93,32 @@ fn mmu_update(reqs: &[MmuUpdate]) -> Result<(), i64> {
 /// What `init` mapped.
 #[derive(Debug, Clone, Copy)]
 pub struct Mapped {
-    /// End of the mapped (identity) range.
+    /// End of the mapped (identity) range: all of the domain's pages.
     pub end: u64,
-    /// Pages at [tables_start, initial_end) hold page tables: not heap.
+    /// Pages at [tables_start, tables_end) hold page tables: not heap.
     pub tables_start: u64,
-    /// Pages past the first GiB that stay unmapped.
-    pub left_out: u64,
+    /// See `tables_start`.
+    pub tables_end: u64,
 }
 
-/// Maps every page of the domain (up to 1 GiB).
+/// Hands out page-table pages in address order from the free area up.
+struct TablePages {
+    next: u64,
+}
+
+impl TablePages {
+    /// The next page, which must lie below `mapped_end` (mapped and unused).
+    fn take(&mut self, mapped_end: u64) -> Result<u64, &'static str> {
+        if self.next + PAGE > mapped_end {
+            return Err("no mapped page left for the page tables of the rest of memory");
+        }
+        let page = self.next;
+        self.next += PAGE;
+        Ok(page)
+    }
+}
+
+/// Maps every page of the domain.
 ///
 /// # Safety
 /// Once, at boot, before the heap exists; `[free_start, initial_end)` must be free
@@ -109,33 +133,70 @@ pub unsafe fn init(
     P2M.store(p2m_va, Relaxed);
     NR_PAGES.store(nr_pages, Relaxed);
     PT_BASE.store(pt_base, Relaxed);
-    let want_end = (nr_pages * PAGE).min(ONE_GIB);
-    let left_out = (nr_pages * PAGE).saturating_sub(ONE_GIB) / PAGE;
-    let chunks = want_end.saturating_sub(initial_end).div_ceil(CHUNK);
-    let tables_start = initial_end - chunks * PAGE;
-    if tables_start < free_start {
-        return Err("the initial mapping has no room for the page tables of the rest of memory");
+    let want_end = nr_pages * PAGE;
+    if want_end > L3_SPAN {
+        return Err("domains larger than 512 GiB are not supported");
     }
-    // Walk to the L2 table covering [0, 1 GiB): L4[0] -> L3[0] -> L2.
     // SAFETY: pt_base is the mapped top-level table (start_info).
     let l4e = unsafe { (pt_base as *const u64).read_volatile() };
-    let l3e = table_entry((l4e & PTE_ADDR) >> 12, 0);
-    if l4e & l3e & PTE_PRESENT == 0 {
+    if l4e & PTE_PRESENT == 0 {
         return Err("the initial page tables do not cover the first GiB");
     }
-    let l2_mfn = (l3e & PTE_ADDR) >> 12;
-    let mut next_table = tables_start;
+    let l3_mfn = (l4e & PTE_ADDR) >> 12;
+    let mut tables = TablePages { next: free_start };
+    // Invariant: [0, va) is mapped; `va` is 2 MiB-aligned (the initial mapping ends on
+    // a 4 MiB boundary).
     let mut va = initial_end;
     while va < want_end {
-        map_chunk(l2_mfn, va, next_table, want_end)?;
-        next_table += PAGE;
+        let l2_mfn = l2_table(l3_mfn, va, &mut tables, va)?;
+        let l1_va = tables.take(va)?;
+        map_chunk(l2_mfn, va, l1_va, want_end)?;
         va += CHUNK;
     }
     Ok(Mapped {
         end: want_end.max(initial_end),
-        tables_start,
-        left_out,
+        tables_start: free_start,
+        tables_end: tables.next,
     })
+}
+
+/// The machine frame of the L2 table covering `va`'s GiB: the existing one, or a new
+/// one (from `tables`, below `mapped_end`) hooked into the L3 table at `l3_mfn`.
+fn l2_table(
+    l3_mfn: u64,
+    va: u64,
+    tables: &mut TablePages,
+    mapped_end: u64,
+) -> Result<u64, &'static str> {
+    let l3_idx = (va >> 30) & 511;
+    let l3e = table_entry(l3_mfn, l3_idx);
+    if l3e & PTE_PRESENT != 0 {
+        return Ok((l3e & PTE_ADDR) >> 12);
+    }
+    let table_va = tables.take(mapped_end)?;
+    let table_mfn = new_table(table_va)?;
+    hook(l3_mfn, l3_idx, table_mfn).map_err(|_| "Xen refused a new L2 table")?;
+    Ok(table_mfn)
+}
+
+/// Zeroes the page at `table_va` and makes it read-only, as Xen wants a page before it
+/// becomes a page table; returns its machine frame.
+fn new_table(table_va: u64) -> Result<u64, &'static str> {
+    // SAFETY: `table_va` is a free, mapped, writable page (from `TablePages`).
+    unsafe { core::ptr::write_bytes(table_va as *mut u8, 0, PAGE as usize) };
+    let table_mfn = mfn_of_pfn(table_va / PAGE);
+    if update_va_mapping(table_va, (table_mfn << 12) | PTE_KERNEL_RO) != 0 {
+        return Err("cannot make a new page table read-only");
+    }
+    Ok(table_mfn)
+}
+
+/// Points entry `idx` of the page table at `table_mfn` to the table `child_mfn`.
+fn hook(table_mfn: u64, idx: u64, child_mfn: u64) -> Result<(), i64> {
+    mmu_update(&[MmuUpdate {
+        ptr: (table_mfn << 12) + idx * 8,
+        val: (child_mfn << 12) | PTE_KERNEL_RW,
+    }])
 }
 
 /// Maps [va, va + 2 MiB) ∩ [.., end) with a fresh L1 table at `table_va`.
@@ -144,18 +205,8 @@ fn map_chunk(l2_mfn: u64, va: u64, table_va: u64, end: u64) -> Result<(), &'stat
     if table_entry(l2_mfn, l2_idx) & PTE_PRESENT != 0 {
         return Err("an L2 slot past the initial mapping is already in use");
     }
-    // SAFETY: `table_va` is a free, mapped, writable page of the initial mapping.
-    unsafe { core::ptr::write_bytes(table_va as *mut u8, 0, PAGE as usize) };
-    let table_mfn = mfn_of_pfn(table_va / PAGE);
-    // A page-table page must be mapped read-only everywhere before Xen accepts it.
-    if update_va_mapping(table_va, (table_mfn << 12) | PTE_KERNEL_RO) != 0 {
-        return Err("cannot make a new page table read-only");
-    }
-    let hook = MmuUpdate {
-        ptr: (l2_mfn << 12) + l2_idx * 8,
-        val: (table_mfn << 12) | PTE_KERNEL_RW,
-    };
-    mmu_update(&[hook]).map_err(|_| "Xen refused a new L1 table")?;
+    let table_mfn = new_table(table_va)?;
+    hook(l2_mfn, l2_idx, table_mfn).map_err(|_| "Xen refused a new L1 table")?;
     let mut batch = [MmuUpdate::default(); 64];
     let pages = ((end - va) / PAGE).min(CHUNK / PAGE);
     let mut i = 0;

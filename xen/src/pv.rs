@@ -349,12 +349,6 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
         )
     }
     .unwrap_or_else(|e| fail(e));
-    if mapped.left_out > 0 {
-        println!(
-            "upcall: only the first GiB is mapped; {} pages left unused",
-            mapped.left_out
-        );
-    }
     let image_start = (&raw const __image_start) as u64;
     let boot = BootInfo {
         cmdline,
@@ -376,7 +370,7 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
             },
             Region {
                 start: mapped.tables_start,
-                end: initial_end,
+                end: mapped.tables_end,
             },
             special_page(&info, info.console_mfn),
             special_page(&info, info.store_mfn),

@@ -6,6 +6,7 @@
 
 extern crate alloc;
 
+mod heap_touch;
 mod sched_checks;
 
 use alloc::collections::BTreeMap;
@@ -25,6 +26,9 @@ pub fn main(args: &libos::Args) -> i32 {
         args.len()
     );
     check_alloc(&mut c);
+    if args.iter().any(|a| a == "touch-heap") {
+        heap_touch::check(&mut c);
+    }
     check_formatting(&mut c);
     check_cmdline(&mut c, args);
     check_traps(&mut c);

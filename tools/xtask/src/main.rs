@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_preempt;
+mod bench_xen_boot;
 mod build;
 mod host;
 mod initramfs;
@@ -14,7 +15,10 @@ mod symbolize;
 mod test;
 mod uhyve;
 mod vmm;
+mod xen_stub_elf;
 mod xen_testbed;
+mod xl_batch;
+mod xl_output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -184,6 +188,16 @@ enum BenchKind {
     /// Wake-up latency per preemption model and platform, raw vs model-following
     /// reschedule, plus balloon throughput preemptible vs plain (JSON, Markdown, SVG).
     Preempt,
+    /// Xen: `xl create` to first console line of `hello` against a minimal PV kernel
+    /// (both xl domUs of one Linux-dom0 boot; ratio of medians, image sizes).
+    XenBoot {
+        /// Runs of each image (interleaved).
+        #[arg(long, default_value_t = 9)]
+        runs: usize,
+        /// Memory of each domain in MiB.
+        #[arg(long, default_value_t = 128)]
+        memory: u32,
+    },
 }
 
 /// A failure with a one-line message and an exit status.
@@ -278,6 +292,9 @@ fn main() -> ExitCode {
         Command::Bench {
             which: BenchKind::Preempt,
         } => bench_preempt::preempt(),
+        Command::Bench {
+            which: BenchKind::XenBoot { runs, memory },
+        } => bench_xen_boot::run(runs, memory),
         Command::Testbed {
             which: TestbedKind::Xen,
         } => xen_testbed::command(),

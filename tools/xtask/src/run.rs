@@ -35,11 +35,7 @@ pub fn boot_xen(
         image,
         args,
         opts,
-        if dom0 {
-            XenBoot::Dom0
-        } else {
-            XenBoot::Xl(None)
-        },
+        if dom0 { XenBoot::Dom0 } else { XenBoot::Xl },
         echo,
     )
 }
@@ -49,8 +45,8 @@ pub fn boot_xen(
 pub enum XenBoot {
     /// The app is dom0.
     Dom0,
-    /// The app is an `xl create`d domU, optionally with a toolstack action.
-    Xl(Option<xen_testbed::XlAction>),
+    /// The app is an `xl create`d domU.
+    Xl,
 }
 
 /// [`boot_xen`] with the full choice of boot path.
@@ -90,9 +86,9 @@ fn xen_qemu_args(
             let xen = xen_testbed::ensure_hypervisor()?;
             xen_testbed::dom0_qemu_args(&xen, image, cmdline)
         }
-        XenBoot::Xl(action) => {
+        XenBoot::Xl => {
             let tb = xen_testbed::ensure_xl_testbed()?;
-            xen_testbed::xl_qemu_args_with(&tb, image, cmdline, opts.memory.min(256), action)?
+            xen_testbed::xl_qemu_args(&tb, image, cmdline, opts.memory.min(256))?
         }
     };
     args.extend(opts.extra.iter().cloned());
@@ -134,11 +130,7 @@ pub fn build_and_run(
                         &image,
                         &cmdline,
                         opts,
-                        if dom0 {
-                            XenBoot::Dom0
-                        } else {
-                            XenBoot::Xl(None)
-                        }
+                        if dom0 { XenBoot::Dom0 } else { XenBoot::Xl }
                     )?
                 )
             );

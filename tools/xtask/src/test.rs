@@ -9,12 +9,14 @@ use std::time::Instant;
 use upcall_tests::{Bed, Case, Machine};
 
 use crate::qemu::{self, RunOpts};
-use crate::run::XenBoot;
 use crate::vmm::Vmm;
+use crate::xen_testbed::{XlAction, XlDomain};
 use crate::{MachineArg, Outcome, Platform, build, host};
 
 /// Seconds a single boot may take before it counts as hung (SeaBIOS under TCG is slow).
 const CASE_TIMEOUT: u64 = 120;
+/// xl domains per dom0 boot (each boot of Xen + Linux dom0 costs ~5 s under TCG).
+const XL_BATCH: usize = 6;
 /// Release `hello` must stay under this size.
 const HELLO_MAX_BYTES: u64 = 256 * 1024;
 
@@ -97,22 +99,29 @@ fn machine_arg(m: Machine) -> MachineArg {
 /// (fast enough that Xen and the guest run at a few hundred virtual MHz).
 const LATENCY_ICOUNT_SHIFT: u32 = 3;
 
-/// Runs one case; `Ok` carries a note printed after the name.
+/// The image of `case`, built once per (app, release, platform).
+fn image_for(
+    case: &Case,
+    images: &mut HashMap<(String, bool, bool), PathBuf>,
+) -> Result<PathBuf, String> {
+    let xen = matches!(case.bed, Bed::XenDom0) || case.bed.is_xl();
+    let platform = if xen { Platform::Xen } else { Platform::Kvm };
+    let key = (case.app.to_string(), case.release, xen);
+    if let Some(p) = images.get(&key) {
+        return Ok(p.clone());
+    }
+    let p = build::build(case.app, platform, case.release).map_err(|f| f.message)?;
+    images.insert(key, p.clone());
+    Ok(p)
+}
+
+/// Runs one case (not an xl one: those run in batches); `Ok` carries a note printed
+/// after the name.
 fn run_case(
     case: &Case,
     images: &mut HashMap<(String, bool, bool), PathBuf>,
 ) -> Result<String, String> {
-    let xen = matches!(case.bed, Bed::XenDom0 | Bed::XenXl | Bed::XenXlThen { .. });
-    let platform = if xen { Platform::Xen } else { Platform::Kvm };
-    let key = (case.app.to_string(), case.release, xen);
-    let image = match images.get(&key) {
-        Some(p) => p.clone(),
-        None => {
-            let p = build::build(case.app, platform, case.release).map_err(|f| f.message)?;
-            images.insert(key, p.clone());
-            p
-        }
-    };
+    let image = image_for(case, images)?;
     let args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
     let machine = match case.bed {
         Bed::Qemu(m) => machine_arg(m),
@@ -127,19 +136,7 @@ fn run_case(
         Bed::Qemu(_) => crate::run::boot(Vmm::Qemu, &image, &args, &opts, false),
         Bed::Uhyve => crate::run::boot(Vmm::Uhyve, &image, &args, &opts, false),
         Bed::XenDom0 => crate::run::boot_xen(&image, &args, &opts, true, false),
-        Bed::XenXl => crate::run::boot_xen(&image, &args, &opts, false, false),
-        Bed::XenXlThen {
-            command,
-            args: xl_args,
-            when,
-        } => {
-            let action = crate::xen_testbed::XlAction {
-                command,
-                args: xl_args,
-                when,
-            };
-            crate::run::boot_xen_with(&image, &args, &opts, XenBoot::Xl(Some(action)), false)
-        }
+        Bed::XenXl | Bed::XenXlWith(_) => unreachable!("xl cases run in batches"),
     }
     .map_err(|f| f.message)?;
     let verdict = if r.timed_out {
@@ -149,14 +146,105 @@ fn run_case(
     };
     verdict
         .map(|()| format!(" ({:.2} s)", r.elapsed.as_secs_f64()))
-        .map_err(|why| {
-            let tail: Vec<&str> = r.output.lines().rev().take(25).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            format!(
-                "{why}\n  --- last console lines ---\n  {}",
-                tail.join("\n  ")
-            )
-        })
+        .map_err(|why| with_tail(why, &r.output))
+}
+
+/// `why` followed by the last console lines of `output`.
+fn with_tail(why: String, output: &str) -> String {
+    let tail: Vec<&str> = output.lines().rev().take(25).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    format!(
+        "{why}\n  --- last console lines ---\n  {}",
+        tail.join("\n  ")
+    )
+}
+
+/// The xl domain that runs `case`.
+fn xl_domain(case: &Case, image: PathBuf) -> XlDomain {
+    let (memory_mb, actions) = match case.bed {
+        Bed::XenXlWith(b) => (b.memory_mb, b.actions),
+        _ => (upcall_tests::XL_MEMORY_MB, &[][..]),
+    };
+    let args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
+    XlDomain {
+        image,
+        cmdline: qemu::kernel_cmdline(&args),
+        memory_mb,
+        actions: actions
+            .iter()
+            .map(|a| XlAction {
+                command: a.command,
+                args: a.args,
+                when: a.when,
+            })
+            .collect(),
+        timeout_secs: CASE_TIMEOUT as u32,
+    }
+}
+
+/// Runs the xl cases in batches of up to [`XL_BATCH`] domains per dom0 boot; each case
+/// is judged on its own domain's output and status.
+fn run_xl_cases(
+    t: &mut Tally,
+    cases: &[&Case],
+    images: &mut HashMap<(String, bool, bool), PathBuf>,
+) {
+    let batches = cases.len().div_ceil(XL_BATCH);
+    for (b, batch) in cases.chunks(XL_BATCH).enumerate() {
+        let mut domains = Vec::new();
+        let mut runnable = Vec::new();
+        for case in batch {
+            match image_for(case, images) {
+                Ok(image) => {
+                    domains.push(xl_domain(case, image));
+                    runnable.push(*case);
+                }
+                Err(why) => t.record(&case.name, Err(why)),
+            }
+        }
+        if domains.is_empty() {
+            continue;
+        }
+        println!(
+            "-- xl batch {}/{batches}: {} domains in one dom0 boot",
+            b + 1,
+            domains.len()
+        );
+        let run = match crate::xl_batch::boot(&domains) {
+            Ok(run) => run,
+            Err(f) => {
+                for case in runnable {
+                    t.record(&case.name, Err(f.message.clone()));
+                }
+                continue;
+            }
+        };
+        for (case, d) in runnable.iter().zip(&run.domains) {
+            let verdict = match (d.began, d.status) {
+                (false, _) => Err(with_tail(
+                    "the batch ended before this domain began".into(),
+                    &run.output,
+                )),
+                (true, None) if run.timed_out => Err(with_tail(
+                    "the batch was killed before this domain ended".into(),
+                    &d.output,
+                )),
+                (true, None) => Err(with_tail(
+                    "the batch ended before this domain did".into(),
+                    &d.output,
+                )),
+                (true, Some(status)) => upcall_tests::check(case, Some(status), &d.output)
+                    .map(|()| String::new())
+                    .map_err(|why| with_tail(why, &d.output)),
+            };
+            t.record(&case.name, verdict);
+        }
+        println!(
+            "-- xl batch {}/{batches} took {:.1} s",
+            b + 1,
+            run.elapsed.as_secs_f64()
+        );
+    }
 }
 
 /// The noinstr check passes on real images and fails on the deliberately broken one.
@@ -277,8 +365,13 @@ fn run_cases(
     wanted: &dyn Fn(&str) -> bool,
     images: &mut HashMap<(String, bool, bool), PathBuf>,
 ) {
-    for case in cases.iter().filter(|c| wanted(&c.name)) {
+    let (xl, single): (Vec<&Case>, Vec<&Case>) = cases
+        .iter()
+        .filter(|c| wanted(&c.name))
+        .partition(|c| c.bed.is_xl());
+    for case in single {
         let result = run_case(case, images);
         t.record(&case.name, result);
     }
+    run_xl_cases(t, &xl, images);
 }

@@ -63,13 +63,24 @@ pub fn run_captured(
 /// Like [`run_captured`], but lines starting with one of `quiet` are not echoed (they
 /// are still captured): hypervisor chatter such as Xen's `(XEN)` log.
 pub fn run_captured_filtered(
-    mut cmd: Command,
+    cmd: Command,
     image: &Path,
     timeout: u64,
     echo: bool,
     quiet: &'static [&'static str],
 ) -> Result<Captured, Failure> {
-    let symbols = Symbols::load(image)?;
+    run_captured_symbols(cmd, Symbols::load(image)?, timeout, echo, quiet)
+}
+
+/// Like [`run_captured_filtered`], with the symbols to annotate backtraces with given
+/// (`Symbols::default()` leaves them raw, e.g. when several images share one console).
+pub fn run_captured_symbols(
+    mut cmd: Command,
+    symbols: Symbols,
+    timeout: u64,
+    echo: bool,
+    quiet: &'static [&'static str],
+) -> Result<Captured, Failure> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let start = Instant::now();
     let mut child = cmd

@@ -77,16 +77,19 @@ const FAST_QEMU_MEM_MB: u32 = 256;
 const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen rdinit=/init quiet";
 /// Linux dom0's memory (MiB) on the xl path.
 const LINUX_DOM0_MEM_MB: u32 = 512;
-/// Seconds the dom0 init waits for the domain to end before exiting QEMU with 125.
+/// Seconds the dom0 init waits for a domain of `cargo xtask run` to end before it
+/// destroys it and reports status 125.
 const XL_TIMEOUT_SECS: u32 = 300;
 /// Bumped whenever the initramfs layout changes, to rebuild cached ones.
-const FORMAT: &str = "xen-testbed-1";
+const FORMAT: &str = "xen-testbed-2";
 
-/// The Linux dom0's `/init`: starts the Xen daemons, `xl create`s `/app` with
-/// `/app.cfg`, streams the domain's console log, and ends QEMU with the domain's exit
-/// status through isa-debug-exit (port 0xf4, reached through `/dev/port`).
-/// `/app.env` sets `name` (the domain's) and `timeout` (seconds), and optionally
-/// `action`/`action_when`: run `xl $action $name` once the console shows `$action_when`.
+/// The Linux dom0's `/init`: starts the Xen daemons, then for each directory listed in
+/// `/domains`, one after another: `xl create`s its `kernel` with its `cfg`, streams the
+/// domain's console log (framed by `xen-testbed: domain NAME begins` and
+/// `xen-testbed: domain NAME exit status N`, see [`crate::xl_output`]), runs the
+/// domain's toolstack actions when its console shows their text, and destroys it after
+/// its timeout. Finally it ends QEMU with the last domain's exit status through
+/// isa-debug-exit (port 0xf4, reached through `/dev/port`).
 const INIT: &str = r#"#!/bin/sh
 # dom0 init of Upcall's Xen test bed (tools/xtask/src/xen_testbed.rs).
 export PATH=/usr/lib/xen-4.17/bin:/bin
@@ -110,15 +113,13 @@ for m in xen-privcmd xen-evtchn xen-gntdev xen-gntalloc xenfs; do
 done
 run mount -t xenfs xenfs /proc/xen
 mkdir -p /var/lock /var/run/xen /var/log/xen/console /var/lib/xen /var/lib/xenstored
-. /app.env
 run xenstored
 out=$(xen-init-dom0 2>&1) || { say "xen-init-dom0 failed: $out"; finish 125; }
 run xenconsoled --log=guest --log-dir=/var/log/xen/console
-say "xl create /app.cfg:"
-cat /app.cfg
-(xl create -F /app.cfg > /tmp/xl.out 2>&1; echo $? > /tmp/xl.rc) &
-log=/var/log/xen/console/guest-$name.log
-shown=0
+# nap S: sleeps S seconds without starting a process (a read that times out on a FIFO
+# nobody writes to), so that polling costs dom0 almost nothing.
+mkfifo /tmp/never && exec 9<>/tmp/never
+nap() { read -r -t "$1" -u 9 _; }
 # Prints what the domain wrote to its console since the last call.
 pump() {
     [ -f "$log" ] || return 0
@@ -128,38 +129,81 @@ pump() {
         shown=$size
     fi
 }
-read up rest < /proc/uptime
-deadline=$((${up%.*} + timeout))
-acted=
-while [ ! -f /tmp/xl.rc ]; do
-    pump
-    if [ -n "$action" ] && [ -z "$acted" ] && [ -f "$log" ] && grep -q -F "$action_when" "$log"; then
-        acted=1
-                say "xl $action $name $action_args"
-        xl "$action" "$name" $action_args || say "xl $action failed"
-    fi
+# Runs the next pending action (`xl $actionK $name $actionK_args`) once the console
+# shows its text `$actionK_when`; actions run in order, each at most once.
+act() {
+    [ "$next" -le "$actions" ] || return 0
+    eval "cmd=\$action$next args=\$action${next}_args when=\$action${next}_when"
+    grep -q -F "$when" "$log" 2>/dev/null || return 0
+    say "xl $cmd $name $args"
+    xl "$cmd" "$name" $args || say "xl $cmd failed"
+    next=$((next + 1))
+}
+# Runs the domain of directory $1 (`kernel`, xl config `cfg`, settings `env`: `name`,
+# `timeout` in seconds, `actions` and their `actionK*`) to its end, between the lines
+# `domain NAME begins` and `domain NAME exit status N`; sets $code to N.
+domain() {
+    name=; timeout=300; actions=0; next=1
+    . "$1/env"
+    log=/var/log/xen/console/guest-$name.log
+    say "domain $name begins"
+    say "xl create $1/cfg:"
+    cat "$1/cfg"
+    rm -f /tmp/xl.rc /tmp/xl.out
+    shown=0 first= timed_out=
     read up rest < /proc/uptime
-    if [ "${up%.*}" -ge "$deadline" ]; then
+    deadline=$((${up%.*} + timeout))
+    created=$EPOCHREALTIME
+    (xl create -F "$1/cfg" > /tmp/xl.out 2>&1; echo $? > /tmp/xl.rc) &
+    while [ ! -f /tmp/xl.rc ]; do
+        read up rest < /proc/uptime
+        if [ "${up%.*}" -ge "$deadline" ]; then
+            pump
+            say "domain $name did not end within $timeout s; destroying it"
+            xl destroy "$name" || say "xl destroy failed"
+            timed_out=1
+            break
+        fi
+        if [ -z "$first" ]; then
+            # Until the first output only builtins run: a fine-grained, cheap poll.
+            if [ -s "$log" ]; then first=$EPOCHREALTIME; else nap 0.002; fi
+            continue
+        fi
         pump
-        say "domain $name did not end within $timeout s"
-        finish 125
+        act
+        nap 0.2
+    done
+    wait
+    pump
+    [ -s "$log" ] && [ -n "$(tail -c 1 "$log")" ] && echo
+    reason=$(sed -n 's/.*has shut down, reason code \([0-9]*\).*/\1/p' /tmp/xl.out | head -n 1)
+    status=$(grep -a -o 'upcall: exit status [0-9]*' "$log" 2>/dev/null | tail -n 1 | sed 's/.* //')
+    case "$reason" in
+        0) what=poweroff; code=0 ;;
+        1) what=reboot; code=125 ;;
+        2) what=suspend; code=125 ;;
+        3) what=crash; code=101 ;;
+        4) what=watchdog; code=125 ;;
+        "") what=; code=125 ;;
+        *) what=unknown; code=125 ;;
+    esac
+    if [ -n "$status" ] && [ "$status" -le 255 ]; then code=$status; fi
+    if [ -n "$timed_out" ]; then
+        code=125
+    elif [ -z "$what" ]; then
+        say "xl create failed (status $(cat /tmp/xl.rc)):"
+        cat /tmp/xl.out
+    else
+        say "domain $name shut down (reason code $reason, $what)"
     fi
-    sleep 0.2
+    [ -n "$first" ] && say "domain $name timing: xl create at $created, first console output at $first"
+    say "domain $name exit status $code"
+}
+# /domains lists the domains' directories, to run one after another.
+code=125
+for dir in $(cat /domains); do
+    domain "$dir"
 done
-pump
-reason=$(sed -n 's/.*has shut down, reason code \([0-9]*\).*/\1/p' /tmp/xl.out | head -n 1)
-status=$(grep -a -o 'upcall: exit status [0-9]*' "$log" 2>/dev/null | tail -n 1 | sed 's/.* //')
-case "$reason" in
-    0) what=poweroff; code=0 ;;
-    1) what=reboot; code=125 ;;
-    2) what=suspend; code=125 ;;
-    3) what=crash; code=101 ;;
-    4) what=watchdog; code=125 ;;
-    "") say "xl create failed (status $(cat /tmp/xl.rc)):"; cat /tmp/xl.out; finish 125 ;;
-    *) what=unknown; code=125 ;;
-esac
-if [ -n "$status" ] && [ "$status" -le 255 ]; then code=$status; fi
-say "domain $name shut down (reason code $reason, $what)"
 finish $code
 "#;
 
@@ -231,6 +275,32 @@ pub struct XlAction {
     pub when: &'static str,
 }
 
+/// One domain of an xl run: dom0 `xl create`s it, streams its console, runs its
+/// actions, and reports its exit status.
+#[derive(Debug, Clone)]
+pub struct XlDomain {
+    /// The PV ELF.
+    pub image: PathBuf,
+    /// The guest command line (xl's `extra`).
+    pub cmdline: String,
+    /// Its memory in MiB.
+    pub memory_mb: u32,
+    /// Toolstack commands to run on it, in order, each once its console shows its text
+    /// (and after the previous one ran).
+    pub actions: Vec<XlAction>,
+    /// Seconds after which dom0 destroys it and reports status 125.
+    pub timeout_secs: u32,
+}
+
+/// QEMU arguments for an xl run, and the domains' names in boot order.
+#[derive(Debug, Clone)]
+pub struct XlRun {
+    /// Arguments for [`QEMU`].
+    pub qemu_args: Vec<String>,
+    /// The domain names, as in the `xen-testbed: domain NAME …` lines.
+    pub names: Vec<String>,
+}
+
 /// QEMU arguments booting Xen + the Linux dom0 of `tb`, whose init runs `xl create` on
 /// `app` (a PV ELF) with guest command line `extra` and `app_mem_mb` MiB. The app's
 /// console output reaches QEMU's stdout as the domain writes it (streamed from
@@ -238,45 +308,59 @@ pub struct XlAction {
 /// where code is N from the app's last `upcall: exit status N` console line if there is
 /// one, else 0 for a poweroff, 101 for a crash, and 125 for any other shutdown, a failed
 /// `xl create`, or no shutdown within 300 s.
-///
-/// Writes a per-run initramfs (the base one plus a small cpio archive holding `/app`,
-/// `/app.cfg` and `/app.env`) under [`cache_dir`]`/runs`, named by its contents.
-/// With an [`XlAction`], dom0 also runs that `xl` command on the domain once its console
-/// shows the given text.
-pub fn xl_qemu_args_with(
+pub fn xl_qemu_args(
     tb: &XlTestbed,
     app: &Path,
     extra: &str,
     app_mem_mb: u32,
-    action: Option<XlAction>,
 ) -> Result<Vec<String>, Failure> {
-    if app_mem_mb == 0 {
-        return fail("xl test bed: the app's memory must be at least 1 MiB");
+    let domain = XlDomain {
+        image: app.to_path_buf(),
+        cmdline: extra.to_string(),
+        memory_mb: app_mem_mb,
+        actions: Vec::new(),
+        timeout_secs: XL_TIMEOUT_SECS,
+    };
+    Ok(xl_run_qemu_args(tb, std::slice::from_ref(&domain))?.qemu_args)
+}
+
+/// QEMU arguments booting Xen + the Linux dom0 of `tb`, whose init runs `domains` one
+/// after another in one boot (each as described for [`xl_qemu_args`]; QEMU's exit
+/// status is the last one's). Split the console output per domain with
+/// [`crate::xl_output::split`]. A single domain is named after its image file, several
+/// get `-1`, `-2`, … appended (so each has its own console log).
+///
+/// Writes a per-run initramfs (the base one plus a small cpio archive holding
+/// `/domains` and `/dom/K/{kernel,cfg,env}`) under [`cache_dir`]`/runs`, named by its
+/// contents.
+pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, Failure> {
+    if domains.is_empty() {
+        return fail("xl test bed: no domain to run");
     }
-    let name = domain_name(app);
-    let config = xl_config(&name, extra, app_mem_mb)?;
-    let image = read(app)?;
-    let mut env = format!("name={name}\ntimeout={XL_TIMEOUT_SECS}\n");
-    if let Some(a) = action {
-        let plain_args = a
-            .args
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == ' ');
-        if !matches!(a.command, "shutdown" | "reboot" | "mem-set")
-            || !plain_args
-            || a.when.contains(['\'', '\n'])
-        {
-            return fail(format!(
-                "xl test bed: unsupported action `xl {}` when `{}`",
-                a.command, a.when
-            ));
+    let mut names = Vec::new();
+    let mut files = Vec::new();
+    for (k, d) in domains.iter().enumerate() {
+        if d.memory_mb == 0 {
+            return fail("xl test bed: a domain's memory must be at least 1 MiB");
         }
-        env.push_str(&format!(
-            "action='{}'\naction_args='{}'\naction_when='{}'\n",
-            a.command, a.args, a.when
-        ));
+        let stem = domain_name(&d.image);
+        let name = if domains.len() == 1 {
+            stem
+        } else {
+            format!("{stem}-{}", k + 1)
+        };
+        let dir = format!("dom/{}", k + 1);
+        let config = xl_config(&name, &format!("/{dir}/kernel"), &d.cmdline, d.memory_mb)?;
+        let env = domain_env(&name, d.timeout_secs, &d.actions)?;
+        files.push(DomainFiles {
+            dir,
+            image: read(&d.image)?,
+            config,
+            env,
+        });
+        names.push(name);
     }
-    let initramfs = run_initramfs(tb, &image, &config, &env)?;
+    let initramfs = run_initramfs(tb, &files)?;
     if let Some(p) = [&tb.vmlinux, &initramfs]
         .into_iter()
         .find(|p| p.to_string_lossy().contains(' '))
@@ -286,7 +370,9 @@ pub fn xl_qemu_args_with(
             p.display()
         ));
     }
-    let memory = (LINUX_DOM0_MEM_MB + app_mem_mb + 128).max(1024);
+    // Domains run one at a time: room for dom0, the largest domain and Xen itself.
+    let largest = domains.iter().map(|d| d.memory_mb).max().unwrap_or(0);
+    let memory = (LINUX_DOM0_MEM_MB + largest + 128).max(1024);
     let mut a = machine_args(memory, 2);
     a.extend([
         "-kernel".to_string(),
@@ -296,7 +382,40 @@ pub fn xl_qemu_args_with(
         "-initrd".to_string(),
         initrd_arg(&[(&tb.vmlinux, LINUX_CMDLINE), (&initramfs, "")]),
     ]);
-    Ok(a)
+    Ok(XlRun {
+        qemu_args: a,
+        names,
+    })
+}
+
+/// The settings file (`/dom/K/env`, sourced by the init) of domain `name`.
+fn domain_env(name: &str, timeout_secs: u32, actions: &[XlAction]) -> Result<String, Failure> {
+    let mut env = format!(
+        "name={name}\ntimeout={timeout_secs}\nactions={}\n",
+        actions.len()
+    );
+    for (k, a) in actions.iter().enumerate() {
+        let plain_args = a
+            .args
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == ' ');
+        if !matches!(a.command, "shutdown" | "reboot" | "mem-set")
+            || !plain_args
+            || a.when.is_empty()
+            || a.when.contains(['\'', '\n'])
+        {
+            return fail(format!(
+                "xl test bed: unsupported action `xl {} {}` when `{}`",
+                a.command, a.args, a.when
+            ));
+        }
+        let k = k + 1;
+        env.push_str(&format!(
+            "action{k}='{}'\naction{k}_args='{}'\naction{k}_when='{}'\n",
+            a.command, a.args, a.when
+        ));
+    }
+    Ok(env)
 }
 
 /// `cargo xtask testbed xen`: prepares both test beds, with progress; prints what it made.
@@ -397,12 +516,13 @@ fn domain_name(app: &Path) -> String {
     }
 }
 
-/// The xl config that runs `/app` as a PV domain that is destroyed however it ends.
-fn xl_config(name: &str, extra: &str, memory_mb: u32) -> Result<String, Failure> {
+/// The xl config that runs `kernel` (a path in dom0) as a PV domain on CPU 1 that is
+/// destroyed however it ends.
+fn xl_config(name: &str, kernel: &str, extra: &str, memory_mb: u32) -> Result<String, Failure> {
     if extra.chars().any(char::is_control) {
         return fail("xl test bed: the guest command line must not contain control characters");
     }
-    let mut cfg = format!("name = \"{name}\"\ntype = \"pv\"\nkernel = \"/app\"\n");
+    let mut cfg = format!("name = \"{name}\"\ntype = \"pv\"\nkernel = \"{kernel}\"\n");
     if !extra.is_empty() {
         // libxlu's quoted strings take C-like backslash escapes.
         let quoted = extra.replace('\\', "\\\\").replace('"', "\\\"");
@@ -418,17 +538,21 @@ fn xl_config(name: &str, extra: &str, memory_mb: u32) -> Result<String, Failure>
 /// Per-run initramfs files kept however old (each is as large as the base archive).
 const RUNS_KEPT: usize = 16;
 
+/// What the per-run archive holds for one domain, under `/dir`.
+struct DomainFiles {
+    dir: String,
+    image: Vec<u8>,
+    config: String,
+    env: String,
+}
+
 /// Writes (unless it exists) the per-run initramfs: the base archive followed by one
-/// holding the app, its config and its settings. Named by a hash of its contents, so
-/// parallel runs never share a half-written file. Only the [`RUNS_KEPT`] most recently
-/// used ones and those used in the last minute are kept (QEMU reads its `-initrd` files
-/// when it starts, so removing one later does not disturb a running test).
-fn run_initramfs(
-    tb: &XlTestbed,
-    image: &[u8],
-    config: &str,
-    env: &str,
-) -> Result<PathBuf, Failure> {
+/// holding `/domains` (the domains' directories in boot order) and each domain's
+/// kernel, config and settings. Named by a hash of its contents, so parallel runs never
+/// share a half-written file. Only the [`RUNS_KEPT`] most recently used ones and those
+/// used in the last minute are kept (QEMU reads its `-initrd` files when it starts, so
+/// removing one later does not disturb a running test).
+fn run_initramfs(tb: &XlTestbed, domains: &[DomainFiles]) -> Result<PathBuf, Failure> {
     let meta = fs::metadata(&tb.initramfs)
         .or_else(|e| fail(format!("xl test bed: {}: {e}", tb.initramfs.display())))?;
     let mut h = Fnv::new();
@@ -439,9 +563,16 @@ fn run_initramfs(
         .ok()
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
     h.add(&mtime.unwrap_or_default().as_nanos().to_le_bytes());
-    for part in [image, config.as_bytes(), env.as_bytes()] {
-        h.add(&(part.len() as u64).to_le_bytes());
-        h.add(part);
+    for d in domains {
+        for part in [
+            d.dir.as_bytes(),
+            &d.image,
+            d.config.as_bytes(),
+            d.env.as_bytes(),
+        ] {
+            h.add(&(part.len() as u64).to_le_bytes());
+            h.add(part);
+        }
     }
     let dir = cache_dir().join("runs");
     mkdir(&dir)?;
@@ -458,14 +589,21 @@ fn run_initramfs(
     }
     let mut cpio = Cpio::new(Vec::new());
     let written: io::Result<()> = (|| {
-        cpio.file("app", 0o755, image)?;
-        cpio.file("app.cfg", 0o644, config.as_bytes())?;
-        cpio.file("app.env", 0o644, env.as_bytes())
+        let list: String = domains.iter().map(|d| format!("/{}\n", d.dir)).collect();
+        cpio.file("domains", 0o644, list.as_bytes())?;
+        cpio.dir("dom")?;
+        for d in domains {
+            cpio.dir(&d.dir)?;
+            cpio.file(&format!("{}/kernel", d.dir), 0o755, &d.image)?;
+            cpio.file(&format!("{}/cfg", d.dir), 0o644, d.config.as_bytes())?;
+            cpio.file(&format!("{}/env", d.dir), 0o644, d.env.as_bytes())?;
+        }
+        Ok(())
     })();
-    written.or_else(|e| fail(format!("xl test bed: app archive: {e}")))?;
+    written.or_else(|e| fail(format!("xl test bed: domain archive: {e}")))?;
     let extra = cpio
         .finish()
-        .or_else(|e| fail(format!("xl test bed: app archive: {e}")))?;
+        .or_else(|e| fail(format!("xl test bed: domain archive: {e}")))?;
     let tmp = temp_path(&path);
     fs::copy(&tb.initramfs, &tmp)
         .and_then(|_| fs::OpenOptions::new().append(true).open(&tmp))
@@ -981,12 +1119,40 @@ mod tests {
 
     #[test]
     fn xl_config_quotes_extra() {
-        let c = xl_config("hello", r#"a "b c" d\e"#, 32).unwrap();
+        let c = xl_config("hello", "/dom/1/kernel", r#"a "b c" d\e"#, 32).unwrap();
         assert!(c.contains(r#"extra = "a \"b c\" d\\e""#), "{c}");
         assert!(c.contains("memory = 32\n"));
         assert!(c.contains("name = \"hello\"\n"));
-        assert!(!xl_config("x", "", 8).unwrap().contains("extra"));
-        assert!(xl_config("x", "a\nb", 8).is_err());
+        assert!(c.contains("kernel = \"/dom/1/kernel\"\n"));
+        assert!(!xl_config("x", "/k", "", 8).unwrap().contains("extra"));
+        assert!(xl_config("x", "/k", "a\nb", 8).is_err());
+    }
+
+    #[test]
+    fn domain_env_numbers_actions() {
+        let a = |command, args, when| XlAction {
+            command,
+            args,
+            when,
+        };
+        let env = domain_env(
+            "s-1",
+            60,
+            &[
+                a("mem-set", "64", "ready"),
+                a("mem-set", "128", "now 65536 KiB"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            env,
+            "name=s-1\ntimeout=60\nactions=2\naction1='mem-set'\naction1_args='64'\n\
+             action1_when='ready'\naction2='mem-set'\naction2_args='128'\n\
+             action2_when='now 65536 KiB'\n"
+        );
+        assert!(domain_env("x", 1, &[a("destroy", "", "r")]).is_err());
+        assert!(domain_env("x", 1, &[a("mem-set", "1;rm", "r")]).is_err());
+        assert!(domain_env("x", 1, &[a("shutdown", "", "it's")]).is_err());
     }
 
     #[test]
