@@ -142,6 +142,28 @@ pub fn bind_timer() -> Result<u32, i64> {
     Ok(arg.port)
 }
 
+/// Allocates a port that domain `remote` may bind to (a frontend's channel to its
+/// backend); returns the port, still masked until [`register`]ed.
+pub fn alloc_unbound(remote: u16) -> Result<u32, i64> {
+    let mut arg = xen_sys::evtchn_alloc_unbound {
+        dom: 0x7ff0, // DOMID_SELF
+        remote_dom: remote,
+        port: 0,
+    };
+    // SAFETY: EVTCHNOP_alloc_unbound reads dom/remote_dom and writes port in `arg`.
+    let rc = unsafe {
+        hypercall(
+            xen_sys::__HYPERVISOR_event_channel_op,
+            u64::from(xen_sys::EVTCHNOP_alloc_unbound),
+            (&raw mut arg) as u64,
+            0,
+            0,
+            0,
+        )
+    };
+    if rc == 0 { Ok(arg.port) } else { Err(rc) }
+}
+
 fn shared_word(array: *mut u64, word: usize) -> &'static AtomicU64 {
     // SAFETY: `array` is evtchn_pending or evtchn_mask of the mapped shared-info page
     // (64 words); callers pass word < 64. Xen updates these words with atomic ops too.

@@ -34,6 +34,8 @@ mod hypercall;
 #[cfg(target_os = "none")]
 mod memory;
 #[cfg(target_os = "none")]
+mod netfront;
+#[cfg(target_os = "none")]
 mod pv;
 #[cfg(target_os = "none")]
 mod traps;

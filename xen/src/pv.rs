@@ -243,6 +243,7 @@ impl Platform for Xen {
         let (ring_pfn, port) = (STORE_PFN.load(Relaxed), STORE_PORT.load(Relaxed) as u32);
         if ring_pfn != 0 {
             crate::xenstore::start(ring_pfn * 4096, port);
+            crate::netfront::start();
         }
     }
 

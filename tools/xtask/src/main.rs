@@ -15,6 +15,7 @@ mod symbolize;
 mod test;
 mod uhyve;
 mod vmm;
+mod xen_net;
 mod xen_stub_elf;
 mod xen_testbed;
 mod xl_batch;

@@ -76,13 +76,21 @@ impl std::str::FromStr for Forward {
 }
 
 impl Forward {
-    /// QEMU's `hostfwd=` value.
+    /// QEMU's `hostfwd=` value (to the guest's default address, slirp's first lease).
     fn hostfwd(&self) -> String {
+        self.hostfwd_to("")
+    }
+
+    /// QEMU's `hostfwd=` value forwarding to `guest_ip`.
+    pub fn hostfwd_to(&self, guest_ip: &str) -> String {
         let proto = match self.proto {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
         };
-        format!("hostfwd={proto}:127.0.0.1:{}-:{}", self.host, self.guest)
+        format!(
+            "hostfwd={proto}:127.0.0.1:{}-{guest_ip}:{}",
+            self.host, self.guest
+        )
     }
 }
 

@@ -88,7 +88,7 @@ fn xen_qemu_args(
         }
         XenBoot::Xl => {
             let tb = xen_testbed::ensure_xl_testbed()?;
-            xen_testbed::xl_qemu_args(&tb, image, cmdline, opts.memory.min(256))?
+            xen_testbed::xl_qemu_args(&tb, image, cmdline, opts.memory.min(256), &opts.forwards)?
         }
     };
     args.extend(opts.extra.iter().cloned());
@@ -115,8 +115,14 @@ pub fn build_and_run(
     if dom0 && platform != Platform::Xen {
         return fail("--dom0 is for --platform xen");
     }
-    if !opts.forwards.is_empty() && (platform != Platform::Kvm || vmm != Vmm::Qemu) {
-        return fail("--forward needs --platform kvm on QEMU (uhyve has no networking here)");
+    let networked = match platform {
+        Platform::Kvm => vmm == Vmm::Qemu,
+        Platform::Xen => !dom0,
+    };
+    if !opts.forwards.is_empty() && !networked {
+        return fail(
+            "--forward needs the KVM platform on QEMU or an xl domU (uhyve and a dom0 app have no network card here)",
+        );
     }
     let image = build::build(app, platform, release)?;
     if platform == Platform::Xen {
@@ -136,6 +142,7 @@ pub fn build_and_run(
             );
             return Ok(0);
         }
+        print_forwards(&opts.forwards);
         return finish(boot_xen(&image, args, opts, dom0, true)?, opts);
     }
     if opts.dry_run {
@@ -149,7 +156,13 @@ pub fn build_and_run(
         println!("{line}");
         return Ok(0);
     }
-    for f in &opts.forwards {
+    print_forwards(&opts.forwards);
+    finish(boot(vmm, &image, args, opts, true)?, opts)
+}
+
+/// Tells the user where the forwarded ports are.
+fn print_forwards(forwards: &[qemu::Forward]) {
+    for f in forwards {
         match f.proto {
             qemu::Proto::Tcp => eprintln!(
                 "xtask: 127.0.0.1:{} forwards to guest tcp port {} (e.g. http://127.0.0.1:{}/)",
@@ -161,7 +174,6 @@ pub fn build_and_run(
             ),
         }
     }
-    finish(boot(vmm, &image, args, opts, true)?, opts)
 }
 
 /// The exit status of `run` for a finished guest.

@@ -179,6 +179,7 @@ fn xl_domain(case: &Case, image: PathBuf) -> XlDomain {
             })
             .collect(),
         timeout_secs: CASE_TIMEOUT as u32,
+        net: None,
     }
 }
 

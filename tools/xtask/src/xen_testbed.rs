@@ -51,6 +51,7 @@ const DOM0_PACKAGES: &[&str] = &[
     "zlib1g",
     "libzstd1",
     "libgcc-s1",
+    crate::xen_net::PACKAGE,
 ];
 /// Where xen-utils keeps its programs.
 const XEN_BIN: &str = "usr/lib/xen-4.17/bin";
@@ -81,7 +82,7 @@ const LINUX_DOM0_MEM_MB: u32 = 512;
 /// destroys it and reports status 125.
 const XL_TIMEOUT_SECS: u32 = 300;
 /// Bumped whenever the initramfs layout changes, to rebuild cached ones.
-const FORMAT: &str = "xen-testbed-2";
+const FORMAT: &str = "xen-testbed-3";
 
 /// The Linux dom0's `/init`: starts the Xen daemons, then for each directory listed in
 /// `/domains`, one after another: `xl create`s its `kernel` with its `cfg`, streams the
@@ -120,6 +121,8 @@ run xenconsoled --log=guest --log-dir=/var/log/xen/console
 # nobody writes to), so that polling costs dom0 almost nothing.
 mkfifo /tmp/never && exec 9<>/tmp/never
 nap() { read -r -t "$1" -u 9 _; }
+# A run with networking brings its bridge up (see xen_net.rs).
+if [ -f /net.sh ]; then . /net.sh; fi
 # Prints what the domain wrote to its console since the last call.
 pump() {
     [ -f "$log" ] || return 0
@@ -290,6 +293,9 @@ pub struct XlDomain {
     pub actions: Vec<XlAction>,
     /// Seconds after which dom0 destroys it and reports status 125.
     pub timeout_secs: u32,
+    /// `Some`: the domain gets a vif on dom0's bridge to QEMU's user network, and these
+    /// host ports are forwarded to it (see `xen_net`).
+    pub net: Option<Vec<crate::qemu::Forward>>,
 }
 
 /// QEMU arguments for an xl run, and the domains' names in boot order.
@@ -308,11 +314,13 @@ pub struct XlRun {
 /// where code is N from the app's last `upcall: exit status N` console line if there is
 /// one, else 0 for a poweroff, 101 for a crash, and 125 for any other shutdown, a failed
 /// `xl create`, or no shutdown within 300 s.
+/// With `forwards`, the domain has a network and those host ports reach it.
 pub fn xl_qemu_args(
     tb: &XlTestbed,
     app: &Path,
     extra: &str,
     app_mem_mb: u32,
+    forwards: &[crate::qemu::Forward],
 ) -> Result<Vec<String>, Failure> {
     let domain = XlDomain {
         image: app.to_path_buf(),
@@ -320,6 +328,7 @@ pub fn xl_qemu_args(
         memory_mb: app_mem_mb,
         actions: Vec::new(),
         timeout_secs: XL_TIMEOUT_SECS,
+        net: (!forwards.is_empty()).then(|| forwards.to_vec()),
     };
     Ok(xl_run_qemu_args(tb, std::slice::from_ref(&domain))?.qemu_args)
 }
@@ -350,7 +359,10 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
             format!("{stem}-{}", k + 1)
         };
         let dir = format!("dom/{}", k + 1);
-        let config = xl_config(&name, &format!("/{dir}/kernel"), &d.cmdline, d.memory_mb)?;
+        let mut config = xl_config(&name, &format!("/{dir}/kernel"), &d.cmdline, d.memory_mb)?;
+        if d.net.is_some() {
+            config.push_str(crate::xen_net::VIF_CONFIG);
+        }
         let env = domain_env(&name, d.timeout_secs, &d.actions)?;
         files.push(DomainFiles {
             dir,
@@ -360,7 +372,12 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
         });
         names.push(name);
     }
-    let initramfs = run_initramfs(tb, &files)?;
+    let forwards: Vec<crate::qemu::Forward> = domains
+        .iter()
+        .flat_map(|d| d.net.iter().flatten().copied())
+        .collect();
+    let networked = domains.iter().any(|d| d.net.is_some());
+    let initramfs = run_initramfs(tb, &files, networked)?;
     if let Some(p) = [&tb.vmlinux, &initramfs]
         .into_iter()
         .find(|p| p.to_string_lossy().contains(' '))
@@ -382,6 +399,9 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
         "-initrd".to_string(),
         initrd_arg(&[(&tb.vmlinux, LINUX_CMDLINE), (&initramfs, "")]),
     ]);
+    if networked {
+        a.extend(crate::xen_net::qemu_args(&forwards));
+    }
     Ok(XlRun {
         qemu_args: a,
         names,
@@ -552,7 +572,11 @@ struct DomainFiles {
 /// share a half-written file. Only the [`RUNS_KEPT`] most recently used ones and those
 /// used in the last minute are kept (QEMU reads its `-initrd` files when it starts, so
 /// removing one later does not disturb a running test).
-fn run_initramfs(tb: &XlTestbed, domains: &[DomainFiles]) -> Result<PathBuf, Failure> {
+fn run_initramfs(
+    tb: &XlTestbed,
+    domains: &[DomainFiles],
+    networked: bool,
+) -> Result<PathBuf, Failure> {
     let meta = fs::metadata(&tb.initramfs)
         .or_else(|e| fail(format!("xl test bed: {}: {e}", tb.initramfs.display())))?;
     let mut h = Fnv::new();
@@ -563,6 +587,9 @@ fn run_initramfs(tb: &XlTestbed, domains: &[DomainFiles]) -> Result<PathBuf, Fai
         .ok()
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
     h.add(&mtime.unwrap_or_default().as_nanos().to_le_bytes());
+    if networked {
+        h.add(crate::xen_net::NET_SH.as_bytes());
+    }
     for d in domains {
         for part in [
             d.dir.as_bytes(),
@@ -591,6 +618,9 @@ fn run_initramfs(tb: &XlTestbed, domains: &[DomainFiles]) -> Result<PathBuf, Fai
     let written: io::Result<()> = (|| {
         let list: String = domains.iter().map(|d| format!("/{}\n", d.dir)).collect();
         cpio.file("domains", 0o644, list.as_bytes())?;
+        if networked {
+            cpio.file("net.sh", 0o644, crate::xen_net::NET_SH.as_bytes())?;
+        }
         cpio.dir("dom")?;
         for d in domains {
             cpio.dir(&d.dir)?;
@@ -685,7 +715,12 @@ fn xl_testbed() -> Result<XlTestbed, Failure> {
         "xtask: Xen test bed: assembling the Linux dom0 in {} (once)",
         dir.display()
     );
-    let kernel = unpack(&debs[0], KERNEL_FILES)?;
+    let kernel_files: Vec<&str> = KERNEL_FILES
+        .iter()
+        .chain(crate::xen_net::KERNEL_FILES)
+        .copied()
+        .collect();
+    let kernel = unpack(&debs[0], &kernel_files)?;
     let mut unpacked = BTreeMap::new();
     for (package, deb) in packages.iter().zip(&debs).skip(1) {
         unpacked.insert(package.as_str(), unpack(deb, &[])?);
@@ -732,7 +767,7 @@ fn xl_testbed() -> Result<XlTestbed, Failure> {
 }
 
 /// The file in `dir` whose name starts with `prefix`; fails unless there is exactly one.
-fn only_file(dir: &Path, prefix: &str) -> Result<PathBuf, Failure> {
+pub(crate) fn only_file(dir: &Path, prefix: &str) -> Result<PathBuf, Failure> {
     let found: Vec<PathBuf> = fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -793,6 +828,13 @@ fn dom0_tree(kernel: &Path, unpacked: &BTreeMap<&str, PathBuf>) -> Result<Tree, 
         };
         t.insert(&format!("modules/{name}"), Node::File(path, 0o644));
     }
+    let Some(xenstore_utils) = unpacked.get(crate::xen_net::PACKAGE) else {
+        return fail(format!(
+            "Xen test bed: {} was not unpacked",
+            crate::xen_net::PACKAGE
+        ));
+    };
+    crate::xen_net::add_to_tree(&mut t, kernel, xenstore_utils)?;
     t.check_libraries()?;
     Ok(t)
 }
@@ -919,8 +961,18 @@ fn is_root() -> bool {
 /// Unpacks `deb` (only the members matching the `tar` wildcards `only`, if given) into
 /// [`cache_dir`]`/unpacked/<deb name>`, unless already there; returns that directory.
 fn unpack(deb: &Path, only: &[&str]) -> Result<PathBuf, Failure> {
-    let stem = deb.file_stem().unwrap_or_default().to_string_lossy();
-    let dir = cache_dir().join("unpacked").join(&*stem);
+    let mut stem = deb
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    if !only.is_empty() {
+        // A different selection is a different cache entry.
+        let mut h = Fnv::new();
+        only.iter().for_each(|o| h.add(o.as_bytes()));
+        stem.push_str(&format!("-{:08x}", h.finish() as u32));
+    }
+    let dir = cache_dir().join("unpacked").join(&stem);
     if dir.is_dir() {
         return Ok(dir);
     }

@@ -1,0 +1,436 @@
+//! Netfront: the domU's network card, a [`libos::net::Nic`] over the PV network
+//! protocol (`io/netif.h`) with a netback in the backend domain.
+//!
+//! Setup (xenstore handshake, as Linux's and Mini-OS's netfront do it): read the
+//! backend's domain and path and our MAC from `device/vif/0`; allocate and grant one TX
+//! and one RX shared ring page and an unbound event channel; write `tx-ring-ref`,
+//! `rx-ring-ref`, `event-channel`, `request-rx-copy` (the backend copies received
+//! frames into our pages) and `feature-rx-notify`; switch our state to Connected and
+//! wait for the backend's.
+//!
+//! Buffers: each ring id owns one page, granted to the backend for the device's
+//! lifetime (TX read-only, RX writable). Sending copies the frame into its id's page;
+//! receiving copies it out and posts the page again at once. Every index, id, status,
+//! offset and flag the backend writes is checked by [`crate::netif`] before use; a
+//! backend that breaks the protocol stops the card with an error, never corrupts us.
+
+use alloc::alloc::{Layout, alloc_zeroed};
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use libos::net::{Nic, NicError, NicId};
+use libos::{println, sched, time};
+
+use crate::netif::{
+    self, FrontRing, InFlight, PAGE, REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD, RX_ENTRY,
+    RX_RING_SIZE, RingError, SRING_HEADER, TX_ENTRY, TX_RING_SIZE, TxRequest, XenbusState,
+};
+use crate::{events, gnttab, xenstore};
+
+/// Our device's xenstore directory (relative to the domain's home).
+const DEVICE: &str = "device/vif/0";
+/// How long the backend may take to connect.
+const CONNECT_TIMEOUT_NS: u64 = 10_000_000_000;
+
+/// The interface id interrupts are reported under (set once the card is registered).
+/// Taken in the upcall, so task context takes it with irqs off.
+static NIC_ID: spinning_top::Spinlock<Option<NicId>> = spinning_top::Spinlock::new(None);
+
+/// One zeroed page that lives as long as the device.
+fn page() -> *mut u8 {
+    let layout = Layout::from_size_align(PAGE, PAGE).expect("page layout");
+    // SAFETY: non-zero size.
+    let p = unsafe { alloc_zeroed(layout) };
+    assert!(!p.is_null(), "netfront: out of memory for ring pages");
+    p
+}
+
+/// A shared ring page and our private indices for it.
+struct Shared {
+    page: *mut u8,
+    ring: FrontRing,
+    entry: usize,
+}
+
+impl Shared {
+    fn new(size: u32, entry: usize) -> Self {
+        Shared {
+            page: page(),
+            ring: FrontRing::new(size),
+            entry,
+        }
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: one of the four naturally aligned index words at the start of our
+        // ring page, shared with the backend, which updates them with plain stores
+        // ordered by barriers; atomics give us the matching ordering.
+        unsafe { AtomicU32::from_ptr(self.page.add(offset).cast::<u32>()) }
+    }
+
+    fn slot(&self, slot: usize) -> *mut u8 {
+        // SAFETY: slot < ring size, so the entry lies within the page.
+        unsafe { self.page.add(SRING_HEADER + slot * self.entry) }
+    }
+
+    /// Copies entry `slot` out of shared memory before anything looks at it, so the
+    /// backend cannot change it between the check and the use.
+    fn read_entry<const N: usize>(&self, slot: usize) -> [u8; N] {
+        let mut out = [0u8; N];
+        for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: within entry `slot` (N ≤ entry size).
+            *b = unsafe { self.slot(slot).add(i).read_volatile() };
+        }
+        out
+    }
+
+    fn write_entry(&mut self, slot: usize, bytes: &[u8]) {
+        for (i, &b) in bytes.iter().enumerate() {
+            // SAFETY: within entry `slot` (bytes.len() ≤ entry size).
+            unsafe { self.slot(slot).add(i).write_volatile(b) };
+        }
+    }
+
+    /// Publishes the requests made since the last push; whether the backend wants an
+    /// event (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`).
+    fn push(&self) -> bool {
+        let old = self.word(REQ_PROD).load(Ordering::Relaxed);
+        let new = self.ring.req_prod();
+        // Release: the entries are visible before the index that announces them.
+        self.word(REQ_PROD).store(new, Ordering::Release);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        netif::needs_notify(old, new, self.word(REQ_EVENT).load(Ordering::Acquire))
+    }
+
+    /// New responses, checked against what we have outstanding.
+    fn pending(&self) -> Result<u32, RingError> {
+        self.ring
+            .pending(self.word(RSP_PROD).load(Ordering::Acquire))
+    }
+
+    /// Asks for an event at the next response (`RING_FINAL_CHECK_FOR_RESPONSES`'s
+    /// first half; the caller re-checks [`Shared::pending`] afterwards).
+    fn arm(&self) {
+        self.word(RSP_EVENT)
+            .store(self.ring.rsp_cons().wrapping_add(1), Ordering::SeqCst);
+    }
+}
+
+/// A page per ring id, granted to the backend.
+struct Buffers {
+    pages: Vec<*mut u8>,
+    grefs: Vec<u32>,
+}
+
+impl Buffers {
+    fn new(n: u32, backend: u16, readonly: bool) -> Result<Self, String> {
+        let mut b = Buffers {
+            pages: Vec::new(),
+            grefs: Vec::new(),
+        };
+        for _ in 0..n {
+            let p = page();
+            let gref = gnttab::grant_access(backend, p as u64, readonly)
+                .ok_or("out of grant references for buffers")?;
+            b.pages.push(p);
+            b.grefs.push(gref);
+        }
+        Ok(b)
+    }
+}
+
+/// The card.
+pub struct Netfront {
+    mac: [u8; 6],
+    port: u32,
+    tx: Shared,
+    rx: Shared,
+    tx_bufs: Buffers,
+    rx_bufs: Buffers,
+    tx_flight: InFlight,
+    rx_flight: InFlight,
+    /// Set once the backend broke the protocol: the card is dead.
+    broken: Option<RingError>,
+    /// TX responses reporting an error or drop.
+    tx_errors: u64,
+}
+
+// SAFETY: the raw page pointers are owned by the card (nothing else uses them but the
+// backend, through grants); the net task owns the card.
+unsafe impl Send for Netfront {}
+
+impl Netfront {
+    fn fail(&mut self, e: RingError) -> NicError {
+        if self.broken.is_none() {
+            println!("upcall: netfront: backend broke the protocol ({e}); card stopped");
+            self.broken = Some(e);
+        }
+        NicError::Device(format!("netfront stopped: {e}"))
+    }
+
+    fn check_alive(&self) -> Result<(), NicError> {
+        match self.broken {
+            Some(e) => Err(NicError::Device(format!("netfront stopped: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Posts RX buffer `id` to the backend.
+    fn post_rx(&mut self, id: u16) {
+        let slot = self
+            .rx
+            .ring
+            .next_request()
+            .expect("an RX id is free only when its slot is");
+        self.rx_flight.mark(id);
+        let entry = netif::encode_rx_request(id, self.rx_bufs.grefs[id as usize]);
+        self.rx.write_entry(slot, &entry);
+    }
+
+    fn notify_if(&self, wanted: bool) {
+        if wanted {
+            events::notify(self.port);
+        }
+    }
+
+    /// Ends the flight of every answered TX request.
+    fn reclaim_tx(&mut self) -> Result<(), NicError> {
+        loop {
+            let n = self.tx.pending().map_err(|e| self.fail(e))?;
+            if n == 0 {
+                self.tx.arm();
+                if self.tx.pending().map_err(|e| self.fail(e))? == 0 {
+                    return Ok(());
+                }
+                continue;
+            }
+            for _ in 0..n {
+                let slot = self.tx.ring.next_response();
+                let entry: [u8; TX_ENTRY] = self.tx.read_entry(slot);
+                match netif::check_tx_response(&entry, &mut self.tx_flight) {
+                    Ok(true) => {}
+                    Ok(false) => self.tx_errors += 1,
+                    Err(e) => return Err(self.fail(e)),
+                }
+            }
+        }
+    }
+}
+
+impl Nic for Netfront {
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn mtu(&self) -> usize {
+        1500
+    }
+
+    fn can_transmit(&mut self) -> bool {
+        self.broken.is_none()
+            && self.reclaim_tx().is_ok()
+            && self.tx.ring.free() > 0
+            && self.tx_flight.count() < TX_RING_SIZE as usize
+    }
+
+    fn transmit(&mut self, frame: &[u8]) -> Result<(), NicError> {
+        self.check_alive()?;
+        if frame.len() > PAGE {
+            return Err(NicError::Malformed("frame larger than a page"));
+        }
+        if self.tx.ring.free() == 0 {
+            self.reclaim_tx()?;
+        }
+        let Some(id) = self.tx_flight.take_free() else {
+            return Err(NicError::Busy);
+        };
+        let Some(slot) = self.tx.ring.next_request() else {
+            self.tx_flight.complete(id).expect("the id was just taken");
+            return Err(NicError::Busy);
+        };
+        let buf = self.tx_bufs.pages[id as usize];
+        // SAFETY: `buf` is this id's page (PAGE bytes, ours; the backend only reads it
+        // while the request below is in flight, and it is not yet published).
+        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), buf, frame.len()) };
+        let req = TxRequest {
+            gref: self.tx_bufs.grefs[id as usize],
+            offset: 0,
+            flags: 0,
+            id,
+            size: frame.len() as u16,
+        };
+        self.tx.write_entry(slot, &req.encode());
+        let wanted = self.tx.push();
+        self.notify_if(wanted);
+        Ok(())
+    }
+
+    fn receive(&mut self, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
+        self.check_alive()?;
+        let mut n = self.rx.pending().map_err(|e| self.fail(e))?;
+        if n == 0 {
+            // Ask for an event at the next frame, then look once more (a frame that
+            // arrived in between would otherwise wait for the one after it).
+            self.rx.arm();
+            n = self.rx.pending().map_err(|e| self.fail(e))?;
+            if n == 0 {
+                return Ok(false);
+            }
+        }
+        let slot = self.rx.ring.next_response();
+        let entry: [u8; RX_ENTRY] = self.rx.read_entry(slot);
+        let result = match netif::check_rx_response(&entry, &mut self.rx_flight) {
+            Ok(f) => {
+                let page = self.rx_bufs.pages[f.id as usize];
+                // SAFETY: offset + len ≤ PAGE (checked by `check_rx_response`); the page
+                // is ours and the backend is done with it (its response is in).
+                let data = unsafe { core::slice::from_raw_parts(page.add(f.offset), f.len) };
+                deliver(data);
+                self.post_rx(f.id);
+                Ok(true)
+            }
+            Err((Some(id), e)) => {
+                self.post_rx(id);
+                Err(match e {
+                    RingError::RxError(_) => NicError::Malformed("backend reported an RX error"),
+                    RingError::UnsupportedRxFlags(_) => {
+                        NicError::Malformed("RX flags not negotiated")
+                    }
+                    _ => NicError::Malformed("RX data outside its page"),
+                })
+            }
+            Err((None, e)) => return Err(self.fail(e)),
+        };
+        let wanted = self.rx.push();
+        self.notify_if(wanted);
+        result
+    }
+}
+
+fn on_event() {
+    if let Some(id) = *NIC_ID.lock() {
+        libos::net::interrupt(id);
+    }
+}
+
+fn read(key: &str) -> Result<String, String> {
+    xenstore::read(key).map_err(|e| format!("xenstore read {key}: {e}"))
+}
+
+fn write(key: &str, value: &str) -> Result<(), String> {
+    xenstore::write(&format!("{DEVICE}/{key}"), value)
+        .map_err(|e| format!("xenstore write {DEVICE}/{key}: {e}"))
+}
+
+fn state(path: &str) -> Result<XenbusState, String> {
+    let v = read(path)?;
+    XenbusState::parse(&v).ok_or_else(|| format!("{path}: `{v}` is not a xenbus state"))
+}
+
+/// Sets up the card with its backend; `Ok(None)` if this domain has no `vif`.
+fn connect() -> Result<Option<Netfront>, String> {
+    if xenstore::read(&format!("{DEVICE}/backend-id")).is_err() {
+        return Ok(None);
+    }
+    let backend_id: u16 = read(&format!("{DEVICE}/backend-id"))?
+        .trim()
+        .parse()
+        .map_err(|_| "device/vif/0/backend-id is not a domain id")?;
+    let backend = read(&format!("{DEVICE}/backend"))?;
+    let mac_text = read(&format!("{DEVICE}/mac"))?;
+    let mac = netif::parse_mac(&mac_text)
+        .ok_or_else(|| format!("device/vif/0/mac: `{mac_text}` is not a MAC address"))?;
+
+    let tx = Shared::new(TX_RING_SIZE, TX_ENTRY);
+    let rx = Shared::new(RX_RING_SIZE, RX_ENTRY);
+    let grant = |p: *mut u8| {
+        gnttab::grant_access(backend_id, p as u64, false).ok_or("out of grant references")
+    };
+    let (tx_ref, rx_ref) = (grant(tx.page)?, grant(rx.page)?);
+    let port = events::alloc_unbound(backend_id)
+        .map_err(|rc| format!("cannot allocate an event channel ({rc})"))?;
+    let mut card = Netfront {
+        mac,
+        port,
+        tx,
+        rx,
+        tx_bufs: Buffers::new(TX_RING_SIZE, backend_id, true)?,
+        rx_bufs: Buffers::new(RX_RING_SIZE, backend_id, false)?,
+        tx_flight: InFlight::new(TX_RING_SIZE as usize),
+        rx_flight: InFlight::new(RX_RING_SIZE as usize),
+        broken: None,
+        tx_errors: 0,
+    };
+    for id in 0..RX_RING_SIZE as u16 {
+        card.post_rx(id);
+    }
+    let _ = card.rx.push();
+    card.rx.arm();
+    card.tx.arm();
+
+    write("tx-ring-ref", &format!("{tx_ref}"))?;
+    write("rx-ring-ref", &format!("{rx_ref}"))?;
+    write("event-channel", &format!("{port}"))?;
+    write("request-rx-copy", "1")?;
+    write("feature-rx-notify", "1")?;
+    write("feature-sg", "0")?;
+    write("feature-gso-tcpv4", "0")?;
+    write("state", "4")?;
+
+    let backend_state = format!("{backend}/state");
+    let deadline = time::now_ns() + CONNECT_TIMEOUT_NS;
+    loop {
+        match state(&backend_state)? {
+            XenbusState::Connected => break,
+            s @ (XenbusState::Closing | XenbusState::Closed) => {
+                return Err(format!("backend {backend} went to {s:?} during setup"));
+            }
+            _ if time::now_ns() > deadline => {
+                return Err(format!("backend {backend} did not connect within 10 s"));
+            }
+            // The handshake is a one-off at boot: polling its state every 10 ms is
+            // simpler than a watch and costs nothing once connected.
+            _ => sched::sleep_ns(10_000_000),
+        }
+    }
+    Ok(Some(card))
+}
+
+/// Starts netfront if this domain has a `vif`, before the application runs (so its
+/// first socket finds the card). Called from `Platform::start_services` once xenstore
+/// runs, in the main task: the handshake blocks it, not the CPU, while xenstore and
+/// the backend answer.
+pub fn start() {
+    let card = match connect() {
+        Ok(Some(card)) => card,
+        Ok(None) => return,
+        Err(e) => {
+            println!("upcall: netfront: {e}");
+            return;
+        }
+    };
+    let (port, mac) = (card.port, card.mac);
+    let Some(id) = libos::net::register_nic("netfront", Box::new(card)) else {
+        println!("upcall: netfront: too many network cards");
+        return;
+    };
+    {
+        let _irqs = libos::irqflags::IrqGuard::new();
+        *NIC_ID.lock() = Some(id);
+    }
+    if !events::register(port, on_event) {
+        println!("upcall: netfront: no free event handler slot");
+        return;
+    }
+    if libos::boot::loglevel() == libos::cmdline::LogLevel::Debug {
+        let [a, b, c, d, e, f] = mac;
+        println!(
+            "upcall: netfront: {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x} on event channel {port}"
+        );
+    }
+    // Frames may have arrived before the handler was in place.
+    libos::net::interrupt(id);
+}
