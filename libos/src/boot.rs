@@ -39,6 +39,9 @@ pub fn entry_to_main_cycles() -> u64 {
 unsafe extern "Rust" {
     /// Defined by [`crate::image!`] in the image crate.
     safe fn __upcall_app_main(args: &Args) -> i32;
+    /// The application's default command line (libos options), defined by
+    /// [`crate::image!`].
+    safe fn __upcall_default_cmdline() -> &'static str;
 }
 
 /// Makes the console, panics and exception reports work; the backend's first call.
@@ -65,7 +68,7 @@ pub unsafe fn start(info: &BootInfo<'_>) -> ! {
     // SAFETY: the caller guarantees free RAM is mapped and unused; this runs once, first.
     unsafe { heap::init(free.as_slice()) };
 
-    let cmd = match cmdline::parse(info.cmdline) {
+    let cmd = match cmdline::parse_with_defaults(__upcall_default_cmdline(), info.cmdline) {
         Ok(cmd) => cmd,
         Err(e) => {
             println!("upcall: bad command line: {e}");

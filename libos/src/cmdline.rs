@@ -87,6 +87,8 @@ pub enum CmdlineError {
         /// What is accepted.
         expected: &'static str,
     },
+    /// The application's built-in default command line is unusable (a build error).
+    BadDefaults(String),
 }
 
 impl fmt::Display for CmdlineError {
@@ -99,6 +101,9 @@ impl fmt::Display for CmdlineError {
                 expected,
             } => {
                 write!(f, "{option}: expected {expected}, got `{value}`")
+            }
+            CmdlineError::BadDefaults(why) => {
+                write!(f, "the application's default command line: {why}")
             }
         }
     }
@@ -149,7 +154,22 @@ pub fn split_words(line: &str) -> Result<Vec<String>, CmdlineError> {
 
 /// Parses a whole kernel command line.
 pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
-    let mut out = Cmdline::default();
+    parse_onto(Cmdline::default(), line)
+}
+
+/// Parses `line` over the application's defaults `defaults` (libos options only, from
+/// its `[package.metadata.upcall] cmdline`): an option on `line` overrides its default.
+pub fn parse_with_defaults(defaults: &str, line: &str) -> Result<Cmdline, CmdlineError> {
+    let base = parse(defaults).map_err(|e| CmdlineError::BadDefaults(alloc::format!("{e}")))?;
+    if let Some(word) = base.app_args.first() {
+        return Err(CmdlineError::BadDefaults(alloc::format!(
+            "`{word}` is not a libos option"
+        )));
+    }
+    parse_onto(base, line)
+}
+
+fn parse_onto(mut out: Cmdline, line: &str) -> Result<Cmdline, CmdlineError> {
     let mut words = split_words(line)?.into_iter();
     while let Some(word) = words.next() {
         if word == "--" {
@@ -276,6 +296,19 @@ mod tests {
             parse("ip=10.0.2").unwrap_err().to_string(),
             "ip: expected an IPv4 address A.B.C.D or A.B.C.D/PREFIX, got `10.0.2`"
         );
+    }
+
+    #[test]
+    fn defaults_are_overridden_by_the_line() {
+        let c = parse_with_defaults("hz=500 preempt=none", "hz=250 a").unwrap();
+        assert_eq!((c.hz, c.app_args.as_slice()), (250, &["a".to_string()][..]));
+        assert_eq!(c.preempt.model, crate::preempt::Model::None);
+        assert_eq!(parse_with_defaults("hz=500", "").unwrap().hz, 500);
+        assert_eq!(
+            parse_with_defaults("hz=500 x", "").unwrap_err().to_string(),
+            "the application's default command line: `x` is not a libos option"
+        );
+        assert!(parse_with_defaults("hz=0", "").is_err());
     }
 
     #[test]

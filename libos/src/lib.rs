@@ -43,10 +43,22 @@ pub use platform::Platform;
 /// Defines the pieces only a final image may have: the panic handler, the global
 /// allocator and the link to the application's `main`.
 ///
-/// Used by the glue crate `cargo xtask build` generates, e.g. `libos::image!(hello::main);`.
+/// Used by the glue crate `cargo xtask build` generates, e.g. `libos::image!(hello::main);`,
+/// or with the application's default libos options (its Cargo.toml's
+/// `[package.metadata.upcall] cmdline`), which the kernel command line overrides:
+/// `libos::image!(latency::main, "hz=500");`.
 #[macro_export]
 macro_rules! image {
     ($main:path) => {
+        $crate::image!($main, "");
+    };
+    ($main:path, $defaults:expr) => {
+        /// The application's default libos options.
+        #[unsafe(no_mangle)]
+        fn __upcall_default_cmdline() -> &'static str {
+            $defaults
+        }
+
         #[panic_handler]
         fn __upcall_panic(info: &::core::panic::PanicInfo<'_>) -> ! {
             $crate::panic::on_panic(info)

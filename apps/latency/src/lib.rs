@@ -4,8 +4,8 @@
 //!
 //! A low-priority task runs the load in a loop — `section`: long in-kernel work (memory
 //! scrubbing) inside `libos::preempt::preemptible`, each lasting `section_ticks` ticks;
-//! `balloon`: balloon `balloon_mib` MiB out and back in, each a single preemptible
-//! hypercall (Xen); `none`: nothing. A high-priority task sleeps one tick at a time and
+//! `balloon`: balloon `balloon_mib` MiB (default: 5/8 of the heap) out and back in,
+//! each a single preemptible hypercall (Xen); `none`: nothing. A high-priority task sleeps one tick at a time and
 //! records how late it wakes. With `switch=MODEL` (under `preempt=dynamic`) the model is
 //! switched halfway. Prints every sample (`late_us=…`, sorted) and percentiles, and ends
 //! with `max_wake_latency_ticks=N`.
@@ -43,7 +43,9 @@ fn parse(args: &libos::Args) -> Result<Options, &str> {
         load: Load::Section,
         samples: 60,
         section_ticks: 30,
-        balloon_mib: 32,
+        // 5/8 of the heap: each hypercall then spans ≥ 20 ticks at the default hz=250
+        // with the app's default 512 MiB (Xen in QEMU, TCG), leaving room for the rest.
+        balloon_mib: ((libos::heap::total_bytes() * 5 / 8) >> 20).max(1) as usize,
         switch: None,
     };
     for arg in args.iter() {

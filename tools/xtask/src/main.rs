@@ -105,9 +105,10 @@ enum Command {
         /// Machine type and firmware.
         #[arg(long, value_enum, default_value_t = MachineArg::Microvm)]
         machine: MachineArg,
-        /// Guest memory in MiB.
-        #[arg(long, default_value_t = 128)]
-        memory: u32,
+        /// Guest memory in MiB [default: the app's `[package.metadata.upcall] memory`,
+        /// else 128].
+        #[arg(long)]
+        memory: Option<u32>,
         /// Build with --release.
         #[arg(long)]
         release: bool,
@@ -201,6 +202,17 @@ enum BenchKind {
     },
 }
 
+/// Guest memory (MiB) of `cargo xtask run` unless the app or `--memory` says otherwise.
+const DEFAULT_MEMORY_MB: u32 = 128;
+
+/// `--memory`, else the app's declared memory, else [`DEFAULT_MEMORY_MB`].
+fn app_memory(app: &str, memory: Option<u32>) -> Result<u32, Failure> {
+    match memory {
+        Some(m) => Ok(m),
+        None => build::app_meta(app).map(|m| m.memory_mb.unwrap_or(DEFAULT_MEMORY_MB)),
+    }
+}
+
 /// A failure with a one-line message and an exit status.
 #[derive(Debug)]
 pub struct Failure {
@@ -267,20 +279,22 @@ fn main() -> ExitCode {
                     "--icount needs a QEMU bed: the KVM platform on QEMU, or --platform xen --dom0",
                 )
             } else {
-                let opts = qemu::RunOpts {
-                    accel: if icount.is_some() {
-                        Some(Accel::Tcg)
-                    } else {
-                        accel
-                    },
-                    machine,
-                    memory,
-                    timeout,
-                    dry_run,
-                    extra: icount.map(qemu::icount_args).unwrap_or_default(),
-                    forwards: forward,
-                };
-                run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
+                app_memory(&app, memory).and_then(|memory| {
+                    let opts = qemu::RunOpts {
+                        accel: if icount.is_some() {
+                            Some(Accel::Tcg)
+                        } else {
+                            accel
+                        },
+                        machine,
+                        memory,
+                        timeout,
+                        dry_run,
+                        extra: icount.map(qemu::icount_args).unwrap_or_default(),
+                        forwards: forward,
+                    };
+                    run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
+                })
             }
         }
         Command::Test { filter, no_host } => test::run(filter.as_deref(), no_host),

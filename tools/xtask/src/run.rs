@@ -84,7 +84,7 @@ fn xen_qemu_args(
     let mut args = match how {
         XenBoot::Dom0 => {
             let xen = xen_testbed::ensure_hypervisor()?;
-            xen_testbed::dom0_qemu_args(&xen, image, cmdline)
+            xen_testbed::dom0_qemu_args(&xen, image, cmdline, opts.memory)
         }
         XenBoot::Xl => {
             let tb = xen_testbed::ensure_xl_testbed()?;

@@ -70,10 +70,8 @@ const KERNEL_FILES: &[&str] = &["./boot/vmlinuz-*", "./lib/modules/*/kernel/driv
 /// Xen's command line, less `dom0_mem`. (Not `sync_console`: Xen then waits 3 s at boot.
 /// Under QEMU the UART is always ready, so Xen writes each byte out at once anyway.)
 const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all";
-/// dom0 memory (MiB) on the fast path, where dom0 is the kernel under test.
-const FAST_DOM0_MEM_MB: u32 = 64;
-/// QEMU memory (MiB) on the fast path.
-const FAST_QEMU_MEM_MB: u32 = 256;
+/// QEMU memory (MiB) on the fast path beyond dom0's own (Xen and its heap).
+const FAST_XEN_OVERHEAD_MB: u32 = 192;
 /// The Linux dom0's command line.
 const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen rdinit=/init quiet";
 /// Linux dom0's memory (MiB) on the xl path.
@@ -249,17 +247,18 @@ pub fn ensure_xl_testbed() -> Result<XlTestbed, Failure> {
 
 /// QEMU arguments that boot Xen with `kernel` (a 64-bit PV ELF) as dom0 with kernel
 /// command line `cmdline` (TESTBEDS.md's recipe: qemu64 CPU plus RDRAND, TCG,
-/// `-no-reboot`, isa-debug-exit at 0xf4, serial on stdio, 256 MiB, `dom0_mem=64M`). A
+/// `-no-reboot`, isa-debug-exit at 0xf4, serial on stdio) with `dom0_mem=` `memory_mb`
+/// (the app's memory, `--memory`) and room for Xen beside it. A
 /// dom0 that shuts down with reason reboot ends QEMU with status 0; one that writes `v`
 /// to port 0xf4 ends it with `(v << 1) | 1`. `kernel`'s path must not contain spaces
 /// (QEMU splits a multiboot module's path from its command line at the first space).
-pub fn dom0_qemu_args(xen: &Path, kernel: &Path, cmdline: &str) -> Vec<String> {
-    let mut a = machine_args(FAST_QEMU_MEM_MB, 1);
+pub fn dom0_qemu_args(xen: &Path, kernel: &Path, cmdline: &str, memory_mb: u32) -> Vec<String> {
+    let mut a = machine_args(memory_mb + FAST_XEN_OVERHEAD_MB, 1);
     a.extend([
         "-kernel".to_string(),
         xen.display().to_string(),
         "-append".to_string(),
-        format!("{XEN_CMDLINE} dom0_mem={FAST_DOM0_MEM_MB}M"),
+        format!("{XEN_CMDLINE} dom0_mem={memory_mb}M"),
         "-initrd".to_string(),
         initrd_arg(&[(kernel, cmdline)]),
     ]);
@@ -453,7 +452,7 @@ pub fn command() -> Outcome {
     let kernel = Path::new("PV-KERNEL");
     println!(
         "boot a PV kernel as dom0:\n  {}",
-        qemu::shell_words(QEMU, &dom0_qemu_args(&xen, kernel, "ARGS"))
+        qemu::shell_words(QEMU, &dom0_qemu_args(&xen, kernel, "ARGS", 128))
     );
     Ok(0)
 }
@@ -1153,7 +1152,7 @@ mod tests {
 
     #[test]
     fn dom0_args_follow_the_recipe() {
-        let a = dom0_qemu_args(Path::new("/x/xen"), Path::new("/k"), "reboot");
+        let a = dom0_qemu_args(Path::new("/x/xen"), Path::new("/k"), "reboot", 64);
         let s = a.join(" ");
         for part in [
             "-accel tcg",
