@@ -299,17 +299,32 @@ fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<Stri
         }
         NetCheck::HttpStatus => {
             let page = String::from_utf8_lossy(&curl(tcp, "/status")?).into_owned();
-            let value = |key: &str| {
-                page.lines()
-                    .find_map(|l| l.strip_prefix(key)?.parse::<u64>().ok())
-                    .ok_or_else(|| format!("/status lacks `{key}N`: {page}"))
-            };
-            value("uptime_ms=")?;
-            let requests = value("requests=")?;
+            status_value(&page, "uptime_ms=")?;
+            let requests = status_value(&page, "requests=")?;
             if requests == 0 {
                 return Err("/status counts no requests".into());
             }
             Ok(Some(format!("/status requests={requests}")))
+        }
+        NetCheck::HttpIdle {
+            seconds,
+            max_wakeups,
+        } => {
+            let wakeups = || -> Result<u64, String> {
+                let page = String::from_utf8_lossy(&curl(tcp, "/status")?).into_owned();
+                status_value(&page, "eth0.wakeups=")
+            };
+            let before = wakeups()?;
+            std::thread::sleep(Duration::from_secs(seconds));
+            let woke = wakeups()?.saturating_sub(before);
+            if woke > max_wakeups {
+                return Err(format!(
+                    "the net task woke {woke} times across {seconds} s idle (at most {max_wakeups}): polling?"
+                ));
+            }
+            Ok(Some(format!(
+                "{woke} net-task wake-ups across {seconds} s idle"
+            )))
         }
         NetCheck::HttpLoad {
             requests,
@@ -355,6 +370,13 @@ fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<Stri
             udp_echo(port, count).map(Some)
         }
     }
+}
+
+/// The number after `key` on a line of a `/status` page.
+fn status_value(page: &str, key: &str) -> Result<u64, String> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(key)?.parse::<u64>().ok())
+        .ok_or_else(|| format!("/status lacks `{key}N`: {page}"))
 }
 
 /// Pseudo-random bytes (xorshift64*, seeded from the clock: each run sends new data).
