@@ -149,7 +149,7 @@ pub fn boot(runs: usize) -> Outcome {
 }
 
 /// Writes `target/bench/<name>.json` and `.md` and prints the table.
-fn write_results(name: &str, report: &serde_json::Value, md: &str) -> Outcome {
+pub(crate) fn write_results(name: &str, report: &serde_json::Value, md: &str) -> Outcome {
     let dir = host::target_dir().join("bench");
     std::fs::create_dir_all(&dir).or_else(|e| fail(format!("create {}: {e}", dir.display())))?;
     let write = |file: String, text: &str| {

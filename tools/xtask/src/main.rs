@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod host;
 mod initramfs;
+mod netbench;
 mod nettest;
 mod noinstr;
 mod qemu;
@@ -175,6 +176,8 @@ enum BenchKind {
     },
     /// Entry-core costs: exception round trip, task switch, timer wake-up.
     Entry,
+    /// `httpd` vs a Linux guest (busybox httpd) on the same QEMU setup: requests/s and throughput.
+    Net,
 }
 
 /// A failure with a one-line message and an exit status.
@@ -254,6 +257,9 @@ fn main() -> ExitCode {
         Command::Bench {
             which: BenchKind::Entry,
         } => bench::entry(),
+        Command::Bench {
+            which: BenchKind::Net,
+        } => netbench::net(),
         Command::Testbed {
             which: TestbedKind::Xen,
         } => xen_testbed::command(),
