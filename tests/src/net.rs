@@ -44,6 +44,15 @@ pub enum NetCheck {
         /// Concurrent connections.
         concurrency: u32,
     },
+    /// The interface sleeps when idle: between two `/status` fetches `seconds` apart,
+    /// its net task woke at most `max_wakeups` times (the fetches themselves included;
+    /// a polling stack wakes thousands of times).
+    HttpIdle {
+        /// Idle time between the fetches.
+        seconds: u64,
+        /// Most wake-ups allowed.
+        max_wakeups: u64,
+    },
     /// `bytes` of random data sent over one TCP connection come back with the same
     /// SHA-256.
     TcpEcho {
@@ -91,6 +100,10 @@ const BIG: NetCheck = NetCheck::HttpFile {
     path: "/big.txt",
     file: "apps/httpd/www/big.txt",
 };
+const IDLE: NetCheck = NetCheck::HttpIdle {
+    seconds: 2,
+    max_wakeups: 40,
+};
 const DHCP_HTTPD: &[&str] = &[
     "net: eth0 52:54:00:12:34:56 10.0.2.15/24 (dhcp) gateway 10.0.2.2",
     "httpd: serving",
@@ -106,7 +119,7 @@ pub fn net_cases() -> Vec<NetCase> {
         args: &[],
         ports: HTTP,
         ready: Ready::Http,
-        checks: &[INDEX, BIG, NetCheck::HttpStatus],
+        checks: &[INDEX, BIG, NetCheck::HttpStatus, IDLE],
         console: DHCP_HTTPD,
     };
     let echo = |name, machine| NetCase {

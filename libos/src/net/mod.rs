@@ -10,6 +10,7 @@
 //! Drivers implement [`Nic`] and call [`register_nic`] (backends do this in
 //! `Platform::start_services`). The address comes from `ip=`/`mask=`/`gw=` on the
 //! command line, otherwise from DHCP. Sockets use the first registered interface.
+#![forbid(unsafe_code)]
 
 pub mod config;
 mod nic;

@@ -307,7 +307,9 @@ impl State {
     }
 }
 
-/// Removes retired sockets whose connection is over; aborts those past their deadline.
+/// Removes retired sockets whose connection is over (closed, or in TIME-WAIT: the
+/// peer has our FIN and we have its) or past their deadline (a peer that never
+/// finishes the close).
 fn reap_closed(st: &mut State) {
     let now = time::now_ns();
     let sockets = &mut st.sockets;
@@ -315,7 +317,6 @@ fn reap_closed(st: &mut State) {
         let s = sockets.get_mut::<tcp::Socket<'_>>(h);
         let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
         if done || now >= deadline {
-            s.abort();
             sockets.remove(h);
             false
         } else {

@@ -6,6 +6,7 @@ mod bench_xen_boot;
 mod build;
 mod host;
 mod initramfs;
+mod netbench;
 mod nettest;
 mod noinstr;
 mod qemu;
@@ -200,6 +201,8 @@ enum BenchKind {
         #[arg(long, default_value_t = 128)]
         memory: u32,
     },
+    /// `httpd` vs a Linux guest (busybox httpd) on the same QEMU setup: requests/s and throughput.
+    Net,
 }
 
 /// Guest memory (MiB) of `cargo xtask run` unless the app or `--memory` says otherwise.
@@ -310,6 +313,9 @@ fn main() -> ExitCode {
         Command::Bench {
             which: BenchKind::XenBoot { runs, memory },
         } => bench_xen_boot::run(runs, memory),
+        Command::Bench {
+            which: BenchKind::Net,
+        } => netbench::net(),
         Command::Testbed {
             which: TestbedKind::Xen,
         } => xen_testbed::command(),

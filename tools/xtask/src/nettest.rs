@@ -55,7 +55,7 @@ fn machine_arg(m: Machine) -> MachineArg {
 }
 
 /// A free port on the host's 127.0.0.1 (the kernel picks it; QEMU binds it right after).
-fn free_port(proto: qemu::Proto) -> Result<u16, String> {
+pub(crate) fn free_port(proto: qemu::Proto) -> Result<u16, String> {
     let port = match proto {
         qemu::Proto::Tcp => std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()),
         qemu::Proto::Udp => UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()),
@@ -115,14 +115,14 @@ fn run_case(case: &NetCase) -> Result<String, String> {
 }
 
 /// A running guest whose console is collected in the background.
-struct Guest {
+pub(crate) struct Guest {
     child: Child,
     console: Arc<Mutex<String>>,
     reader: std::thread::JoinHandle<()>,
 }
 
 impl Guest {
-    fn boot(image: &Path, cmdline: &str, opts: &RunOpts) -> Result<Guest, String> {
+    pub(crate) fn boot(image: &Path, cmdline: &str, opts: &RunOpts) -> Result<Guest, String> {
         qemu::ensure_qemu().map_err(|f| f.message)?;
         let symbols = Symbols::load(image).map_err(|f| f.message)?;
         let mut child = Command::new(qemu::QEMU)
@@ -167,7 +167,7 @@ impl Guest {
     }
 
     /// The guest's exit status if it already ended.
-    fn exited(&mut self) -> Option<String> {
+    pub(crate) fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(s)) => Some(match qemu::decode_status(s.code()) {
                 Some(code) => format!("exit status {code}"),
@@ -178,7 +178,7 @@ impl Guest {
     }
 
     /// Stops the guest; returns its console and how it ended if it ended by itself.
-    fn stop(mut self) -> (String, Option<String>) {
+    pub(crate) fn stop(mut self) -> (String, Option<String>) {
         let early = self.exited();
         if early.is_none() {
             let _ = self.child.kill();
@@ -192,13 +192,21 @@ impl Guest {
 
 /// Retries `ready`'s probe until it succeeds, the guest ends, or the deadline passes.
 fn wait_ready(guest: &mut Guest, ready: Ready, port: u16) -> Result<(), String> {
+    match ready {
+        Ready::Http => wait_until(guest, port, &|p| http_get_ok(p, "/status")),
+        Ready::Echo => wait_until(guest, port, &echo_probe),
+    }
+}
+
+/// Retries `probe(port)` until it succeeds, the guest ends, or [`READY_TIMEOUT`] passes.
+pub(crate) fn wait_until(
+    guest: &mut Guest,
+    port: u16,
+    probe: &dyn Fn(u16) -> Result<(), String>,
+) -> Result<(), String> {
     let start = Instant::now();
     loop {
-        let probe = match ready {
-            Ready::Http => http_get_status(port),
-            Ready::Echo => echo_probe(port),
-        };
-        let Err(last) = probe else {
+        let Err(last) = probe(port) else {
             return Ok(());
         };
         if let Some(how) = guest.exited() {
@@ -214,17 +222,17 @@ fn wait_ready(guest: &mut Guest, ready: Ready, port: u16) -> Result<(), String> 
     }
 }
 
-/// QEMU accepts on the forwarded port at once (before the guest runs), so readiness
-/// is an answer from the app, not a connection.
-fn http_get_status(port: u16) -> Result<(), String> {
+/// `GET path` answers `200`. (QEMU accepts on a forwarded port at once, before the
+/// guest runs, so readiness is an answer from the app, not a connection.)
+pub(crate) fn http_get_ok(port: u16, path: &str) -> Result<(), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(3)))
         .map_err(|e| e.to_string())?;
-    s.write_all(b"GET /status HTTP/1.0\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
         .map_err(|e| e.to_string())?;
     let mut reply = Vec::new();
     let _ = s.read_to_end(&mut reply);
-    if reply.starts_with(b"HTTP/1.1 200") {
+    if reply.starts_with(b"HTTP/1.1 200") || reply.starts_with(b"HTTP/1.0 200") {
         Ok(())
     } else {
         Err(format!(
@@ -249,7 +257,7 @@ fn echo_probe(port: u16) -> Result<(), String> {
 }
 
 /// Runs a command under coreutils' `timeout`, returning its output.
-fn client(program: &str, args: &[String]) -> Result<std::process::Output, String> {
+pub(crate) fn client(program: &str, args: &[String]) -> Result<std::process::Output, String> {
     Command::new("timeout")
         .arg(CLIENT_TIMEOUT_S.to_string())
         .arg(program)
@@ -259,7 +267,7 @@ fn client(program: &str, args: &[String]) -> Result<std::process::Output, String
         .map_err(|e| format!("cannot run {program}: {e}"))
 }
 
-fn curl(port: u16, path: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn curl(port: u16, path: &str) -> Result<Vec<u8>, String> {
     let url = format!("http://127.0.0.1:{port}{path}");
     let out = client(
         "curl",
@@ -299,17 +307,32 @@ fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<Stri
         }
         NetCheck::HttpStatus => {
             let page = String::from_utf8_lossy(&curl(tcp, "/status")?).into_owned();
-            let value = |key: &str| {
-                page.lines()
-                    .find_map(|l| l.strip_prefix(key)?.parse::<u64>().ok())
-                    .ok_or_else(|| format!("/status lacks `{key}N`: {page}"))
-            };
-            value("uptime_ms=")?;
-            let requests = value("requests=")?;
+            status_value(&page, "uptime_ms=")?;
+            let requests = status_value(&page, "requests=")?;
             if requests == 0 {
                 return Err("/status counts no requests".into());
             }
             Ok(Some(format!("/status requests={requests}")))
+        }
+        NetCheck::HttpIdle {
+            seconds,
+            max_wakeups,
+        } => {
+            let wakeups = || -> Result<u64, String> {
+                let page = String::from_utf8_lossy(&curl(tcp, "/status")?).into_owned();
+                status_value(&page, "eth0.wakeups=")
+            };
+            let before = wakeups()?;
+            std::thread::sleep(Duration::from_secs(seconds));
+            let woke = wakeups()?.saturating_sub(before);
+            if woke > max_wakeups {
+                return Err(format!(
+                    "the net task woke {woke} times across {seconds} s idle (at most {max_wakeups}): polling?"
+                ));
+            }
+            Ok(Some(format!(
+                "{woke} net-task wake-ups across {seconds} s idle"
+            )))
         }
         NetCheck::HttpLoad {
             requests,
@@ -355,6 +378,13 @@ fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<Stri
             udp_echo(port, count).map(Some)
         }
     }
+}
+
+/// The number after `key` on a line of a `/status` page.
+pub(crate) fn status_value(page: &str, key: &str) -> Result<u64, String> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(key)?.parse::<u64>().ok())
+        .ok_or_else(|| format!("/status lacks `{key}N`: {page}"))
 }
 
 /// Pseudo-random bytes (xorshift64*, seeded from the clock: each run sends new data).

@@ -840,7 +840,7 @@ fn dom0_tree(kernel: &Path, unpacked: &BTreeMap<&str, PathBuf>) -> Result<Tree, 
 
 /// The kernel package that [`KERNEL_META`] depends on: the one already downloaded, else
 /// asked of `apt-cache`.
-fn kernel_package() -> Result<String, Failure> {
+pub(crate) fn kernel_package() -> Result<String, Failure> {
     let debs = cache_dir().join("debs");
     let mut have: Vec<String> = fs::read_dir(&debs)
         .into_iter()
@@ -879,7 +879,7 @@ fn kernel_package() -> Result<String, Failure> {
 
 /// The `.deb` files of `packages` (same order), downloading the missing ones into
 /// [`cache_dir`]`/debs` with one `apt-get download`.
-fn ensure_debs(packages: &[String]) -> Result<Vec<PathBuf>, Failure> {
+pub(crate) fn ensure_debs(packages: &[String]) -> Result<Vec<PathBuf>, Failure> {
     let dir = cache_dir().join("debs");
     mkdir(&dir)?;
     let find = |package: &str| -> Option<PathBuf> {
@@ -989,7 +989,7 @@ fn unpack(deb: &Path, only: &[&str]) -> Result<PathBuf, Failure> {
 }
 
 /// `dpkg-deb -x deb dir`, or only the members matching `only` through `tar`.
-fn extract(deb: &Path, only: &[&str], dir: &Path) -> Result<(), Failure> {
+pub(crate) fn extract(deb: &Path, only: &[&str], dir: &Path) -> Result<(), Failure> {
     let name = deb.file_name().unwrap_or_default().to_string_lossy();
     if only.is_empty() {
         host::run_checked(

@@ -1,0 +1,270 @@
+//! `cargo xtask bench net`: `httpd` against a Linux guest serving the same files on the
+//! same QEMU setup, in the same run.
+//!
+//! Both guests boot on `-M pc` with qboot, TCG, the same memory and a virtio-net-pci
+//! card on QEMU user networking; the Linux guest is Debian's kernel with busybox's
+//! `httpd` in an initramfs (packages fetched and unpacked by the Xen test bed's
+//! functions, archive written by `initramfs`). `ab` (one connection per request:
+//! busybox's httpd has no keep-alive) fetches a small page and a 256 KiB file from
+//! each. Wall time is noisy here, so the figures of merit are the ratios measured in
+//! this run; beside them, Upcall's frames per request from its `/status` counters.
+//! Results go to `target/bench/net.{json,md}`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use upcall_tests::net::{LoadResult, parse_ab};
+
+use crate::initramfs::{Node, Tree};
+use crate::nettest::{self, Guest};
+use crate::qemu::{self, Forward, Proto, RunOpts};
+use crate::{Failure, MachineArg, Outcome, Platform, build, fail, host, xen_testbed};
+
+/// Guest memory for both guests, MiB.
+const MEMORY: u32 = 256;
+/// The Linux guest's boot script: load virtio-net, configure QEMU's user network the
+/// way its DHCP would, serve `/www`.
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+for m in failover net_failover virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_net; do
+    [ -f /modules/$m.ko ] && /bin/busybox insmod /modules/$m.ko
+done
+/bin/busybox ip link set lo up
+/bin/busybox ip link set eth0 up
+/bin/busybox ip addr add 10.0.2.15/24 dev eth0
+/bin/busybox ip route add default via 10.0.2.2
+echo "linux-guest: serving /www on port 80"
+exec /bin/busybox httpd -f -p 80 -h /www
+"#;
+/// Kernel modules the Linux guest loads (those Debian builds as modules), by file name,
+/// in dependency order.
+const MODULES: &[&str] = &[
+    "failover.ko",
+    "net_failover.ko",
+    "virtio_ring.ko",
+    "virtio.ko",
+    "virtio_pci_legacy_dev.ko",
+    "virtio_pci_modern_dev.ko",
+    "virtio_pci.ko",
+    "virtio_net.ko",
+];
+/// The files both servers serve (same bytes): (URL path, repository file).
+const FILES: &[(&str, &str)] = &[
+    ("/index.html", "apps/httpd/www/index.html"),
+    ("/big.txt", "apps/httpd/www/big.txt"),
+];
+
+/// One workload: a path fetched `requests` times at `concurrency`.
+struct Workload {
+    name: &'static str,
+    path: &'static str,
+    requests: u32,
+    concurrency: u32,
+}
+
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "small page (420 B)",
+        path: "/index.html",
+        requests: 2000,
+        concurrency: 16,
+    },
+    Workload {
+        name: "large file (256 KiB)",
+        path: "/big.txt",
+        requests: 200,
+        concurrency: 4,
+    },
+];
+
+/// The Linux guest: (kernel, initramfs), assembled under `target/bench/linux-guest`.
+fn linux_guest() -> Result<(PathBuf, PathBuf), Failure> {
+    let dir = host::target_dir().join("bench/linux-guest");
+    let kernel_pkg = xen_testbed::kernel_package()?;
+    let debs = xen_testbed::ensure_debs(&[kernel_pkg, "busybox-static".to_string()])?;
+    let unpacked = dir.join("unpacked");
+    if !unpacked.join("bin/busybox").is_file() {
+        std::fs::create_dir_all(&unpacked)
+            .or_else(|e| fail(format!("create {}: {e}", unpacked.display())))?;
+        xen_testbed::extract(
+            &debs[0],
+            &[
+                "./boot/vmlinuz-*",
+                "./lib/modules/*/kernel/drivers/virtio/*",
+                "./lib/modules/*/kernel/drivers/net/virtio_net.ko",
+                "./lib/modules/*/kernel/drivers/net/net_failover.ko",
+                "./lib/modules/*/kernel/net/core/failover.ko",
+            ],
+            &unpacked,
+        )?;
+        xen_testbed::extract(&debs[1], &["./bin/busybox"], &unpacked)?;
+    }
+    let kernel =
+        find_file(&unpacked.join("boot"), &|n| n.starts_with("vmlinuz-"))?.ok_or_else(|| {
+            Failure {
+                message: "bench net: no vmlinuz in the kernel package".into(),
+                status: 1,
+            }
+        })?;
+    let mut t = Tree::default();
+    for d in ["proc", "sys", "dev", "www"] {
+        t.insert(d, Node::Dir);
+    }
+    t.insert("dev/console", Node::CharDev(5, 1));
+    t.insert("init", Node::Data(INIT.as_bytes().to_vec(), 0o755));
+    t.add_file(&unpacked, "bin/busybox")?;
+    for (path, file) in FILES {
+        t.insert(
+            &format!("www{path}"),
+            Node::File(host::root().join(file), 0o644),
+        );
+    }
+    for m in MODULES {
+        if let Some(p) = find_file(&unpacked.join("lib/modules"), &|n| n == *m)? {
+            t.insert(&format!("modules/{m}"), Node::File(p, 0o644));
+        }
+    }
+    let initrd = dir.join("initramfs.cpio");
+    t.write(&initrd)?;
+    Ok((kernel, initrd))
+}
+
+/// The first file under `dir` (recursively) whose name passes `want`.
+fn find_file(dir: &Path, want: &dyn Fn(&str) -> bool) -> Result<Option<PathBuf>, Failure> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, want)? {
+                return Ok(Some(found));
+            }
+        } else if want(&e.file_name().to_string_lossy()) {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+/// Boots `image` (with `extra` QEMU arguments), waits until `probe_path` answers,
+/// runs every workload with `ab`, returns the results and the guest's console.
+fn measure(
+    what: &str,
+    image: &Path,
+    cmdline: &str,
+    extra: Vec<String>,
+    probe_path: &str,
+) -> Result<(Vec<LoadResult>, Option<String>), String> {
+    let host_port = nettest::free_port(Proto::Tcp)?;
+    let mut opts = RunOpts::for_tests(MachineArg::Qboot, 0);
+    opts.memory = MEMORY;
+    opts.extra = extra;
+    opts.forwards = vec![Forward {
+        proto: Proto::Tcp,
+        host: host_port,
+        guest: 80,
+    }];
+    eprintln!("bench net: booting {what}");
+    let mut guest = Guest::boot(image, cmdline, &opts)?;
+    let run = nettest::wait_until(&mut guest, host_port, &|p| {
+        nettest::http_get_ok(p, probe_path)
+    })
+    .and_then(|()| {
+        let mut results = Vec::new();
+        for w in WORKLOADS {
+            eprintln!(
+                "bench net: {what}: ab -n {} -c {} {}",
+                w.requests, w.concurrency, w.path
+            );
+            let url = format!("http://127.0.0.1:{host_port}{}", w.path);
+            let out = nettest::client(
+                "ab",
+                &[
+                    "-q".into(),
+                    "-s".into(),
+                    "60".into(),
+                    "-n".into(),
+                    w.requests.to_string(),
+                    "-c".into(),
+                    w.concurrency.to_string(),
+                    url,
+                ],
+            )?;
+            let r = parse_ab(&String::from_utf8_lossy(&out.stdout))?;
+            upcall_tests::net::judge_load(&r, w.requests).map_err(|e| format!("{what}: {e}"))?;
+            results.push(r);
+        }
+        // Upcall counts its frames; Linux's busybox httpd has no such page.
+        let status = nettest::curl(host_port, "/status")
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        Ok((results, status))
+    });
+    let (console, early) = guest.stop();
+    if let Some(how) = early {
+        return Err(format!("{what} stopped by itself ({how}):\n{console}"));
+    }
+    run.map_err(|e| format!("{e}\n--- {what} console ---\n{console}"))
+}
+
+/// `cargo xtask bench net`.
+pub fn net() -> Outcome {
+    qemu::ensure_qemu()?;
+    host::ensure_program("ab", &["apache2-utils"])?;
+    let httpd = build::build("httpd", Platform::Kvm, true)?;
+    let (kernel, initrd) = linux_guest()?;
+    let (upcall, status) = measure(
+        "upcall httpd",
+        &httpd,
+        "loglevel=quiet",
+        Vec::new(),
+        "/status",
+    )
+    .or_else(|e| fail(format!("bench net: {e}")))?;
+    let (linux, _) = measure(
+        "linux busybox httpd",
+        &kernel,
+        "console=ttyS0 quiet rdinit=/init",
+        vec!["-initrd".into(), initrd.display().to_string()],
+        "/index.html",
+    )
+    .or_else(|e| fail(format!("bench net: {e}")))?;
+    let status = status.unwrap_or_default();
+    let requests: u64 = WORKLOADS.iter().map(|w| u64::from(w.requests)).sum::<u64>() + 1;
+    let frames = nettest::status_value(&status, "eth0.rx_frames=").unwrap_or(0)
+        + nettest::status_value(&status, "eth0.tx_frames=").unwrap_or(0);
+    let mut md = format!(
+        "# bench net: upcall httpd vs Linux (Debian kernel, busybox httpd)\n\n\
+         Same run, same QEMU setup: `-M pc` + qboot, {:?}, {MEMORY} MiB, virtio-net-pci on user networking; \
+         `ab` without keep-alive (busybox httpd has none). Ratios > 1 favour Upcall.\n\n\
+         | workload | upcall req/s | linux req/s | ratio | upcall KiB/s | linux KiB/s | ratio |\n|---|---|---|---|---|---|---|\n",
+        qemu::pick_accel(None)
+    );
+    let mut rows = Vec::new();
+    for ((w, u), l) in WORKLOADS.iter().zip(&upcall).zip(&linux) {
+        let rps = u.requests_per_second / l.requests_per_second;
+        let kib = u.transfer_kib_per_second / l.transfer_kib_per_second;
+        md.push_str(&format!(
+            "| {} ({} requests, concurrency {}) | {:.0} | {:.0} | {rps:.2} | {:.0} | {:.0} | {kib:.2} |\n",
+            w.name, w.requests, w.concurrency, u.requests_per_second, l.requests_per_second, u.transfer_kib_per_second, l.transfer_kib_per_second
+        ));
+        rows.push(json!({
+            "workload": w.name, "path": w.path, "requests": w.requests, "concurrency": w.concurrency,
+            "upcall": { "requests_per_second": u.requests_per_second, "transfer_kib_per_second": u.transfer_kib_per_second },
+            "linux": { "requests_per_second": l.requests_per_second, "transfer_kib_per_second": l.transfer_kib_per_second },
+            "ratio_requests_per_second": rps, "ratio_transfer": kib,
+        }));
+    }
+    md.push_str(&format!(
+        "\nUpcall frames (rx + tx) over the whole run: {frames} for {requests} requests ({:.1} per request).\n",
+        frames as f64 / requests as f64
+    ));
+    let report = json!({
+        "machine": "pc+qboot", "accel": format!("{:?}", qemu::pick_accel(None)), "memory_mib": MEMORY,
+        "workloads": rows, "upcall_frames": frames, "upcall_requests": requests,
+    });
+    crate::bench::write_results("net", &report, &md)
+}
