@@ -66,6 +66,15 @@ pub enum NetCheck {
     },
 }
 
+/// Where a network case boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetBed {
+    /// The KVM platform on this QEMU machine (microvm: virtio-mmio; pc: virtio-pci).
+    Qemu(Machine),
+    /// An xl domU on Xen in QEMU: netfront, dom0's netback bridged to QEMU's network.
+    XenXl,
+}
+
 /// One network test.
 #[derive(Debug, Clone)]
 pub struct NetCase {
@@ -75,8 +84,8 @@ pub struct NetCase {
     pub app: &'static str,
     /// Built with `--release` (load tests need the optimized stack under TCG).
     pub release: bool,
-    /// QEMU machine (microvm: virtio-mmio; pc: virtio-pci).
-    pub machine: Machine,
+    /// Where it boots.
+    pub bed: NetBed,
     /// The app's command line.
     pub args: &'static [&'static str],
     /// Guest ports to forward (each gets a free host port).
@@ -111,22 +120,22 @@ const DHCP_HTTPD: &[&str] = &[
 
 /// Every network case.
 pub fn net_cases() -> Vec<NetCase> {
-    let httpd = |name, machine, release| NetCase {
+    let httpd = |name, bed, release| NetCase {
         name,
         app: "httpd",
         release,
-        machine,
+        bed,
         args: &[],
         ports: HTTP,
         ready: Ready::Http,
         checks: &[INDEX, BIG, NetCheck::HttpStatus, IDLE],
         console: DHCP_HTTPD,
     };
-    let echo = |name, machine| NetCase {
+    let echo = |name, bed| NetCase {
         name,
         app: "echo",
         release: true,
-        machine,
+        bed,
         args: &[],
         ports: ECHO,
         ready: Ready::Echo,
@@ -139,13 +148,17 @@ pub fn net_cases() -> Vec<NetCase> {
     vec![
         httpd(
             "net/httpd-curl-microvm-virtio-mmio",
-            Machine::Microvm,
+            NetBed::Qemu(Machine::Microvm),
             false,
         ),
-        httpd("net/httpd-curl-pc-qboot-virtio-pci", Machine::PcQboot, true),
+        httpd(
+            "net/httpd-curl-pc-qboot-virtio-pci",
+            NetBed::Qemu(Machine::PcQboot),
+            true,
+        ),
         httpd(
             "net/httpd-curl-pc-seabios-virtio-pci",
-            Machine::PcSeabios,
+            NetBed::Qemu(Machine::PcSeabios),
             true,
         ),
         NetCase {
@@ -153,7 +166,7 @@ pub fn net_cases() -> Vec<NetCase> {
             args: &["ip=10.0.2.15/24", "gw=10.0.2.2"],
             checks: &[INDEX],
             console: &["net: eth0 52:54:00:12:34:56 10.0.2.15/24 (static) gateway 10.0.2.2"],
-            ..httpd("", Machine::Microvm, true)
+            ..httpd("", NetBed::Qemu(Machine::Microvm), true)
         },
         NetCase {
             name: "net/httpd-load-ab-10k-c16",
@@ -164,12 +177,44 @@ pub fn net_cases() -> Vec<NetCase> {
                 },
                 NetCheck::HttpStatus,
             ],
-            ..httpd("", Machine::Microvm, true)
+            ..httpd("", NetBed::Qemu(Machine::Microvm), true)
         },
-        echo("net/echo-microvm-virtio-mmio", Machine::Microvm),
-        echo("net/echo-pc-qboot-virtio-pci", Machine::PcQboot),
+        echo(
+            "net/echo-microvm-virtio-mmio",
+            NetBed::Qemu(Machine::Microvm),
+        ),
+        echo(
+            "net/echo-pc-qboot-virtio-pci",
+            NetBed::Qemu(Machine::PcQboot),
+        ),
+        NetCase {
+            name: "xen/xl/net/httpd-curl-netfront",
+            console: XEN_DHCP_HTTPD,
+            ..httpd("", NetBed::XenXl, true)
+        },
+        NetCase {
+            name: "xen/xl/net/httpd-load-ab-10k-c16",
+            checks: &[
+                NetCheck::HttpLoad {
+                    requests: 10_000,
+                    concurrency: 16,
+                },
+                NetCheck::HttpStatus,
+            ],
+            console: XEN_DHCP_HTTPD,
+            ..httpd("", NetBed::XenXl, true)
+        },
+        NetCase {
+            console: &[XEN_DHCP, "echo: serving tcp and udp port 7"],
+            ..echo("xen/xl/net/echo-netfront", NetBed::XenXl)
+        },
     ]
 }
+
+/// netfront's DHCP lease: the xl test bed gives every vif the same MAC, and QEMU's
+/// DHCP its first address.
+const XEN_DHCP: &str = "net: netfront 00:16:3e:75:70:01 10.0.2.15/24 (dhcp) gateway 10.0.2.2";
+const XEN_DHCP_HTTPD: &[&str] = &[XEN_DHCP, "httpd: serving"];
 
 /// What `ab` reported.
 #[derive(Debug, Clone, Copy, PartialEq)]

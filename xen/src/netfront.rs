@@ -5,8 +5,8 @@
 //! backend's domain and path and our MAC from `device/vif/0`; allocate and grant one TX
 //! and one RX shared ring page and an unbound event channel; write `tx-ring-ref`,
 //! `rx-ring-ref`, `event-channel`, `request-rx-copy` (the backend copies received
-//! frames into our pages) and `feature-rx-notify`; switch our state to Connected and
-//! wait for the backend's.
+//! frames into our pages), `feature-rx-notify` and `feature-no-csum-offload` (every
+//! frame with its checksums); switch our state to Connected and wait for the backend's.
 //!
 //! Buffers: each ring id owns one page, granted to the backend for the device's
 //! lifetime (TX read-only, RX writable). Sending copies the frame into its id's page;
@@ -377,6 +377,10 @@ fn connect() -> Result<Option<Netfront>, String> {
     write("request-rx-copy", "1")?;
     write("feature-rx-notify", "1")?;
     write("feature-sg", "0")?;
+    // Full checksums in every frame: without this netback passes on Linux's
+    // CHECKSUM_PARTIAL frames (e.g. GRO-merged, then resegmented ones) with the
+    // checksum field blank, which smoltcp rightly drops.
+    write("feature-no-csum-offload", "1")?;
     write("feature-gso-tcpv4", "0")?;
     write("state", "4")?;
 

@@ -49,9 +49,13 @@ pub const RX_RING_SIZE: u32 = ring_size(RX_ENTRY);
 pub const F_MORE_DATA: u16 = 1 << 2;
 /// An extra-info slot follows (GSO etc.; not negotiated).
 pub const F_EXTRA_INFO: u16 = 1 << 3;
-/// `NETRXF_data_validated | NETRXF_csum_blank`: checksum hints, harmless to ignore
+/// `NETRXF_data_validated`: a hint that the checksum was checked, harmless to ignore
 /// (smoltcp verifies checksums itself).
-pub const RXF_CSUM_HINTS: u16 = 0b11;
+pub const RXF_DATA_VALIDATED: u16 = 1 << 0;
+/// `NETRXF_csum_blank`: the checksum field is not filled in (checksum offload). The
+/// frontend asks for `feature-no-csum-offload`, so a backend sending it breaks the
+/// handshake; such a frame could not pass a checksum check anyway.
+pub const RXF_CSUM_BLANK: u16 = 1 << 1;
 /// `NETRXF_gso_prefix` (not negotiated).
 pub const RXF_GSO_PREFIX: u16 = 1 << 4;
 
@@ -333,7 +337,7 @@ pub fn check_rx_response(
     if status < 0 {
         return bad(RingError::RxError(status));
     }
-    if flags & !RXF_CSUM_HINTS != 0 {
+    if flags & !RXF_DATA_VALIDATED != 0 {
         return bad(RingError::UnsupportedRxFlags(flags));
     }
     let (start, len) = (offset as usize, status as usize);
@@ -481,7 +485,7 @@ mod tests {
         let mut f = InFlight::new(4);
         (0..4).for_each(|i| f.mark(i));
         assert_eq!(
-            check_rx_response(&rx(0, 10, RXF_CSUM_HINTS, 60), &mut f),
+            check_rx_response(&rx(0, 10, RXF_DATA_VALIDATED, 60), &mut f),
             Ok(RxFrame {
                 id: 0,
                 offset: 10,
@@ -505,6 +509,11 @@ mod tests {
         assert_eq!(
             check_rx_response(&rx(2, 0, F_MORE_DATA, 100), &mut f),
             Err((Some(2), RingError::UnsupportedRxFlags(F_MORE_DATA)))
+        );
+        f.mark(2);
+        assert_eq!(
+            check_rx_response(&rx(2, 0, RXF_CSUM_BLANK, 100), &mut f),
+            Err((Some(2), RingError::UnsupportedRxFlags(RXF_CSUM_BLANK)))
         );
         assert_eq!(
             check_rx_response(&rx(3, 0, 0, -1), &mut f),

@@ -168,7 +168,7 @@ fn measure(
         guest: 80,
     }];
     eprintln!("bench net: booting {what}");
-    let mut guest = Guest::boot(image, cmdline, &opts)?;
+    let mut guest = Guest::boot(image, qemu::qemu_args(image, cmdline, &opts))?;
     let run = nettest::wait_until(&mut guest, host_port, &|p| {
         nettest::http_get_ok(p, probe_path)
     })

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use upcall_tests::Machine;
-use upcall_tests::net::{self, NetCase, NetCheck, Proto, Ready};
+use upcall_tests::net::{self, NetBed, NetCase, NetCheck, Proto, Ready};
 
 use crate::qemu::{self, Forward, RunOpts};
 use crate::symbolize::Symbols;
-use crate::{MachineArg, Platform, build, host};
+use crate::{MachineArg, Platform, build, host, xen_testbed};
 
 /// How long an app may take from QEMU start to answering (boot, DHCP; SeaBIOS).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -65,7 +65,11 @@ pub(crate) fn free_port(proto: qemu::Proto) -> Result<u16, String> {
 }
 
 fn run_case(case: &NetCase) -> Result<String, String> {
-    let image = build::build(case.app, Platform::Kvm, case.release).map_err(|f| f.message)?;
+    let platform = match case.bed {
+        NetBed::Qemu(_) => Platform::Kvm,
+        NetBed::XenXl => Platform::Xen,
+    };
+    let image = build::build(case.app, platform, case.release).map_err(|f| f.message)?;
     let forwards = case
         .ports
         .iter()
@@ -80,10 +84,21 @@ fn run_case(case: &NetCase) -> Result<String, String> {
         .collect::<Result<Vec<_>, String>>()?;
     let port = |p: qemu::Proto| forwards.iter().find(|f| f.proto == p).map(|f| f.host);
     let tcp = port(qemu::Proto::Tcp).ok_or("a network case needs a TCP port")?;
-    let mut opts = RunOpts::for_tests(machine_arg(case.machine), 0);
-    opts.forwards = forwards.clone();
     let args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
-    let mut guest = Guest::boot(&image, &qemu::kernel_cmdline(&args), &opts)?;
+    let cmdline = qemu::kernel_cmdline(&args);
+    let qemu_args = match case.bed {
+        NetBed::Qemu(machine) => {
+            let mut opts = RunOpts::for_tests(machine_arg(machine), 0);
+            opts.forwards = forwards.clone();
+            qemu::qemu_args(&image, &cmdline, &opts)
+        }
+        NetBed::XenXl => {
+            let tb = xen_testbed::ensure_xl_testbed().map_err(|f| f.message)?;
+            xen_testbed::xl_qemu_args(&tb, &image, &cmdline, upcall_tests::XL_MEMORY_MB, &forwards)
+                .map_err(|f| f.message)?
+        }
+    };
+    let mut guest = Guest::boot(&image, qemu_args)?;
     let verdict = wait_ready(&mut guest, case.ready, tcp).and_then(|()| {
         let mut notes = Vec::new();
         for check in case.checks {
@@ -122,11 +137,12 @@ pub(crate) struct Guest {
 }
 
 impl Guest {
-    pub(crate) fn boot(image: &Path, cmdline: &str, opts: &RunOpts) -> Result<Guest, String> {
+    /// Starts QEMU with `qemu_args` booting `image` (whose symbols name backtraces).
+    pub(crate) fn boot(image: &Path, qemu_args: Vec<String>) -> Result<Guest, String> {
         qemu::ensure_qemu().map_err(|f| f.message)?;
         let symbols = Symbols::load(image).map_err(|f| f.message)?;
         let mut child = Command::new(qemu::QEMU)
-            .args(qemu::qemu_args(image, cmdline, opts))
+            .args(qemu_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -320,7 +336,7 @@ fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<Stri
         } => {
             let wakeups = || -> Result<u64, String> {
                 let page = String::from_utf8_lossy(&curl(tcp, "/status")?).into_owned();
-                status_value(&page, "eth0.wakeups=")
+                net_task_wakeups(&page)
             };
             let before = wakeups()?;
             std::thread::sleep(Duration::from_secs(seconds));
@@ -381,6 +397,21 @@ fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<Stri
 }
 
 /// The number after `key` on a line of a `/status` page.
+/// The net-task wake-ups of every interface on a `/status` page (`NAME.wakeups=N`).
+fn net_task_wakeups(page: &str) -> Result<u64, String> {
+    let counts: Vec<u64> = page
+        .lines()
+        .filter_map(|l| {
+            let (key, n) = l.split_once('=')?;
+            key.ends_with(".wakeups").then(|| n.trim().parse().ok())?
+        })
+        .collect();
+    if counts.is_empty() {
+        return Err(format!("/status lacks `INTERFACE.wakeups=N`: {page}"));
+    }
+    Ok(counts.iter().sum())
+}
+
 pub(crate) fn status_value(page: &str, key: &str) -> Result<u64, String> {
     page.lines()
         .find_map(|l| l.strip_prefix(key)?.parse::<u64>().ok())
