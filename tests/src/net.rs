@@ -36,13 +36,16 @@ pub enum NetCheck {
     },
     /// `/status` answers with `uptime_ms=` and a `requests=` count that grew.
     HttpStatus,
-    /// The load generator (`ab`, keep-alive) runs `requests` requests at `concurrency`:
-    /// all complete, none fails, all `200`.
+    /// The load generator (`ab`) runs `requests` requests at `concurrency`: all
+    /// complete, none fails, all `200`.
     HttpLoad {
         /// Total requests.
         requests: u32,
         /// Concurrent connections.
         concurrency: u32,
+        /// HTTP keep-alive (`ab -k`); without it every request is a new connection,
+        /// which exercises connection set-up and the reaping of closed sockets.
+        keep_alive: bool,
     },
     /// The interface sleeps when idle: between two `/status` fetches `seconds` apart,
     /// its net task woke at most `max_wakeups` times (the fetches themselves included;
@@ -156,11 +159,17 @@ pub fn net_cases() -> Vec<NetCase> {
             ..httpd("", Machine::Microvm, true)
         },
         NetCase {
-            name: "net/httpd-load-ab-10k-c16",
+            name: "net/httpd-load-ab-2x10k-c16",
             checks: &[
                 NetCheck::HttpLoad {
                     requests: 10_000,
                     concurrency: 16,
+                    keep_alive: true,
+                },
+                NetCheck::HttpLoad {
+                    requests: 10_000,
+                    concurrency: 16,
+                    keep_alive: false,
                 },
                 NetCheck::HttpStatus,
             ],

@@ -194,6 +194,23 @@ impl Stack {
         self.stats.snapshot()
     }
 
+    /// TCP sockets by state (smoltcp's state names), and how many closed sockets wait
+    /// for their connection to end.
+    pub(super) fn tcp_states(&self) -> (Vec<(&'static str, usize)>, usize) {
+        let st = self.state.lock();
+        let mut counts: Vec<(&'static str, usize)> = Vec::new();
+        for (_, s) in st.sockets.iter() {
+            if let smoltcp::socket::Socket::Tcp(t) = s {
+                let name = tcp_state_name(t.state());
+                match counts.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, c)) => *c += 1,
+                    None => counts.push((name, 1)),
+                }
+            }
+        }
+        (counts, st.closing.len())
+    }
+
     /// Tells the net task to poll soon (an interrupt arrived, or a socket has work).
     ///
     /// Context: any with irqs on, or the NET softirq.
@@ -323,6 +340,22 @@ fn reap_closed(st: &mut State) {
             true
         }
     });
+}
+
+fn tcp_state_name(s: tcp::State) -> &'static str {
+    match s {
+        tcp::State::Closed => "closed",
+        tcp::State::Listen => "listen",
+        tcp::State::SynSent => "syn_sent",
+        tcp::State::SynReceived => "syn_received",
+        tcp::State::Established => "established",
+        tcp::State::FinWait1 => "fin_wait1",
+        tcp::State::FinWait2 => "fin_wait2",
+        tcp::State::CloseWait => "close_wait",
+        tcp::State::Closing => "closing",
+        tcp::State::LastAck => "last_ack",
+        tcp::State::TimeWait => "time_wait",
+    }
 }
 
 fn set_address(iface: &mut Interface, address: Ipv4Cidr, router: Option<Ipv4Address>) {

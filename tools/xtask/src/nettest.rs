@@ -337,23 +337,22 @@ fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<Stri
         NetCheck::HttpLoad {
             requests,
             concurrency,
+            keep_alive,
         } => {
             let url = format!("http://127.0.0.1:{tcp}/");
             let started = Instant::now();
-            let out = client(
-                "ab",
-                &[
-                    "-q".into(),
-                    "-k".into(),
-                    "-s".into(),
-                    "60".into(),
-                    "-n".into(),
-                    requests.to_string(),
-                    "-c".into(),
-                    concurrency.to_string(),
-                    url,
-                ],
-            )?;
+            let mut args: Vec<String> = vec!["-q".into(), "-s".into(), "60".into()];
+            if keep_alive {
+                args.push("-k".into());
+            }
+            args.extend([
+                "-n".into(),
+                requests.to_string(),
+                "-c".into(),
+                concurrency.to_string(),
+                url,
+            ]);
+            let out = client("ab", &args)?;
             let text = String::from_utf8_lossy(&out.stdout);
             if !out.status.success() {
                 return Err(format!(
@@ -365,7 +364,8 @@ fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<Stri
             let r = net::parse_ab(&text)?;
             net::judge_load(&r, requests)?;
             Ok(Some(format!(
-                "ab -k -n {requests} -c {concurrency}: {} ok in {:.1} s, {:.0} req/s, {:.0} KiB/s",
+                "ab {} -n {requests} -c {concurrency}: {} ok in {:.1} s, {:.0} req/s, {:.0} KiB/s",
+                if keep_alive { "-k" } else { "(no keep-alive)" },
                 r.complete,
                 started.elapsed().as_secs_f64(),
                 r.requests_per_second,
