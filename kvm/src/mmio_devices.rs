@@ -56,10 +56,9 @@ pub fn split<'a>(cmdline: &'a str, out: &mut [MmioDevice]) -> (&'a str, usize) {
     let mut reversed = [MmioDevice::default(); 16];
     loop {
         let trimmed = rest.trim_end();
-        let (head, last) = match trimmed.rfind(char::is_whitespace) {
-            Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
-            None => ("", trimmed),
-        };
+        let (head, last) = trimmed
+            .rsplit_once(char::is_whitespace)
+            .unwrap_or(("", trimmed));
         let Some(dev) = last.strip_prefix(PREFIX).and_then(parse) else {
             break;
         };
