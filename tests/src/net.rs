@@ -67,7 +67,17 @@ pub enum NetCheck {
         /// Datagrams.
         count: usize,
     },
+    /// The app connected out to the harness's listener (its address is the argument
+    /// word [`HOST_LISTENER`] stands in) and sent this line.
+    Outbound {
+        /// The line the listener must have received.
+        line: &'static str,
+    },
 }
+
+/// In a case's arguments, replaced by `10.0.2.2:PORT`, where the harness listens on
+/// the host's 127.0.0.1:PORT (QEMU user networking maps 10.0.2.2 to the host).
+pub const HOST_LISTENER: &str = "@HOST_LISTENER@";
 
 /// One network test.
 #[derive(Debug, Clone)]
@@ -177,6 +187,15 @@ pub fn net_cases() -> Vec<NetCase> {
         },
         echo("net/echo-microvm-virtio-mmio", Machine::Microvm),
         echo("net/echo-pc-qboot-virtio-pci", Machine::PcQboot),
+        NetCase {
+            name: "net/echo-outbound-connect",
+            args: &["connect=@HOST_LISTENER@"],
+            checks: &[NetCheck::Outbound {
+                line: "hello from upcall",
+            }],
+            console: &["got \"pong hello from upcall\""],
+            ..echo("", Machine::Microvm)
+        },
     ]
 }
 

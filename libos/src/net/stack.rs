@@ -96,6 +96,8 @@ pub(super) struct State {
     /// TCP sockets the app closed: removed once the connection is over (or the
     /// deadline passed), so a graceful close still sends what was written.
     closing: Vec<(SocketHandle, u64)>,
+    /// The next local port for an outgoing connection (IANA's dynamic range).
+    next_port: u16,
 }
 
 /// One interface.
@@ -175,6 +177,7 @@ impl Stack {
                 sockets,
                 dhcp,
                 closing: Vec::new(),
+                next_port: FIRST_DYNAMIC_PORT + (crate::arch::rdtsc() % 8192) as u16,
             }),
             wake: WaitQueue::new(),
             pending: AtomicBool::new(true),
@@ -316,7 +319,27 @@ impl Stack {
     }
 }
 
+/// The first port of the dynamic range, used for outgoing connections.
+const FIRST_DYNAMIC_PORT: u16 = 49152;
+
 impl State {
+    /// Whether the interface has an IPv4 address (static, or DHCP done).
+    pub(super) fn has_address(&self) -> bool {
+        !self.iface.ip_addrs().is_empty()
+    }
+
+    /// Adds `socket` connecting to `to` from the next dynamic local port.
+    pub(super) fn connect(
+        &mut self,
+        mut socket: tcp::Socket<'static>,
+        to: smoltcp::wire::IpEndpoint,
+    ) -> Result<SocketHandle, tcp::ConnectError> {
+        let port = self.next_port;
+        self.next_port = self.next_port.checked_add(1).unwrap_or(FIRST_DYNAMIC_PORT);
+        socket.connect(self.iface.context(), to, port)?;
+        Ok(self.sockets.add(socket))
+    }
+
     /// Hands a TCP socket the app is done with to the reaper (after `close`).
     pub(super) fn retire(&mut self, h: SocketHandle) {
         self.closing
