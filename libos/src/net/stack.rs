@@ -219,10 +219,10 @@ impl Stack {
     /// Context: any with irqs on, or the NET softirq.
     pub(super) fn kick(&self) {
         self.pending.store(true, Ordering::Release);
-        if self.wake.wake_one() {
-            // The net task outranks apps: under full preemption, let it run now.
-            drop(crate::preempt::preempt_disable());
-        }
+        // No forced switch: the net task outranks apps and runs at the next
+        // preemption point or when the caller blocks, so a burst of socket calls is
+        // handled by one poll (forcing the switch here cost ~3x the requests/s).
+        self.wake.wake_one();
     }
 
     /// One round: frames in and out, DHCP, reaping closed sockets, waking socket
