@@ -111,8 +111,11 @@ impl Platform for Kvm {
 
     fn start_services(&self) {
         if self.vmm == Vmm::Qemu {
-            let devices = *MMIO_DEVICES.lock();
-            let (list, n) = devices;
+            let (list, n) = {
+                // Spin locks in task context are taken with irqs off.
+                let _irqs = libos::irqflags::IrqGuard::new();
+                *MMIO_DEVICES.lock()
+            };
             virtio::probe_all(&list[..n]);
         }
     }

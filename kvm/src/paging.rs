@@ -163,6 +163,10 @@ pub unsafe fn init(ram: &[Region], unmapped: &[u64], mmio: &[u64]) -> Result<(),
 ///
 /// Context: any; takes the page-table lock (callers hold no other paging state).
 pub fn set_present(addr: u64, present: bool) -> bool {
+    // Irqs off while the lock is held: a task preempted while holding it would deadlock
+    // the next task that frees a stack (the scheduler re-maps guard pages with irqs
+    // off, right after a switch).
+    let _irqs = libos::irqflags::IrqGuard::new();
     let mut b = LIVE.lock();
     let pml4 = b.pml4 as *mut Table;
     if pml4.is_null() || b.set_4k(pml4, addr & !(SIZE_4K - 1), present).is_err() {
@@ -176,8 +180,10 @@ pub fn set_present(addr: u64, present: bool) -> bool {
 /// BARs, the I/O APIC, virtio-mmio windows found after boot); a page already mapped is
 /// left as it is. False if the table pool is exhausted.
 ///
-/// Context: task context or boot; takes the page-table lock.
+/// Context: task context or boot; takes the page-table lock (with irqs off, as
+/// [`set_present`] does).
 pub fn map_mmio(addr: u64) -> bool {
+    let _irqs = libos::irqflags::IrqGuard::new();
     let mut b = LIVE.lock();
     let pml4 = b.pml4 as *mut Table;
     if pml4.is_null() {

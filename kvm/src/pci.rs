@@ -153,6 +153,7 @@ impl Function {
         let assigned = if mask == 0 || !size.is_power_of_two() {
             None
         } else {
+            let _irqs = libos::irqflags::IrqGuard::new();
             let mut next = NEXT_BAR.lock();
             let addr = next.next_multiple_of(size);
             if addr + size > BAR_WINDOW_END {

@@ -36,13 +36,16 @@ pub enum NetCheck {
     },
     /// `/status` answers with `uptime_ms=` and a `requests=` count that grew.
     HttpStatus,
-    /// The load generator (`ab`, keep-alive) runs `requests` requests at `concurrency`:
-    /// all complete, none fails, all `200`.
+    /// The load generator (`ab`) runs `requests` requests at `concurrency`: all
+    /// complete, none fails, all `200`.
     HttpLoad {
         /// Total requests.
         requests: u32,
         /// Concurrent connections.
         concurrency: u32,
+        /// HTTP keep-alive (`ab -k`); without it every request is a new connection,
+        /// which exercises connection set-up and the reaping of closed sockets.
+        keep_alive: bool,
     },
     /// The interface sleeps when idle: between two `/status` fetches `seconds` apart,
     /// its net task woke at most `max_wakeups` times (the fetches themselves included;
@@ -64,6 +67,12 @@ pub enum NetCheck {
         /// Datagrams.
         count: usize,
     },
+    /// The app connected out to the harness's listener (its address is the argument
+    /// word [`HOST_LISTENER`] stands in) and sent this line.
+    Outbound {
+        /// The line the listener must have received.
+        line: &'static str,
+    },
 }
 
 /// Where a network case boots.
@@ -74,6 +83,10 @@ pub enum NetBed {
     /// An xl domU on Xen in QEMU: netfront, dom0's netback bridged to QEMU's network.
     XenXl,
 }
+
+/// In a case's arguments, replaced by `10.0.2.2:PORT`, where the harness listens on
+/// the host's 127.0.0.1:PORT (QEMU user networking maps 10.0.2.2 to the host).
+pub const HOST_LISTENER: &str = "@HOST_LISTENER@";
 
 /// One network test.
 #[derive(Debug, Clone)]
@@ -169,11 +182,17 @@ pub fn net_cases() -> Vec<NetCase> {
             ..httpd("", NetBed::Qemu(Machine::Microvm), true)
         },
         NetCase {
-            name: "net/httpd-load-ab-10k-c16",
+            name: "net/httpd-load-ab-2x10k-c16",
             checks: &[
                 NetCheck::HttpLoad {
                     requests: 10_000,
                     concurrency: 16,
+                    keep_alive: true,
+                },
+                NetCheck::HttpLoad {
+                    requests: 10_000,
+                    concurrency: 16,
+                    keep_alive: false,
                 },
                 NetCheck::HttpStatus,
             ],
@@ -198,6 +217,7 @@ pub fn net_cases() -> Vec<NetCase> {
                 NetCheck::HttpLoad {
                     requests: 10_000,
                     concurrency: 16,
+                    keep_alive: true,
                 },
                 NetCheck::HttpStatus,
             ],
@@ -207,6 +227,15 @@ pub fn net_cases() -> Vec<NetCase> {
         NetCase {
             console: &[XEN_DHCP, "echo: serving tcp and udp port 7"],
             ..echo("xen/xl/net/echo-netfront", NetBed::XenXl)
+        },
+        NetCase {
+            name: "net/echo-outbound-connect",
+            args: &["connect=@HOST_LISTENER@"],
+            checks: &[NetCheck::Outbound {
+                line: "hello from upcall",
+            }],
+            console: &["got \"pong hello from upcall\""],
+            ..echo("", NetBed::Qemu(Machine::Microvm))
         },
     ]
 }

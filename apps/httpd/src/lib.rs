@@ -146,5 +146,11 @@ fn status_page() -> String {
             n.wakeups
         );
     }
+    for t in libos::net::tcp_states() {
+        for (state, n) in t.states {
+            s += &format!("{}.tcp.{state}={n}\n", t.interface);
+        }
+        s += &format!("{}.tcp.closing_by_app={}\n", t.interface, t.closing);
+    }
     s
 }

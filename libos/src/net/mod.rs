@@ -151,18 +151,48 @@ pub fn card_count() -> usize {
     SLOTS.lock().len()
 }
 
+/// One interface's TCP sockets.
+#[derive(Debug, Clone)]
+pub struct TcpSummary {
+    /// The interface.
+    pub interface: &'static str,
+    /// Sockets per state (smoltcp's state names, e.g. `established`).
+    pub states: Vec<(&'static str, usize)>,
+    /// Sockets the app closed whose connection has not ended yet.
+    pub closing: usize,
+}
+
+/// The TCP sockets of every running interface.
+pub fn tcp_states() -> Vec<TcpSummary> {
+    running()
+        .into_iter()
+        .map(|s| {
+            let (states, closing) = s.tcp_states();
+            TcpSummary {
+                interface: s.name(),
+                states,
+                closing,
+            }
+        })
+        .collect()
+}
+
+fn running() -> Vec<&'static stack::Stack> {
+    let _irqs = IrqGuard::new();
+    SLOTS
+        .lock()
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Running(s) => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Counters of every running interface, in registration order (name, counters).
 pub fn stats() -> Vec<(&'static str, StatsSnapshot)> {
-    let running: Vec<&'static stack::Stack> = {
-        let _irqs = IrqGuard::new();
-        SLOTS
-            .lock()
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Running(s) => Some(*s),
-                _ => None,
-            })
-            .collect()
-    };
-    running.into_iter().map(|s| (s.name(), s.stats())).collect()
+    running()
+        .into_iter()
+        .map(|s| (s.name(), s.stats()))
+        .collect()
 }

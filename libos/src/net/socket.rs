@@ -63,6 +63,10 @@ pub enum NetError {
     Reset,
     /// A datagram larger than the socket's buffer.
     TooLarge(usize),
+    /// An outgoing connection was refused or timed out.
+    Refused(Endpoint),
+    /// An outgoing connection cannot be addressed (no address yet, bad endpoint).
+    Unaddressable(Endpoint),
 }
 
 impl fmt::Display for NetError {
@@ -73,6 +77,13 @@ impl fmt::Display for NetError {
             NetError::Closed => write!(f, "connection closed"),
             NetError::Reset => write!(f, "connection reset by peer"),
             NetError::TooLarge(n) => write!(f, "datagram of {n} bytes is too large"),
+            NetError::Refused(to) => write!(f, "connection to {to} refused or timed out"),
+            NetError::Unaddressable(to) => {
+                write!(
+                    f,
+                    "cannot connect to {to} (no address yet, or a bad endpoint)"
+                )
+            }
         }
     }
 }
@@ -184,7 +195,38 @@ pub struct TcpStream {
     handle: SocketHandle,
 }
 
+/// How long an outgoing connection may take to be established.
+const CONNECT_TIMEOUT_S: u64 = 10;
+
 impl TcpStream {
+    /// Connects to `to` from the default interface: waits until the interface has an
+    /// address (DHCP may still be running), then until the connection is established
+    /// (at most 10 s).
+    pub fn connect(to: Endpoint) -> Result<TcpStream, NetError> {
+        let stack = super::default_interface()?;
+        stack.wait_for(|st| st.has_address().then_some(()));
+        let handle = stack.with(|st| {
+            let mut s = new_tcp_socket();
+            s.set_timeout(Some(smoltcp::time::Duration::from_secs(CONNECT_TIMEOUT_S)));
+            st.connect(s, to.to_smoltcp())
+                .map_err(|_| NetError::Unaddressable(to))
+        })?;
+        let established = stack.wait_for(|st| match Self::socket(st, handle).state() {
+            tcp::State::SynSent | tcp::State::SynReceived => None,
+            tcp::State::Closed => Some(false),
+            _ => Some(true),
+        });
+        let stream = TcpStream { stack, handle };
+        if established {
+            stream
+                .stack
+                .with(|st| Self::socket(st, handle).set_timeout(None));
+            Ok(stream)
+        } else {
+            Err(NetError::Refused(to))
+        }
+    }
+
     fn socket(st: &mut State, h: SocketHandle) -> &mut tcp::Socket<'static> {
         st.sockets.get_mut::<tcp::Socket<'static>>(h)
     }

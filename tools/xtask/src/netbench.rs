@@ -194,7 +194,11 @@ fn measure(
                 ],
             )?;
             let r = parse_ab(&String::from_utf8_lossy(&out.stdout))?;
-            upcall_tests::net::judge_load(&r, w.requests).map_err(|e| format!("{what}: {e}"))?;
+            // Reported, not fatal: the tests judge correctness; a benchmark says what
+            // happened (busybox's httpd occasionally answers one request badly).
+            if let Err(e) = upcall_tests::net::judge_load(&r, w.requests) {
+                eprintln!("bench net: {what}: warning: {e}");
+            }
             results.push(r);
         }
         // Upcall counts its frames; Linux's busybox httpd has no such page.
@@ -240,7 +244,7 @@ pub fn net() -> Outcome {
         "# bench net: upcall httpd vs Linux (Debian kernel, busybox httpd)\n\n\
          Same run, same QEMU setup: `-M pc` + qboot, {:?}, {MEMORY} MiB, virtio-net-pci on user networking; \
          `ab` without keep-alive (busybox httpd has none). Ratios > 1 favour Upcall.\n\n\
-         | workload | upcall req/s | linux req/s | ratio | upcall KiB/s | linux KiB/s | ratio |\n|---|---|---|---|---|---|---|\n",
+         | workload | upcall req/s | linux req/s | ratio | upcall KiB/s | linux KiB/s | ratio | failed or non-2xx (upcall / linux) |\n|---|---|---|---|---|---|---|---|\n",
         qemu::pick_accel(None)
     );
     let mut rows = Vec::new();
@@ -248,13 +252,14 @@ pub fn net() -> Outcome {
         let rps = u.requests_per_second / l.requests_per_second;
         let kib = u.transfer_kib_per_second / l.transfer_kib_per_second;
         md.push_str(&format!(
-            "| {} ({} requests, concurrency {}) | {:.0} | {:.0} | {rps:.2} | {:.0} | {:.0} | {kib:.2} |\n",
-            w.name, w.requests, w.concurrency, u.requests_per_second, l.requests_per_second, u.transfer_kib_per_second, l.transfer_kib_per_second
+            "| {} ({} requests, concurrency {}) | {:.0} | {:.0} | {rps:.2} | {:.0} | {:.0} | {kib:.2} | {} / {} |\n",
+            w.name, w.requests, w.concurrency, u.requests_per_second, l.requests_per_second, u.transfer_kib_per_second, l.transfer_kib_per_second,
+            u.failed + u.non_2xx, l.failed + l.non_2xx
         ));
         rows.push(json!({
             "workload": w.name, "path": w.path, "requests": w.requests, "concurrency": w.concurrency,
-            "upcall": { "requests_per_second": u.requests_per_second, "transfer_kib_per_second": u.transfer_kib_per_second },
-            "linux": { "requests_per_second": l.requests_per_second, "transfer_kib_per_second": l.transfer_kib_per_second },
+            "upcall": { "requests_per_second": u.requests_per_second, "transfer_kib_per_second": u.transfer_kib_per_second, "failed": u.failed, "non_2xx": u.non_2xx },
+            "linux": { "requests_per_second": l.requests_per_second, "transfer_kib_per_second": l.transfer_kib_per_second, "failed": l.failed, "non_2xx": l.non_2xx },
             "ratio_requests_per_second": rps, "ratio_transfer": kib,
         }));
     }

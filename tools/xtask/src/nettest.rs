@@ -84,7 +84,19 @@ fn run_case(case: &NetCase) -> Result<String, String> {
         .collect::<Result<Vec<_>, String>>()?;
     let port = |p: qemu::Proto| forwards.iter().find(|f| f.proto == p).map(|f| f.host);
     let tcp = port(qemu::Proto::Tcp).ok_or("a network case needs a TCP port")?;
-    let args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
+    let listener = if case.args.iter().any(|a| a.contains(net::HOST_LISTENER)) {
+        Some(HostListener::start()?)
+    } else {
+        None
+    };
+    let args: Vec<String> = case
+        .args
+        .iter()
+        .map(|a| match &listener {
+            Some(l) => a.replace(net::HOST_LISTENER, &format!("10.0.2.2:{}", l.port)),
+            None => a.to_string(),
+        })
+        .collect();
     let cmdline = qemu::kernel_cmdline(&args);
     let qemu_args = match case.bed {
         NetBed::Qemu(machine) => {
@@ -102,7 +114,12 @@ fn run_case(case: &NetCase) -> Result<String, String> {
     let verdict = wait_ready(&mut guest, case.ready, tcp).and_then(|()| {
         let mut notes = Vec::new();
         for check in case.checks {
-            notes.extend(run_check(check, tcp, port(qemu::Proto::Udp))?);
+            notes.extend(run_check(
+                check,
+                tcp,
+                port(qemu::Proto::Udp),
+                listener.as_ref(),
+            )?);
         }
         Ok(notes)
     });
@@ -306,8 +323,24 @@ pub(crate) fn curl(port: u16, path: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Runs one check; `Some(note)` is printed with the result.
-fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<String>, String> {
+fn run_check(
+    check: &NetCheck,
+    tcp: u16,
+    udp: Option<u16>,
+    listener: Option<&HostListener>,
+) -> Result<Option<String>, String> {
     match *check {
+        NetCheck::Outbound { line } => {
+            let l = listener.ok_or("an outbound check needs @HOST_LISTENER@ in the args")?;
+            let got = l.wait()?;
+            if got != line {
+                return Err(format!("the host listener got `{got}`, want `{line}`"));
+            }
+            Ok(Some(format!(
+                "guest connected out to 127.0.0.1:{}, sent `{got}`",
+                l.port
+            )))
+        }
         NetCheck::HttpFile { path, file } => {
             let want =
                 std::fs::read(host::root().join(file)).map_err(|e| format!("read {file}: {e}"))?;
@@ -353,23 +386,22 @@ fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<Stri
         NetCheck::HttpLoad {
             requests,
             concurrency,
+            keep_alive,
         } => {
             let url = format!("http://127.0.0.1:{tcp}/");
             let started = Instant::now();
-            let out = client(
-                "ab",
-                &[
-                    "-q".into(),
-                    "-k".into(),
-                    "-s".into(),
-                    "60".into(),
-                    "-n".into(),
-                    requests.to_string(),
-                    "-c".into(),
-                    concurrency.to_string(),
-                    url,
-                ],
-            )?;
+            let mut args: Vec<String> = vec!["-q".into(), "-s".into(), "60".into()];
+            if keep_alive {
+                args.push("-k".into());
+            }
+            args.extend([
+                "-n".into(),
+                requests.to_string(),
+                "-c".into(),
+                concurrency.to_string(),
+                url,
+            ]);
+            let out = client("ab", &args)?;
             let text = String::from_utf8_lossy(&out.stdout);
             if !out.status.success() {
                 return Err(format!(
@@ -381,7 +413,8 @@ fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<Stri
             let r = net::parse_ab(&text)?;
             net::judge_load(&r, requests)?;
             Ok(Some(format!(
-                "ab -k -n {requests} -c {concurrency}: {} ok in {:.1} s, {:.0} req/s, {:.0} KiB/s",
+                "ab {} -n {requests} -c {concurrency}: {} ok in {:.1} s, {:.0} req/s, {:.0} KiB/s",
+                if keep_alive { "-k" } else { "(no keep-alive)" },
                 r.complete,
                 started.elapsed().as_secs_f64(),
                 r.requests_per_second,
@@ -392,6 +425,72 @@ fn run_check(check: &NetCheck, tcp: u16, udp: Option<u16>) -> Result<Option<Stri
         NetCheck::UdpEcho { count } => {
             let port = udp.ok_or("UDP echo needs a UDP port")?;
             udp_echo(port, count).map(Some)
+        }
+    }
+}
+
+/// A one-connection server on the host's 127.0.0.1 for apps that connect out: it
+/// reads a line, answers `pong <line>`, and keeps the line for the check.
+struct HostListener {
+    port: u16,
+    got: Arc<Mutex<Option<Result<String, String>>>>,
+}
+
+impl HostListener {
+    /// How long the app has to connect.
+    const DEADLINE: Duration = Duration::from_secs(120);
+
+    fn start() -> Result<HostListener, String> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let got = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&got);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let result = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break Self::serve(s),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if start.elapsed() > Self::DEADLINE {
+                            break Err("no connection from the guest".into());
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => break Err(format!("accept: {e}")),
+                }
+            };
+            *slot.lock().expect("listener lock") = Some(result);
+        });
+        Ok(HostListener { port, got })
+    }
+
+    fn serve(s: TcpStream) -> Result<String, String> {
+        s.set_nonblocking(false).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("read: {e}"))?;
+        let line = line.trim_end().to_string();
+        (&s).write_all(format!("pong {line}\n").as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
+        Ok(line)
+    }
+
+    /// The line the guest sent, waiting for it.
+    fn wait(&self) -> Result<String, String> {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = self.got.lock().expect("listener lock").clone() {
+                return r;
+            }
+            if start.elapsed() > Self::DEADLINE + Duration::from_secs(5) {
+                return Err("the host listener thread did not finish".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
