@@ -55,6 +55,7 @@ pub fn run(runs: usize, memory_mb: u32) -> Outcome {
             memory_mb,
             actions: Vec::new(),
             timeout_secs: DOMAIN_TIMEOUT,
+            stream: false,
         })
         .collect();
     eprintln!(

@@ -171,6 +171,8 @@ fn xl_domain(case: &Case, image: PathBuf) -> XlDomain {
             })
             .collect(),
         timeout_secs: CASE_TIMEOUT as u32,
+        // Judged when it has ended: dom0 need not copy the console meanwhile.
+        stream: false,
     }
 }
 
@@ -211,6 +213,11 @@ fn run_xl_cases(
                 continue;
             }
         };
+        // The whole console, for failures that need more than a domain's part.
+        let log = host::target_dir().join(format!("test-logs/xl-batch-{}.log", b + 1));
+        let _ = std::fs::create_dir_all(log.parent().expect("has a parent"))
+            .and_then(|()| std::fs::write(&log, &run.output));
+        let failed_before = t.failed;
         for (case, d) in runnable.iter().zip(&run.domains) {
             let verdict = match (d.began, d.status) {
                 (false, _) => Err(with_tail(
@@ -232,9 +239,14 @@ fn run_xl_cases(
             t.record(&case.name, verdict);
         }
         println!(
-            "-- xl batch {}/{batches} took {:.1} s",
+            "-- xl batch {}/{batches} took {:.1} s{}",
             b + 1,
-            run.elapsed.as_secs_f64()
+            run.elapsed.as_secs_f64(),
+            if t.failed > failed_before {
+                format!("; its whole console is in {}", log.display())
+            } else {
+                String::new()
+            }
         );
     }
 }
