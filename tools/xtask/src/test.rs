@@ -173,6 +173,7 @@ fn xl_domain(case: &Case, image: PathBuf) -> XlDomain {
         timeout_secs: CASE_TIMEOUT as u32,
         // Judged when it has ended: dom0 need not copy the console meanwhile.
         stream: false,
+        settle: true,
     }
 }
 

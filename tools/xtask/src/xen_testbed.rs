@@ -140,11 +140,11 @@ act() {
     next=$((next + 1))
 }
 # Runs the domain of directory $1 (`kernel`, xl config `cfg`, settings `env`: `name`,
-# `timeout` in seconds, `stream` (1: show the console as it comes), `actions` and their
-# `actionK*`) to its end, between the lines `domain NAME begins` and
+# `timeout` in seconds, `stream` (1: show the console as it comes), `settle` (1: create
+# paused, unpause once dom0 is done with it), `actions` and their `actionK*`) to its end, between the lines `domain NAME begins` and
 # `domain NAME exit status N`; sets $code to N.
 domain() {
-    name=; timeout=300; stream=1; actions=0; next=1
+    name=; timeout=300; stream=1; settle=0; actions=0; next=1
     . "$1/env"
     log=/var/log/xen/console/guest-$name.log
     say "domain $name begins"
@@ -154,8 +154,18 @@ domain() {
     shown=0 first= timed_out=
     read up rest < /proc/uptime
     deadline=$((${up%.*} + timeout))
-    created=$EPOCHREALTIME
-    (xl create -F "$1/cfg" > /tmp/xl.out 2>&1; echo $? > /tmp/xl.rc) &
+    if [ "$settle" = 1 ]; then
+        # Created paused; unpaused once the toolstack's own work for it has ended, so
+        # that dom0 is idle while the domain runs.
+        (xl create -F -p "$1/cfg" > /tmp/xl.out 2>&1; echo $? > /tmp/xl.rc) &
+        until xl list "$name" > /dev/null 2>&1 || [ -f /tmp/xl.rc ]; do nap 0.05; done
+        nap 0.5
+        created=$EPOCHREALTIME
+        xl unpause "$name" || say "xl unpause failed"
+    else
+        created=$EPOCHREALTIME
+        (xl create -F "$1/cfg" > /tmp/xl.out 2>&1; echo $? > /tmp/xl.rc) &
+    fi
     while [ ! -f /tmp/xl.rc ]; do
         read up rest < /proc/uptime
         if [ "${up%.*}" -ge "$deadline" ]; then
@@ -301,6 +311,10 @@ pub struct XlDomain {
     /// checks twice a second, with shell builtins, whether it ended (no process
     /// starts), and shows the console when it has.
     pub stream: bool,
+    /// Create it paused and unpause it once the toolstack's work for it in dom0 has
+    /// ended (0.5 s after `xl list` shows it), so that dom0 idles while it runs (see
+    /// `xl_batch`; the `timing` line then starts at the unpause).
+    pub settle: bool,
 }
 
 /// QEMU arguments for an xl run, and the domains' names in boot order.
@@ -332,6 +346,7 @@ pub fn xl_qemu_args(
         actions: Vec::new(),
         timeout_secs: XL_TIMEOUT_SECS,
         stream: true,
+        settle: false,
     };
     Ok(xl_run_qemu_args(tb, std::slice::from_ref(&domain))?.qemu_args)
 }
@@ -363,7 +378,7 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
         };
         let dir = format!("dom/{}", k + 1);
         let config = xl_config(&name, &format!("/{dir}/kernel"), &d.cmdline, d.memory_mb)?;
-        let env = domain_env(&name, d.timeout_secs, d.stream, &d.actions)?;
+        let env = domain_env(&name, d, &d.actions)?;
         files.push(DomainFiles {
             dir,
             image: read(&d.image)?,
@@ -401,15 +416,12 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
 }
 
 /// The settings file (`/dom/K/env`, sourced by the init) of domain `name`.
-fn domain_env(
-    name: &str,
-    timeout_secs: u32,
-    stream: bool,
-    actions: &[XlAction],
-) -> Result<String, Failure> {
+fn domain_env(name: &str, d: &XlDomain, actions: &[XlAction]) -> Result<String, Failure> {
     let mut env = format!(
-        "name={name}\ntimeout={timeout_secs}\nstream={}\nactions={}\n",
-        u8::from(stream),
+        "name={name}\ntimeout={}\nstream={}\nsettle={}\nactions={}\n",
+        d.timeout_secs,
+        u8::from(d.stream),
+        u8::from(d.settle),
         actions.len()
     );
     for (k, a) in actions.iter().enumerate() {
@@ -483,6 +495,10 @@ fn machine_args(memory_mb: u32, cpus: u32) -> Vec<String> {
             "-no-reboot",
             "-device",
             "isa-debug-exit,iobase=0xf4,iosize=4",
+            // Host threads named `CPU N/TCG`: lets `top -H` or schedstat tell which
+            // vCPU waits for a host CPU.
+            "-name",
+            "upcall-xen,debug-threads=on",
         ]
         .map(String::from),
     );
@@ -1153,10 +1169,18 @@ mod tests {
             args,
             when,
         };
+        let d = |stream, settle| XlDomain {
+            image: PathBuf::from("/k"),
+            cmdline: String::new(),
+            memory_mb: 8,
+            actions: Vec::new(),
+            timeout_secs: 60,
+            stream,
+            settle,
+        };
         let env = domain_env(
             "s-1",
-            60,
-            false,
+            &d(false, true),
             &[
                 a("mem-set", "64", "ready"),
                 a("mem-set", "128", "now 65536 KiB"),
@@ -1165,13 +1189,13 @@ mod tests {
         .unwrap();
         assert_eq!(
             env,
-            "name=s-1\ntimeout=60\nstream=0\nactions=2\naction1='mem-set'\naction1_args='64'\n\
+            "name=s-1\ntimeout=60\nstream=0\nsettle=1\nactions=2\naction1='mem-set'\naction1_args='64'\n\
              action1_when='ready'\naction2='mem-set'\naction2_args='128'\n\
              action2_when='now 65536 KiB'\n"
         );
-        assert!(domain_env("x", 1, true, &[a("destroy", "", "r")]).is_err());
-        assert!(domain_env("x", 1, true, &[a("mem-set", "1;rm", "r")]).is_err());
-        assert!(domain_env("x", 1, true, &[a("shutdown", "", "it's")]).is_err());
+        assert!(domain_env("x", &d(true, false), &[a("destroy", "", "r")]).is_err());
+        assert!(domain_env("x", &d(true, false), &[a("mem-set", "1;rm", "r")]).is_err());
+        assert!(domain_env("x", &d(true, false), &[a("shutdown", "", "it's")]).is_err());
     }
 
     #[test]
