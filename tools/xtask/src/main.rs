@@ -178,7 +178,7 @@ enum BenchKind {
     /// (both xl domUs of one Linux-dom0 boot; ratio of medians, image sizes).
     XenBoot {
         /// Runs of each image (interleaved).
-        #[arg(long, default_value_t = 9)]
+        #[arg(long, default_value_t = 15)]
         runs: usize,
         /// Memory of each domain in MiB.
         #[arg(long, default_value_t = 128)]
