@@ -43,6 +43,9 @@ pub struct XlBed {
     pub memory_mb: u32,
     /// Toolstack commands dom0 runs on the domain, in order.
     pub actions: &'static [XlAction],
+    /// Seconds after which dom0 destroys the domain (its status is then 125); `None`:
+    /// the runner's default.
+    pub timeout_secs: Option<u32>,
 }
 
 /// A toolstack command dom0 runs as `xl <command> <domain> <args>` once the app's
@@ -462,10 +465,25 @@ pub fn xen_cases() -> Vec<Case> {
             Bed::XenXlWith(XlBed {
                 memory_mb: 2304,
                 actions: &[],
+                timeout_secs: None,
             }),
         )
         .expect(&["RAM 2304 MiB", "selftest on xen", " passed, 0 failed"])
         .bounds(&[("heap_touched_top_mib", Bound::AtLeast(2048))]),
+        // A domain that does not end is destroyed at its timeout and reported as 125;
+        // the domains after it in the same dom0 boot still run.
+        on(
+            "xen/xl/timeout-destroys-and-reports-125",
+            "sleeper",
+            &[],
+            Bed::XenXlWith(XlBed {
+                memory_mb: XL_MEMORY_MB,
+                actions: &[],
+                timeout_secs: Some(8),
+            }),
+        )
+        .status(125)
+        .expect(&["sleeper: ready", "did not end within 8 s; destroying it"]),
         on("xen/xl/crash/task", "crash", &["task"], Bed::XenXl)
             .status(PANIC)
             .expect(&["deliberate panic 3 calls deep", "crash::crash_inner"]),
@@ -535,6 +553,7 @@ fn xl_then(actions: &'static [XlAction]) -> Bed {
     Bed::XenXlWith(XlBed {
         memory_mb: XL_MEMORY_MB,
         actions,
+        timeout_secs: None,
     })
 }
 

@@ -153,9 +153,9 @@ fn with_tail(why: String, output: &str) -> String {
 
 /// The xl domain that runs `case`.
 fn xl_domain(case: &Case, image: PathBuf) -> XlDomain {
-    let (memory_mb, actions) = match case.bed {
-        Bed::XenXlWith(b) => (b.memory_mb, b.actions),
-        _ => (upcall_tests::XL_MEMORY_MB, &[][..]),
+    let (memory_mb, actions, timeout) = match case.bed {
+        Bed::XenXlWith(b) => (b.memory_mb, b.actions, b.timeout_secs),
+        _ => (upcall_tests::XL_MEMORY_MB, &[][..], None),
     };
     let args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
     XlDomain {
@@ -170,7 +170,7 @@ fn xl_domain(case: &Case, image: PathBuf) -> XlDomain {
                 when: a.when,
             })
             .collect(),
-        timeout_secs: CASE_TIMEOUT as u32,
+        timeout_secs: timeout.unwrap_or(CASE_TIMEOUT as u32),
         // Judged when it has ended: dom0 need not copy the console meanwhile.
         stream: false,
         settle: true,
