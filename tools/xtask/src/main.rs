@@ -17,6 +17,7 @@ mod xen_stub_elf;
 mod xen_testbed;
 mod xl_batch;
 mod xl_output;
+mod xl_run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

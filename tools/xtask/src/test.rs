@@ -10,7 +10,7 @@ use upcall_tests::{Bed, Case, Machine};
 
 use crate::qemu::{self, RunOpts};
 use crate::vmm::Vmm;
-use crate::xen_testbed::{XlAction, XlDomain};
+use crate::xl_run::{XlAction, XlDomain};
 use crate::{MachineArg, Outcome, Platform, build, host};
 
 /// Seconds a single boot may take before it counts as hung (SeaBIOS under TCG is slow).
