@@ -2,9 +2,9 @@
 //!
 //! With VIRT_BASE 0 the initial mapping is the identity of pseudo-physical addresses
 //! [0, end of bootstrap area + ≥ 512 KiB, rounded to 4 MiB). Past it we map pfn `p` at
-//! virtual `p * 4096` ourselves, 2 MiB at a time: a new L1 table (a free page, zeroed,
-//! then made read-only, as Xen requires of page tables), hooked into the L2 table with
-//! `mmu_update`, then filled with batched `mmu_update`s from the p2m list. Each further
+//! virtual `p * 4096` ourselves, 2 MiB at a time: a new L1 table (a free page, filled
+//! in place from the p2m list, then made read-only, as Xen requires of page tables),
+//! hooked into the L2 table with one `mmu_update`, which validates it. Each further
 //! GiB first gets a new L2 table the same way, hooked into the L3 table (L4[0]'s, which
 //! covers the first 512 GiB).
 //!
@@ -174,16 +174,21 @@ fn l2_table(
         return Ok((l3e & PTE_ADDR) >> 12);
     }
     let table_va = tables.take(mapped_end)?;
-    let table_mfn = new_table(table_va)?;
+    let table_mfn = new_table(table_va, |_| 0)?;
     hook(l3_mfn, l3_idx, table_mfn).map_err(|_| "Xen refused a new L2 table")?;
     Ok(table_mfn)
 }
 
-/// Zeroes the page at `table_va` and makes it read-only, as Xen wants a page before it
-/// becomes a page table; returns its machine frame.
-fn new_table(table_va: u64) -> Result<u64, &'static str> {
-    // SAFETY: `table_va` is a free, mapped, writable page (from `TablePages`).
-    unsafe { core::ptr::write_bytes(table_va as *mut u8, 0, PAGE as usize) };
+/// Fills the page at `table_va` with `entry(i)` for its 512 entries and makes it
+/// read-only, as Xen wants a page before it becomes a page table (Xen checks the
+/// entries when the table is hooked in); returns its machine frame.
+fn new_table(table_va: u64, entry: impl Fn(u64) -> u64) -> Result<u64, &'static str> {
+    let table = table_va as *mut u64;
+    for i in 0..PAGE / 8 {
+        // SAFETY: `table_va` is a free, mapped, writable page (from `TablePages`), not
+        // yet a page table; `i` < 512 stays inside it.
+        unsafe { table.add(i as usize).write_volatile(entry(i)) };
+    }
     let table_mfn = mfn_of_pfn(table_va / PAGE);
     if update_va_mapping(table_va, (table_mfn << 12) | PTE_KERNEL_RO) != 0 {
         return Err("cannot make a new page table read-only");
@@ -199,31 +204,22 @@ fn hook(table_mfn: u64, idx: u64, child_mfn: u64) -> Result<(), i64> {
     }])
 }
 
-/// Maps [va, va + 2 MiB) ∩ [.., end) with a fresh L1 table at `table_va`.
+/// Maps [va, va + 2 MiB) ∩ [.., end) with a new L1 table at `table_va`, written in
+/// place and handed to Xen in one `mmu_update` (which validates all its entries).
 fn map_chunk(l2_mfn: u64, va: u64, table_va: u64, end: u64) -> Result<(), &'static str> {
     let l2_idx = (va >> 21) & 511;
     if table_entry(l2_mfn, l2_idx) & PTE_PRESENT != 0 {
         return Err("an L2 slot past the initial mapping is already in use");
     }
-    let table_mfn = new_table(table_va)?;
-    hook(l2_mfn, l2_idx, table_mfn).map_err(|_| "Xen refused a new L1 table")?;
-    let mut batch = [MmuUpdate::default(); 64];
     let pages = ((end - va) / PAGE).min(CHUNK / PAGE);
-    let mut i = 0;
-    while i < pages {
-        let n = (pages - i).min(batch.len() as u64);
-        for (k, req) in batch.iter_mut().take(n as usize).enumerate() {
-            let idx = i + k as u64;
-            let pfn = va / PAGE + idx;
-            *req = MmuUpdate {
-                ptr: (table_mfn << 12) + idx * 8,
-                val: (mfn_of_pfn(pfn) << 12) | PTE_KERNEL_RW,
-            };
+    let table_mfn = new_table(table_va, |i| {
+        if i < pages {
+            (mfn_of_pfn(va / PAGE + i) << 12) | PTE_KERNEL_RW
+        } else {
+            0
         }
-        mmu_update(&batch[..n as usize]).map_err(|_| "Xen refused a page mapping")?;
-        i += n;
-    }
-    Ok(())
+    })?;
+    hook(l2_mfn, l2_idx, table_mfn).map_err(|_| "Xen refused a new L1 table")
 }
 
 /// The machine frame behind pseudo-physical address `addr`.

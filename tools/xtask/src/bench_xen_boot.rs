@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::xen_testbed::XlDomain;
+use crate::xl_run::XlDomain;
 use crate::{Outcome, Platform, build, fail, host, xen_stub_elf, xl_batch, xl_output};
 
 /// The ratio we aim for (`hello` / minimal PV kernel).
@@ -56,6 +56,8 @@ pub fn run(runs: usize, memory_mb: u32) -> Outcome {
             actions: Vec::new(),
             timeout_secs: DOMAIN_TIMEOUT,
             net: None,
+            stream: false,
+            settle: false,
         })
         .collect();
     eprintln!(

@@ -21,6 +21,7 @@ mod xen_stub_elf;
 mod xen_testbed;
 mod xl_batch;
 mod xl_output;
+mod xl_run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -195,7 +196,7 @@ enum BenchKind {
     /// (both xl domUs of one Linux-dom0 boot; ratio of medians, image sizes).
     XenBoot {
         /// Runs of each image (interleaved).
-        #[arg(long, default_value_t = 9)]
+        #[arg(long, default_value_t = 15)]
         runs: usize,
         /// Memory of each domain in MiB.
         #[arg(long, default_value_t = 128)]

@@ -106,8 +106,14 @@ fn run_case(case: &NetCase) -> Result<String, String> {
         }
         NetBed::XenXl => {
             let tb = xen_testbed::ensure_xl_testbed().map_err(|f| f.message)?;
-            xen_testbed::xl_qemu_args(&tb, &image, &cmdline, upcall_tests::XL_MEMORY_MB, &forwards)
-                .map_err(|f| f.message)?
+            crate::xl_run::xl_qemu_args(
+                &tb,
+                &image,
+                &cmdline,
+                upcall_tests::XL_MEMORY_MB,
+                &forwards,
+            )
+            .map_err(|f| f.message)?
         }
     };
     let mut guest = Guest::boot(&image, qemu_args)?;

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::qemu::{self, NO_STATUS, QEMU, RunOpts};
 use crate::vmm::{self, RunResult, Vmm};
-use crate::{Failure, Outcome, Platform, build, fail, uhyve, xen_testbed};
+use crate::{Failure, Outcome, Platform, build, fail, uhyve, xen_testbed, xl_run};
 
 /// Boots an image on `vmm`.
 pub fn boot(
@@ -88,7 +88,7 @@ fn xen_qemu_args(
         }
         XenBoot::Xl => {
             let tb = xen_testbed::ensure_xl_testbed()?;
-            xen_testbed::xl_qemu_args(&tb, image, cmdline, opts.memory.min(256), &opts.forwards)?
+            xl_run::xl_qemu_args(&tb, image, cmdline, opts.memory.min(256), &opts.forwards)?
         }
     };
     args.extend(opts.extra.iter().cloned());

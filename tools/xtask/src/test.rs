@@ -10,7 +10,7 @@ use upcall_tests::{Bed, Case, Machine};
 
 use crate::qemu::{self, RunOpts};
 use crate::vmm::Vmm;
-use crate::xen_testbed::{XlAction, XlDomain};
+use crate::xl_run::{XlAction, XlDomain};
 use crate::{MachineArg, Outcome, Platform, build, host};
 
 /// Seconds a single boot may take before it counts as hung (SeaBIOS under TCG is slow).
@@ -161,9 +161,9 @@ fn with_tail(why: String, output: &str) -> String {
 
 /// The xl domain that runs `case`.
 fn xl_domain(case: &Case, image: PathBuf) -> XlDomain {
-    let (memory_mb, actions) = match case.bed {
-        Bed::XenXlWith(b) => (b.memory_mb, b.actions),
-        _ => (upcall_tests::XL_MEMORY_MB, &[][..]),
+    let (memory_mb, actions, timeout) = match case.bed {
+        Bed::XenXlWith(b) => (b.memory_mb, b.actions, b.timeout_secs),
+        _ => (upcall_tests::XL_MEMORY_MB, &[][..], None),
     };
     let args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
     XlDomain {
@@ -178,7 +178,10 @@ fn xl_domain(case: &Case, image: PathBuf) -> XlDomain {
                 when: a.when,
             })
             .collect(),
-        timeout_secs: CASE_TIMEOUT as u32,
+        timeout_secs: timeout.unwrap_or(CASE_TIMEOUT as u32),
+        // Judged when it has ended: dom0 need not copy the console meanwhile.
+        stream: false,
+        settle: true,
         net: None,
     }
 }
@@ -220,6 +223,11 @@ fn run_xl_cases(
                 continue;
             }
         };
+        // The whole console, for failures that need more than a domain's part.
+        let log = host::target_dir().join(format!("test-logs/xl-batch-{}.log", b + 1));
+        let _ = std::fs::create_dir_all(log.parent().expect("has a parent"))
+            .and_then(|()| std::fs::write(&log, &run.output));
+        let failed_before = t.failed;
         for (case, d) in runnable.iter().zip(&run.domains) {
             let verdict = match (d.began, d.status) {
                 (false, _) => Err(with_tail(
@@ -241,9 +249,14 @@ fn run_xl_cases(
             t.record(&case.name, verdict);
         }
         println!(
-            "-- xl batch {}/{batches} took {:.1} s",
+            "-- xl batch {}/{batches} took {:.1} s{}",
             b + 1,
-            run.elapsed.as_secs_f64()
+            run.elapsed.as_secs_f64(),
+            if t.failed > failed_before {
+                format!("; its whole console is in {}", log.display())
+            } else {
+                String::new()
+            }
         );
     }
 }

@@ -13,14 +13,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
-use crate::initramfs::{Cpio, Fnv, Node, Tree};
+use crate::initramfs::{Fnv, Node, Tree};
 use crate::qemu::{self, QEMU};
 use crate::{Failure, Outcome, fail, host, vmm};
 
@@ -69,144 +69,25 @@ const MODULES: &[&str] = &[
 const KERNEL_FILES: &[&str] = &["./boot/vmlinuz-*", "./lib/modules/*/kernel/drivers/xen/*"];
 /// Xen's command line, less `dom0_mem`. (Not `sync_console`: Xen then waits 3 s at boot.
 /// Under QEMU the UART is always ready, so Xen writes each byte out at once anyway.)
-const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all";
+pub(crate) const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all";
 /// QEMU memory (MiB) on the fast path beyond dom0's own (Xen and its heap).
 const FAST_XEN_OVERHEAD_MB: u32 = 192;
 /// The Linux dom0's command line.
-const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen rdinit=/init quiet";
+pub(crate) const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen rdinit=/init quiet";
 /// Linux dom0's memory (MiB) on the xl path.
-const LINUX_DOM0_MEM_MB: u32 = 512;
-/// Seconds the dom0 init waits for a domain of `cargo xtask run` to end before it
-/// destroys it and reports status 125.
-const XL_TIMEOUT_SECS: u32 = 300;
+pub(crate) const LINUX_DOM0_MEM_MB: u32 = 512;
 /// Bumped whenever the initramfs layout changes, to rebuild cached ones.
 const FORMAT: &str = "xen-testbed-3";
 
-/// The Linux dom0's `/init`: starts the Xen daemons, then for each directory listed in
+/// The Linux dom0's `/init` (`xen_dom0_init.sh`): starts the Xen daemons, then for each directory listed in
 /// `/domains`, one after another: `xl create`s its `kernel` with its `cfg`, streams the
 /// domain's console log (framed by `xen-testbed: domain NAME begins` and
-/// `xen-testbed: domain NAME exit status N`, see [`crate::xl_output`]), runs the
+/// `xen-testbed: domain NAME exit status N`, see [`crate::xl_output`]; the files
+/// come from [`crate::xl_run`]), runs the
 /// domain's toolstack actions when its console shows their text, and destroys it after
 /// its timeout. Finally it ends QEMU with the last domain's exit status through
 /// isa-debug-exit (port 0xf4, reached through `/dev/port`).
-const INIT: &str = r#"#!/bin/sh
-# dom0 init of Upcall's Xen test bed (tools/xtask/src/xen_testbed.rs).
-export PATH=/usr/lib/xen-4.17/bin:/bin
-export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
-say() { echo "xen-testbed: $*"; }
-# Ends QEMU with status (code << 1) | 1: isa-debug-exit at port 0xf4 = 244.
-finish() {
-    say "exit status $1"
-    printf "\\$(printf %o "$1")" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
-    say "cannot write to isa-debug-exit through /dev/port"
-    poweroff -f
-}
-run() { "$@" || { say "failed: $*"; finish 125; }; }
-/bin/busybox mount -t proc proc /proc
-/bin/busybox --install -s /bin
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
-for m in xen-privcmd xen-evtchn xen-gntdev xen-gntalloc xenfs; do
-    run insmod /modules/$m.ko
-done
-run mount -t xenfs xenfs /proc/xen
-mkdir -p /var/lock /var/run/xen /var/log/xen/console /var/lib/xen /var/lib/xenstored
-run xenstored
-out=$(xen-init-dom0 2>&1) || { say "xen-init-dom0 failed: $out"; finish 125; }
-run xenconsoled --log=guest --log-dir=/var/log/xen/console
-# nap S: sleeps S seconds without starting a process (a read that times out on a FIFO
-# nobody writes to), so that polling costs dom0 almost nothing.
-mkfifo /tmp/never && exec 9<>/tmp/never
-nap() { read -r -t "$1" -u 9 _; }
-# A run with networking brings its bridge up (see xen_net.rs).
-if [ -f /net.sh ]; then . /net.sh; fi
-# Prints what the domain wrote to its console since the last call.
-pump() {
-    [ -f "$log" ] || return 0
-    size=$(stat -c %s "$log")
-    if [ "$size" -gt "$shown" ]; then
-        tail -c +$((shown + 1)) "$log" | head -c $((size - shown))
-        shown=$size
-    fi
-}
-# Runs the next pending action (`xl $actionK $name $actionK_args`) once the console
-# shows its text `$actionK_when`; actions run in order, each at most once.
-act() {
-    [ "$next" -le "$actions" ] || return 0
-    eval "cmd=\$action$next args=\$action${next}_args when=\$action${next}_when"
-    grep -q -F "$when" "$log" 2>/dev/null || return 0
-    say "xl $cmd $name $args"
-    xl "$cmd" "$name" $args || say "xl $cmd failed"
-    next=$((next + 1))
-}
-# Runs the domain of directory $1 (`kernel`, xl config `cfg`, settings `env`: `name`,
-# `timeout` in seconds, `actions` and their `actionK*`) to its end, between the lines
-# `domain NAME begins` and `domain NAME exit status N`; sets $code to N.
-domain() {
-    name=; timeout=300; actions=0; next=1
-    . "$1/env"
-    log=/var/log/xen/console/guest-$name.log
-    say "domain $name begins"
-    say "xl create $1/cfg:"
-    cat "$1/cfg"
-    rm -f /tmp/xl.rc /tmp/xl.out
-    shown=0 first= timed_out=
-    read up rest < /proc/uptime
-    deadline=$((${up%.*} + timeout))
-    created=$EPOCHREALTIME
-    (xl create -F "$1/cfg" > /tmp/xl.out 2>&1; echo $? > /tmp/xl.rc) &
-    while [ ! -f /tmp/xl.rc ]; do
-        read up rest < /proc/uptime
-        if [ "${up%.*}" -ge "$deadline" ]; then
-            pump
-            say "domain $name did not end within $timeout s; destroying it"
-            xl destroy "$name" || say "xl destroy failed"
-            timed_out=1
-            break
-        fi
-        if [ -z "$first" ]; then
-            # Until the first output only builtins run: a fine-grained, cheap poll.
-            if [ -s "$log" ]; then first=$EPOCHREALTIME; else nap 0.002; fi
-            continue
-        fi
-        pump
-        act
-        nap 0.2
-    done
-    wait
-    pump
-    [ -s "$log" ] && [ -n "$(tail -c 1 "$log")" ] && echo
-    reason=$(sed -n 's/.*has shut down, reason code \([0-9]*\).*/\1/p' /tmp/xl.out | head -n 1)
-    status=$(grep -a -o 'upcall: exit status [0-9]*' "$log" 2>/dev/null | tail -n 1 | sed 's/.* //')
-    case "$reason" in
-        0) what=poweroff; code=0 ;;
-        1) what=reboot; code=125 ;;
-        2) what=suspend; code=125 ;;
-        3) what=crash; code=101 ;;
-        4) what=watchdog; code=125 ;;
-        "") what=; code=125 ;;
-        *) what=unknown; code=125 ;;
-    esac
-    if [ -n "$status" ] && [ "$status" -le 255 ]; then code=$status; fi
-    if [ -n "$timed_out" ]; then
-        code=125
-    elif [ -z "$what" ]; then
-        say "xl create failed (status $(cat /tmp/xl.rc)):"
-        cat /tmp/xl.out
-    else
-        say "domain $name shut down (reason code $reason, $what)"
-    fi
-    [ -n "$first" ] && say "domain $name timing: xl create at $created, first console output at $first"
-    say "domain $name exit status $code"
-}
-# /domains lists the domains' directories, to run one after another.
-code=125
-for dir in $(cat /domains); do
-    domain "$dir"
-done
-finish $code
-"#;
+const INIT: &str = include_str!("xen_dom0_init.sh");
 
 /// Serializes cache updates within this process (tests may boot in parallel threads;
 /// across processes, every cache entry appears by an atomic rename).
@@ -265,178 +146,6 @@ pub fn dom0_qemu_args(xen: &Path, kernel: &Path, cmdline: &str, memory_mb: u32) 
     a
 }
 
-/// A toolstack command dom0 runs on the domain once its console shows some text, e.g.
-/// `xl shutdown NAME` after the app printed that it is ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct XlAction {
-    /// The `xl` subcommand: `shutdown`, `reboot` or `mem-set`.
-    pub command: &'static str,
-    /// Arguments after the domain name (e.g. the MiB of `mem-set`).
-    pub args: &'static str,
-    /// Console text to wait for.
-    pub when: &'static str,
-}
-
-/// One domain of an xl run: dom0 `xl create`s it, streams its console, runs its
-/// actions, and reports its exit status.
-#[derive(Debug, Clone)]
-pub struct XlDomain {
-    /// The PV ELF.
-    pub image: PathBuf,
-    /// The guest command line (xl's `extra`).
-    pub cmdline: String,
-    /// Its memory in MiB.
-    pub memory_mb: u32,
-    /// Toolstack commands to run on it, in order, each once its console shows its text
-    /// (and after the previous one ran).
-    pub actions: Vec<XlAction>,
-    /// Seconds after which dom0 destroys it and reports status 125.
-    pub timeout_secs: u32,
-    /// `Some`: the domain gets a vif on dom0's bridge to QEMU's user network, and these
-    /// host ports are forwarded to it (see `xen_net`).
-    pub net: Option<Vec<crate::qemu::Forward>>,
-}
-
-/// QEMU arguments for an xl run, and the domains' names in boot order.
-#[derive(Debug, Clone)]
-pub struct XlRun {
-    /// Arguments for [`QEMU`].
-    pub qemu_args: Vec<String>,
-    /// The domain names, as in the `xen-testbed: domain NAME …` lines.
-    pub names: Vec<String>,
-}
-
-/// QEMU arguments booting Xen + the Linux dom0 of `tb`, whose init runs `xl create` on
-/// `app` (a PV ELF) with guest command line `extra` and `app_mem_mb` MiB. The app's
-/// console output reaches QEMU's stdout as the domain writes it (streamed from
-/// xenconsoled's log), after the xl config used; QEMU exits with `(code << 1) | 1`,
-/// where code is N from the app's last `upcall: exit status N` console line if there is
-/// one, else 0 for a poweroff, 101 for a crash, and 125 for any other shutdown, a failed
-/// `xl create`, or no shutdown within 300 s.
-/// With `forwards`, the domain has a network and those host ports reach it.
-pub fn xl_qemu_args(
-    tb: &XlTestbed,
-    app: &Path,
-    extra: &str,
-    app_mem_mb: u32,
-    forwards: &[crate::qemu::Forward],
-) -> Result<Vec<String>, Failure> {
-    let domain = XlDomain {
-        image: app.to_path_buf(),
-        cmdline: extra.to_string(),
-        memory_mb: app_mem_mb,
-        actions: Vec::new(),
-        timeout_secs: XL_TIMEOUT_SECS,
-        net: (!forwards.is_empty()).then(|| forwards.to_vec()),
-    };
-    Ok(xl_run_qemu_args(tb, std::slice::from_ref(&domain))?.qemu_args)
-}
-
-/// QEMU arguments booting Xen + the Linux dom0 of `tb`, whose init runs `domains` one
-/// after another in one boot (each as described for [`xl_qemu_args`]; QEMU's exit
-/// status is the last one's). Split the console output per domain with
-/// [`crate::xl_output::split`]. A single domain is named after its image file, several
-/// get `-1`, `-2`, … appended (so each has its own console log).
-///
-/// Writes a per-run initramfs (the base one plus a small cpio archive holding
-/// `/domains` and `/dom/K/{kernel,cfg,env}`) under [`cache_dir`]`/runs`, named by its
-/// contents.
-pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, Failure> {
-    if domains.is_empty() {
-        return fail("xl test bed: no domain to run");
-    }
-    let mut names = Vec::new();
-    let mut files = Vec::new();
-    for (k, d) in domains.iter().enumerate() {
-        if d.memory_mb == 0 {
-            return fail("xl test bed: a domain's memory must be at least 1 MiB");
-        }
-        let stem = domain_name(&d.image);
-        let name = if domains.len() == 1 {
-            stem
-        } else {
-            format!("{stem}-{}", k + 1)
-        };
-        let dir = format!("dom/{}", k + 1);
-        let mut config = xl_config(&name, &format!("/{dir}/kernel"), &d.cmdline, d.memory_mb)?;
-        if d.net.is_some() {
-            config.push_str(crate::xen_net::VIF_CONFIG);
-        }
-        let env = domain_env(&name, d.timeout_secs, &d.actions)?;
-        files.push(DomainFiles {
-            dir,
-            image: read(&d.image)?,
-            config,
-            env,
-        });
-        names.push(name);
-    }
-    let forwards: Vec<crate::qemu::Forward> = domains
-        .iter()
-        .flat_map(|d| d.net.iter().flatten().copied())
-        .collect();
-    let networked = domains.iter().any(|d| d.net.is_some());
-    let initramfs = run_initramfs(tb, &files, networked)?;
-    if let Some(p) = [&tb.vmlinux, &initramfs]
-        .into_iter()
-        .find(|p| p.to_string_lossy().contains(' '))
-    {
-        return fail(format!(
-            "xl test bed: {} has a space in its path, which QEMU's -initrd cannot take",
-            p.display()
-        ));
-    }
-    // Domains run one at a time: room for dom0, the largest domain and Xen itself.
-    let largest = domains.iter().map(|d| d.memory_mb).max().unwrap_or(0);
-    let memory = (LINUX_DOM0_MEM_MB + largest + 128).max(1024);
-    let mut a = machine_args(memory, 2);
-    a.extend([
-        "-kernel".to_string(),
-        tb.xen.display().to_string(),
-        "-append".to_string(),
-        format!("{XEN_CMDLINE} dom0_mem={LINUX_DOM0_MEM_MB}M dom0_max_vcpus=1 dom0_vcpus_pin"),
-        "-initrd".to_string(),
-        initrd_arg(&[(&tb.vmlinux, LINUX_CMDLINE), (&initramfs, "")]),
-    ]);
-    if networked {
-        a.extend(crate::xen_net::qemu_args(&forwards));
-    }
-    Ok(XlRun {
-        qemu_args: a,
-        names,
-    })
-}
-
-/// The settings file (`/dom/K/env`, sourced by the init) of domain `name`.
-fn domain_env(name: &str, timeout_secs: u32, actions: &[XlAction]) -> Result<String, Failure> {
-    let mut env = format!(
-        "name={name}\ntimeout={timeout_secs}\nactions={}\n",
-        actions.len()
-    );
-    for (k, a) in actions.iter().enumerate() {
-        let plain_args = a
-            .args
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == ' ');
-        if !matches!(a.command, "shutdown" | "reboot" | "mem-set")
-            || !plain_args
-            || a.when.is_empty()
-            || a.when.contains(['\'', '\n'])
-        {
-            return fail(format!(
-                "xl test bed: unsupported action `xl {} {}` when `{}`",
-                a.command, a.args, a.when
-            ));
-        }
-        let k = k + 1;
-        env.push_str(&format!(
-            "action{k}='{}'\naction{k}_args='{}'\naction{k}_when='{}'\n",
-            a.command, a.args, a.when
-        ));
-    }
-    Ok(env)
-}
-
 /// `cargo xtask testbed xen`: prepares both test beds, with progress; prints what it made.
 pub fn command() -> Outcome {
     let start = Instant::now();
@@ -465,7 +174,7 @@ pub fn command() -> Outcome {
 /// dom0 is pinned to CPU 0 and the app's domain to CPU 1, so dom0's work (xenconsoled,
 /// the init's console pump) does not delay the app (multi-threaded TCG runs each vCPU
 /// on its own host thread).
-fn machine_args(memory_mb: u32, cpus: u32) -> Vec<String> {
+pub(crate) fn machine_args(memory_mb: u32, cpus: u32) -> Vec<String> {
     let accel = if cpus > 1 { "tcg,thread=multi" } else { "tcg" };
     let mut a: Vec<String> = ["-accel", accel, "-cpu", "qemu64,+rdrand", "-smp"]
         .map(String::from)
@@ -484,6 +193,10 @@ fn machine_args(memory_mb: u32, cpus: u32) -> Vec<String> {
             "-no-reboot",
             "-device",
             "isa-debug-exit,iobase=0xf4,iosize=4",
+            // Host threads named `CPU N/TCG`: lets `top -H` or schedstat tell which
+            // vCPU waits for a host CPU.
+            "-name",
+            "upcall-xen,debug-threads=on",
         ]
         .map(String::from),
     );
@@ -492,7 +205,7 @@ fn machine_args(memory_mb: u32, cpus: u32) -> Vec<String> {
 
 /// QEMU's `-initrd` value for multiboot modules: `path cmdline` each, separated by
 /// commas, with the commas inside doubled.
-fn initrd_arg(modules: &[(&Path, &str)]) -> String {
+pub(crate) fn initrd_arg(modules: &[(&Path, &str)]) -> String {
     modules
         .iter()
         .map(|(path, cmdline)| {
@@ -511,156 +224,6 @@ fn initrd_arg(modules: &[(&Path, &str)]) -> String {
 /// Escapes commas for QEMU option values.
 fn double_commas(s: &str) -> String {
     s.replace(',', ",,")
-}
-
-/// The domain's name: the app file's name, restricted to characters xl and file names
-/// take.
-fn domain_name(app: &Path) -> String {
-    let stem = app.file_stem().map(|s| s.to_string_lossy().into_owned());
-    let name: String = stem
-        .unwrap_or_default()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.is_empty() || name.starts_with('.') {
-        format!("app{name}")
-    } else {
-        name
-    }
-}
-
-/// The xl config that runs `kernel` (a path in dom0) as a PV domain on CPU 1 that is
-/// destroyed however it ends.
-fn xl_config(name: &str, kernel: &str, extra: &str, memory_mb: u32) -> Result<String, Failure> {
-    if extra.chars().any(char::is_control) {
-        return fail("xl test bed: the guest command line must not contain control characters");
-    }
-    let mut cfg = format!("name = \"{name}\"\ntype = \"pv\"\nkernel = \"{kernel}\"\n");
-    if !extra.is_empty() {
-        // libxlu's quoted strings take C-like backslash escapes.
-        let quoted = extra.replace('\\', "\\\\").replace('"', "\\\"");
-        cfg.push_str(&format!("extra = \"{quoted}\"\n"));
-    }
-    cfg.push_str(&format!(
-        "memory = {memory_mb}\nvcpus = 1\ncpus = \"1\"\non_poweroff = \"destroy\"\n\
-         on_reboot = \"destroy\"\non_crash = \"destroy\"\n"
-    ));
-    Ok(cfg)
-}
-
-/// Per-run initramfs files kept however old (each is as large as the base archive).
-const RUNS_KEPT: usize = 16;
-
-/// What the per-run archive holds for one domain, under `/dir`.
-struct DomainFiles {
-    dir: String,
-    image: Vec<u8>,
-    config: String,
-    env: String,
-}
-
-/// Writes (unless it exists) the per-run initramfs: the base archive followed by one
-/// holding `/domains` (the domains' directories in boot order) and each domain's
-/// kernel, config and settings. Named by a hash of its contents, so parallel runs never
-/// share a half-written file. Only the [`RUNS_KEPT`] most recently used ones and those
-/// used in the last minute are kept (QEMU reads its `-initrd` files when it starts, so
-/// removing one later does not disturb a running test).
-fn run_initramfs(
-    tb: &XlTestbed,
-    domains: &[DomainFiles],
-    networked: bool,
-) -> Result<PathBuf, Failure> {
-    let meta = fs::metadata(&tb.initramfs)
-        .or_else(|e| fail(format!("xl test bed: {}: {e}", tb.initramfs.display())))?;
-    let mut h = Fnv::new();
-    h.add(tb.initramfs.display().to_string().as_bytes());
-    h.add(&meta.len().to_le_bytes());
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
-    h.add(&mtime.unwrap_or_default().as_nanos().to_le_bytes());
-    if networked {
-        h.add(crate::xen_net::NET_SH.as_bytes());
-    }
-    for d in domains {
-        for part in [
-            d.dir.as_bytes(),
-            &d.image,
-            d.config.as_bytes(),
-            d.env.as_bytes(),
-        ] {
-            h.add(&(part.len() as u64).to_le_bytes());
-            h.add(part);
-        }
-    }
-    let dir = cache_dir().join("runs");
-    mkdir(&dir)?;
-    let path = dir.join(format!("{:016x}.cpio", h.finish()));
-    // Mark it used (a failure just means it does not exist yet).
-    let reused = fs::File::options()
-        .append(true)
-        .open(&path)
-        .and_then(|f| f.set_modified(SystemTime::now()))
-        .is_ok();
-    prune(&dir, RUNS_KEPT, Duration::from_secs(60));
-    if reused {
-        return Ok(path);
-    }
-    let mut cpio = Cpio::new(Vec::new());
-    let written: io::Result<()> = (|| {
-        let list: String = domains.iter().map(|d| format!("/{}\n", d.dir)).collect();
-        cpio.file("domains", 0o644, list.as_bytes())?;
-        if networked {
-            cpio.file("net.sh", 0o644, crate::xen_net::NET_SH.as_bytes())?;
-        }
-        cpio.dir("dom")?;
-        for d in domains {
-            cpio.dir(&d.dir)?;
-            cpio.file(&format!("{}/kernel", d.dir), 0o755, &d.image)?;
-            cpio.file(&format!("{}/cfg", d.dir), 0o644, d.config.as_bytes())?;
-            cpio.file(&format!("{}/env", d.dir), 0o644, d.env.as_bytes())?;
-        }
-        Ok(())
-    })();
-    written.or_else(|e| fail(format!("xl test bed: domain archive: {e}")))?;
-    let extra = cpio
-        .finish()
-        .or_else(|e| fail(format!("xl test bed: domain archive: {e}")))?;
-    let tmp = temp_path(&path);
-    fs::copy(&tb.initramfs, &tmp)
-        .and_then(|_| fs::OpenOptions::new().append(true).open(&tmp))
-        .and_then(|mut f| f.write_all(&extra))
-        .and_then(|()| fs::rename(&tmp, &path))
-        .or_else(|e| {
-            let _ = fs::remove_file(&tmp);
-            fail(format!("xl test bed: write {}: {e}", path.display()))
-        })?;
-    Ok(path)
-}
-
-/// Removes the files in `dir` except the `keep` most recently modified ones and those
-/// modified within `age` (best effort).
-fn prune(dir: &Path, keep: usize, age: Duration) {
-    let now = SystemTime::now();
-    let mut files: Vec<(SystemTime, PathBuf)> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    files.sort_by_key(|f| std::cmp::Reverse(f.0));
-    for (modified, path) in files.into_iter().skip(keep) {
-        if now.duration_since(modified).is_ok_and(|d| d > age) {
-            let _ = fs::remove_file(path);
-        }
-    }
 }
 
 /// [`ensure_hypervisor`] with the lock held.
@@ -1115,7 +678,7 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>, Failure> {
 }
 
 /// Creates a directory and its parents.
-fn mkdir(dir: &Path) -> Result<(), Failure> {
+pub(crate) fn mkdir(dir: &Path) -> Result<(), Failure> {
     fs::create_dir_all(dir).or_else(|e| fail(format!("create {}: {e}", dir.display())))
 }
 
@@ -1166,51 +729,6 @@ mod tests {
         ] {
             assert!(s.contains(part), "{part} missing from {s}");
         }
-    }
-
-    #[test]
-    fn xl_config_quotes_extra() {
-        let c = xl_config("hello", "/dom/1/kernel", r#"a "b c" d\e"#, 32).unwrap();
-        assert!(c.contains(r#"extra = "a \"b c\" d\\e""#), "{c}");
-        assert!(c.contains("memory = 32\n"));
-        assert!(c.contains("name = \"hello\"\n"));
-        assert!(c.contains("kernel = \"/dom/1/kernel\"\n"));
-        assert!(!xl_config("x", "/k", "", 8).unwrap().contains("extra"));
-        assert!(xl_config("x", "/k", "a\nb", 8).is_err());
-    }
-
-    #[test]
-    fn domain_env_numbers_actions() {
-        let a = |command, args, when| XlAction {
-            command,
-            args,
-            when,
-        };
-        let env = domain_env(
-            "s-1",
-            60,
-            &[
-                a("mem-set", "64", "ready"),
-                a("mem-set", "128", "now 65536 KiB"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(
-            env,
-            "name=s-1\ntimeout=60\nactions=2\naction1='mem-set'\naction1_args='64'\n\
-             action1_when='ready'\naction2='mem-set'\naction2_args='128'\n\
-             action2_when='now 65536 KiB'\n"
-        );
-        assert!(domain_env("x", 1, &[a("destroy", "", "r")]).is_err());
-        assert!(domain_env("x", 1, &[a("mem-set", "1;rm", "r")]).is_err());
-        assert!(domain_env("x", 1, &[a("shutdown", "", "it's")]).is_err());
-    }
-
-    #[test]
-    fn domain_names_are_safe() {
-        assert_eq!(domain_name(Path::new("/t/hello")), "hello");
-        assert_eq!(domain_name(Path::new("/t/a b$c.elf")), "a_b_c");
-        assert_eq!(domain_name(Path::new("/t/.x")), "app.x");
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::qemu::{self, QEMU};
 use crate::symbolize::Symbols;
-use crate::xen_testbed::{self, XlDomain};
+use crate::xen_testbed;
+use crate::xl_run::{self, XlDomain};
 use crate::{Failure, vmm, xl_output};
 
 /// Seconds allowed for Xen and the Linux dom0 to boot, beyond the domains' own
@@ -44,7 +45,7 @@ pub struct BatchRun {
 pub fn boot(domains: &[XlDomain]) -> Result<BatchRun, Failure> {
     qemu::ensure_qemu()?;
     let tb = xen_testbed::ensure_xl_testbed()?;
-    let run = xen_testbed::xl_run_qemu_args(&tb, domains)?;
+    let run = xl_run::xl_run_qemu_args(&tb, domains)?;
     let timeout = BOOT_SECS
         + domains
             .iter()
