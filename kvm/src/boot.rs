@@ -66,6 +66,13 @@ impl Platform for Kvm {
         x86_64::instructions::interrupts::disable();
     }
 
+    fn set_percpu_base(&self, base: u64) {
+        const IA32_GS_BASE: u32 = 0xc000_0101;
+        // SAFETY: IA32_GS_BASE only sets the GS segment base; libos passes the address
+        // of this CPU's per-CPU area, which lives forever (a static).
+        unsafe { x86_64::registers::model_specific::Msr::new(IA32_GS_BASE).write(base) };
+    }
+
     fn now_ns(&self) -> u64 {
         if kvmclock::active() {
             kvmclock::now_ns()

@@ -45,6 +45,8 @@ unsafe extern "Rust" {
 ///
 /// Context: boot CPU, once, before anything prints.
 pub fn register_platform(platform: &'static dyn Platform) {
+    // Per-CPU data first: the console lock's irq guard already traces into it.
+    crate::percpu::init_cpu(0, platform);
     console::register(platform);
 }
 
@@ -78,6 +80,7 @@ pub unsafe fn start(info: &BootInfo<'_>) -> ! {
     crate::time::set_hz(cmd.hz);
     crate::entry::init();
     crate::sched::init();
+    crate::percpu::mark_online(crate::percpu::this_cpu());
     if cmd.loglevel != LogLevel::Quiet {
         let ram: u64 = info.ram.iter().map(Region::len).sum();
         println!(

@@ -47,6 +47,15 @@ pub trait Platform: Sync {
     /// Context: irqs off, idle task only.
     fn idle_wait(&self);
 
+    /// Points this CPU's GS base at `base`, its `libos::percpu::PerCpu` area (`wrmsr
+    /// IA32_GS_BASE` on KVM, `HYPERVISOR_set_segment_base(SEGBASE_GS_KERNEL)` on Xen PV).
+    /// libos reads per-CPU data as `gs:[...]` from then on, so nothing may load the GS
+    /// selector afterwards (that would reset the base).
+    ///
+    /// Context: the CPU concerned, irqs off, once per CPU, before anything on it
+    /// touches per-CPU data (for the boot CPU: inside `register_platform`).
+    fn set_percpu_base(&self, base: u64);
+
     /// Monotonic nanoseconds since an arbitrary point at boot.
     ///
     /// Context: any; only meaningful after [`Platform::timer_init`].

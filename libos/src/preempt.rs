@@ -15,7 +15,7 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 
 use crate::irqflags::{self, IrqsOff};
-use crate::percpu::{need_resched, this_cpu};
+use crate::percpu::{self, CpuId, PerCpu, need_resched, this_cpu};
 
 /// A preemption model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,24 +147,42 @@ pub fn switch_dynamic(model: Model) -> Result<(), NotDynamic> {
 #[derive(Debug)]
 #[must_use = "preemption is re-enabled when the guard drops"]
 pub struct PreemptGuard {
+    /// The CPU the guard was made on (it must drop there: the task cannot migrate
+    /// while preemption is off).
+    cpu: CpuId,
     _not_send: PhantomData<*const ()>,
 }
 
 /// Disables preemption until the guard drops.
 pub fn preempt_disable() -> PreemptGuard {
-    this_cpu().preempt_count.fetch_add(1, Relaxed);
+    // One `gs:`-relative add: a migration cannot split it (the count we raise is the
+    // one of the CPU we are on when it takes effect, and from then on we stay).
+    let _ = percpu::preempt_count_add(1);
     PreemptGuard {
+        cpu: percpu::cpu_id(),
         _not_send: PhantomData,
+    }
+}
+
+impl PreemptGuard {
+    /// The CPU the caller is pinned to while the guard lives.
+    pub fn cpu(&self) -> CpuId {
+        self.cpu
     }
 }
 
 impl Drop for PreemptGuard {
     fn drop(&mut self) {
-        let before = this_cpu().preempt_count.fetch_sub(1, Relaxed);
-        assert!(before > 0, "BUG: preempt_count underflow");
+        debug_assert_eq!(
+            self.cpu,
+            percpu::cpu_id(),
+            "BUG: PreemptGuard dropped on another CPU (unexpected task migration)"
+        );
+        let (underflow, now_zero) = percpu::preempt_count_add(-1);
+        assert!(!underflow, "BUG: preempt_count underflow");
         // Under full preemption the end of a non-preemptible section is a preemption
         // point (Linux's preempt_enable -> preempt_schedule).
-        if before == 1 && current() == Model::Full && need_resched() && irqflags::irqs_enabled() {
+        if now_zero && current() == Model::Full && need_resched() && irqflags::irqs_enabled() {
             let guard = irqflags::IrqGuard::new();
             raw_cond_resched(&guard.token());
         }
@@ -272,14 +290,16 @@ pub fn preemptible<R>(f: impl FnOnce() -> R) -> R {
         irqflags::irqs_enabled(),
         "preemptible section entered with interrupts disabled"
     );
-    let cpu = this_cpu();
     let outer = {
-        let _irqs = irqflags::IrqGuard::new();
-        cpu.in_preemptible.swap(true, Relaxed)
+        let irqs = irqflags::IrqGuard::new();
+        PerCpu::get(&irqs).in_preemptible.swap(true, Relaxed)
     };
     let r = f();
-    let _irqs = irqflags::IrqGuard::new();
-    cpu.in_preemptible.store(outer, Relaxed);
+    // The task may have been preempted and resumed on another CPU inside `f`: the flag
+    // to clear is the one of the CPU we run on *now* (seed 001), so look it up again
+    // under the guard, never reuse a reference from before `f`.
+    let irqs = irqflags::IrqGuard::new();
+    PerCpu::get(&irqs).in_preemptible.store(outer, Relaxed);
     r
 }
 
