@@ -7,7 +7,7 @@ use core::fmt;
 use libos::memory::Region;
 use libos::{BootInfo, Platform, println};
 
-use crate::{apic, exit, gdt, idt, kvmclock, paging, pvh, serial, stacks, uhyve};
+use crate::{apic, exit, gdt, idt, kvmclock, paging, pvh, serial, smp, stacks, uhyve};
 
 /// The VMM the image was booted by (it decides the console and the exit path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,27 @@ impl Platform for Kvm {
         // SAFETY: IA32_GS_BASE only sets the GS segment base; libos passes the address
         // of this CPU's per-CPU area, which lives forever (a static).
         unsafe { x86_64::registers::model_specific::Msr::new(IA32_GS_BASE).write(base) };
+    }
+
+    fn start_secondary_cpus(&self, max: u32) -> u32 {
+        match self.vmm {
+            Vmm::Qemu => smp::start(max),
+            // (uhyve starts its vCPUs itself through hermit-entry: not yet.)
+            Vmm::Uhyve => 0,
+        }
+    }
+
+    fn send_ipi(&self, cpu: libos::percpu::CpuId, ipi: libos::smp::Ipi) {
+        smp::send_ipi(cpu, ipi);
+    }
+
+    fn halt_cpu(&self) -> ! {
+        loop {
+            // `cli; hlt`: only an NMI or INIT gets past, and the halt-all NMI's handler
+            // comes back here.
+            x86_64::instructions::interrupts::disable();
+            x86_64::instructions::hlt();
+        }
     }
 
     fn now_ns(&self) -> u64 {

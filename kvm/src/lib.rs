@@ -13,7 +13,11 @@
 //! build (and are tested) on the host too.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(target_os = "none")]
+extern crate alloc;
+
 pub mod bootargs;
+pub mod madt;
 pub mod start_info;
 
 #[cfg(target_os = "none")]
@@ -35,7 +39,11 @@ mod pvh;
 #[cfg(target_os = "none")]
 mod serial;
 #[cfg(target_os = "none")]
+mod smp;
+#[cfg(target_os = "none")]
 mod stacks;
+#[cfg(target_os = "none")]
+mod trampoline;
 #[cfg(target_os = "none")]
 mod traps;
 #[cfg(target_os = "none")]

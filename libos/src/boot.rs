@@ -108,6 +108,10 @@ pub unsafe fn start(info: &BootInfo<'_>) -> ! {
     if cmd.loglevel == LogLevel::Debug {
         println!("upcall: entry-to-main tsc cycles {cycles}");
     }
+    let others = crate::smp::start();
+    if others > 0 && cmd.loglevel != LogLevel::Quiet {
+        println!("upcall: {} CPUs online", others + 1);
+    }
     // The application runs as the `main` task with interrupts on, like every task.
     crate::irqflags::local_irq_enable();
     platform.start_services();

@@ -115,6 +115,34 @@ pub trait Platform: Sync {
         Err(crate::balloon::Error::Unsupported)
     }
 
+    /// Starts the other CPUs (at most `max` of them): each runs the backend's own
+    /// bring-up, then [`crate::percpu::init_cpu`] first thing and
+    /// [`crate::smp::secondary_main`] last. Returns how many came online; 0 (the
+    /// default) keeps the image on the boot CPU.
+    ///
+    /// Context: boot CPU, irqs off, once, scheduler and timer initialized.
+    fn start_secondary_cpus(&self, max: u32) -> u32 {
+        let _ = max;
+        0
+    }
+
+    /// Sends `ipi` to CPU `cpu` (never the sender; only to CPUs online).
+    ///
+    /// Context: irqs off, any CPU.
+    fn send_ipi(&self, cpu: crate::percpu::CpuId, ipi: crate::smp::Ipi) {
+        let _ = (cpu, ipi);
+    }
+
+    /// Stops this CPU for good (the halt-all IPI's end, or a second CPU panicking).
+    ///
+    /// Context: any; never returns. The default spins with irqs off.
+    fn halt_cpu(&self) -> ! {
+        self.irqs_disable();
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+
     /// Starts the backend's own tasks (for example Xen's xenstore client and its
     /// `control/shutdown` watch).
     ///

@@ -59,6 +59,8 @@ pub struct Case {
     pub expect: &'static [&'static str],
     /// Numbers printed as `key=N` that must lie within bounds.
     pub bounds: &'static [(&'static str, Bound)],
+    /// Virtual CPUs (QEMU `-smp`); 1 for every single-CPU case.
+    pub smp: u32,
 }
 
 /// A bound on a number the guest prints as `key=N`.
@@ -85,6 +87,7 @@ fn case(name: &str, app: &'static str, args: &'static [&'static str]) -> Case {
         status: 0,
         expect: &[],
         bounds: &[],
+        smp: 1,
     }
 }
 
@@ -111,6 +114,10 @@ impl Case {
     }
     fn expect(mut self, expect: &'static [&'static str]) -> Self {
         self.expect = expect;
+        self
+    }
+    fn smp(mut self, cpus: u32) -> Self {
+        self.smp = cpus;
         self
     }
 }
@@ -196,8 +203,58 @@ pub fn kvm_qemu_cases() -> Vec<Case> {
         .into_iter()
     .chain(preemption_cases())
     .chain(latency_cases())
+    .chain(smp_cases())
     .collect()
 }
+
+/// SMP on QEMU (`-smp N`, TCG `thread=multi`): `selftest` with its SMP checks under
+/// every preemption model on 2 and 4 CPUs, the migration stress test, and the latency
+/// proof on 2 CPUs. (`expect-cpus=N` makes selftest check that all N came online.)
+pub fn smp_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for (cpus, expect) in [(2, "expect-cpus=2"), (4, "expect-cpus=4")] {
+        for &(name, args) in PREEMPT_MODELS.iter().filter(|(n, _)| !n.contains("hz=")) {
+            let model = name.trim_start_matches("selftest/");
+            let args: &'static [&'static str] = Vec::leak([args, &[expect]].concat());
+            cases.push(
+                case(&format!("smp{cpus}/selftest/{model}"), "selftest", args)
+                    .smp(cpus)
+                    .expect(SELFTEST_SMP),
+            );
+        }
+    }
+    cases.push(
+        case("smp2/selftest/pc-qboot", "selftest", &["expect-cpus=2"])
+            .on(Machine::PcQboot)
+            .smp(2)
+            .expect(SELFTEST_SMP),
+    );
+    cases.push(
+        case("smp1/selftest/one-cpu", "selftest", &["expect-cpus=1"]).expect(&[
+            "smp: 1 CPUs online",
+            "ok   smp: every CPU came online",
+            " passed, 0 failed",
+        ]),
+    );
+    cases.extend(
+        latency_cases()
+            .into_iter()
+            .filter(|c| c.name.starts_with("latency/section/"))
+            .map(|c| {
+                let name = format!("smp2/{}", c.name);
+                Case { name, ..c }.smp(2)
+            }),
+    );
+    cases
+}
+
+const SELFTEST_SMP: &[&str] = &[
+    "CPUs online",
+    "ok   smp: every CPU came online",
+    "ok   smp: every CPU runs one of N tasks that wait for each other",
+    "ok   smp: those wake-ups went by reschedule IPI",
+    " passed, 0 failed",
+];
 
 /// The cases for uhyve: the same image as on QEMU, entered through hermit-entry.
 pub fn uhyve_cases() -> Vec<Case> {

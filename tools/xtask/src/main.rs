@@ -102,6 +102,10 @@ enum Command {
         /// Guest memory in MiB.
         #[arg(long, default_value_t = 128)]
         memory: u32,
+        /// Virtual CPUs (QEMU `-smp N`, 1..=16; with TCG, `thread=multi`). The KVM
+        /// image starts the extra CPUs on QEMU; uhyve and Xen run on one CPU for now.
+        #[arg(long, default_value_t = 1, value_parser = qemu::parse_smp)]
+        smp: u32,
         /// Build with --release.
         #[arg(long)]
         release: bool,
@@ -229,6 +233,7 @@ fn main() -> ExitCode {
             accel,
             machine,
             memory,
+            smp,
             release,
             timeout,
             dry_run,
@@ -241,6 +246,7 @@ fn main() -> ExitCode {
                 timeout,
                 dry_run,
                 extra: Vec::new(),
+                smp,
             };
             run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
         }

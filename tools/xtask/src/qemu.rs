@@ -29,6 +29,25 @@ pub struct RunOpts {
     pub dry_run: bool,
     /// Extra QEMU arguments (e.g. `-icount`).
     pub extra: Vec<String>,
+    /// Virtual CPUs (`-smp`); 1 keeps QEMU's single-CPU default.
+    pub smp: u32,
+}
+
+/// Most vCPUs `--smp` accepts (libos's `MAX_CPUS`).
+pub const MAX_SMP: u32 = 16;
+
+/// Parses `--smp N`: 1..=MAX_SMP, with a clear error otherwise.
+pub fn parse_smp(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a CPU count (want 1..={MAX_SMP})"))?;
+    if (1..=MAX_SMP).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} CPUs is out of range: libos supports 1..={MAX_SMP}"
+        ))
+    }
 }
 
 impl RunOpts {
@@ -41,7 +60,14 @@ impl RunOpts {
             timeout,
             dry_run: false,
             extra: Vec::new(),
+            smp: 1,
         }
+    }
+
+    /// The same options with `n` vCPUs.
+    pub fn with_smp(mut self, n: u32) -> Self {
+        self.smp = n;
+        self
     }
 }
 
@@ -119,7 +145,18 @@ pub fn qemu_args(image: &Path, cmdline: &str, opts: &RunOpts) -> Vec<String> {
         MachineArg::Qboot => vec!["-M".into(), "pc".into(), "-bios".into(), QBOOT.into()],
         MachineArg::Pc => vec!["-M".into(), "pc".into()],
     };
-    a.extend(["-accel", accel, "-m"].map(String::from));
+    a.push("-accel".into());
+    if accel == "tcg" && opts.smp > 1 {
+        // One host thread per vCPU (QEMU 7.2's TCG default for x86 is one thread for
+        // all vCPUs, which would serialize them).
+        a.push("tcg,thread=multi".into());
+    } else {
+        a.push(accel.into());
+    }
+    if opts.smp > 1 {
+        a.extend(["-smp".to_string(), opts.smp.to_string()]);
+    }
+    a.push("-m".into());
     a.push(format!("{}M", opts.memory));
     if accel == "kvm" {
         // Plain `-cpu host` aborts on some nested/software KVMs (MSR 0x10a).

@@ -117,6 +117,11 @@ pub fn build_and_run(
     if dom0 && platform != Platform::Xen {
         return fail("--dom0 is for --platform xen");
     }
+    if opts.smp > 1 && (platform != Platform::Kvm || vmm != Vmm::Qemu) {
+        return fail(
+            "--smp > 1 needs the KVM platform on QEMU (Xen vCPUs and uhyve APs are not supported yet)",
+        );
+    }
     let image = build::build(app, platform, release)?;
     if platform == Platform::Xen {
         if opts.dry_run {

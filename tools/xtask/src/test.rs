@@ -114,7 +114,7 @@ fn run_case(
         Bed::Qemu(m) => machine_arg(m),
         _ => MachineArg::Microvm,
     };
-    let opts = RunOpts::for_tests(machine, CASE_TIMEOUT);
+    let opts = RunOpts::for_tests(machine, CASE_TIMEOUT).with_smp(case.smp);
     let r = match case.bed {
         Bed::Qemu(_) => crate::run::boot(Vmm::Qemu, &image, &args, &opts, false),
         Bed::Uhyve => crate::run::boot(Vmm::Uhyve, &image, &args, &opts, false),
