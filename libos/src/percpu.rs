@@ -20,7 +20,7 @@
 //! Every field is an atomic so other CPUs may read (and for `need_resched`, write) it
 //! without a lock; memory ordering is given where a field is shared across CPUs.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::platform::Platform;
 
@@ -79,10 +79,6 @@ pub struct PerCpu {
     pub task_switches: AtomicU64,
     /// Pending bottom halves (`softirq`): raised and run on this CPU.
     pub softirq_pending: AtomicU32,
-    /// The `on_cpu` flag of the task this CPU is switching away from. Written by
-    /// `sched::schedule` with irqs off just before the stack switch; taken (and the
-    /// flag cleared, Release) by the task switched to, on this CPU, right after.
-    pub(crate) switched_from: AtomicPtr<AtomicBool>,
 }
 
 impl PerCpu {
@@ -102,7 +98,6 @@ impl PerCpu {
             interrupts: AtomicU64::new(0),
             task_switches: AtomicU64::new(0),
             softirq_pending: AtomicU32::new(0),
-            switched_from: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 

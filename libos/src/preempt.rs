@@ -248,6 +248,10 @@ pub enum SectionResched {
     /// `untraced`: the raw reschedule, but the exit forgets to report hardirqs on
     /// when it returns into the section (the missing `trace_hardirqs_on`).
     Untraced = 2,
+    /// `cpuflag`: the raw reschedule, but the in-preemptible flag stays with the CPU
+    /// instead of following the task (seed 001's migration bug): the scheduler neither
+    /// parks nor loads it. Harmless on one CPU... only until a task migrates.
+    StaysOnCpu = 3,
 }
 
 impl SectionResched {
@@ -257,6 +261,7 @@ impl SectionResched {
             "raw" => Some(SectionResched::Raw),
             "model" => Some(SectionResched::FollowsModel),
             "untraced" => Some(SectionResched::Untraced),
+            "cpuflag" => Some(SectionResched::StaysOnCpu),
             _ => None,
         }
     }
@@ -275,6 +280,12 @@ pub(crate) fn configure_section_resched(how: SectionResched) {
 #[inline(always)]
 pub(crate) fn section_exit_forgets_trace() -> bool {
     SECTION_RESCHED.load(Relaxed) == SectionResched::Untraced as u8
+}
+
+/// Whether the scheduler must leave the in-preemptible flag on the CPU
+/// (`hcall_resched=cpuflag`, test-only: seed 001's bug).
+pub(crate) fn section_flag_stays_on_cpu() -> bool {
+    SECTION_RESCHED.load(Relaxed) == SectionResched::StaysOnCpu as u8
 }
 
 /// Runs `f`, a long operation that may be preempted whatever the preemption model:

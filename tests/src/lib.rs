@@ -236,10 +236,42 @@ pub fn smp_cases() -> Vec<Case> {
             " passed, 0 failed",
         ]),
     );
+    for (cpus, model) in [
+        (2, "none"),
+        (2, "voluntary"),
+        (2, "full"),
+        (2, "dynamic"),
+        (4, "none"),
+        (4, "full"),
+    ] {
+        let args: &'static [&'static str] =
+            Vec::leak(vec![&*String::leak(format!("preempt={model}"))]);
+        cases.push(
+            case(&format!("smp{cpus}/smpstress/{model}"), "smpstress", args)
+                .smp(cpus)
+                .bounds(STRESS_CLEAN)
+                .expect(&["smpstress: ok"]),
+        );
+    }
+    // Seed 001's bug reproduced (the flag stays with the CPU): the stress test sees it.
+    cases.push(
+        case(
+            "smp2/smpstress/seed-001-bug-detected",
+            "smpstress",
+            &["preempt=full", "hcall_resched=cpuflag"],
+        )
+        .smp(2)
+        .status(1)
+        .bounds(&[("flag_errors", Bound::AtLeast(1))])
+        .expect(&["smpstress: FAILED"]),
+    );
     cases.extend(
         latency_cases()
             .into_iter()
-            .filter(|c| c.name.starts_with("latency/section/"))
+            .filter(|c| {
+                c.name.starts_with("latency/section/")
+                    || c.name == "latency/seed-000-bug-detected/none"
+            })
             .map(|c| {
                 let name = format!("smp2/{}", c.name);
                 Case { name, ..c }.smp(2)
@@ -247,6 +279,14 @@ pub fn smp_cases() -> Vec<Case> {
     );
     cases
 }
+
+/// The stress test found nothing wrong, and tasks did migrate inside their sections.
+const STRESS_CLEAN: &[(&str, Bound)] = &[
+    ("flag_errors", Bound::AtMost(0)),
+    ("data_errors", Bound::AtMost(0)),
+    ("section_migrations", Bound::AtLeast(1)),
+    ("migrations", Bound::AtLeast(1)),
+];
 
 const SELFTEST_SMP: &[&str] = &[
     "CPUs online",

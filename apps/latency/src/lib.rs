@@ -16,7 +16,7 @@ extern crate alloc;
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
 use libos::preempt::{self, Model};
 use libos::sched::{self, Priority};
@@ -91,6 +91,51 @@ fn scrub_section(buf: &mut [u8], ticks: u64) -> u64 {
     })
 }
 
+/// Runs the load until `stop`; returns its rounds, or what went wrong.
+fn run_load(
+    load: Load,
+    section_ticks: u64,
+    balloon_mib: usize,
+    stop: &AtomicBool,
+) -> Result<u64, alloc::string::String> {
+    // Only the section load needs a buffer to scrub.
+    let mut buf = if load == Load::Section {
+        preempt::preemptible(|| alloc::vec![0u8; 4 << 20])
+    } else {
+        Vec::new()
+    };
+    let mut rounds = 0u64;
+    // Writing and checking the witness is long work too: preemptible, like the load.
+    let witness: Vec<u8> =
+        preempt::preemptible(|| (0..(1 << 20)).map(|i| (i % 251) as u8).collect());
+    while !stop.load(SeqCst) {
+        match load {
+            Load::Section => {
+                scrub_section(&mut buf, section_ticks);
+            }
+            Load::Balloon => {
+                libos::balloon::cycle(balloon_mib * 256).map_err(|e| alloc::format!("{e}"))?;
+                // Data integrity: memory the app wrote is unchanged by the cycle.
+                let intact = preempt::preemptible(|| {
+                    witness
+                        .iter()
+                        .enumerate()
+                        .all(|(i, &b)| b == (i % 251) as u8)
+                });
+                if !intact {
+                    return Err("data written before a balloon cycle changed".into());
+                }
+            }
+            Load::None => sched::sleep_ns(time::tick_ns()),
+        }
+        rounds += 1;
+        // Between rounds the load yields, as real work would: under `none` this is
+        // the only other point where the sampler can run.
+        sched::yield_now();
+    }
+    Ok(rounds)
+}
+
 /// The application's entry.
 pub fn main(args: &libos::Args) -> i32 {
     let opts = match parse(args) {
@@ -112,51 +157,24 @@ pub fn main(args: &libos::Args) -> i32 {
     );
     let stop = Arc::new(AtomicBool::new(false));
     let failure = Arc::new(Mutex::new(None));
-    let (stop_l, failure_l, load) = (stop.clone(), failure.clone(), opts.load);
-    let (section_ticks, balloon_mib) = (opts.section_ticks, opts.balloon_mib);
-    let loader = sched::spawn("load", Priority::Low, move || {
-        // Only the section load needs a buffer to scrub.
-        let mut buf = if load == Load::Section {
-            preempt::preemptible(|| alloc::vec![0u8; 4 << 20])
-        } else {
-            Vec::new()
-        };
-        let mut rounds = 0u64;
-        // Writing and checking the witness is long work too: preemptible, like the load.
-        let witness: Vec<u8> =
-            preempt::preemptible(|| (0..(1 << 20)).map(|i| (i % 251) as u8).collect());
-        while !stop_l.load(SeqCst) {
-            match load {
-                Load::Section => {
-                    scrub_section(&mut buf, section_ticks);
-                }
-                Load::Balloon => {
-                    if let Err(e) = libos::balloon::cycle(balloon_mib * 256) {
-                        *failure_l.lock() = Some(alloc::format!("{e}"));
-                        return;
+    let rounds = Arc::new(AtomicU64::new(0));
+    // One load per CPU, so on SMP the sampler cannot simply run on an idle CPU: every
+    // CPU is busy with a load that only a preemptible section (or a yield) gives up.
+    let loaders: Vec<_> = (0..libos::percpu::online_cpus().max(1))
+        .map(|_| {
+            let (stop, failure, rounds) = (stop.clone(), failure.clone(), rounds.clone());
+            let (load, section_ticks, balloon_mib) =
+                (opts.load, opts.section_ticks, opts.balloon_mib);
+            sched::spawn("load", Priority::Low, move || {
+                match run_load(load, section_ticks, balloon_mib, &stop) {
+                    Ok(n) => {
+                        rounds.fetch_add(n, SeqCst);
                     }
-                    // Data integrity: memory the app wrote is unchanged by the cycle.
-                    let intact = preempt::preemptible(|| {
-                        witness
-                            .iter()
-                            .enumerate()
-                            .all(|(i, &b)| b == (i % 251) as u8)
-                    });
-                    if !intact {
-                        *failure_l.lock() =
-                            Some("data written before a balloon cycle changed".into());
-                        return;
-                    }
+                    Err(e) => *failure.lock() = Some(e),
                 }
-                Load::None => sched::sleep_ns(time::tick_ns()),
-            }
-            rounds += 1;
-            // Between rounds the load yields, as real work would: under `none` this is
-            // the only other point where the sampler can run.
-            sched::yield_now();
-        }
-        println!("latency: {rounds} load rounds; data intact");
-    });
+            })
+        })
+        .collect();
     let late = Arc::new(Mutex::new(Vec::with_capacity(opts.samples)));
     let (late_s, samples, switch) = (late.clone(), opts.samples, opts.switch);
     let sampler = sched::spawn("sampler", Priority::High, move || {
@@ -178,11 +196,12 @@ pub fn main(args: &libos::Args) -> i32 {
     });
     sampler.join();
     stop.store(true, SeqCst);
-    loader.join();
+    loaders.into_iter().for_each(sched::JoinHandle::join);
     if let Some(e) = failure.lock().take() {
         println!("latency: the load failed: {e}");
         return 1;
     }
+    println!("latency: {} load rounds; data intact", rounds.load(SeqCst));
     let mut l = late.lock().clone();
     l.sort_unstable();
     // Every sample, for `cargo xtask bench preempt`'s distributions.

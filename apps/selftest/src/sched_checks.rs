@@ -262,7 +262,14 @@ fn woken_task_ran_during_spin(voluntary: bool) -> bool {
     });
     // Let it start and go to sleep (a yield works under every model).
     sched::yield_now();
-    spin_ticks(6, voluntary, &|| false);
+    // (Longer on SMP: with a vCPU thread per CPU on a busy host, a wake-up there can
+    // lag by a few ticks before anything runs it.)
+    let ticks = if libos::percpu::online_cpus() > 1 {
+        15
+    } else {
+        6
+    };
+    spin_ticks(ticks, voluntary, &|| false);
     let during = ran.load(SeqCst);
     drop(hogs);
     woken.join();

@@ -5,12 +5,13 @@
 //! [`SCHED`], a spin lock taken only with irqs off (the functions demand an [`IrqsOff`]
 //! token), so interrupt handlers and tasks never deadlock on it, on one CPU or many.
 //! Each CPU has its own current task and idle task. `schedule()` drops the lock before
-//! switching stacks, so a task it queued may be picked by another CPU before this one
-//! has left the task's stack: each task's `on_cpu` flag (Linux's `p->on_cpu`) says a
-//! CPU still stands on its stack; the CPU switching to it waits for the flag to clear
-//! (Acquire), which the previous CPU does (Release) right after its switch, when the
-//! task's saved stack pointer and in-preemptible flag are final. Wake-ups kick an idle
-//! CPU, or one running a lower-priority task, with a reschedule IPI.
+//! switching stacks, so a task it queued could be picked by another CPU before this one
+//! has left the task's stack: each task's `on_cpu` flag (Linux's `p->on_cpu`, changed
+//! only under the lock) says a CPU still stands on its stack, and `schedule` never
+//! picks such a task (no CPU ever waits for another, so no cycle of waits). The CPU
+//! clears it right after its switch, when the task's saved stack pointer and
+//! in-preemptible flag are final, and kicks a CPU for it if it is ready. Wake-ups kick
+//! an idle CPU, or one running a lower-priority task, with a reschedule IPI.
 
 mod queue;
 mod stack;
@@ -19,7 +20,7 @@ use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering::Relaxed;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64};
 
 pub use queue::{Priority, RunQueue};
 pub use stack::Stack;
@@ -65,9 +66,9 @@ struct Task {
     /// the lock by the CPU switching away; read by the CPU switching in after it saw
     /// `on_cpu` clear (Acquire), so the value is the final one (seed 001).
     in_preemptible: AtomicBool,
-    /// A CPU still runs on this task's stack (set by the CPU switching to it, cleared
-    /// with Release by the CPU that switched away, once it has left the stack). The
-    /// task's memory is not freed and its stack not entered while set.
+    /// A CPU still runs on this task's stack (set under the lock by the CPU switching
+    /// to it, cleared under the lock by that CPU once it has switched away). The task
+    /// is not picked, and its memory not freed, while set.
     on_cpu: AtomicBool,
     /// Whether this is a CPU's idle task (never queued).
     is_idle: bool,
@@ -226,86 +227,90 @@ pub fn schedule(irqs_off: &IrqsOff) {
     let switch = with(irqs_off, |s| {
         cpu.need_resched.store(false, Relaxed);
         let prev = s.current[me];
-        // Another CPU may already have picked `prev` (woken between its blocking and
-        // this call): then that CPU owns it and waits for us to leave its stack; we
-        // must not queue it a second time.
-        let claimed = s.claimed_elsewhere(prev, me);
         let prev_task = s.tasks.get_mut(&prev).expect("current task exists");
-        if prev_task.state == State::Running && !prev_task.is_idle && !claimed {
+        // (A task woken between blocking and this call is Ready and queued already.)
+        if prev_task.state == State::Running && !prev_task.is_idle {
             prev_task.state = State::Ready;
             let prio = prev_task.prio;
             s.ready.push(prev, prio);
         }
-        let next = s.ready.pop().unwrap_or(s.idle[me]);
+        // Only a task no CPU stands on may be entered: its saved stack pointer and flag
+        // are final then. `prev` is the exception: the CPU on it is this one. (A woken
+        // task still leaving another CPU stays queued; that CPU kicks someone for it
+        // once it is off its stack, in `finish_switch`.)
+        let Scheduler { ready, tasks, .. } = &mut *s;
+        let next = ready
+            .pop_where(|t| *t == prev || !tasks[t].on_cpu.load(Relaxed))
+            .unwrap_or(s.idle[me]);
         if next == prev {
             s.tasks.get_mut(&prev).expect("exists").state = State::Running;
             return None;
         }
         // The in-preemptible flag is the task's, not the CPU's (seed 001): park it with
-        // the task; the next task's is loaded once its old CPU has let go of it.
+        // the task, load the next task's, on whichever CPU each of them ran before.
+        // (`hcall_resched=cpuflag` skips both to reproduce the bug for tests.)
+        let follows_task = !crate::preempt::section_flag_stays_on_cpu();
         let prev_task = s.tasks.get_mut(&prev).expect("exists");
-        if !claimed {
+        if follows_task {
             prev_task
                 .in_preemptible
                 .store(cpu.in_preemptible.load(Relaxed), Relaxed);
         }
         let save: *mut u64 = &raw mut prev_task.sp;
-        let prev_on_cpu: *const AtomicBool = &raw const prev_task.on_cpu;
         let next_task = s.tasks.get_mut(&next).expect("queued task exists");
         next_task.state = State::Running;
         next_task.last_cpu = me as CpuId;
-        s.current[me] = next;
-        let next_task: *const Task = &raw const **next_task;
-        Some((save, prev_on_cpu, next_task))
-    });
-    if let Some((save, prev_on_cpu, next)) = switch {
-        // SAFETY: `next` is a boxed Task, freed only once dead and off every CPU; it is
-        // ours now (we made it this CPU's current task under the lock).
-        let next = unsafe { &*next };
-        // Wait until the CPU that ran `next` last has left its stack: its saved `sp`
-        // and in-preemptible flag are final then (Acquire pairs with the Release in
-        // `finish_switch`). It has irqs off and holds no lock, so this is short.
-        while next.on_cpu.load(Ordering::Acquire) {
-            core::hint::spin_loop();
+        next_task.on_cpu.store(true, Relaxed);
+        if follows_task {
+            cpu.in_preemptible
+                .store(next_task.in_preemptible.load(Relaxed), Relaxed);
         }
-        next.on_cpu.store(true, Relaxed);
-        cpu.in_preemptible
-            .store(next.in_preemptible.load(Relaxed), Relaxed);
-        // SAFETY: read after the Acquire above: written by the last switch away from
-        // `next` (or by `initial_frame`), never concurrently with this read.
-        let next_sp = unsafe { core::ptr::read_volatile(&raw const next.sp) };
-        cpu.switched_from.store(prev_on_cpu.cast_mut(), Relaxed);
+        let next_sp = next_task.sp;
+        s.current[me] = next;
+        SWITCHED_FROM[me].store(prev.0 + 1, Relaxed);
+        Some((save, next_sp))
+    });
+    if let Some((save, next_sp)) = switch {
         SWITCHES.fetch_add(1, Relaxed);
         cpu.task_switches.fetch_add(1, Relaxed);
         // SAFETY: irqs are off; `save` points into the boxed prev Task, which is not
-        // freed while its `on_cpu` is set (cleared only after this switch); `next_sp`
-        // was saved by a switch or built by `initial_frame`, and its stack is owned by
-        // its task, which no other CPU runs (on_cpu).
+        // freed while its `on_cpu` is set (cleared under the lock by `finish_switch`
+        // after this switch); `next_sp` was saved by the switch away from `next`, which
+        // completed before that CPU cleared `on_cpu` under the lock we then took (or
+        // built by `initial_frame`), and no other CPU enters `next` while we are on it.
         unsafe { stack::switch_stack(save, next_sp) };
         finish_switch(irqs_off);
     }
 }
 
+/// Per CPU: 1 + the id of the task that CPU is switching away from (0 = none). Written
+/// by `schedule` under the lock just before the stack switch, taken by `finish_switch`
+/// on the same CPU right after it.
+static SWITCHED_FROM: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
 /// Runs in the task that was just switched to: lets go of the previous task (its
-/// `on_cpu`), then frees the stacks of dead tasks no CPU stands on.
+/// `on_cpu`; if it is ready, another CPU may take it now, so kick one), then frees the
+/// stacks of dead tasks no CPU stands on.
 fn finish_switch(irqs_off: &IrqsOff) {
-    let prev = PerCpu::get(irqs_off)
-        .switched_from
-        .swap(core::ptr::null_mut(), Relaxed);
-    if !prev.is_null() {
-        // SAFETY: `prev` is the `on_cpu` of the task this CPU just left; the task is not
-        // freed before this store (reaping checks the flag), and we do not touch it
-        // after. Release: its saved sp and flag are visible to whoever picks it.
-        unsafe { (*prev).store(false, Ordering::Release) };
-    }
+    let me = PerCpu::get(irqs_off).id() as usize;
+    let prev = SWITCHED_FROM[me].swap(0, Relaxed);
     let dead: Vec<Box<Task>> = with(irqs_off, |s| {
+        if let Some(t) = prev.checked_sub(1).and_then(|id| s.tasks.get(&TaskId(id))) {
+            // Under the lock: the stack switch away from it is complete, and whoever
+            // takes the lock next sees its final saved state.
+            t.on_cpu.store(false, Relaxed);
+            if t.state == State::Ready {
+                let prio = t.prio;
+                s.kick_for(prio);
+            }
+        }
         let mut freed = Vec::new();
         for _ in 0..s.zombies.len() {
             let Some(id) = s.zombies.pop_front() else {
                 break;
             };
             let t = s.tasks.get_mut(&id).expect("zombie exists");
-            if t.on_cpu.load(Ordering::Acquire) {
+            if t.on_cpu.load(Relaxed) {
                 // Another CPU is still leaving this stack: later.
                 s.zombies.push_back(id);
                 continue;
@@ -529,13 +534,6 @@ impl Scheduler {
         self.current[this_cpu().id() as usize]
     }
 
-    /// Whether an online CPU other than `me` has made `id` its current task.
-    fn claimed_elsewhere(&self, id: TaskId, me: usize) -> bool {
-        self.current.iter().enumerate().any(|(c, &t)| {
-            t == id && c != me && percpu::cpu(c as CpuId).is_some_and(PerCpu::is_online)
-        })
-    }
-
     /// A task of priority `prio` became ready: asks a CPU to pick it. First choice an
     /// idle CPU not already kicked (this one first), then the CPU running the
     /// lowest-priority task below `prio` (this one first); otherwise it waits for a
@@ -606,23 +604,16 @@ pub fn block_on_unless(irqs_off: &IrqsOff, queue: &WaitQueue, ready: impl FnOnce
     });
     queue.waiters.lock().push_back(me);
     if ready() {
+        // Cancel. A waker may have taken us off the wait queue and queued us to run
+        // meanwhile; no CPU can have picked us (we are on this one: `on_cpu`).
         queue.waiters.lock().retain(|&w| w != me);
-        let cpu = this_cpu().id() as usize;
-        let must_leave = with(irqs_off, |s| {
-            if s.claimed_elsewhere(me, cpu) {
-                // A waker already made us ready and another CPU picked us: it waits for
-                // us to leave this stack, and resumes us there.
-                return true;
-            }
+        with(irqs_off, |s| {
             if s.tasks[&me].state == State::Ready {
                 s.ready.remove(&me);
             }
             s.tasks.get_mut(&me).expect("current exists").state = State::Running;
-            false
         });
-        if !must_leave {
-            return;
-        }
+        return;
     }
     schedule(irqs_off);
 }
