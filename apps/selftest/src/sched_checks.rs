@@ -190,13 +190,16 @@ fn check_notify(c: &mut Checker) {
         return;
     };
     // A sleeping helper keeps the timer armed; the callback must run at the exit of an
-    // interrupt that lands in this (running, irqs-on) task.
+    // interrupt that lands in this (running, irqs-on) task. (On SMP the other CPUs are
+    // kept busy, so the helper competes with this task and this CPU's timer ticks.)
+    let hogs = Hogs::occupy_other_cpus(false);
     let helper = sched::spawn("ticker", Priority::Normal, || {
         sched::sleep_ns(2 * time::tick_ns())
     });
     libos::notify::raise(id);
     spin_ticks(20, false, &|| NOTIFIED.load(SeqCst) > 0);
     let ran = NOTIFIED.load(SeqCst) > 0;
+    drop(hogs);
     helper.join();
     c.check(
         "exit work: notify callback ran at interrupt exit into this task",

@@ -233,3 +233,34 @@ pub fn run_image(
         elapsed: c.elapsed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smp_values_are_checked() {
+        assert_eq!(parse_smp("1"), Ok(1));
+        assert_eq!(parse_smp("16"), Ok(16));
+        assert!(parse_smp("0").unwrap_err().contains("out of range"));
+        assert!(parse_smp("17").unwrap_err().contains("out of range"));
+        assert!(parse_smp("two").unwrap_err().contains("not a CPU count"));
+    }
+
+    #[test]
+    fn smp_adds_cpus_and_multithreaded_tcg_only_when_asked() {
+        let opts = RunOpts {
+            accel: Some(Accel::Tcg),
+            ..RunOpts::for_tests(MachineArg::Microvm, 0)
+        };
+        let one = qemu_args(Path::new("img"), "", &opts);
+        assert!(
+            !one.iter()
+                .any(|a| a == "-smp" || a.contains("thread=multi"))
+        );
+        let four = qemu_args(Path::new("img"), "", &opts.with_smp(4));
+        let i = four.iter().position(|a| a == "-smp").expect("-smp present");
+        assert_eq!(four[i + 1], "4");
+        assert!(four.iter().any(|a| a == "tcg,thread=multi"));
+    }
+}
