@@ -61,6 +61,8 @@ pub struct Case {
     pub bounds: &'static [(&'static str, Bound)],
     /// Virtual CPUs (QEMU `-smp`); 1 for every single-CPU case.
     pub smp: u32,
+    /// Substrings that may appear at most once (a report printed once, not per CPU).
+    pub at_most_once: &'static [&'static str],
 }
 
 /// A bound on a number the guest prints as `key=N`.
@@ -88,6 +90,7 @@ fn case(name: &str, app: &'static str, args: &'static [&'static str]) -> Case {
         expect: &[],
         bounds: &[],
         smp: 1,
+        at_most_once: &[],
     }
 }
 
@@ -118,6 +121,10 @@ impl Case {
     }
     fn smp(mut self, cpus: u32) -> Self {
         self.smp = cpus;
+        self
+    }
+    fn at_most_once(mut self, once: &'static [&'static str]) -> Self {
+        self.at_most_once = once;
         self
     }
 }
@@ -265,6 +272,26 @@ pub fn smp_cases() -> Vec<Case> {
         .bounds(&[("flag_errors", Bound::AtLeast(1))])
         .expect(&["smpstress: FAILED"]),
     );
+    // A panic on every CPU at once: one report (the first stops the others), with its
+    // backtrace, and the exit status reaches the host from whichever CPU.
+    for cpus in [2, 4] {
+        cases.push(
+            case(
+                &format!("smp{cpus}/crash/panic-on-every-cpu"),
+                "crash",
+                &["smp-panic"],
+            )
+            .smp(cpus)
+            .status(PANIC)
+            .expect(&[
+                "deliberate panic on CPU",
+                "backtrace:",
+                "crash::smp_panic",
+                "end of backtrace",
+            ])
+            .at_most_once(&["panicked at", "backtrace:", "panic while panicking"]),
+        );
+    }
     cases.extend(
         latency_cases()
             .into_iter()
@@ -793,6 +820,12 @@ pub fn check(case: &Case, status: Option<i32>, output: &str) -> Result<(), Strin
             None => return Err(format!("output lacks `{want}`")),
         }
     }
+    for want in case.at_most_once {
+        let n = output.matches(want).count();
+        if n > 1 {
+            return Err(format!("`{want}` appears {n} times, want at most once"));
+        }
+    }
     for &(key, bound) in case.bounds {
         let prefix = format!("{key}=");
         let value = output
@@ -861,6 +894,12 @@ mod tests {
         assert_eq!(
             check(&b, Some(0), "nothing"),
             Err("output lacks `lat=N`".into())
+        );
+        let once = case("t", "x", &[]).at_most_once(&["panicked"]);
+        assert!(check(&once, Some(0), "panicked once").is_ok());
+        assert_eq!(
+            check(&once, Some(0), "panicked, panicked"),
+            Err("`panicked` appears 2 times, want at most once".into())
         );
     }
 }
