@@ -19,8 +19,7 @@ mod stack;
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering::Relaxed;
-use core::sync::atomic::{AtomicBool, AtomicU64};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub use queue::{Priority, RunQueue};
 pub use stack::Stack;
@@ -62,14 +61,15 @@ struct Task {
     joiners: Vec<TaskId>,
     /// Dropped JoinHandle: free everything once dead.
     detached: bool,
-    /// The per-CPU in-preemptible flag while this task is switched out. Saved under
-    /// the lock by the CPU switching away; read by the CPU switching in after it saw
-    /// `on_cpu` clear (Acquire), so the value is the final one (seed 001).
-    in_preemptible: AtomicBool,
-    /// A CPU still runs on this task's stack (set under the lock by the CPU switching
-    /// to it, cleared under the lock by that CPU once it has switched away). The task
-    /// is not picked, and its memory not freed, while set.
-    on_cpu: AtomicBool,
+    /// The per-CPU in-preemptible flag while this task is switched out: saved by the
+    /// CPU switching away from it, loaded by the CPU switching to it (seed 001). Under
+    /// the lock, and final by the time the task can be picked (`on_cpu` clear).
+    in_preemptible: bool,
+    /// A CPU still runs on this task's stack: set by the CPU switching to it, cleared
+    /// by that CPU once it has switched away (both under the lock, which orders the
+    /// saved stack pointer before the next CPU's pick). The task is not picked, and its
+    /// memory not freed, while set.
+    on_cpu: bool,
     /// Whether this is a CPU's idle task (never queued).
     is_idle: bool,
     /// The CPU that ran it last (statistics and tests).
@@ -93,8 +93,8 @@ impl Task {
             entry: None,
             joiners: Vec::new(),
             detached: false,
-            in_preemptible: AtomicBool::new(false),
-            on_cpu: AtomicBool::new(state == State::Running),
+            in_preemptible: false,
+            on_cpu: state == State::Running,
             is_idle: false,
             last_cpu: 0,
         }
@@ -240,7 +240,7 @@ pub fn schedule(irqs_off: &IrqsOff) {
         // once it is off its stack, in `finish_switch`.)
         let Scheduler { ready, tasks, .. } = &mut *s;
         let next = ready
-            .pop_where(|t| *t == prev || !tasks[t].on_cpu.load(Relaxed))
+            .pop_where(|t| *t == prev || !tasks[t].on_cpu)
             .unwrap_or(s.idle[me]);
         if next == prev {
             s.tasks.get_mut(&prev).expect("exists").state = State::Running;
@@ -252,18 +252,15 @@ pub fn schedule(irqs_off: &IrqsOff) {
         let follows_task = !crate::preempt::section_flag_stays_on_cpu();
         let prev_task = s.tasks.get_mut(&prev).expect("exists");
         if follows_task {
-            prev_task
-                .in_preemptible
-                .store(cpu.in_preemptible.load(Relaxed), Relaxed);
+            prev_task.in_preemptible = cpu.in_preemptible.load(Relaxed);
         }
         let save: *mut u64 = &raw mut prev_task.sp;
         let next_task = s.tasks.get_mut(&next).expect("queued task exists");
         next_task.state = State::Running;
         next_task.last_cpu = me as CpuId;
-        next_task.on_cpu.store(true, Relaxed);
+        next_task.on_cpu = true;
         if follows_task {
-            cpu.in_preemptible
-                .store(next_task.in_preemptible.load(Relaxed), Relaxed);
+            cpu.in_preemptible.store(next_task.in_preemptible, Relaxed);
         }
         let next_sp = next_task.sp;
         s.current[me] = next;
@@ -295,10 +292,13 @@ fn finish_switch(irqs_off: &IrqsOff) {
     let me = PerCpu::get(irqs_off).id() as usize;
     let prev = SWITCHED_FROM[me].swap(0, Relaxed);
     let dead: Vec<Box<Task>> = with(irqs_off, |s| {
-        if let Some(t) = prev.checked_sub(1).and_then(|id| s.tasks.get(&TaskId(id))) {
+        if let Some(t) = prev
+            .checked_sub(1)
+            .and_then(|id| s.tasks.get_mut(&TaskId(id)))
+        {
             // Under the lock: the stack switch away from it is complete, and whoever
             // takes the lock next sees its final saved state.
-            t.on_cpu.store(false, Relaxed);
+            t.on_cpu = false;
             if t.state == State::Ready {
                 let prio = t.prio;
                 s.kick_for(prio);
@@ -310,7 +310,7 @@ fn finish_switch(irqs_off: &IrqsOff) {
                 break;
             };
             let t = s.tasks.get_mut(&id).expect("zombie exists");
-            if t.on_cpu.load(Relaxed) {
+            if t.on_cpu {
                 // Another CPU is still leaving this stack: later.
                 s.zombies.push_back(id);
                 continue;
