@@ -75,7 +75,9 @@ fn check_every_cpu_runs_tasks(c: &mut Checker, n: u32) {
             let (arrived, cpus) = (arrived.clone(), cpus.clone());
             sched::spawn("together", Priority::Normal, move || {
                 arrived.fetch_add(1, SeqCst);
-                let deadline = time::now_ns() + 3_000_000_000;
+                // (Generous: on an oversubscribed host a vCPU thread can wait seconds
+                // for a core under TCG; a CPU that never comes still ends the wait.)
+                let deadline = time::now_ns() + 10_000_000_000;
                 while arrived.load(SeqCst) < u64::from(n) && time::now_ns() < deadline {
                     core::hint::spin_loop();
                 }
