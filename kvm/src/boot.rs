@@ -133,8 +133,20 @@ impl Platform for Kvm {
     }
 
     fn guard_page(&self, addr: u64, protect: bool) -> bool {
-        paging::set_present(addr, !protect)
+        let ok = paging::set_present(addr, !protect);
+        if ok && protect && libos::irqflags::irqs_enabled() {
+            // Other CPUs may still hold the page's old (present) translation: a TLB
+            // shootdown, so the guard faults on every CPU. (With irqs off — boot and AP
+            // bring-up, before the page was ever used — it is skipped.)
+            libos::smp::call_on_others(flush_tlb);
+        }
+        ok
     }
+}
+
+/// Flushes this CPU's TLB (the shootdown's call-function).
+fn flush_tlb() {
+    x86_64::instructions::tlb::flush_all();
 }
 
 /// Masks both legacy 8259 PICs: on `-M pc` the firmware leaves them programmed at

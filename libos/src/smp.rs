@@ -95,15 +95,18 @@ pub fn call_on(cpu: CpuId, f: fn()) {
     );
     let area = percpu::cpu(cpu).filter(|a| a.is_online());
     assert!(area.is_some(), "call_on: CPU {cpu} is not online");
-    let irqs = IrqGuard::new();
-    if PerCpu::get(&irqs).id() == cpu {
+    // Preemption off from the claim to the end: a caller preempted while it holds a
+    // mailbox would make every other caller spin for it (forever, under `none`, if
+    // they occupy every CPU).
+    let pinned = crate::preempt::preempt_disable();
+    if pinned.cpu() == cpu {
+        let _irqs = IrqGuard::new();
         f();
         return;
     }
     let slot = &MAILBOX[cpu as usize];
     // Claim the mailbox (Acquire: the previous call's effects are done). Irqs stay on
     // while waiting, so a call aimed at us meanwhile is served.
-    drop(irqs);
     while slot
         .compare_exchange(0, f as usize, Ordering::AcqRel, Ordering::Relaxed)
         .is_err()
@@ -117,6 +120,23 @@ pub fn call_on(cpu: CpuId, f: fn()) {
     // The handler empties the mailbox (Release) after `f` returned.
     while slot.load(Ordering::Acquire) == f as usize {
         core::hint::spin_loop();
+    }
+    drop(pinned);
+}
+
+/// Runs `f` on every other online CPU (see [`call_on`]); a no-op on one CPU.
+///
+/// # Panics
+/// If called with irqs off.
+pub fn call_on_others(f: fn()) {
+    let me = {
+        let irqs = IrqGuard::new();
+        PerCpu::get(&irqs).id()
+    };
+    for cpu in (0..MAX_CPUS as CpuId).filter(|&c| c != me) {
+        if percpu::cpu(cpu).is_some_and(PerCpu::is_online) {
+            call_on(cpu, f);
+        }
     }
 }
 
