@@ -14,6 +14,10 @@ use x86_64::registers::model_specific::Msr;
 pub const TIMER_VECTOR: u8 = 0x20;
 /// The spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// The reschedule IPI's vector.
+pub const RESCHEDULE_VECTOR: u8 = 0xf0;
+/// The call-function IPI's vector.
+pub const CALL_FUNCTION_VECTOR: u8 = 0xf1;
 
 /// Default xAPIC MMIO base.
 pub const XAPIC_DEFAULT_BASE: u64 = 0xfee0_0000;
@@ -35,7 +39,27 @@ enum Reg {
     InitialCount = 0x380,
     CurrentCount = 0x390,
     DivideConfig = 0x3e0,
+    /// Interrupt command, low half (xAPIC; writing it sends). x2APIC: one 64-bit MSR.
+    IcrLow = 0x300,
+    /// Interrupt command, high half: destination in bits 24..32 (xAPIC only).
+    IcrHigh = 0x310,
 }
+
+/// How an IPI is delivered (ICR bits 8..11, plus level-assert).
+#[derive(Debug, Clone, Copy)]
+pub enum Delivery {
+    /// A normal interrupt at `vector`.
+    Fixed(u8),
+    /// A non-maskable interrupt (the halt-all IPI: it stops a CPU spinning with irqs off).
+    Nmi,
+    /// INIT (resets the AP into wait-for-SIPI).
+    Init,
+    /// Start-up: the AP begins in real mode at `page << 12`.
+    Startup(u8),
+}
+
+const ICR_LEVEL_ASSERT: u32 = 1 << 14;
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_TSC_DEADLINE: u32 = 2 << 17;
@@ -91,6 +115,63 @@ pub fn mmio_base() -> u64 {
 /// Context: boot CPU, irqs off, once.
 pub fn init() {
     let (x2apic, tsc_deadline) = features();
+    enable_local(x2apic);
+    calibrate_tsc();
+    TSC_DEADLINE.store(tsc_deadline, Relaxed);
+    program_lvt_timer();
+}
+
+/// Enables an application processor's APIC in the mode the BSP chose and prepares its
+/// one-shot timer (the calibration is the BSP's: every CPU's TSC and APIC timer run at
+/// the same rate).
+///
+/// Context: the AP, irqs off, once, after the BSP's [`init`].
+pub fn init_ap() {
+    enable_local(X2APIC.load(Relaxed));
+    program_lvt_timer();
+}
+
+fn program_lvt_timer() {
+    let mode = if TSC_DEADLINE.load(Relaxed) {
+        LVT_TSC_DEADLINE
+    } else {
+        0
+    };
+    write(Reg::LvtTimer, mode | u32::from(TIMER_VECTOR));
+}
+
+/// This CPU's local APIC ID.
+pub fn id() -> u32 {
+    let raw = read(Reg::Id);
+    if X2APIC.load(Relaxed) { raw } else { raw >> 24 }
+}
+
+/// Sends an IPI to the CPU with local APIC ID `apic_id` and waits until the APIC
+/// accepted it.
+///
+/// Context: irqs off (the ICR is one register pair per CPU; an interrupt handler
+/// sending its own IPI in between would mix the halves), APIC enabled.
+pub fn send_ipi(apic_id: u32, how: Delivery) {
+    let low = match how {
+        Delivery::Fixed(v) => ICR_LEVEL_ASSERT | u32::from(v),
+        Delivery::Nmi => ICR_LEVEL_ASSERT | (0b100 << 8),
+        Delivery::Init => ICR_LEVEL_ASSERT | (0b101 << 8),
+        Delivery::Startup(page) => ICR_LEVEL_ASSERT | (0b110 << 8) | u32::from(page),
+    };
+    if X2APIC.load(Relaxed) {
+        // SAFETY: x2APIC mode: MSR 0x830 is the 64-bit ICR; writing it sends the IPI.
+        unsafe { Msr::new(0x830).write((u64::from(apic_id) << 32) | u64::from(low)) };
+    } else {
+        write(Reg::IcrHigh, apic_id << 24);
+        write(Reg::IcrLow, low);
+        while read(Reg::IcrLow) & ICR_DELIVERY_PENDING != 0 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Turns this CPU's APIC on (in x2APIC mode if `x2apic`) and accepts all priorities.
+fn enable_local(x2apic: bool) {
     let mut msr = Msr::new(IA32_APIC_BASE);
     // SAFETY: enabling the APIC (and x2APIC mode where CPUID offers it) in its base MSR
     // is how the architecture says to turn it on; the base address is kept.
@@ -106,10 +187,6 @@ pub fn init() {
     write(Reg::SpuriousVector, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
     write(Reg::TaskPriority, 0);
     write(Reg::DivideConfig, DIVIDE_BY_1);
-    calibrate_tsc();
-    TSC_DEADLINE.store(tsc_deadline, Relaxed);
-    let mode = if tsc_deadline { LVT_TSC_DEADLINE } else { 0 };
-    write(Reg::LvtTimer, mode | u32::from(TIMER_VECTOR));
 }
 
 /// Measures the TSC rate against the APIC timer's 1 GHz count over 2 ms.
@@ -169,15 +246,4 @@ pub fn set_timer_in(delta_ns: Option<u64>) {
 /// Acknowledges the interrupt being handled.
 pub fn eoi() {
     write(Reg::Eoi, 0);
-}
-
-/// This CPU's local APIC id (the destination for routed device interrupts).
-pub fn id() -> u8 {
-    let raw = read(Reg::Id);
-    // xAPIC keeps the id in bits 24..32; x2APIC uses the whole register.
-    if X2APIC.load(Relaxed) {
-        raw as u8
-    } else {
-        (raw >> 24) as u8
-    }
 }

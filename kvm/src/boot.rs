@@ -8,7 +8,7 @@ use libos::memory::Region;
 use libos::{BootInfo, Platform, println};
 
 use crate::mmio_devices::{self, MmioDevice};
-use crate::{apic, exit, gdt, idt, kvmclock, paging, pvh, serial, stacks, uhyve, virtio};
+use crate::{apic, exit, gdt, idt, kvmclock, paging, pvh, serial, smp, stacks, uhyve, virtio};
 
 /// The VMM the image was booted by (it decides the console and the exit path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,34 @@ impl Platform for Kvm {
         x86_64::instructions::interrupts::disable();
     }
 
+    fn set_percpu_base(&self, base: u64) {
+        const IA32_GS_BASE: u32 = 0xc000_0101;
+        // SAFETY: IA32_GS_BASE only sets the GS segment base; libos passes the address
+        // of this CPU's per-CPU area, which lives forever (a static).
+        unsafe { x86_64::registers::model_specific::Msr::new(IA32_GS_BASE).write(base) };
+    }
+
+    fn start_secondary_cpus(&self, max: u32) -> u32 {
+        match self.vmm {
+            Vmm::Qemu => smp::start(max),
+            // (uhyve starts its vCPUs itself through hermit-entry: not yet.)
+            Vmm::Uhyve => 0,
+        }
+    }
+
+    fn send_ipi(&self, cpu: libos::percpu::CpuId, ipi: libos::smp::Ipi) {
+        smp::send_ipi(cpu, ipi);
+    }
+
+    fn halt_cpu(&self) -> ! {
+        loop {
+            // `cli; hlt`: only an NMI or INIT gets past, and the halt-all NMI's handler
+            // comes back here.
+            x86_64::instructions::interrupts::disable();
+            x86_64::instructions::hlt();
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         if kvmclock::active() {
             kvmclock::now_ns()
@@ -106,7 +134,14 @@ impl Platform for Kvm {
     }
 
     fn guard_page(&self, addr: u64, protect: bool) -> bool {
-        paging::set_present(addr, !protect)
+        let ok = paging::set_present(addr, !protect);
+        if ok && protect && libos::irqflags::irqs_enabled() {
+            // Other CPUs may still hold the page's old (present) translation: a TLB
+            // shootdown, so the guard faults on every CPU. (With irqs off — boot and AP
+            // bring-up, before the page was ever used — it is skipped.)
+            libos::smp::call_on_others(flush_tlb);
+        }
+        ok
     }
 
     fn start_services(&self) {
@@ -145,6 +180,11 @@ pub fn take_mmio_devices(cmdline: &'static str) -> &'static str {
     let (rest, n) = mmio_devices::split(cmdline, &mut devices.0);
     devices.1 = n;
     rest
+}
+
+/// Flushes this CPU's TLB (the shootdown's call-function).
+fn flush_tlb() {
+    x86_64::instructions::tlb::flush_all();
 }
 
 /// Masks both legacy 8259 PICs: on `-M pc` the firmware leaves them programmed at

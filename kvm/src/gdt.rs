@@ -32,12 +32,41 @@ pub fn init() -> SegmentSelector {
     // SAFETY: `init` runs once on the boot CPU before anything else references TSS or
     // GDT, so these exclusive references are unique; afterwards both are only read.
     let (tss, gdt) = unsafe { (&mut *tss, &mut *gdt) };
+    load(tss, gdt, stacks::ist_stacks().map(stacks::top))
+}
+
+/// Gives an application processor a GDT and TSS of its own, with IST stacks (each
+/// with a guard page) from the heap; they live as long as the CPU. The selectors are
+/// the boot CPU's, so the shared IDT's gates fit.
+///
+/// Context: the AP, once, irqs off, per-CPU base set (the heap's lock traces into it).
+pub fn init_ap() {
+    let tops = [(); 3].map(|()| {
+        let stack = libos::sched::Stack::new(stacks::IST_STACK_SIZE);
+        let top = stack.top();
+        // The CPU uses it until the image ends.
+        core::mem::forget(stack);
+        top
+    });
+    let tss = alloc::boxed::Box::leak(alloc::boxed::Box::new(TaskStateSegment::new()));
+    let gdt = alloc::boxed::Box::leak(alloc::boxed::Box::new(GlobalDescriptorTable::new()));
+    load(tss, gdt, tops);
+}
+
+/// Fills `tss`'s IST slots with `ist_tops`, builds `gdt` (code, data, TSS) and loads
+/// both on this CPU.
+fn load(
+    tss: &'static mut TaskStateSegment,
+    gdt: &'static mut GlobalDescriptorTable,
+    ist_tops: [u64; 3],
+) -> SegmentSelector {
     // (The TSS is packed: build the table, then store it whole.)
     let mut table = tss.interrupt_stack_table;
-    for (slot, stack) in table.iter_mut().zip(stacks::ist_stacks()) {
-        *slot = VirtAddr::new(stacks::top(stack));
+    for (slot, top) in table.iter_mut().zip(ist_tops) {
+        *slot = VirtAddr::new(top);
     }
     tss.interrupt_stack_table = table;
+    let tss: &'static TaskStateSegment = tss;
     let code = gdt.append(Descriptor::kernel_code_segment());
     let data = gdt.append(Descriptor::kernel_data_segment());
     let tss_sel = gdt.append(Descriptor::tss_segment(tss));

@@ -73,6 +73,16 @@ pub fn init(code: SegmentSelector) {
     for (vector, gate) in (0..=255u8).zip(idt.iter_mut()) {
         *gate = Gate::interrupt(traps::stub_address(vector), code, ist_for(vector));
     }
+    load();
+}
+
+/// Loads the (filled) IDT on this CPU: application processors share the boot CPU's.
+///
+/// Context: irqs off, after [`init`] ran on the boot CPU.
+pub fn load() {
+    let idt = &raw const IDT;
+    // SAFETY: after `init`, IDT is only read (by CPUs and here).
+    let idt = unsafe { &*idt };
     let ptr = DescriptorTablePointer {
         limit: (size_of::<[Gate; 256]>() - 1) as u16,
         base: VirtAddr::new(idt.as_ptr() as u64),

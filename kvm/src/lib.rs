@@ -16,6 +16,7 @@
 extern crate alloc;
 
 pub mod bootargs;
+pub mod madt;
 pub mod mmio_devices;
 pub mod start_info;
 pub mod virtq;
@@ -45,7 +46,11 @@ mod pvh;
 #[cfg(target_os = "none")]
 mod serial;
 #[cfg(target_os = "none")]
+mod smp;
+#[cfg(target_os = "none")]
 mod stacks;
+#[cfg(target_os = "none")]
+mod trampoline;
 #[cfg(target_os = "none")]
 mod traps;
 #[cfg(target_os = "none")]

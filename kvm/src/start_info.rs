@@ -32,6 +32,8 @@ pub struct StartInfo {
     pub version: u32,
     /// Physical address of the NUL-terminated command line (0 if none).
     pub cmdline_paddr: u64,
+    /// Physical address of the ACPI RSDP (0 if the VMM did not say).
+    pub rsdp_paddr: u64,
     /// Physical address of the memory map.
     pub memmap_paddr: u64,
     /// Entries in the memory map.
@@ -83,6 +85,7 @@ pub fn parse(header: &[u8]) -> Result<StartInfo, Error> {
     Ok(StartInfo {
         version,
         cmdline_paddr: le_u64(header, 24),
+        rsdp_paddr: le_u64(header, 32),
         memmap_paddr: le_u64(header, 40),
         memmap_entries: le_u32(header, 48),
     })

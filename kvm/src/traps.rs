@@ -33,6 +33,11 @@ pub fn stub_address(vector: u8) -> u64 {
 /// Context: irqs off (interrupt gates), on the interrupted stack or an IST stack.
 #[unsafe(no_mangle)]
 extern "C" fn kvm_trap(regs: &mut Regs) {
+    if regs.vector == NMI && libos::smp::halt_requested() {
+        // The halt-all IPI (another CPU panicked or failed): stop here, before the
+        // entry core, whatever this CPU was doing (it may hold locks).
+        libos::smp::halt_this_cpu();
+    }
     let state = entry::irqentry_enter(regs);
     match regs.vector {
         trap::vector::INVALID_OPCODE if trap::is_probe(regs) => {
@@ -44,11 +49,22 @@ extern "C" fn kvm_trap(regs: &mut Regs) {
             entry::run_on_irqstack_cond(libos::time::timer_interrupt, regs);
         }
         v if devirq::owns(v) => entry::run_on_irqstack_cond(devirq::dispatch, regs),
+        v if v == u64::from(apic::RESCHEDULE_VECTOR) => {
+            apic::eoi();
+            entry::run_on_irqstack_cond(libos::smp::reschedule_interrupt, regs);
+        }
+        v if v == u64::from(apic::CALL_FUNCTION_VECTOR) => {
+            apic::eoi();
+            entry::run_on_irqstack_cond(libos::smp::call_function_interrupt, regs);
+        }
         v if v == u64::from(apic::SPURIOUS_VECTOR) => {}
         _ => trap::unexpected_vector(regs),
     }
     entry::irqentry_exit(regs, state);
 }
+
+/// The NMI vector (the halt-all IPI arrives as one).
+const NMI: u64 = 2;
 
 /// A CPU exception: reported (fatal) on the stack it arrived on.
 fn exception(regs: &mut Regs) {

@@ -48,6 +48,8 @@ unsafe extern "Rust" {
 ///
 /// Context: boot CPU, once, before anything prints.
 pub fn register_platform(platform: &'static dyn Platform) {
+    // Per-CPU data first: the console lock's irq guard already traces into it.
+    crate::percpu::init_cpu(0, platform);
     console::register(platform);
 }
 
@@ -82,6 +84,7 @@ pub unsafe fn start(info: &BootInfo<'_>) -> ! {
     crate::net::configure(cmd.net);
     crate::entry::init();
     crate::sched::init();
+    crate::percpu::mark_online(crate::percpu::this_cpu());
     if cmd.loglevel != LogLevel::Quiet {
         let ram: u64 = info.ram.iter().map(Region::len).sum();
         println!(
@@ -108,6 +111,10 @@ pub unsafe fn start(info: &BootInfo<'_>) -> ! {
     ENTRY_TO_MAIN_CYCLES.store(cycles, Ordering::Relaxed);
     if cmd.loglevel == LogLevel::Debug {
         println!("upcall: entry-to-main tsc cycles {cycles}");
+    }
+    let others = crate::smp::start();
+    if others > 0 && cmd.loglevel != LogLevel::Quiet {
+        println!("upcall: {} CPUs online", others + 1);
     }
     // The application runs as the `main` task with interrupts on, like every task.
     crate::irqflags::local_irq_enable();

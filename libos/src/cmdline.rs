@@ -24,7 +24,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("hz", "a tick rate from 1 to 10000"),
     (
         "hcall_resched",
-        "raw|model|untraced (test-only: model and untraced reproduce Linux's seed-000 bugs)",
+        "raw|model|untraced|cpuflag (test-only: model and untraced reproduce Linux's seed-000 bugs, cpuflag seed 001's)",
     ),
     ("ip", crate::net::config::IP_EXPECTED),
     ("mask", crate::net::config::MASK_EXPECTED),
@@ -279,6 +279,7 @@ mod tests {
             ("raw", SectionResched::Raw),
             ("model", SectionResched::FollowsModel),
             ("untraced", SectionResched::Untraced),
+            ("cpuflag", SectionResched::StaysOnCpu),
         ] {
             let c = parse(&alloc::format!("hcall_resched={word}")).unwrap();
             assert_eq!(c.hcall_resched, want);

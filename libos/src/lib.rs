@@ -30,6 +30,7 @@ pub mod preempt;
 pub mod pvclock;
 pub mod regs;
 pub mod sched;
+pub mod smp;
 pub mod softirq;
 pub mod sync;
 pub mod testing;

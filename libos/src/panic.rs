@@ -2,7 +2,7 @@
 
 use core::fmt::Write;
 use core::panic::PanicInfo;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::console;
 
@@ -10,14 +10,24 @@ use crate::console;
 pub const PANIC_EXIT_CODE: i32 = 101;
 
 static PANICKING: AtomicBool = AtomicBool::new(false);
+/// The CPU reporting the panic (valid once PANICKING is set).
+static PANIC_CPU: AtomicU32 = AtomicU32::new(u32::MAX);
 
 /// Reports a panic and ends the image. Installed by [`crate::image!`].
 pub fn on_panic(info: &PanicInfo<'_>) -> ! {
     let mut out = console::emergency_writer();
+    let me = crate::percpu::cpu_id();
     if PANICKING.swap(true, Ordering::SeqCst) {
+        if PANIC_CPU.load(Ordering::SeqCst) != me {
+            // Another CPU is reporting its panic (and halts us anyway): one report.
+            crate::smp::halt_this_cpu();
+        }
         let _ = writeln!(out, "\npanic while panicking: {}", info.message());
         exit(PANIC_EXIT_CODE);
     }
+    PANIC_CPU.store(me, Ordering::SeqCst);
+    // Stop the other CPUs first: the report prints once, and nothing runs on.
+    crate::smp::halt_others();
     let _ = write!(out, "\npanicked");
     if let Some(loc) = info.location() {
         let _ = write!(out, " at {}:{}:{}", loc.file(), loc.line(), loc.column());

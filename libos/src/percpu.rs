@@ -1,68 +1,244 @@
-//! Per-CPU state.
+//! Per-CPU state, reached through the GS base.
 //!
-//! One CPU for now: a single static. (The SMP issue moves this behind the GS base with
-//! an accessor usable only with preemption disabled.) Every field is an atomic so
-//! interrupt handlers and the interrupted code can touch it without a lock; the doc of
-//! each field says who writes it.
+//! Each CPU owns one [`PerCpu`] area in a static array of [`MAX_CPUS`]. Its first word
+//! points at the area itself, and the backend makes the CPU's GS base point at it
+//! ([`crate::Platform::set_percpu_base`]: `wrmsr IA32_GS_BASE` on KVM,
+//! `HYPERVISOR_set_segment_base(SEGBASE_GS_KERNEL)` on Xen PV), so [`this_cpu`] is one
+//! `mov rax, gs:[0]`.
+//!
+//! The hazard of per-CPU data (seed 001) is a task that reads "its" CPU, is preempted
+//! and migrated, and then keeps using the old CPU's area. So:
+//! - [`PerCpu::get`] ties the reference to a guard that keeps the task on this CPU
+//!   (a [`crate::preempt::PreemptGuard`], an [`crate::irqflags::IrqGuard`] or an
+//!   [`crate::irqflags::IrqsOff`] token): the borrow checker refuses a use after the
+//!   guard is gone.
+//! - [`this_cpu`] (no guard) is for the entry core and the scheduler, which run with
+//!   irqs off; each field's doc says who writes it and with what irq state.
+//! - The preemption count is changed with single `gs:`-relative instructions, so the
+//!   read-modify-write cannot be split by a migration.
+//!
+//! Every field is an atomic so other CPUs may read (and for `need_resched`, write) it
+//! without a lock; memory ordering is given where a field is shared across CPUs.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// This CPU's state.
+use crate::platform::Platform;
+
+/// Most CPUs libos manages; CPUs beyond are left halted by the backend.
+pub const MAX_CPUS: usize = 16;
+
+/// A CPU's index, `0..MAX_CPUS`; 0 is the boot CPU.
+pub type CpuId = u32;
+
+/// One CPU's state. `repr(C)`: `self_ptr` must be the first word (read as `gs:[0]`) and
+/// `preempt_count` is updated at its fixed offset.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct PerCpu {
+    /// This area's own address (`gs:[0]`). Written once by [`init_cpu`] on this CPU
+    /// before its GS base is set.
+    self_ptr: AtomicU64,
+    /// This CPU's index. Written once by [`init_cpu`].
+    id: AtomicU32,
+    /// The CPU finished bring-up and runs the scheduler. Written once by
+    /// [`mark_online`] (Release); other CPUs read it (Acquire) before sending it IPIs.
+    online: AtomicBool,
     /// Initial stack pointer of the irq stack (its top); 0 until allocated at boot.
-    /// Written once by `entry::init`.
+    /// Written once by `entry::init_cpu` on this CPU.
     pub irq_stack_top: AtomicU64,
-    /// Lowest address of the irq stack (for the unwinder). Written once by `entry::init`.
+    /// Lowest address of the irq stack (for the unwinder). Written once by
+    /// `entry::init_cpu`.
     pub irq_stack_bottom: AtomicU64,
     /// How many `run_on_irqstack_cond` calls are active: 0 = not on the irq stack.
-    /// Written by `run_on_irqstack_cond` with irqs off.
+    /// Written by `run_on_irqstack_cond` with irqs off, on this CPU only.
     pub irq_nesting: AtomicU32,
     /// Preemption-disable depth (guards, hardirq and softirq sections). Written by the
-    /// guards of `preempt` and by the entry core, on this CPU only.
+    /// guards of `preempt` (single `gs:`-relative instructions) and by the entry core,
+    /// on this CPU only.
     pub preempt_count: AtomicU32,
-    /// A reschedule is wanted. Set by wake-ups and the tick (any context), cleared by
-    /// the scheduler with irqs off.
+    /// A reschedule is wanted. Set by wake-ups on any CPU (followed by a reschedule
+    /// IPI when set from another CPU) and by the tick; cleared by the scheduler on this
+    /// CPU with irqs off.
     pub need_resched: AtomicBool,
     /// The idle task is waiting in `Platform::idle_wait`. Written by the idle loop with
-    /// irqs off; read by `irqentry_enter` (our `exit_rcu`).
+    /// irqs off; read by `irqentry_enter` (our `exit_rcu`) and by wake-ups on other CPUs
+    /// choosing a CPU to kick.
     pub in_idle: AtomicBool,
     /// The running task is inside a preemptible section (a long hypercall or long
     /// in-kernel work, see `preempt::preemptible`). Written by that task with irqs off
-    /// and by the entry core around its forced reschedule; saved/restored per task by
-    /// the scheduler, so it follows the task (seed 001).
+    /// and by the entry core around its forced reschedule; saved on switch-out and
+    /// restored on switch-in by the scheduler, on whichever CPU, so it follows the task
+    /// (seed 001).
     pub in_preemptible: AtomicBool,
     /// Irq-state tracing: whether libos believes irqs are enabled. Written only by the
-    /// `irqflags` functions and the entry core.
+    /// `irqflags` functions and the entry core, on this CPU.
     pub traced_irqs_on: AtomicBool,
     /// Interrupts taken (all vectors), for statistics and tests.
     pub interrupts: AtomicU64,
+    /// Context switches on this CPU (statistics, tests).
+    pub task_switches: AtomicU64,
+    /// Pending bottom halves (`softirq`): raised and run on this CPU.
+    pub softirq_pending: AtomicU32,
 }
 
-static CPU0: PerCpu = PerCpu {
-    irq_stack_top: AtomicU64::new(0),
-    irq_stack_bottom: AtomicU64::new(0),
-    irq_nesting: AtomicU32::new(0),
-    preempt_count: AtomicU32::new(0),
-    need_resched: AtomicBool::new(false),
-    in_idle: AtomicBool::new(false),
-    in_preemptible: AtomicBool::new(false),
-    traced_irqs_on: AtomicBool::new(false),
-    interrupts: AtomicU64::new(0),
-};
+impl PerCpu {
+    const fn new() -> Self {
+        PerCpu {
+            self_ptr: AtomicU64::new(0),
+            id: AtomicU32::new(0),
+            online: AtomicBool::new(false),
+            irq_stack_top: AtomicU64::new(0),
+            irq_stack_bottom: AtomicU64::new(0),
+            irq_nesting: AtomicU32::new(0),
+            preempt_count: AtomicU32::new(0),
+            need_resched: AtomicBool::new(false),
+            in_idle: AtomicBool::new(false),
+            in_preemptible: AtomicBool::new(false),
+            traced_irqs_on: AtomicBool::new(false),
+            interrupts: AtomicU64::new(0),
+            task_switches: AtomicU64::new(0),
+            softirq_pending: AtomicU32::new(0),
+        }
+    }
+
+    /// This CPU's area for as long as `pin` keeps the caller on this CPU.
+    pub fn get(pin: &impl Pinned) -> &PerCpu {
+        let _ = pin;
+        this_cpu()
+    }
+
+    /// The CPU's index.
+    pub fn id(&self) -> CpuId {
+        self.id.load(Relaxed)
+    }
+
+    /// Whether the CPU finished bring-up (Acquire: its area is initialized).
+    pub fn is_online(&self) -> bool {
+        self.online.load(core::sync::atomic::Ordering::Acquire)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Something that keeps the running code on its CPU while it lives: preemption or
+/// interrupts disabled. Sealed: only libos's guards implement it.
+pub trait Pinned: sealed::Sealed {}
+
+impl sealed::Sealed for crate::preempt::PreemptGuard {}
+impl Pinned for crate::preempt::PreemptGuard {}
+impl sealed::Sealed for crate::irqflags::IrqGuard {}
+impl Pinned for crate::irqflags::IrqGuard {}
+impl sealed::Sealed for crate::irqflags::IrqsOff {}
+impl Pinned for crate::irqflags::IrqsOff {}
+
+static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+
+/// CPU `id`'s area, for reading its shared fields (online, idle, need_resched) from
+/// another CPU. `None` past [`MAX_CPUS`].
+pub fn cpu(id: CpuId) -> Option<&'static PerCpu> {
+    CPUS.get(id as usize)
+}
+
+/// Prepares CPU `id`'s area and points this CPU's GS base at it.
+///
+/// Context: the CPU being brought up, irqs off, once, before anything on it touches
+/// per-CPU data.
+///
+/// # Panics
+/// If `id` is not below [`MAX_CPUS`].
+pub fn init_cpu(id: CpuId, platform: &dyn Platform) {
+    let area = &CPUS[id as usize];
+    area.id.store(id, Relaxed);
+    area.self_ptr
+        .store(core::ptr::from_ref(area) as u64, Relaxed);
+    platform.set_percpu_base(core::ptr::from_ref(area) as u64);
+}
+
+/// Marks this CPU online (Release: everything it set up is visible to a CPU that sees
+/// it online).
+pub(crate) fn mark_online(cpu: &PerCpu) {
+    cpu.online
+        .store(true, core::sync::atomic::Ordering::Release);
+}
+
+/// CPUs online now (a snapshot).
+pub fn online_cpus() -> u32 {
+    CPUS.iter().filter(|c| c.is_online()).count() as u32
+}
 
 /// This CPU's state. Always inlined (used by non-instrumentable entry code).
+///
+/// Without a guard the answer may be stale by the time it is used: the caller can be
+/// migrated. Entry code and the scheduler call it with irqs off; other code should use
+/// [`PerCpu::get`] with a guard.
 #[inline(always)]
 pub fn this_cpu() -> &'static PerCpu {
-    &CPU0
+    #[cfg(not(test))]
+    {
+        let p: u64;
+        // SAFETY: `init_cpu` ran on this CPU before anything used per-CPU data, so
+        // gs:[0] is the `self_ptr` of this CPU's area in `CPUS` (a static). Reads only.
+        unsafe {
+            core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags));
+            &*(p as *const PerCpu)
+        }
+    }
+    #[cfg(test)]
+    {
+        // Host unit tests have no GS base of ours: one CPU.
+        &CPUS[0]
+    }
 }
 
-/// Whether a reschedule has been requested.
+/// The running CPU's index (a snapshot unless the caller is pinned).
+pub fn cpu_id() -> CpuId {
+    this_cpu().id()
+}
+
+/// Adds `delta` (wrapping) to this CPU's preemption count in one instruction, so a
+/// migration cannot split the read-modify-write. Returns (borrow: the count was 0 and
+/// `delta` is -1, zero: the count is now 0).
+#[inline(always)]
+pub(crate) fn preempt_count_add(delta: i32) -> (bool, bool) {
+    #[cfg(not(test))]
+    {
+        let (borrow, zero): (u8, u8);
+        // SAFETY: gs:[OFFSET] is this CPU's `preempt_count` (see `this_cpu`); only this
+        // CPU writes it, and a single `add` cannot be interrupted halfway.
+        unsafe {
+            core::arch::asm!(
+                "add dword ptr gs:[{off}], {d:e}",
+                "setc {b}",
+                "setz {z}",
+                off = const core::mem::offset_of!(PerCpu, preempt_count),
+                d = in(reg) delta,
+                b = out(reg_byte) borrow,
+                z = out(reg_byte) zero,
+                options(nostack),
+            );
+        }
+        // `add` of -1 (0xffff_ffff) sets CF unless the count was 0.
+        let underflow = if delta < 0 { borrow == 0 } else { false };
+        (underflow, zero != 0)
+    }
+    #[cfg(test)]
+    {
+        let before = CPUS[0].preempt_count.fetch_add(delta as u32, Relaxed);
+        (
+            delta < 0 && before == 0,
+            before.wrapping_add(delta as u32) == 0,
+        )
+    }
+}
+
+/// Whether a reschedule has been requested on this CPU.
 pub fn need_resched() -> bool {
     this_cpu().need_resched.load(Relaxed)
 }
 
-/// Requests a reschedule at the next opportunity the preemption model allows.
+/// Requests a reschedule on this CPU at the next opportunity the model allows.
 pub fn set_need_resched() {
     this_cpu().need_resched.store(true, Relaxed);
 }

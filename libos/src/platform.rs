@@ -47,6 +47,15 @@ pub trait Platform: Sync {
     /// Context: irqs off, idle task only.
     fn idle_wait(&self);
 
+    /// Points this CPU's GS base at `base`, its `libos::percpu::PerCpu` area (`wrmsr
+    /// IA32_GS_BASE` on KVM, `HYPERVISOR_set_segment_base(SEGBASE_GS_KERNEL)` on Xen PV).
+    /// libos reads per-CPU data as `gs:[...]` from then on, so nothing may load the GS
+    /// selector afterwards (that would reset the base).
+    ///
+    /// Context: the CPU concerned, irqs off, once per CPU, before anything on it
+    /// touches per-CPU data (for the boot CPU: inside `register_platform`).
+    fn set_percpu_base(&self, base: u64);
+
     /// Monotonic nanoseconds since an arbitrary point at boot.
     ///
     /// Context: any; only meaningful after [`Platform::timer_init`].
@@ -104,6 +113,34 @@ pub trait Platform: Sync {
     ) -> Result<(), crate::balloon::Error> {
         let _ = (addr, pages, issue);
         Err(crate::balloon::Error::Unsupported)
+    }
+
+    /// Starts the other CPUs (at most `max` of them): each runs the backend's own
+    /// bring-up, then [`crate::percpu::init_cpu`] first thing and
+    /// [`crate::smp::secondary_main`] last. Returns how many came online; 0 (the
+    /// default) keeps the image on the boot CPU.
+    ///
+    /// Context: boot CPU, irqs off, once, scheduler and timer initialized.
+    fn start_secondary_cpus(&self, max: u32) -> u32 {
+        let _ = max;
+        0
+    }
+
+    /// Sends `ipi` to CPU `cpu` (never the sender; only to CPUs online).
+    ///
+    /// Context: irqs off, any CPU.
+    fn send_ipi(&self, cpu: crate::percpu::CpuId, ipi: crate::smp::Ipi) {
+        let _ = (cpu, ipi);
+    }
+
+    /// Stops this CPU for good (the halt-all IPI's end, or a second CPU panicking).
+    ///
+    /// Context: any; never returns. The default spins with irqs off.
+    fn halt_cpu(&self) -> ! {
+        self.irqs_disable();
+        loop {
+            core::hint::spin_loop();
+        }
     }
 
     /// Starts the backend's own tasks (for example Xen's xenstore client and its

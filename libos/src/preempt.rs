@@ -15,7 +15,7 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 
 use crate::irqflags::{self, IrqsOff};
-use crate::percpu::{need_resched, this_cpu};
+use crate::percpu::{self, CpuId, PerCpu, need_resched, this_cpu};
 
 /// A preemption model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,24 +147,42 @@ pub fn switch_dynamic(model: Model) -> Result<(), NotDynamic> {
 #[derive(Debug)]
 #[must_use = "preemption is re-enabled when the guard drops"]
 pub struct PreemptGuard {
+    /// The CPU the guard was made on (it must drop there: the task cannot migrate
+    /// while preemption is off).
+    cpu: CpuId,
     _not_send: PhantomData<*const ()>,
 }
 
 /// Disables preemption until the guard drops.
 pub fn preempt_disable() -> PreemptGuard {
-    this_cpu().preempt_count.fetch_add(1, Relaxed);
+    // One `gs:`-relative add: a migration cannot split it (the count we raise is the
+    // one of the CPU we are on when it takes effect, and from then on we stay).
+    let _ = percpu::preempt_count_add(1);
     PreemptGuard {
+        cpu: percpu::cpu_id(),
         _not_send: PhantomData,
+    }
+}
+
+impl PreemptGuard {
+    /// The CPU the caller is pinned to while the guard lives.
+    pub fn cpu(&self) -> CpuId {
+        self.cpu
     }
 }
 
 impl Drop for PreemptGuard {
     fn drop(&mut self) {
-        let before = this_cpu().preempt_count.fetch_sub(1, Relaxed);
-        assert!(before > 0, "BUG: preempt_count underflow");
+        debug_assert_eq!(
+            self.cpu,
+            percpu::cpu_id(),
+            "BUG: PreemptGuard dropped on another CPU (unexpected task migration)"
+        );
+        let (underflow, now_zero) = percpu::preempt_count_add(-1);
+        assert!(!underflow, "BUG: preempt_count underflow");
         // Under full preemption the end of a non-preemptible section is a preemption
         // point (Linux's preempt_enable -> preempt_schedule).
-        if before == 1 && current() == Model::Full && need_resched() && irqflags::irqs_enabled() {
+        if now_zero && current() == Model::Full && need_resched() && irqflags::irqs_enabled() {
             let guard = irqflags::IrqGuard::new();
             raw_cond_resched(&guard.token());
         }
@@ -230,6 +248,10 @@ pub enum SectionResched {
     /// `untraced`: the raw reschedule, but the exit forgets to report hardirqs on
     /// when it returns into the section (the missing `trace_hardirqs_on`).
     Untraced = 2,
+    /// `cpuflag`: the raw reschedule, but the in-preemptible flag stays with the CPU
+    /// instead of following the task (seed 001's migration bug): the scheduler neither
+    /// parks nor loads it. Harmless on one CPU... only until a task migrates.
+    StaysOnCpu = 3,
 }
 
 impl SectionResched {
@@ -239,6 +261,7 @@ impl SectionResched {
             "raw" => Some(SectionResched::Raw),
             "model" => Some(SectionResched::FollowsModel),
             "untraced" => Some(SectionResched::Untraced),
+            "cpuflag" => Some(SectionResched::StaysOnCpu),
             _ => None,
         }
     }
@@ -259,6 +282,12 @@ pub(crate) fn section_exit_forgets_trace() -> bool {
     SECTION_RESCHED.load(Relaxed) == SectionResched::Untraced as u8
 }
 
+/// Whether the scheduler must leave the in-preemptible flag on the CPU
+/// (`hcall_resched=cpuflag`, test-only: seed 001's bug).
+pub(crate) fn section_flag_stays_on_cpu() -> bool {
+    SECTION_RESCHED.load(Relaxed) == SectionResched::StaysOnCpu as u8
+}
+
 /// Runs `f`, a long operation that may be preempted whatever the preemption model:
 /// a hypercall that Xen continues (a balloon's many extents), or long in-kernel work
 /// done with interrupts enabled. While it runs, an interrupt that lands in it
@@ -272,14 +301,16 @@ pub fn preemptible<R>(f: impl FnOnce() -> R) -> R {
         irqflags::irqs_enabled(),
         "preemptible section entered with interrupts disabled"
     );
-    let cpu = this_cpu();
     let outer = {
-        let _irqs = irqflags::IrqGuard::new();
-        cpu.in_preemptible.swap(true, Relaxed)
+        let irqs = irqflags::IrqGuard::new();
+        PerCpu::get(&irqs).in_preemptible.swap(true, Relaxed)
     };
     let r = f();
-    let _irqs = irqflags::IrqGuard::new();
-    cpu.in_preemptible.store(outer, Relaxed);
+    // The task may have been preempted and resumed on another CPU inside `f`: the flag
+    // to clear is the one of the CPU we run on *now* (seed 001), so look it up again
+    // under the guard, never reuse a reference from before `f`.
+    let irqs = irqflags::IrqGuard::new();
+    PerCpu::get(&irqs).in_preemptible.store(outer, Relaxed);
     r
 }
 

@@ -10,16 +10,20 @@ pub const TIMER: u32 = 1;
 /// Network interfaces have news (frames received or transmitted): wake their tasks.
 pub const NET: u32 = 2;
 
-static PENDING: AtomicU32 = AtomicU32::new(0);
-
-/// Marks `which` pending (any context).
-pub fn raise(which: u32) {
-    PENDING.fetch_or(which, Relaxed);
+/// This CPU's pending set (per CPU: a bottom half runs where it was raised, e.g. the
+/// timer's re-arms that CPU's timer).
+fn pending_set() -> &'static AtomicU32 {
+    &crate::percpu::this_cpu().softirq_pending
 }
 
-/// Whether any bottom half is pending.
+/// Marks `which` pending on this CPU (any context; irqs off keeps it on this CPU).
+pub fn raise(which: u32) {
+    pending_set().fetch_or(which, Relaxed);
+}
+
+/// Whether any bottom half is pending on this CPU.
 pub fn pending() -> bool {
-    PENDING.load(Relaxed) != 0
+    pending_set().load(Relaxed) != 0
 }
 
 /// Runs pending bottom halves until none is left.
@@ -28,7 +32,7 @@ pub fn pending() -> bool {
 pub(crate) fn run_pending() {
     let preempt = crate::preempt::preempt_disable();
     loop {
-        let work = PENDING.swap(0, Relaxed);
+        let work = pending_set().swap(0, Relaxed);
         if work == 0 {
             break;
         }

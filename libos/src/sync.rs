@@ -7,7 +7,7 @@ use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::irqflags::IrqGuard;
-use crate::sched::{WaitQueue, block_on};
+use crate::sched::{WaitQueue, block_on_unless};
 
 /// A mutex whose waiters sleep instead of spinning.
 #[derive(Debug, Default)]
@@ -40,7 +40,11 @@ impl<T> Mutex<T> {
             if !self.locked.swap(true, Ordering::Acquire) {
                 return MutexGuard { mutex: self };
             }
-            block_on(&irqs.token(), &self.waiters);
+            // Re-checked once we are a waiter: an unlock on another CPU in between found
+            // no one to wake.
+            block_on_unless(&irqs.token(), &self.waiters, || {
+                !self.locked.load(Ordering::Acquire)
+            });
         }
     }
 }
@@ -104,7 +108,9 @@ impl<T> Channel<T> {
             if let Some(v) = self.queue.lock().pop_front() {
                 return v;
             }
-            block_on(&irqs.token(), &self.receivers);
+            block_on_unless(&irqs.token(), &self.receivers, || {
+                !self.queue.lock().is_empty()
+            });
         }
     }
 }

@@ -133,6 +133,8 @@ pub fn exception(regs: &mut Regs, fault_addr: Option<u64>, stack: &str) -> ! {
         );
         crate::panic::exit(EXCEPTION_EXIT_CODE);
     }
+    // Stop the other CPUs: the report prints once and nothing runs on.
+    crate::smp::halt_others();
     report(&mut out, regs, fault_addr, stack);
     crate::panic::exit(EXCEPTION_EXIT_CODE)
 }

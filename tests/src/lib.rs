@@ -92,6 +92,10 @@ pub struct Case {
     /// host's clock): timing bounds then judge the guest alone, whatever else the
     /// host is busy with. QEMU beds only (KVM-platform QEMU and Xen dom0).
     pub icount: bool,
+    /// Virtual CPUs (QEMU `-smp`); 1 for every single-CPU case.
+    pub smp: u32,
+    /// Substrings that may appear at most once (a report printed once, not per CPU).
+    pub at_most_once: &'static [&'static str],
 }
 
 /// A bound on a number the guest prints as `key=N`.
@@ -119,6 +123,8 @@ fn case(name: &str, app: &'static str, args: &'static [&'static str]) -> Case {
         expect: &[],
         bounds: &[],
         icount: false,
+        smp: 1,
+        at_most_once: &[],
     }
 }
 
@@ -149,6 +155,14 @@ impl Case {
     }
     fn icount(mut self) -> Self {
         self.icount = true;
+        self
+    }
+    fn smp(mut self, cpus: u32) -> Self {
+        self.smp = cpus;
+        self
+    }
+    fn at_most_once(mut self, once: &'static [&'static str]) -> Self {
+        self.at_most_once = once;
         self
     }
 }
@@ -234,8 +248,123 @@ pub fn kvm_qemu_cases() -> Vec<Case> {
         .into_iter()
     .chain(preemption_cases())
     .chain(latency_cases())
+    .chain(smp_cases())
     .collect()
 }
+
+/// SMP on QEMU (`-smp N`, TCG `thread=multi`): `selftest` with its SMP checks under
+/// every preemption model on 2 and 4 CPUs, the migration stress test, and the latency
+/// proof on 2 CPUs. (`expect-cpus=N` makes selftest check that all N came online.)
+pub fn smp_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for (cpus, expect) in [(2, "expect-cpus=2"), (4, "expect-cpus=4")] {
+        for &(name, args) in PREEMPT_MODELS.iter().filter(|(n, _)| !n.contains("hz=")) {
+            let model = name.trim_start_matches("selftest/");
+            let args: &'static [&'static str] = Vec::leak([args, &[expect]].concat());
+            cases.push(
+                case(&format!("smp{cpus}/selftest/{model}"), "selftest", args)
+                    .smp(cpus)
+                    .expect(SELFTEST_SMP),
+            );
+        }
+    }
+    cases.push(
+        case("smp2/selftest/pc-qboot", "selftest", &["expect-cpus=2"])
+            .on(Machine::PcQboot)
+            .smp(2)
+            .expect(SELFTEST_SMP),
+    );
+    cases.push(
+        case("smp1/selftest/one-cpu", "selftest", &["expect-cpus=1"]).expect(&[
+            "smp: 1 CPUs online",
+            "ok   smp: every CPU came online",
+            " passed, 0 failed",
+        ]),
+    );
+    for (cpus, model) in [
+        (2, "none"),
+        (2, "voluntary"),
+        (2, "full"),
+        (2, "dynamic"),
+        (4, "none"),
+        (4, "full"),
+    ] {
+        let args: &'static [&'static str] =
+            Vec::leak(vec![&*String::leak(format!("preempt={model}"))]);
+        cases.push(
+            case(&format!("smp{cpus}/smpstress/{model}"), "smpstress", args)
+                .smp(cpus)
+                .bounds(STRESS_CLEAN)
+                .expect(&["smpstress: ok"]),
+        );
+    }
+    // Seed 001's bug reproduced (the flag stays with the CPU): the stress test sees it.
+    cases.push(
+        case(
+            "smp2/smpstress/seed-001-bug-detected",
+            "smpstress",
+            &["preempt=full", "hcall_resched=cpuflag"],
+        )
+        .smp(2)
+        .status(1)
+        .bounds(&[("flag_errors", Bound::AtLeast(1))])
+        .expect(&["smpstress: FAILED"]),
+    );
+    // A panic on every CPU at once: one report (the first stops the others), with its
+    // backtrace, and the exit status reaches the host from whichever CPU.
+    for cpus in [2, 4] {
+        cases.push(
+            case(
+                &format!("smp{cpus}/crash/panic-on-every-cpu"),
+                "crash",
+                &["smp-panic"],
+            )
+            .smp(cpus)
+            .status(PANIC)
+            .expect(&[
+                "deliberate panic on CPU",
+                "backtrace:",
+                "crash::smp_panic",
+                "end of backtrace",
+            ])
+            .at_most_once(&["panicked at", "backtrace:", "panic while panicking"]),
+        );
+    }
+    cases.extend(
+        latency_cases()
+            .into_iter()
+            .filter(|c| {
+                c.name.starts_with("latency/section/")
+                    || c.name == "latency/seed-000-bug-detected/none"
+            })
+            .map(|c| {
+                // hz=50 on SMP: each vCPU is a host thread, and on this oversubscribed
+                // 2-core machine a thread can wait tens of milliseconds for a core;
+                // a 20 ms tick keeps the 2-tick bound about the guest, not the host.
+                // (The seed-000 bug still shows as tens of ticks.)
+                let args: &'static [&'static str] = Vec::leak([c.args, &["hz=50"]].concat());
+                let name = format!("smp2/{}", c.name);
+                Case { name, args, ..c }.smp(2)
+            }),
+    );
+    cases
+}
+
+/// The stress test found nothing wrong, and tasks did migrate inside their sections.
+const STRESS_CLEAN: &[(&str, Bound)] = &[
+    ("flag_errors", Bound::AtMost(0)),
+    ("data_errors", Bound::AtMost(0)),
+    ("section_migrations", Bound::AtLeast(1)),
+    ("migrations", Bound::AtLeast(1)),
+];
+
+const SELFTEST_SMP: &[&str] = &[
+    "CPUs online",
+    "ok   smp: every CPU came online",
+    "ok   smp: every CPU runs one of N tasks that wait for each other",
+    "ok   smp: those wake-ups went by reschedule IPI",
+    " passed, 0 failed",
+];
 
 /// The cases for uhyve: the same image as on QEMU, entered through hermit-entry.
 pub fn uhyve_cases() -> Vec<Case> {
@@ -834,6 +963,12 @@ pub fn check(case: &Case, status: Option<i32>, output: &str) -> Result<(), Strin
             None => return Err(format!("output lacks `{want}`")),
         }
     }
+    for want in case.at_most_once {
+        let n = output.matches(want).count();
+        if n > 1 {
+            return Err(format!("`{want}` appears {n} times, want at most once"));
+        }
+    }
     for &(key, bound) in case.bounds {
         let prefix = format!("{key}=");
         let value = output
@@ -902,6 +1037,12 @@ mod tests {
         assert_eq!(
             check(&b, Some(0), "nothing"),
             Err("output lacks `lat=N`".into())
+        );
+        let once = case("t", "x", &[]).at_most_once(&["panicked"]);
+        assert!(check(&once, Some(0), "panicked once").is_ok());
+        assert_eq!(
+            check(&once, Some(0), "panicked, panicked"),
+            Err("`panicked` appears 2 times, want at most once".into())
         );
     }
 }

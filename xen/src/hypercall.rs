@@ -53,6 +53,22 @@ pub unsafe fn hypercall(op: u32, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) ->
     ret
 }
 
+/// `HYPERVISOR_set_segment_base(SEGBASE_GS_KERNEL, base)`: the GS base in (PV) kernel
+/// mode, where the guest lives; returns Xen's result (0 on success).
+pub fn set_gs_kernel_base(base: u64) -> i64 {
+    // SAFETY: plain values; Xen checks that `base` is a canonical address.
+    unsafe {
+        hypercall(
+            xen_sys::__HYPERVISOR_set_segment_base,
+            u64::from(xen_sys::SEGBASE_GS_KERNEL),
+            base,
+            0,
+            0,
+            0,
+        )
+    }
+}
+
 /// `SCHEDOP_shutdown` reasons.
 pub use xen_sys::{SHUTDOWN_crash, SHUTDOWN_poweroff};
 

@@ -194,6 +194,15 @@ impl Platform for Xen {
         crate::events::block();
     }
 
+    fn set_percpu_base(&self, base: u64) {
+        // (A PV kernel cannot write IA32_GS_BASE; Xen keeps the kernel-mode base.)
+        if hypercall::set_gs_kernel_base(base) != 0 {
+            // Nothing can print yet (the console needs per-CPU data): crash the domain,
+            // which `xl` and the test bed report.
+            hypercall::shutdown(hypercall::SHUTDOWN_crash);
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         // SAFETY: vcpu_info.time is Xen's pvclock record for this vCPU (same layout as
         // `PvclockRecord`: 32 bytes, same fields), kept updated by Xen.

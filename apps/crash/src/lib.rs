@@ -5,10 +5,14 @@
 //! its own stack), `task-overflow` (the same in a spawned task, whose stack is heap
 //! memory with a guard page), `nullptr` (reads address 0), `irq` (a panic inside the
 //! timer interrupt handler, on the irq stack), `untraced-irq` (enables interrupts
-//! without telling irq-state tracing; debug builds catch it at the next interrupt).
+//! without telling irq-state tracing; debug builds catch it at the next interrupt),
+//! `smp-panic` (a task on every CPU panics at the same moment: the first report stops
+//! the other CPUs, so exactly one is printed).
 //! Each must end the image non-zero with a report and a backtrace naming the functions
 //! below.
 #![no_std]
+
+extern crate alloc;
 
 use libos::println;
 use libos::sched::{self, Priority};
@@ -17,7 +21,7 @@ use libos::sched::{self, Priority};
 const UNMAPPED: usize = 0x0000_7fff_dead_0000;
 
 const MODES: &str =
-    "task | pagefault | ud | overflow | task-overflow | nullptr | irq | untraced-irq";
+    "task | pagefault | ud | overflow | task-overflow | nullptr | irq | untraced-irq | smp-panic";
 
 /// The application's entry.
 pub fn main(args: &libos::Args) -> i32 {
@@ -41,11 +45,39 @@ pub fn main(args: &libos::Args) -> i32 {
         }
         "irq" => panic_in_timer_interrupt(),
         "untraced-irq" => untraced_irq_enable(),
+        "smp-panic" => panic_on_every_cpu(),
         other => {
             println!("crash: unknown mode `{other}` (MODE: {MODES})");
             2
         }
     }
+}
+
+/// One task per CPU; they wait for each other (so they run at once, one per CPU), then
+/// all panic.
+fn panic_on_every_cpu() -> i32 {
+    use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    static ARRIVED: AtomicU32 = AtomicU32::new(0);
+    let cpus = libos::percpu::online_cpus();
+    println!("crash: panicking on {cpus} CPUs at once");
+    let handles: alloc::vec::Vec<_> = (0..cpus)
+        .map(|_| {
+            sched::spawn("panicker", Priority::Normal, move || {
+                ARRIVED.fetch_add(1, SeqCst);
+                while ARRIVED.load(SeqCst) < cpus {
+                    core::hint::spin_loop();
+                }
+                smp_panic(libos::percpu::cpu_id());
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(sched::JoinHandle::join);
+    0
+}
+
+#[inline(never)]
+fn smp_panic(cpu: u32) -> ! {
+    panic!("deliberate panic on CPU {cpu}");
 }
 
 #[inline(never)]

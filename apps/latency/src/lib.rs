@@ -4,8 +4,8 @@
 //!
 //! A low-priority task runs the load in a loop — `section`: long in-kernel work (memory
 //! scrubbing) inside `libos::preempt::preemptible`, each lasting `section_ticks` ticks;
-//! `balloon`: balloon `balloon_mib` MiB (default: 5/8 of the heap) out and back in,
-//! each a single preemptible hypercall (Xen); `none`: nothing. A high-priority task sleeps one tick at a time and
+//! `balloon`: balloon `balloon_mib` MiB out and back in, each a single preemptible
+//! hypercall (Xen); `none`: nothing. A high-priority task sleeps one tick at a time and
 //! records how late it wakes. With `switch=MODEL` (under `preempt=dynamic`) the model is
 //! switched halfway. Prints every sample (`late_us=…`, sorted) and percentiles, and ends
 //! with `max_wake_latency_ticks=N`.
@@ -16,7 +16,7 @@ extern crate alloc;
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 
 use libos::preempt::{self, Model};
 use libos::sched::{self, Priority};
@@ -43,9 +43,11 @@ fn parse(args: &libos::Args) -> Result<Options, &str> {
         load: Load::Section,
         samples: 60,
         section_ticks: 30,
-        // 5/8 of the heap: each hypercall then spans ≥ 20 ticks at the default hz=250
-        // with the app's default 512 MiB (Xen in QEMU, TCG), leaving room for the rest.
-        balloon_mib: ((libos::heap::total_bytes() * 5 / 8) >> 20).max(1) as usize,
+        // 5/8 of the heap (shared by the loads, one per CPU): each hypercall then spans
+        // ≥ 20 ticks at the default hz=250 with the app's default 512 MiB (Xen in QEMU,
+        // TCG), leaving room for the rest.
+        balloon_mib: ((libos::heap::total_bytes() * 5 / 8) >> 20) as usize
+            / libos::percpu::online_cpus().max(1) as usize,
         switch: None,
     };
     for arg in args.iter() {
@@ -93,6 +95,54 @@ fn scrub_section(buf: &mut [u8], ticks: u64) -> u64 {
     })
 }
 
+/// Runs the load until `stop`, counting itself in `started` once it is under way;
+/// returns its rounds, or what went wrong.
+fn run_load(
+    load: Load,
+    section_ticks: u64,
+    balloon_mib: usize,
+    stop: &AtomicBool,
+    started: &AtomicUsize,
+) -> Result<u64, alloc::string::String> {
+    // Only the section load needs a buffer to scrub.
+    let mut buf = if load == Load::Section {
+        preempt::preemptible(|| alloc::vec![0u8; 4 << 20])
+    } else {
+        Vec::new()
+    };
+    let mut rounds = 0u64;
+    // Writing and checking the witness is long work too: preemptible, like the load.
+    let witness: Vec<u8> =
+        preempt::preemptible(|| (0..(1 << 20)).map(|i| (i % 251) as u8).collect());
+    started.fetch_add(1, SeqCst);
+    while !stop.load(SeqCst) {
+        match load {
+            Load::Section => {
+                scrub_section(&mut buf, section_ticks);
+            }
+            Load::Balloon => {
+                libos::balloon::cycle(balloon_mib * 256).map_err(|e| alloc::format!("{e}"))?;
+                // Data integrity: memory the app wrote is unchanged by the cycle.
+                let intact = preempt::preemptible(|| {
+                    witness
+                        .iter()
+                        .enumerate()
+                        .all(|(i, &b)| b == (i % 251) as u8)
+                });
+                if !intact {
+                    return Err("data written before a balloon cycle changed".into());
+                }
+            }
+            Load::None => sched::sleep_ns(time::tick_ns()),
+        }
+        rounds += 1;
+        // Between rounds the load yields, as real work would: under `none` this is
+        // the only other point where the sampler can run.
+        sched::yield_now();
+    }
+    Ok(rounds)
+}
+
 /// The application's entry.
 pub fn main(args: &libos::Args) -> i32 {
     let opts = match parse(args) {
@@ -113,63 +163,34 @@ pub fn main(args: &libos::Args) -> i32 {
         opts.samples
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let started = Arc::new(AtomicBool::new(false));
-    let rounds_done = Arc::new(core::sync::atomic::AtomicU64::new(0));
     let failure = Arc::new(Mutex::new(None));
-    let (stop_l, failure_l, load) = (stop.clone(), failure.clone(), opts.load);
-    let (started_l, rounds_l) = (started.clone(), rounds_done.clone());
-    let (section_ticks, balloon_mib) = (opts.section_ticks, opts.balloon_mib);
-    let loader = sched::spawn("load", Priority::Low, move || {
-        // Only the section load needs a buffer to scrub.
-        let mut buf = if load == Load::Section {
-            preempt::preemptible(|| alloc::vec![0u8; 4 << 20])
-        } else {
-            Vec::new()
-        };
-        let mut rounds = 0u64;
-        // Writing and checking the witness is long work too: preemptible, like the load.
-        let witness: Vec<u8> =
-            preempt::preemptible(|| (0..(1 << 20)).map(|i| (i % 251) as u8).collect());
-        started_l.store(true, SeqCst);
-        while !stop_l.load(SeqCst) {
-            match load {
-                Load::Section => {
-                    scrub_section(&mut buf, section_ticks);
-                }
-                Load::Balloon => {
-                    if let Err(e) = libos::balloon::cycle(balloon_mib * 256) {
-                        *failure_l.lock() = Some(alloc::format!("{e}"));
-                        return;
+    let rounds = Arc::new(AtomicU64::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let cpus = libos::percpu::online_cpus().max(1) as usize;
+    // One load per CPU, so on SMP the sampler cannot simply run on an idle CPU: every
+    // CPU is busy with a load that only a preemptible section (or a yield) gives up.
+    let loaders: Vec<_> = (0..cpus)
+        .map(|_| {
+            let (stop, failure, rounds) = (stop.clone(), failure.clone(), rounds.clone());
+            let started = started.clone();
+            let (load, section_ticks, balloon_mib) =
+                (opts.load, opts.section_ticks, opts.balloon_mib);
+            sched::spawn("load", Priority::Low, move || {
+                match run_load(load, section_ticks, balloon_mib, &stop, &started) {
+                    Ok(n) => {
+                        rounds.fetch_add(n, SeqCst);
                     }
-                    // Data integrity: memory the app wrote is unchanged by the cycle.
-                    let intact = preempt::preemptible(|| {
-                        witness
-                            .iter()
-                            .enumerate()
-                            .all(|(i, &b)| b == (i % 251) as u8)
-                    });
-                    if !intact {
-                        *failure_l.lock() =
-                            Some("data written before a balloon cycle changed".into());
-                        return;
-                    }
+                    Err(e) => *failure.lock() = Some(e),
                 }
-                Load::None => sched::sleep_ns(time::tick_ns()),
-            }
-            rounds += 1;
-            rounds_l.store(rounds, SeqCst);
-            // Between rounds the load yields, as real work would: under `none` this is
-            // the only other point where the sampler can run.
-            sched::yield_now();
-        }
-        println!("latency: {rounds} load rounds; data intact");
-    });
+            })
+        })
+        .collect();
     let late = Arc::new(Mutex::new(Vec::with_capacity(opts.samples)));
     let (late_s, samples, switch) = (late.clone(), opts.samples, opts.switch);
     let sampler = sched::spawn("sampler", Priority::High, move || {
-        // Measure only while the load runs: wait until it has started, then give it
-        // two more ticks to get going.
-        while !started.load(SeqCst) {
+        // Measure only while the loads run: wait until each has started, then give
+        // them two more ticks to get going.
+        while started.load(SeqCst) < cpus {
             sched::sleep_ns(time::tick_ns());
         }
         sched::sleep_ns(2 * time::tick_ns());
@@ -189,17 +210,19 @@ pub fn main(args: &libos::Args) -> i32 {
     });
     sampler.join();
     stop.store(true, SeqCst);
-    loader.join();
+    loaders.into_iter().for_each(sched::JoinHandle::join);
     if let Some(e) = failure.lock().take() {
         println!("latency: the load failed: {e}");
         return 1;
     }
     // Every sample overlapped the load, and the load's own checks ran at least once
     // (a measurement taken while nothing ran would prove nothing).
-    if load != Load::None && rounds_done.load(SeqCst) == 0 {
+    let rounds = rounds.load(SeqCst);
+    if opts.load != Load::None && rounds == 0 {
         println!("latency: the load never completed a round; raise samples=");
         return 1;
     }
+    println!("latency: {rounds} load rounds; data intact");
     let mut l = late.lock().clone();
     l.sort_unstable();
     // Every sample, for `cargo xtask bench preempt`'s distributions.

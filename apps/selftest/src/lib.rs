@@ -8,6 +8,7 @@ extern crate alloc;
 
 mod heap_touch;
 mod sched_checks;
+mod smp_checks;
 
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
@@ -34,6 +35,7 @@ pub fn main(args: &libos::Args) -> i32 {
     check_traps(&mut c);
     check_backtrace(&mut c);
     sched_checks::run(&mut c);
+    smp_checks::run(&mut c, smp_checks::expected_cpus(args));
     c.check(
         "boot: entry-to-main cycles measured",
         libos::boot::entry_to_main_cycles() > 0,

@@ -60,10 +60,14 @@ fn check_tasks(c: &mut Checker) {
 
     let order = Arc::new(Mutex::new(Vec::new()));
     let (o1, o2) = (order.clone(), order.clone());
+    // On SMP an idle CPU would run `low` at once: keep the others busy, so both wait
+    // for this CPU and the order shows the run queue's priorities.
+    let hogs = Hogs::occupy_other_cpus(false);
     let low = sched::spawn("low", Priority::Low, move || o1.lock().push("low"));
     let high = sched::spawn("high", Priority::High, move || o2.lock().push("high"));
     low.join();
     high.join();
+    drop(hogs);
     c.check_eq(
         "sched: high priority runs before low",
         order.lock().clone(),
@@ -186,13 +190,16 @@ fn check_notify(c: &mut Checker) {
         return;
     };
     // A sleeping helper keeps the timer armed; the callback must run at the exit of an
-    // interrupt that lands in this (running, irqs-on) task.
+    // interrupt that lands in this (running, irqs-on) task. (On SMP the other CPUs are
+    // kept busy, so the helper competes with this task and this CPU's timer ticks.)
+    let hogs = Hogs::occupy_other_cpus(false);
     let helper = sched::spawn("ticker", Priority::Normal, || {
         sched::sleep_ns(2 * time::tick_ns())
     });
     libos::notify::raise(id);
     spin_ticks(20, false, &|| NOTIFIED.load(SeqCst) > 0);
     let ran = NOTIFIED.load(SeqCst) > 0;
+    drop(hogs);
     helper.join();
     c.check(
         "exit work: notify callback ran at interrupt exit into this task",
@@ -201,8 +208,55 @@ fn check_notify(c: &mut Checker) {
     );
 }
 
-/// Whether a timer-woken task runs while this task spins for 6 ticks.
+/// Tasks spinning on every CPU but this one (none on one CPU), so a check about what
+/// happens to a task competing with this one for a CPU means the same on SMP. Stopped
+/// and joined on drop.
+pub struct Hogs {
+    stop: Arc<AtomicBool>,
+    handles: Vec<sched::JoinHandle>,
+}
+
+impl Hogs {
+    /// Starts one hog per other online CPU and waits until all of them run. With
+    /// `voluntary` they call `cond_resched()` as they spin.
+    pub fn occupy_other_cpus(voluntary: bool) -> Hogs {
+        let others = libos::percpu::online_cpus().saturating_sub(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicU64::new(0));
+        let handles = (0..others)
+            .map(|_| {
+                let (stop, started) = (stop.clone(), started.clone());
+                sched::spawn("hog", Priority::Normal, move || {
+                    started.fetch_add(1, SeqCst);
+                    while !stop.load(SeqCst) {
+                        if voluntary {
+                            preempt::cond_resched();
+                        }
+                        core::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        // Each landed on an idle CPU (a wake-up prefers one); wait until they spin.
+        let deadline = time::now_ns() + 2_000_000_000;
+        while started.load(SeqCst) < u64::from(others) && time::now_ns() < deadline {
+            core::hint::spin_loop();
+        }
+        Hogs { stop, handles }
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        self.handles.drain(..).for_each(sched::JoinHandle::join);
+    }
+}
+
+/// Whether a timer-woken task runs while this task spins for 6 ticks (and, on SMP,
+/// hogs spin on the other CPUs).
 fn woken_task_ran_during_spin(voluntary: bool) -> bool {
+    let hogs = Hogs::occupy_other_cpus(voluntary);
     let ran = Arc::new(AtomicBool::new(false));
     let r = ran.clone();
     let woken = sched::spawn("woken", Priority::Normal, move || {
@@ -211,8 +265,16 @@ fn woken_task_ran_during_spin(voluntary: bool) -> bool {
     });
     // Let it start and go to sleep (a yield works under every model).
     sched::yield_now();
-    spin_ticks(6, voluntary, &|| false);
+    // (Longer on SMP: with a vCPU thread per CPU on a busy host, a wake-up there can
+    // lag by a few ticks before anything runs it.)
+    let ticks = if libos::percpu::online_cpus() > 1 {
+        15
+    } else {
+        6
+    };
+    spin_ticks(ticks, voluntary, &|| false);
     let during = ran.load(SeqCst);
+    drop(hogs);
     woken.join();
     during
 }

@@ -184,7 +184,8 @@ fn start<T: Transport + 'static>(
         libos::net::interrupt(id);
     }));
     let vector = devirq::register(handler).ok_or(InitError::Interrupt("no free vector"))?;
-    ioapic::route(gsi, vector, apic::id())
+    // I/O APIC destinations are 8-bit xAPIC ids (all CPUs QEMU gives us fit).
+    ioapic::route(gsi, vector, apic::id() as u8)
         .map_err(|_| InitError::Interrupt("line beyond the I/O APICs"))?;
     // The device may have raised its line (DHCP's first reply) before the route
     // existed; that assertion was never delivered and a level-triggered line that

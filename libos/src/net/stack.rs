@@ -427,7 +427,9 @@ fn run(stack: &'static Stack) {
         let irqs = IrqGuard::new();
         // Irqs off: an interrupt's wake-up cannot slip between this check and the sleep.
         if !stack.pending.load(Ordering::Acquire) {
-            sched::block_on_until(&irqs.token(), &stack.wake, deadline);
+            sched::block_on_until_unless(&irqs.token(), &stack.wake, deadline, || {
+                stack.pending.load(Ordering::Acquire)
+            });
         }
     }
 }

@@ -1,9 +1,17 @@
 //! The scheduler: tasks with their own stacks, priorities, sleep, yield, join, wait
 //! queues, and preemption according to the model in force.
 //!
-//! One CPU for now. All scheduler state sits behind [`SCHED`], a spin lock taken only
-//! with irqs off (the functions demand an [`IrqsOff`] token), so interrupt handlers and
-//! tasks never deadlock on it. `schedule()` drops the lock before switching stacks.
+//! SMP, first step: one run queue shared by all CPUs. All scheduler state sits behind
+//! [`SCHED`], a spin lock taken only with irqs off (the functions demand an [`IrqsOff`]
+//! token), so interrupt handlers and tasks never deadlock on it, on one CPU or many.
+//! Each CPU has its own current task and idle task. `schedule()` drops the lock before
+//! switching stacks, so a task it queued could be picked by another CPU before this one
+//! has left the task's stack: each task's `on_cpu` flag (Linux's `p->on_cpu`, changed
+//! only under the lock) says a CPU still stands on its stack, and `schedule` never
+//! picks such a task (no CPU ever waits for another, so no cycle of waits). The CPU
+//! clears it right after its switch, when the task's saved stack pointer and
+//! in-preemptible flag are final, and kicks a CPU for it if it is ready. Wake-ups kick
+//! an idle CPU, or one running a lower-priority task, with a reschedule IPI.
 
 mod queue;
 mod stack;
@@ -17,7 +25,7 @@ pub use queue::{Priority, RunQueue};
 pub use stack::Stack;
 
 use crate::irqflags::{self, IrqGuard, IrqsOff};
-use crate::percpu::{self, this_cpu};
+use crate::percpu::{self, CpuId, MAX_CPUS, PerCpu, this_cpu};
 
 /// Bytes of a task's stack.
 pub const TASK_STACK_SIZE: usize = 64 * 1024;
@@ -26,7 +34,8 @@ pub const TASK_STACK_SIZE: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TaskId(pub u64);
 
-/// The idle task (runs when nothing else is ready; never queued).
+/// The boot CPU's idle task (runs when nothing else is ready; never queued). Other CPUs'
+/// idle tasks are their boot contexts, registered by [`init_secondary`].
 const IDLE: TaskId = TaskId(0);
 /// The boot context, which runs the application's `main`.
 const MAIN: TaskId = TaskId(1);
@@ -52,8 +61,44 @@ struct Task {
     joiners: Vec<TaskId>,
     /// Dropped JoinHandle: free everything once dead.
     detached: bool,
-    /// The per-CPU in-preemptible flag while this task is switched out.
+    /// The per-CPU in-preemptible flag while this task is switched out: saved by the
+    /// CPU switching away from it, loaded by the CPU switching to it (seed 001). Under
+    /// the lock, and final by the time the task can be picked (`on_cpu` clear).
     in_preemptible: bool,
+    /// A CPU still runs on this task's stack: set by the CPU switching to it, cleared
+    /// by that CPU once it has switched away (both under the lock, which orders the
+    /// saved stack pointer before the next CPU's pick). The task is not picked, and its
+    /// memory not freed, while set.
+    on_cpu: bool,
+    /// Whether this is a CPU's idle task (never queued).
+    is_idle: bool,
+    /// The CPU that ran it last (statistics and tests).
+    last_cpu: CpuId,
+}
+
+impl Task {
+    fn new(
+        name: &'static str,
+        prio: Priority,
+        state: State,
+        sp: u64,
+        stack: Option<Stack>,
+    ) -> Task {
+        Task {
+            name,
+            prio,
+            state,
+            sp,
+            stack,
+            entry: None,
+            joiners: Vec::new(),
+            detached: false,
+            in_preemptible: false,
+            on_cpu: state == State::Running,
+            is_idle: false,
+            last_cpu: 0,
+        }
+    }
 }
 
 struct Scheduler {
@@ -61,7 +106,10 @@ struct Scheduler {
     ready: RunQueue<TaskId>,
     /// (deadline ns, sequence) → sleeping task.
     sleepers: BTreeMap<(u64, u64), TaskId>,
-    current: TaskId,
+    /// Each CPU's running task (meaningful for online CPUs).
+    current: [TaskId; MAX_CPUS],
+    /// Each CPU's idle task.
+    idle: [TaskId; MAX_CPUS],
     next_id: u64,
     sleep_seq: u64,
     /// Dead tasks whose stacks are freed by the next task to run.
@@ -87,38 +135,25 @@ pub(crate) fn init() {
     let idle_stack = Stack::new(16 * 1024);
     let idle_sp = stack::initial_frame(&idle_stack, IDLE.0);
     let mut tasks = BTreeMap::new();
-    let task = |name, prio, state, sp, stack| {
-        Box::new(Task {
-            name,
-            prio,
-            state,
-            sp,
-            stack,
-            entry: None,
-            joiners: Vec::new(),
-            detached: false,
-            in_preemptible: false,
-        })
-    };
-    tasks.insert(
-        IDLE,
-        task(
-            "idle",
-            Priority::Low,
-            State::Ready,
-            idle_sp,
-            Some(idle_stack),
-        ),
+    let mut idle = Task::new(
+        "idle",
+        Priority::Low,
+        State::Ready,
+        idle_sp,
+        Some(idle_stack),
     );
+    idle.is_idle = true;
+    tasks.insert(IDLE, Box::new(idle));
     tasks.insert(
         MAIN,
-        task("main", Priority::Normal, State::Running, 0, None),
+        Box::new(Task::new("main", Priority::Normal, State::Running, 0, None)),
     );
     *SCHED.lock() = Some(Scheduler {
         tasks,
         ready: RunQueue::new(),
         sleepers: BTreeMap::new(),
-        current: MAIN,
+        current: [MAIN; MAX_CPUS],
+        idle: [IDLE; MAX_CPUS],
         next_id: 2,
         sleep_seq: 0,
         zombies: VecDeque::new(),
@@ -126,19 +161,42 @@ pub(crate) fn init() {
     drop(guard);
 }
 
+/// Registers the running context of an application processor as its idle task.
+///
+/// Context: the AP, irqs off, per-CPU base set, once, before it goes online.
+pub(crate) fn init_secondary(irqs_off: &IrqsOff) {
+    let cpu = PerCpu::get(irqs_off).id() as usize;
+    with(irqs_off, |s| {
+        let id = TaskId(s.next_id);
+        s.next_id += 1;
+        let mut t = Task::new("idle", Priority::Low, State::Running, 0, None);
+        t.is_idle = true;
+        t.last_cpu = cpu as CpuId;
+        s.tasks.insert(id, Box::new(t));
+        s.current[cpu] = id;
+        s.idle[cpu] = id;
+    });
+}
+
 /// The running task's id.
 pub fn current() -> TaskId {
     let g = IrqGuard::new();
-    with(&g.token(), |s| s.current)
+    with(&g.token(), |s| s.cur())
 }
 
 /// The running task's name.
 pub fn current_name() -> &'static str {
     let g = IrqGuard::new();
-    with(&g.token(), |s| s.tasks[&s.current].name)
+    with(&g.token(), |s| s.tasks[&s.cur()].name)
 }
 
-/// Makes `id` ready; asks for a reschedule if it outranks the running task.
+/// The CPU that ran task `id` last (`None` if it is gone).
+pub fn last_cpu(id: TaskId) -> Option<CpuId> {
+    let g = IrqGuard::new();
+    with(&g.token(), |s| s.tasks.get(&id).map(|t| t.last_cpu))
+}
+
+/// Makes `id` ready; kicks a CPU if it should run it now (see [`Scheduler::kick_for`]).
 fn make_ready(s: &mut Scheduler, id: TaskId) {
     let Some(t) = s.tasks.get_mut(&id) else {
         return;
@@ -149,80 +207,120 @@ fn make_ready(s: &mut Scheduler, id: TaskId) {
     t.state = State::Ready;
     let prio = t.prio;
     s.ready.push(id, prio);
-    let cur = &s.tasks[&s.current];
-    if s.current == IDLE || prio > cur.prio {
-        percpu::set_need_resched();
-    }
+    s.kick_for(prio);
 }
 
-/// Picks the next task and switches to it. Returns when this task runs again.
+/// Picks the next task and switches to it. Returns when this task runs again (on
+/// whichever CPU).
 ///
 /// Context: irqs off, preemptible (preemption count 0, not on the irq stack); any
 /// model (the callers decide whether a reschedule is allowed).
 pub fn schedule(irqs_off: &IrqsOff) {
     irqflags::assert_irqs_disabled();
+    let cpu = PerCpu::get(irqs_off);
     assert_eq!(
-        this_cpu().preempt_count.load(Relaxed),
+        cpu.preempt_count.load(Relaxed),
         0,
         "BUG: scheduling while atomic"
     );
+    let me = cpu.id() as usize;
     let switch = with(irqs_off, |s| {
-        this_cpu().need_resched.store(false, Relaxed);
-        let prev = s.current;
+        cpu.need_resched.store(false, Relaxed);
+        let prev = s.current[me];
         let prev_task = s.tasks.get_mut(&prev).expect("current task exists");
-        if prev_task.state == State::Running && prev != IDLE {
+        // (A task woken between blocking and this call is Ready and queued already.)
+        if prev_task.state == State::Running && !prev_task.is_idle {
             prev_task.state = State::Ready;
             let prio = prev_task.prio;
             s.ready.push(prev, prio);
         }
-        let next = s.ready.pop().unwrap_or(IDLE);
+        // Only a task no CPU stands on may be entered: its saved stack pointer and flag
+        // are final then. `prev` is the exception: the CPU on it is this one. (A woken
+        // task still leaving another CPU stays queued; that CPU kicks someone for it
+        // once it is off its stack, in `finish_switch`.)
+        let Scheduler { ready, tasks, .. } = &mut *s;
+        let next = ready
+            .pop_where(|t| *t == prev || !tasks[t].on_cpu)
+            .unwrap_or(s.idle[me]);
         if next == prev {
             s.tasks.get_mut(&prev).expect("exists").state = State::Running;
             return None;
         }
         // The in-preemptible flag is the task's, not the CPU's (seed 001): park it with
-        // the task and load the next task's.
-        let cpu = this_cpu();
+        // the task, load the next task's, on whichever CPU each of them ran before.
+        // (`hcall_resched=cpuflag` skips both to reproduce the bug for tests.)
+        let follows_task = !crate::preempt::section_flag_stays_on_cpu();
         let prev_task = s.tasks.get_mut(&prev).expect("exists");
-        prev_task.in_preemptible = cpu.in_preemptible.load(Relaxed);
+        if follows_task {
+            prev_task.in_preemptible = cpu.in_preemptible.load(Relaxed);
+        }
         let save: *mut u64 = &raw mut prev_task.sp;
         let next_task = s.tasks.get_mut(&next).expect("queued task exists");
-        cpu.in_preemptible.store(next_task.in_preemptible, Relaxed);
         next_task.state = State::Running;
-        s.current = next;
-        Some((save, next_task.sp))
+        next_task.last_cpu = me as CpuId;
+        next_task.on_cpu = true;
+        if follows_task {
+            cpu.in_preemptible.store(next_task.in_preemptible, Relaxed);
+        }
+        let next_sp = next_task.sp;
+        s.current[me] = next;
+        SWITCHED_FROM[me].store(prev.0 + 1, Relaxed);
+        Some((save, next_sp))
     });
     if let Some((save, next_sp)) = switch {
         SWITCHES.fetch_add(1, Relaxed);
-        // SAFETY: irqs are off; `save` points into a boxed Task that lives until it is
-        // reaped, which only happens after it stopped running; `next_sp` was saved by a
-        // switch or built by `initial_frame`, and its stack is owned by its task.
+        cpu.task_switches.fetch_add(1, Relaxed);
+        // SAFETY: irqs are off; `save` points into the boxed prev Task, which is not
+        // freed while its `on_cpu` is set (cleared under the lock by `finish_switch`
+        // after this switch); `next_sp` was saved by the switch away from `next`, which
+        // completed before that CPU cleared `on_cpu` under the lock we then took (or
+        // built by `initial_frame`), and no other CPU enters `next` while we are on it.
         unsafe { stack::switch_stack(save, next_sp) };
         finish_switch(irqs_off);
     }
 }
 
-/// Runs in the task that was just switched to: frees the stacks of dead tasks (never
-/// the one we stand on).
+/// Per CPU: 1 + the id of the task that CPU is switching away from (0 = none). Written
+/// by `schedule` under the lock just before the stack switch, taken by `finish_switch`
+/// on the same CPU right after it.
+static SWITCHED_FROM: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Runs in the task that was just switched to: lets go of the previous task (its
+/// `on_cpu`; if it is ready, another CPU may take it now, so kick one), then frees the
+/// stacks of dead tasks no CPU stands on.
 fn finish_switch(irqs_off: &IrqsOff) {
+    let me = PerCpu::get(irqs_off).id() as usize;
+    let prev = SWITCHED_FROM[me].swap(0, Relaxed);
     let dead: Vec<Box<Task>> = with(irqs_off, |s| {
+        if let Some(t) = prev
+            .checked_sub(1)
+            .and_then(|id| s.tasks.get_mut(&TaskId(id)))
+        {
+            // Under the lock: the stack switch away from it is complete, and whoever
+            // takes the lock next sees its final saved state.
+            t.on_cpu = false;
+            if t.state == State::Ready {
+                let prio = t.prio;
+                s.kick_for(prio);
+            }
+        }
         let mut freed = Vec::new();
-        while let Some(id) = s.zombies.pop_front() {
+        for _ in 0..s.zombies.len() {
+            let Some(id) = s.zombies.pop_front() else {
+                break;
+            };
             let t = s.tasks.get_mut(&id).expect("zombie exists");
+            if t.on_cpu {
+                // Another CPU is still leaving this stack: later.
+                s.zombies.push_back(id);
+                continue;
+            }
             if t.detached {
                 freed.push(s.tasks.remove(&id).expect("exists"));
             } else if let Some(stack) = t.stack.take() {
-                freed.push(Box::new(Task {
-                    name: t.name,
-                    prio: t.prio,
-                    state: State::Dead,
-                    sp: 0,
-                    stack: Some(stack),
-                    entry: None,
-                    joiners: Vec::new(),
-                    detached: true,
-                    in_preemptible: false,
-                }));
+                let mut husk = Task::new(t.name, t.prio, State::Dead, 0, Some(stack));
+                husk.detached = true;
+                freed.push(Box::new(husk));
             }
         }
         freed
@@ -255,7 +353,7 @@ fn exit_current() -> ! {
     let guard = IrqGuard::new();
     let irqs_off = guard.token();
     with(&irqs_off, |s| {
-        let id = s.current;
+        let id = s.cur();
         let t = s.tasks.get_mut(&id).expect("current exists");
         t.state = State::Dead;
         let joiners = core::mem::take(&mut t.joiners);
@@ -268,8 +366,8 @@ fn exit_current() -> ! {
     unreachable!("a dead task was scheduled again");
 }
 
-/// The idle task: halts until an interrupt whenever nothing is ready.
-fn idle_loop() -> ! {
+/// The idle task (every CPU's): halts until an interrupt whenever nothing is ready.
+pub(crate) fn idle_loop() -> ! {
     // SAFETY: idle starts from `schedule` with irqs off and keeps them off except
     // inside `idle_wait`, which returns with them off again.
     let irqs_off = unsafe { IrqsOff::assume() };
@@ -315,7 +413,7 @@ impl JoinHandle {
             let guard = IrqGuard::new();
             let irqs_off = guard.token();
             let done = with(&irqs_off, |s| {
-                let me = s.current;
+                let me = s.cur();
                 match s.tasks.get_mut(&self.id) {
                     Some(t) if t.state != State::Dead => {
                         t.joiners.push(me);
@@ -365,17 +463,8 @@ pub fn spawn(name: &'static str, prio: Priority, f: impl FnOnce() + Send + 'stat
         let id = TaskId(s.next_id);
         s.next_id += 1;
         let sp = stack::initial_frame(&stack, id.0);
-        let task = Task {
-            name,
-            prio,
-            state: State::Blocked,
-            sp,
-            stack: Some(stack),
-            entry: Some(Box::new(f)),
-            joiners: Vec::new(),
-            detached: false,
-            in_preemptible: false,
-        };
+        let mut task = Task::new(name, prio, State::Blocked, sp, Some(stack));
+        task.entry = Some(Box::new(f));
         s.tasks.insert(id, Box::new(task));
         make_ready(s, id);
         id
@@ -402,7 +491,7 @@ pub fn sleep_until(deadline_ns: u64) {
         return;
     }
     with(&irqs_off, |s| {
-        let me = s.current;
+        let me = s.cur();
         s.sleep_seq += 1;
         let key = (deadline_ns, s.sleep_seq);
         s.sleepers.insert(key, me);
@@ -440,13 +529,49 @@ pub(crate) fn has_competition(irqs_off: &IrqsOff) -> (Option<u64>, bool) {
 }
 
 impl Scheduler {
-    /// (earliest sleeper deadline, whether the running task has competition).
+    /// This CPU's running task (called with irqs off, under the lock).
+    fn cur(&self) -> TaskId {
+        self.current[this_cpu().id() as usize]
+    }
+
+    /// A task of priority `prio` became ready: asks a CPU to pick it. First choice an
+    /// idle CPU not already kicked (this one first), then the CPU running the
+    /// lowest-priority task below `prio` (this one first); otherwise it waits for a
+    /// time slice or a blocking task. Other CPUs get a reschedule IPI.
+    fn kick_for(&self, prio: Priority) {
+        let me = this_cpu().id();
+        let online = (0..MAX_CPUS as CpuId)
+            .filter_map(|c| percpu::cpu(c).filter(|p| p.is_online()).map(|p| (c, p)));
+        let mut idle = None;
+        let mut lowest: Option<(CpuId, Priority)> = None;
+        for (c, area) in online {
+            let task = &self.tasks[&self.current[c as usize]];
+            let fresh = c == me || !area.need_resched.load(Relaxed);
+            if task.is_idle {
+                if fresh && (idle.is_none() || c == me) {
+                    idle = Some(c);
+                }
+            } else if task.prio < prio
+                && lowest.is_none_or(|(_, p)| task.prio < p || (task.prio == p && c == me))
+            {
+                lowest = Some((c, task.prio));
+            }
+        }
+        if let Some(c) = idle.or(lowest.map(|l| l.0)) {
+            crate::smp::kick(c);
+        } else if percpu::online_cpus() == 0 {
+            // Before the boot CPU is marked online (scheduler being set up).
+            percpu::set_need_resched();
+        }
+    }
+
+    /// (earliest sleeper deadline, whether this CPU's running task has competition).
     fn next_event(&self) -> (Option<u64>, bool) {
-        let cur_prio = self.tasks[&self.current].prio;
+        let cur = &self.tasks[&self.cur()];
         let competition = self
             .ready
             .highest()
-            .is_some_and(|p| self.current == IDLE || p >= cur_prio);
+            .is_some_and(|p| cur.is_idle || p >= cur.prio);
         (
             self.sleepers.first_key_value().map(|(k, _)| k.0),
             competition,
@@ -455,30 +580,63 @@ impl Scheduler {
 }
 
 /// Blocks the running task on `queue` (the caller re-checks its condition afterwards).
+/// On SMP a waker on another CPU can fire between the caller's check and the
+/// registration here; callers whose condition another CPU can change use
+/// [`block_on_unless`].
 ///
 /// Context: irqs off (via the caller's guard), the caller holds no other lock.
 pub fn block_on(irqs_off: &IrqsOff, queue: &WaitQueue) {
+    block_on_unless(irqs_off, queue, || false);
+}
+
+/// Blocks the running task on `queue` unless `ready()`, checked *after* the task is
+/// registered as a waiter, says the condition already holds (closing the window in
+/// which a waker on another CPU found the queue empty: no lost wake-up). The caller
+/// re-checks its condition afterwards either way.
+///
+/// Context: irqs off (via the caller's guard), the caller holds no other lock;
+/// `ready` may take short irq-safe locks.
+pub fn block_on_unless(irqs_off: &IrqsOff, queue: &WaitQueue, ready: impl FnOnce() -> bool) {
     let me = with(irqs_off, |s| {
-        let me = s.current;
+        let me = s.cur();
         s.tasks.get_mut(&me).expect("current exists").state = State::Blocked;
         me
     });
     queue.waiters.lock().push_back(me);
+    if ready() {
+        // Cancel. A waker may have taken us off the wait queue and queued us to run
+        // meanwhile; no CPU can have picked us (we are on this one: `on_cpu`).
+        queue.waiters.lock().retain(|&w| w != me);
+        with(irqs_off, |s| {
+            if s.tasks[&me].state == State::Ready {
+                s.ready.remove(&me);
+            }
+            s.tasks.get_mut(&me).expect("current exists").state = State::Running;
+        });
+        return;
+    }
     schedule(irqs_off);
 }
 
 /// Blocks the running task on `queue` until it is woken or `deadline_ns` (monotonic;
-/// `time::NEVER` for no deadline) passes, whichever comes first. The caller re-checks its
+/// `time::NEVER` for no deadline) passes, whichever comes first, unless `ready()` holds
+/// once the task is queued as a waiter (a waker on another CPU that found no waiter
+/// before that has already made it true: no lost wake-up). The caller re-checks its
 /// condition afterwards.
 ///
 /// Context: irqs off (via the caller's guard), the caller holds no other lock.
-pub fn block_on_until(irqs_off: &IrqsOff, queue: &WaitQueue, deadline_ns: u64) {
+pub fn block_on_until_unless(
+    irqs_off: &IrqsOff,
+    queue: &WaitQueue,
+    deadline_ns: u64,
+    ready: impl FnOnce() -> bool,
+) {
     let timed = deadline_ns != crate::time::NEVER;
     if timed {
         crate::time::ensure_init();
     }
     let (me, key) = with(irqs_off, |s| {
-        let me = s.current;
+        let me = s.cur();
         s.sleep_seq += 1;
         let key = (deadline_ns, s.sleep_seq);
         if timed {
@@ -488,6 +646,18 @@ pub fn block_on_until(irqs_off: &IrqsOff, queue: &WaitQueue, deadline_ns: u64) {
         (me, key)
     });
     queue.waiters.lock().push_back(me);
+    if ready() {
+        // Cancel, as in `block_on_unless`.
+        queue.waiters.lock().retain(|&w| w != me);
+        with(irqs_off, |s| {
+            s.sleepers.remove(&key);
+            if s.tasks[&me].state == State::Ready {
+                s.ready.remove(&me);
+            }
+            s.tasks.get_mut(&me).expect("current exists").state = State::Running;
+        });
+        return;
+    }
     if timed {
         crate::time::program_next_event(irqs_off);
     }

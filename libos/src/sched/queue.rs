@@ -41,6 +41,15 @@ impl<T: PartialEq> RunQueue<T> {
         self.levels.iter_mut().rev().find_map(VecDeque::pop_front)
     }
 
+    /// Takes the first task, highest level first, for which `eligible` holds; the
+    /// others keep their places.
+    pub fn pop_where(&mut self, mut eligible: impl FnMut(&T) -> bool) -> Option<T> {
+        self.levels.iter_mut().rev().find_map(|level| {
+            let i = level.iter().position(&mut eligible)?;
+            level.remove(i)
+        })
+    }
+
     /// The highest priority with a ready task.
     pub fn highest(&self) -> Option<Priority> {
         [Priority::High, Priority::Normal, Priority::Low]
@@ -86,6 +95,21 @@ mod tests {
         assert_eq!(
             [q.pop(), q.pop(), q.pop(), q.pop(), q.pop()],
             [Some(3), Some(1), Some(4), Some(2), None]
+        );
+    }
+
+    #[test]
+    fn pop_where_skips_ineligible_and_keeps_order() {
+        let mut q = RunQueue::new();
+        q.push(1, Priority::High);
+        q.push(2, Priority::Normal);
+        q.push(3, Priority::Normal);
+        q.push(4, Priority::Low);
+        assert_eq!(q.pop_where(|&t| t != 1 && t != 2), Some(3));
+        assert_eq!(q.pop_where(|&t| t > 10), None);
+        assert_eq!(
+            [q.pop(), q.pop(), q.pop(), q.pop()],
+            [Some(1), Some(2), Some(4), None]
         );
     }
 

@@ -111,6 +111,10 @@ enum Command {
         /// else 128].
         #[arg(long)]
         memory: Option<u32>,
+        /// Virtual CPUs (QEMU `-smp N`, 1..=16; with TCG, `thread=multi`). The KVM
+        /// image starts the extra CPUs on QEMU; uhyve and Xen run on one CPU for now.
+        #[arg(long, default_value_t = 1, value_parser = qemu::parse_smp)]
+        smp: u32,
         /// Build with --release.
         #[arg(long)]
         release: bool,
@@ -270,6 +274,7 @@ fn main() -> ExitCode {
             accel,
             machine,
             memory,
+            smp,
             release,
             timeout,
             dry_run,
@@ -278,9 +283,9 @@ fn main() -> ExitCode {
             args,
         } => {
             let xl = platform == Platform::Xen && !dom0;
-            if icount.is_some() && (vmm == vmm::Vmm::Uhyve || xl) {
+            if icount.is_some() && (vmm == vmm::Vmm::Uhyve || xl || smp > 1) {
                 fail(
-                    "--icount needs a QEMU bed: the KVM platform on QEMU, or --platform xen --dom0",
+                    "--icount needs a single-CPU QEMU bed: the KVM platform on QEMU, or --platform xen --dom0",
                 )
             } else {
                 app_memory(&app, memory).and_then(|memory| {
@@ -296,6 +301,7 @@ fn main() -> ExitCode {
                         dry_run,
                         extra: icount.map(qemu::icount_args).unwrap_or_default(),
                         forwards: forward,
+                        smp,
                     };
                     run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
                 })

@@ -32,6 +32,8 @@ pub struct RunOpts {
     /// Host ports forwarded to the guest; non-empty adds a virtio-net card on QEMU's
     /// user-mode network.
     pub forwards: Vec<Forward>,
+    /// Virtual CPUs (`-smp`); 1 keeps QEMU's single-CPU default.
+    pub smp: u32,
 }
 
 /// Transport of a forwarded port.
@@ -123,6 +125,23 @@ pub fn network_args(machine: MachineArg, forwards: &[Forward]) -> Vec<String> {
     a
 }
 
+/// Most vCPUs `--smp` accepts (libos's `MAX_CPUS`).
+pub const MAX_SMP: u32 = 16;
+
+/// Parses `--smp N`: 1..=MAX_SMP, with a clear error otherwise.
+pub fn parse_smp(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a CPU count (want 1..={MAX_SMP})"))?;
+    if (1..=MAX_SMP).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} CPUs is out of range: libos supports 1..={MAX_SMP}"
+        ))
+    }
+}
+
 impl RunOpts {
     /// Options for automated runs: detected accelerator, 128 MiB, a timeout.
     pub fn for_tests(machine: MachineArg, timeout: u64) -> Self {
@@ -134,7 +153,14 @@ impl RunOpts {
             dry_run: false,
             extra: Vec::new(),
             forwards: Vec::new(),
+            smp: 1,
         }
+    }
+
+    /// The same options with `n` vCPUs.
+    pub fn with_smp(mut self, n: u32) -> Self {
+        self.smp = n;
+        self
     }
 }
 
@@ -185,7 +211,18 @@ pub fn qemu_args(image: &Path, cmdline: &str, opts: &RunOpts) -> Vec<String> {
         MachineArg::Qboot => vec!["-M".into(), "pc".into(), "-bios".into(), QBOOT.into()],
         MachineArg::Pc => vec!["-M".into(), "pc".into()],
     };
-    a.extend(["-accel", accel, "-m"].map(String::from));
+    a.push("-accel".into());
+    if accel == "tcg" && opts.smp > 1 {
+        // One host thread per vCPU (QEMU 7.2's TCG default for x86 is one thread for
+        // all vCPUs, which would serialize them).
+        a.push("tcg,thread=multi".into());
+    } else {
+        a.push(accel.into());
+    }
+    if opts.smp > 1 {
+        a.extend(["-smp".to_string(), opts.smp.to_string()]);
+    }
+    a.push("-m".into());
     a.push(format!("{}M", opts.memory));
     if accel == "kvm" {
         // Plain `-cpu host` aborts on some nested/software KVMs (MSR 0x10a).
@@ -262,4 +299,35 @@ pub fn run_image(
         timed_out: c.timed_out,
         elapsed: c.elapsed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smp_values_are_checked() {
+        assert_eq!(parse_smp("1"), Ok(1));
+        assert_eq!(parse_smp("16"), Ok(16));
+        assert!(parse_smp("0").unwrap_err().contains("out of range"));
+        assert!(parse_smp("17").unwrap_err().contains("out of range"));
+        assert!(parse_smp("two").unwrap_err().contains("not a CPU count"));
+    }
+
+    #[test]
+    fn smp_adds_cpus_and_multithreaded_tcg_only_when_asked() {
+        let opts = RunOpts {
+            accel: Some(Accel::Tcg),
+            ..RunOpts::for_tests(MachineArg::Microvm, 0)
+        };
+        let one = qemu_args(Path::new("img"), "", &opts);
+        assert!(
+            !one.iter()
+                .any(|a| a == "-smp" || a.contains("thread=multi"))
+        );
+        let four = qemu_args(Path::new("img"), "", &opts.with_smp(4));
+        let i = four.iter().position(|a| a == "-smp").expect("-smp present");
+        assert_eq!(four[i + 1], "4");
+        assert!(four.iter().any(|a| a == "tcg,thread=multi"));
+    }
 }

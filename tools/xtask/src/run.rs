@@ -124,6 +124,11 @@ pub fn build_and_run(
             "--forward needs the KVM platform on QEMU or an xl domU (uhyve and a dom0 app have no network card here)",
         );
     }
+    if opts.smp > 1 && (platform != Platform::Kvm || vmm != Vmm::Qemu) {
+        return fail(
+            "--smp > 1 needs the KVM platform on QEMU (Xen vCPUs and uhyve APs are not supported yet)",
+        );
+    }
     let image = build::build(app, platform, release)?;
     if platform == Platform::Xen {
         if opts.dry_run {

@@ -127,7 +127,7 @@ fn run_case(
         Bed::Qemu(m) => machine_arg(m),
         _ => MachineArg::Microvm,
     };
-    let mut opts = RunOpts::for_tests(machine, CASE_TIMEOUT);
+    let mut opts = RunOpts::for_tests(machine, CASE_TIMEOUT).with_smp(case.smp);
     if case.icount {
         opts.accel = Some(crate::Accel::Tcg);
         opts.extra = qemu::icount_args(LATENCY_ICOUNT_SHIFT);
