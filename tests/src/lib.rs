@@ -440,6 +440,17 @@ pub fn uhyve_cases() -> Vec<Case> {
     .collect()
 }
 
+/// The latency proof on an xl domU of [`XL_LATENCY_MEMORY_MB`]: the balloon's default
+/// (5/8 of the heap, ~470 MiB) makes each hypercall span ~16 ticks at hz=100 (~160 ms
+/// under TCG). Multi-threaded TCG cannot count instructions, so these bounds are
+/// wall-clock ones: a 10 ms tick leaves a vCPU thread 20 ms of host scheduling delay
+/// before a sample counts as late.
+macro_rules! xl_balloon {
+    ($($arg:literal),*) => {
+        &[$($arg,)* "hz=100", "load=balloon"]
+    };
+}
+
 /// The cases for the Xen platform: as dom0 (every preemption model) and as an `xl`
 /// domU (the users' path).
 pub fn xen_cases() -> Vec<Case> {
@@ -551,15 +562,8 @@ pub fn xen_cases() -> Vec<Case> {
         on(
             "xen/xl/latency/seed-000-bug-detected/none",
             "latency",
-            &[
-                "preempt=none",
-                "hz=500",
-                "load=balloon",
-                "balloon_mib=40",
-                "samples=10",
-                "hcall_resched=model",
-            ],
-            Bed::XenXl,
+            xl_balloon!("preempt=none", "samples=10", "hcall_resched=model"),
+            xl_latency_bed(),
         )
         .bounds(BUG),
         // `xl mem-set` down, then back up once the balloon reports the target reached;
@@ -652,14 +656,14 @@ pub fn xen_cases() -> Vec<Case> {
         );
     }
     // As an xl domU the bound is a wall-clock one (multi-threaded TCG cannot count
-    // instructions): see [`BALLOON_LATENCY`].
-    for &(m, args) in BALLOON_LATENCY {
+    // instructions): see [`XL_BALLOON`].
+    for &(m, args) in XL_BALLOON {
         cases.push(
             on(
                 &format!("xen/xl/latency/balloon/{m}"),
                 "latency",
                 args,
-                Bed::XenXl,
+                xl_latency_bed(),
             )
             .bounds(WITHIN)
             .expect(&["data intact", "max_wake_latency_ticks="]),
@@ -713,82 +717,40 @@ fn xl_then(actions: &'static [XlAction]) -> Bed {
     })
 }
 
-/// Balloon 40 MiB out and in, each a single long hypercall (about 30 ms under TCG, 15
-/// ticks at hz=500), while a high-priority task measures its wake-up latency, under
-/// every model and across a run-time switch.
-const BALLOON_LATENCY: &[(&str, &[&str])] = &[
-    (
-        "none",
-        &[
-            "preempt=none",
-            "hz=500",
-            "load=balloon",
-            "balloon_mib=40",
-            "samples=40",
-        ],
-    ),
-    (
-        "voluntary",
-        &[
-            "preempt=voluntary",
-            "hz=500",
-            "load=balloon",
-            "balloon_mib=40",
-            "samples=40",
-        ],
-    ),
+/// The xl latency cases' models (see `xl_balloon!`).
+const XL_BALLOON: &[(&str, &[&str])] = &[
+    ("none", xl_balloon!("preempt=none", "samples=60")),
+    ("voluntary", xl_balloon!("preempt=voluntary", "samples=60")),
+    ("full", xl_balloon!("preempt=full", "samples=60")),
     (
         "dynamic:none",
-        &[
-            "preempt=dynamic:none",
-            "hz=500",
-            "load=balloon",
-            "balloon_mib=40",
-            "samples=40",
-        ],
+        xl_balloon!("preempt=dynamic:none", "samples=60"),
     ),
     (
         "dynamic:voluntary",
-        &[
-            "preempt=dynamic:voluntary",
-            "hz=500",
-            "load=balloon",
-            "balloon_mib=40",
-            "samples=40",
-        ],
-    ),
-    (
-        "full",
-        &[
-            "preempt=full",
-            "hz=500",
-            "load=balloon",
-            "balloon_mib=40",
-            "samples=40",
-        ],
+        xl_balloon!("preempt=dynamic:voluntary", "samples=60"),
     ),
     (
         "dynamic:full",
-        &[
-            "preempt=dynamic:full",
-            "hz=500",
-            "load=balloon",
-            "balloon_mib=40",
-            "samples=40",
-        ],
+        xl_balloon!("preempt=dynamic:full", "samples=60"),
     ),
     (
         "dynamic-switch-to-none",
-        &[
-            "preempt=dynamic:full",
-            "hz=500",
-            "load=balloon",
-            "balloon_mib=40",
-            "samples=40",
-            "switch=none",
-        ],
+        xl_balloon!("preempt=dynamic:full", "switch=none", "samples=60"),
     ),
 ];
+
+/// Memory of the xl latency domains (room for a balloon long enough to matter).
+const XL_LATENCY_MEMORY_MB: u32 = 768;
+
+/// An xl domU of [`XL_LATENCY_MEMORY_MB`].
+fn xl_latency_bed() -> Bed {
+    Bed::XenXlWith(XlBed {
+        memory_mb: XL_LATENCY_MEMORY_MB,
+        actions: &[],
+        timeout_secs: None,
+    })
+}
 
 /// The latency proof's bound: a woken high-priority task runs within 2 ticks.
 const WITHIN: &[(&str, Bound)] = &[("max_wake_latency_ticks", Bound::AtMost(2))];

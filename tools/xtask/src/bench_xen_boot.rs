@@ -56,6 +56,7 @@ pub fn run(runs: usize, memory_mb: u32) -> Outcome {
             actions: Vec::new(),
             timeout_secs: DOMAIN_TIMEOUT,
             net: None,
+            ramdisk: None,
             stream: false,
             settle: false,
         })

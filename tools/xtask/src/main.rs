@@ -206,8 +206,13 @@ enum BenchKind {
         #[arg(long, default_value_t = 128)]
         memory: u32,
     },
-    /// `httpd` vs a Linux guest (busybox httpd) on the same QEMU setup: requests/s and throughput.
-    Net,
+    /// `httpd` vs a Linux guest (busybox httpd) on the same setup, on KVM (QEMU) and as
+    /// Xen xl domUs: requests/s and throughput, ratios.
+    Net {
+        /// Skip the Xen pair (it boots the Linux-dom0 test bed twice).
+        #[arg(long)]
+        kvm_only: bool,
+    },
 }
 
 /// Guest memory (MiB) of `cargo xtask run` unless the app or `--memory` says otherwise.
@@ -321,8 +326,8 @@ fn main() -> ExitCode {
             which: BenchKind::XenBoot { runs, memory },
         } => bench_xen_boot::run(runs, memory),
         Command::Bench {
-            which: BenchKind::Net,
-        } => netbench::net(),
+            which: BenchKind::Net { kvm_only },
+        } => netbench::net(kvm_only),
         Command::Testbed {
             which: TestbedKind::Xen,
         } => xen_testbed::command(),

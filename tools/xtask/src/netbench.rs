@@ -1,9 +1,10 @@
 //! `cargo xtask bench net`: `httpd` against a Linux guest serving the same files on the
 //! same QEMU setup, in the same run.
 //!
-//! Both guests boot on `-M pc` with qboot, TCG, the same memory and a virtio-net-pci
-//! card on QEMU user networking; the Linux guest is Debian's kernel with busybox's
-//! `httpd` in an initramfs (packages fetched and unpacked by the Xen test bed's
+//! On KVM both guests boot on `-M pc` with qboot, TCG, the same memory and a
+//! virtio-net-pci card on QEMU user networking; on Xen both are xl domUs of the Linux
+//! dom0 test bed with a vif on its bridge (netfront against netback). The Linux guest
+//! is Debian's kernel with busybox's `httpd` in an initramfs (packages fetched and unpacked by the Xen test bed's
 //! functions, archive written by `initramfs`). `ab` (one connection per request:
 //! busybox's httpd has no keep-alive) fetches a small page and a 256 KiB file from
 //! each. Wall time is noisy here, so the figures of merit are the ratios measured in
@@ -18,6 +19,7 @@ use upcall_tests::net::{LoadResult, parse_ab};
 use crate::initramfs::{Node, Tree};
 use crate::nettest::{self, Guest};
 use crate::qemu::{self, Forward, Proto, RunOpts};
+use crate::xl_run::{self, XlDomain};
 use crate::{Failure, MachineArg, Outcome, Platform, build, fail, host, xen_testbed};
 
 /// Guest memory for both guests, MiB.
@@ -28,8 +30,13 @@ const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
-for m in failover net_failover virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_net; do
-    [ -f /modules/$m.ko ] && /bin/busybox insmod /modules/$m.ko
+# virtio-net on KVM, xen-netfront on Xen; the other card's modules find no device.
+for m in failover net_failover virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_net xen-netfront; do
+    [ -f /modules/$m.ko ] && /bin/busybox insmod /modules/$m.ko 2>/dev/null
+done
+n=0
+until /bin/busybox ip link show eth0 >/dev/null 2>&1 || [ $n -ge 100 ]; do
+    n=$((n + 1)); /bin/busybox usleep 50000
 done
 /bin/busybox ip link set lo up
 /bin/busybox ip link set eth0 up
@@ -49,6 +56,7 @@ const MODULES: &[&str] = &[
     "virtio_pci_modern_dev.ko",
     "virtio_pci.ko",
     "virtio_net.ko",
+    "xen-netfront.ko",
 ];
 /// The files both servers serve (same bytes): (URL path, repository file).
 const FILES: &[(&str, &str)] = &[
@@ -81,7 +89,7 @@ const WORKLOADS: &[Workload] = &[
 
 /// The Linux guest: (kernel, initramfs), assembled under `target/bench/linux-guest`.
 fn linux_guest() -> Result<(PathBuf, PathBuf), Failure> {
-    let dir = host::target_dir().join("bench/linux-guest");
+    let dir = host::target_dir().join("bench/linux-guest-2");
     let kernel_pkg = xen_testbed::kernel_package()?;
     let debs = xen_testbed::ensure_debs(&[kernel_pkg, "busybox-static".to_string()])?;
     let unpacked = dir.join("unpacked");
@@ -96,6 +104,7 @@ fn linux_guest() -> Result<(PathBuf, PathBuf), Failure> {
                 "./lib/modules/*/kernel/drivers/net/virtio_net.ko",
                 "./lib/modules/*/kernel/drivers/net/net_failover.ko",
                 "./lib/modules/*/kernel/net/core/failover.ko",
+                "./lib/modules/*/kernel/drivers/net/xen-netfront.ko",
             ],
             &unpacked,
         )?;
@@ -149,26 +158,72 @@ fn find_file(dir: &Path, want: &dyn Fn(&str) -> bool) -> Result<Option<PathBuf>,
     Ok(None)
 }
 
-/// Boots `image` (with `extra` QEMU arguments), waits until `probe_path` answers,
-/// runs every workload with `ab`, returns the results and the guest's console.
-fn measure(
-    what: &str,
-    image: &Path,
-    cmdline: &str,
-    extra: Vec<String>,
-    probe_path: &str,
-) -> Result<(Vec<LoadResult>, Option<String>), String> {
+/// How a guest of the benchmark boots: its image (for symbols) and its QEMU
+/// arguments given the port forward to its port 80.
+struct Setup<'a> {
+    what: &'a str,
+    image: &'a Path,
+    qemu_args: Box<dyn Fn(Forward) -> Result<Vec<String>, String> + 'a>,
+    probe_path: &'a str,
+}
+
+impl<'a> Setup<'a> {
+    /// A KVM-platform image (or a Linux kernel with `extra` arguments) on `-M pc`.
+    fn kvm(what: &'a str, image: &'a Path, cmdline: &'a str, extra: Vec<String>) -> Self {
+        Setup {
+            what,
+            image,
+            qemu_args: Box::new(move |fwd| {
+                let mut opts = RunOpts::for_tests(MachineArg::Qboot, 0);
+                opts.memory = MEMORY;
+                opts.extra = extra.clone();
+                opts.forwards = vec![fwd];
+                Ok(qemu::qemu_args(image, cmdline, &opts))
+            }),
+            probe_path: "/index.html",
+        }
+    }
+
+    /// An xl domU with a vif (and optionally a ramdisk).
+    fn xen(what: &'a str, image: &'a Path, cmdline: &'a str, ramdisk: Option<PathBuf>) -> Self {
+        Setup {
+            what,
+            image,
+            qemu_args: Box::new(move |fwd| {
+                let tb = xen_testbed::ensure_xl_testbed().map_err(|f| f.message)?;
+                let domain = XlDomain {
+                    image: image.to_path_buf(),
+                    cmdline: cmdline.to_string(),
+                    memory_mb: MEMORY,
+                    actions: Vec::new(),
+                    timeout_secs: 1800,
+                    stream: true,
+                    settle: false,
+                    net: Some(vec![fwd]),
+                    ramdisk: ramdisk.clone(),
+                };
+                xl_run::xl_run_qemu_args(&tb, &[domain])
+                    .map(|r| r.qemu_args)
+                    .map_err(|f| f.message)
+            }),
+            probe_path: "/index.html",
+        }
+    }
+}
+
+/// Boots `setup`, waits until its probe path answers, runs every workload with `ab`,
+/// returns the results and Upcall's `/status` page (if it has one).
+fn measure(setup: &Setup<'_>) -> Result<(Vec<LoadResult>, Option<String>), String> {
+    let what = setup.what;
+    let probe_path = setup.probe_path;
     let host_port = nettest::free_port(Proto::Tcp)?;
-    let mut opts = RunOpts::for_tests(MachineArg::Qboot, 0);
-    opts.memory = MEMORY;
-    opts.extra = extra;
-    opts.forwards = vec![Forward {
+    let fwd = Forward {
         proto: Proto::Tcp,
         host: host_port,
         guest: 80,
-    }];
+    };
     eprintln!("bench net: booting {what}");
-    let mut guest = Guest::boot(image, qemu::qemu_args(image, cmdline, &opts))?;
+    let mut guest = Guest::boot(setup.image, (setup.qemu_args)(fwd)?)?;
     let run = nettest::wait_until(&mut guest, host_port, &|p| {
         nettest::http_get_ok(p, probe_path)
     })
@@ -214,41 +269,30 @@ fn measure(
     run.map_err(|e| format!("{e}\n--- {what} console ---\n{console}"))
 }
 
-/// `cargo xtask bench net`.
-pub fn net() -> Outcome {
-    qemu::ensure_qemu()?;
-    host::ensure_program("ab", &["apache2-utils"])?;
-    let httpd = build::build("httpd", Platform::Kvm, true)?;
-    let (kernel, initrd) = linux_guest()?;
-    let (upcall, status) = measure(
-        "upcall httpd",
-        &httpd,
-        "loglevel=quiet",
-        Vec::new(),
-        "/status",
-    )
-    .or_else(|e| fail(format!("bench net: {e}")))?;
-    let (linux, _) = measure(
-        "linux busybox httpd",
-        &kernel,
-        "console=ttyS0 quiet rdinit=/init",
-        vec!["-initrd".into(), initrd.display().to_string()],
-        "/index.html",
-    )
-    .or_else(|e| fail(format!("bench net: {e}")))?;
+/// One platform's pair of guests, measured and tabled.
+struct Comparison {
+    md: String,
+    json: serde_json::Value,
+}
+
+fn compare(
+    bed: &str,
+    upcall: &Setup<'_>,
+    linux: &Setup<'_>,
+    iface: &str,
+) -> Result<Comparison, Failure> {
+    let (u_rows, status) = measure(upcall).or_else(|e| fail(format!("bench net: {e}")))?;
+    let (l_rows, _) = measure(linux).or_else(|e| fail(format!("bench net: {e}")))?;
     let status = status.unwrap_or_default();
     let requests: u64 = WORKLOADS.iter().map(|w| u64::from(w.requests)).sum::<u64>() + 1;
-    let frames = nettest::status_value(&status, "eth0.rx_frames=").unwrap_or(0)
-        + nettest::status_value(&status, "eth0.tx_frames=").unwrap_or(0);
+    let frames = nettest::status_value(&status, &format!("{iface}.rx_frames=")).unwrap_or(0)
+        + nettest::status_value(&status, &format!("{iface}.tx_frames=")).unwrap_or(0);
     let mut md = format!(
-        "# bench net: upcall httpd vs Linux (Debian kernel, busybox httpd)\n\n\
-         Same run, same QEMU setup: `-M pc` + qboot, {:?}, {MEMORY} MiB, virtio-net-pci on user networking; \
-         `ab` without keep-alive (busybox httpd has none). Ratios > 1 favour Upcall.\n\n\
-         | workload | upcall req/s | linux req/s | ratio | upcall KiB/s | linux KiB/s | ratio | failed or non-2xx (upcall / linux) |\n|---|---|---|---|---|---|---|---|\n",
-        qemu::pick_accel(None)
+        "## {bed}\n\n\
+         | workload | upcall req/s | linux req/s | ratio | upcall KiB/s | linux KiB/s | ratio | failed or non-2xx (upcall / linux) |\n|---|---|---|---|---|---|---|---|\n"
     );
     let mut rows = Vec::new();
-    for ((w, u), l) in WORKLOADS.iter().zip(&upcall).zip(&linux) {
+    for ((w, u), l) in WORKLOADS.iter().zip(&u_rows).zip(&l_rows) {
         let rps = u.requests_per_second / l.requests_per_second;
         let kib = u.transfer_kib_per_second / l.transfer_kib_per_second;
         md.push_str(&format!(
@@ -264,12 +308,66 @@ pub fn net() -> Outcome {
         }));
     }
     md.push_str(&format!(
-        "\nUpcall frames (rx + tx) over the whole run: {frames} for {requests} requests ({:.1} per request).\n",
+        "\nUpcall frames (rx + tx) over the whole run: {frames} for {requests} requests ({:.1} per request).\n\n",
         frames as f64 / requests as f64
     ));
-    let report = json!({
-        "machine": "pc+qboot", "accel": format!("{:?}", qemu::pick_accel(None)), "memory_mib": MEMORY,
-        "workloads": rows, "upcall_frames": frames, "upcall_requests": requests,
-    });
+    Ok(Comparison {
+        md,
+        json: json!({ "bed": bed, "workloads": rows, "upcall_frames": frames, "upcall_requests": requests }),
+    })
+}
+
+/// `cargo xtask bench net [--kvm-only]`.
+pub fn net(kvm_only: bool) -> Outcome {
+    qemu::ensure_qemu()?;
+    host::ensure_program("ab", &["apache2-utils"])?;
+    let (kernel, initrd) = linux_guest()?;
+    let mut md = format!(
+        "# bench net: upcall httpd vs Linux (Debian kernel, busybox httpd)\n\n\
+         Same run, same setup per platform, {MEMORY} MiB each; `ab` without keep-alive \
+         (busybox httpd has none). Ratios > 1 favour Upcall.\n\n"
+    );
+    let mut beds = Vec::new();
+    let httpd = build::build("httpd", Platform::Kvm, true)?;
+    let initrd_arg = vec!["-initrd".to_string(), initrd.display().to_string()];
+    let kvm = compare(
+        &format!(
+            "KVM platform: QEMU -M pc + qboot ({:?}), virtio-net-pci on user networking",
+            qemu::pick_accel(None)
+        ),
+        &Setup::kvm("upcall httpd (kvm)", &httpd, "loglevel=quiet", Vec::new()),
+        &Setup::kvm(
+            "linux busybox httpd (kvm)",
+            &kernel,
+            "console=ttyS0 quiet rdinit=/init",
+            initrd_arg,
+        ),
+        "eth0",
+    )?;
+    md.push_str(&kvm.md);
+    beds.push(kvm.json);
+    if !kvm_only {
+        let httpd_xen = build::build("httpd", Platform::Xen, true)?;
+        let tb = xen_testbed::ensure_xl_testbed()?;
+        let xen = compare(
+            "Xen: xl domUs of the Linux dom0 test bed (TCG), netfront vs netback bridged to user networking",
+            &Setup::xen(
+                "upcall httpd (xen domU)",
+                &httpd_xen,
+                "loglevel=quiet",
+                None,
+            ),
+            &Setup::xen(
+                "linux busybox httpd (xen domU)",
+                &tb.vmlinux,
+                "console=hvc0 quiet rdinit=/init",
+                Some(initrd.clone()),
+            ),
+            "netfront",
+        )?;
+        md.push_str(&xen.md);
+        beds.push(xen.json);
+    }
+    let report = json!({ "memory_mib": MEMORY, "beds": beds });
     crate::bench::write_results("net", &report, &md)
 }

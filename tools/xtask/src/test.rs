@@ -183,6 +183,7 @@ fn xl_domain(case: &Case, image: PathBuf) -> XlDomain {
         stream: false,
         settle: true,
         net: None,
+        ramdisk: None,
     }
 }
 

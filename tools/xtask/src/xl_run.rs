@@ -57,6 +57,8 @@ pub struct XlDomain {
     /// `Some`: the domain gets a vif on dom0's bridge to QEMU's user network, and these
     /// host ports are forwarded to it (see `xen_net`).
     pub net: Option<Vec<crate::qemu::Forward>>,
+    /// An initramfs for the kernel (xl's `ramdisk`; a Linux guest's, for comparisons).
+    pub ramdisk: Option<PathBuf>,
 }
 
 /// QEMU arguments for an xl run, and the domains' names in boot order.
@@ -92,6 +94,7 @@ pub fn xl_qemu_args(
         stream: true,
         settle: false,
         net: (!forwards.is_empty()).then(|| forwards.to_vec()),
+        ramdisk: None,
     };
     Ok(xl_run_qemu_args(tb, std::slice::from_ref(&domain))?.qemu_args)
 }
@@ -126,10 +129,18 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
         if d.net.is_some() {
             config.push_str(crate::xen_net::VIF_CONFIG);
         }
+        let ramdisk = match &d.ramdisk {
+            Some(path) => {
+                config.push_str(&format!("ramdisk = \"/{dir}/ramdisk\"\n"));
+                read(path)?
+            }
+            None => Vec::new(),
+        };
         let env = domain_env(&name, d, &d.actions)?;
         files.push(DomainFiles {
             dir,
             image: read(&d.image)?,
+            ramdisk,
             config,
             env,
         });
@@ -252,6 +263,8 @@ const RUNS_KEPT: usize = 16;
 struct DomainFiles {
     dir: String,
     image: Vec<u8>,
+    /// Empty: none.
+    ramdisk: Vec<u8>,
     config: String,
     env: String,
 }
@@ -284,6 +297,7 @@ fn run_initramfs(
         for part in [
             d.dir.as_bytes(),
             &d.image,
+            &d.ramdisk,
             d.config.as_bytes(),
             d.env.as_bytes(),
         ] {
@@ -315,6 +329,9 @@ fn run_initramfs(
         for d in domains {
             cpio.dir(&d.dir)?;
             cpio.file(&format!("{}/kernel", d.dir), 0o755, &d.image)?;
+            if !d.ramdisk.is_empty() {
+                cpio.file(&format!("{}/ramdisk", d.dir), 0o644, &d.ramdisk)?;
+            }
             cpio.file(&format!("{}/cfg", d.dir), 0o644, d.config.as_bytes())?;
             cpio.file(&format!("{}/env", d.dir), 0o644, d.env.as_bytes())?;
         }
@@ -385,6 +402,7 @@ mod tests {
             stream,
             settle,
             net: None,
+            ramdisk: None,
         };
         let env = domain_env(
             "s-1",
