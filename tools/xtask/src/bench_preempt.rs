@@ -18,19 +18,8 @@ use crate::qemu::{self, RunOpts};
 use crate::vmm::{RunResult, Vmm};
 use crate::{Failure, MachineArg, Outcome, Platform, bench, build, fail, host, run};
 
-/// The models, as `(label, libos options)`; the last one switches at run time.
-const MODELS: &[(&str, &[&str])] = &[
-    ("none", &["preempt=none"]),
-    ("voluntary", &["preempt=voluntary"]),
-    ("full", &["preempt=full"]),
-    ("dynamic:none", &["preempt=dynamic:none"]),
-    ("dynamic:voluntary", &["preempt=dynamic:voluntary"]),
-    ("dynamic:full", &["preempt=dynamic:full"]),
-    (
-        "dynamic:full→none",
-        &["preempt=dynamic:full", "switch=none"],
-    ),
-];
+/// The models, as `(label, libos options)`: the tests' (the last switches at run time).
+use upcall_tests::LATENCY_MODELS as MODELS;
 
 /// The reschedule variants compared.
 const RESCHED: &[&str] = &["raw", "model"];

@@ -145,6 +145,9 @@ enum Command {
         /// Skip the host unit tests.
         #[arg(long)]
         no_host: bool,
+        /// Also run the cases listed as known issues (`upcall_tests::KNOWN_ISSUES`).
+        #[arg(long)]
+        known_issues: bool,
     },
     /// Benchmarks; results go to target/bench/ as JSON and Markdown.
     Bench {
@@ -312,7 +315,11 @@ fn main() -> ExitCode {
                 })
             }
         }
-        Command::Test { filter, no_host } => test::run(filter.as_deref(), no_host),
+        Command::Test {
+            filter,
+            no_host,
+            known_issues,
+        } => test::run(filter.as_deref(), no_host, known_issues),
         Command::Bench {
             which: BenchKind::Boot { runs },
         } => bench::boot(runs),
