@@ -212,30 +212,40 @@ pub fn needs_notify(old: u32, new: u32, req_event: u32) -> bool {
     new.wrapping_sub(req_event) < new.wrapping_sub(old)
 }
 
-/// Which ids (buffers) have a request in flight.
+/// Which ids (buffers) have a request in flight; every operation is O(1) (per frame).
+/// Invariant: `free` holds exactly the ids whose `busy` is false, each once.
 #[derive(Debug, Clone)]
 pub struct InFlight {
     busy: Vec<bool>,
+    free: Vec<u16>,
 }
 
 impl InFlight {
-    /// `n` ids, none in flight.
+    /// `n` ids (at most 65536), none in flight.
     pub fn new(n: usize) -> Self {
         InFlight {
             busy: vec![false; n],
+            // Popped from the end: low ids first.
+            free: (0..n as u16).rev().collect(),
         }
     }
 
     /// A free id, marked in flight.
     pub fn take_free(&mut self) -> Option<u16> {
-        let id = self.busy.iter().position(|b| !b)?;
-        self.busy[id] = true;
-        Some(id as u16)
+        let id = self.free.pop()?;
+        self.busy[id as usize] = true;
+        Some(id)
     }
 
-    /// Marks `id` in flight (posting a known buffer).
+    /// Marks `id` in flight (posting a known buffer); it must be free.
     pub fn mark(&mut self, id: u16) {
-        self.busy[id as usize] = true;
+        if let Some(i) = self.free.iter().rposition(|&f| f == id) {
+            // Posting known buffers happens at setup (ids in order, found at the end)
+            // and on re-posting an id just completed (the last one pushed): O(1) in
+            // practice.
+            self.free.swap_remove(i);
+            self.busy[id as usize] = true;
+        }
     }
 
     /// Ends `id`'s flight; an error if the backend names an id not in flight.
@@ -243,6 +253,7 @@ impl InFlight {
         match self.busy.get_mut(id as usize) {
             Some(b) if *b => {
                 *b = false;
+                self.free.push(id);
                 Ok(())
             }
             _ => Err(RingError::UnknownId(id)),
@@ -251,7 +262,7 @@ impl InFlight {
 
     /// Ids in flight.
     pub fn count(&self) -> usize {
-        self.busy.iter().filter(|&&b| b).count()
+        self.busy.len() - self.free.len()
     }
 }
 
@@ -580,6 +591,34 @@ mod tests {
                     }
                     Err((None, e)) => prop_assert!(e.is_fatal()),
                 }
+            }
+        }
+
+        /// Taking, marking and completing ids in any order keeps the free list and the
+        /// busy flags in step, and never hands out an id in flight.
+        #[test]
+        fn in_flight_bookkeeping_is_consistent(ops in proptest::collection::vec((0u8..3, 0u16..20), 0..200)) {
+            let mut f = InFlight::new(16);
+            let mut model = [false; 16];
+            for (op, id) in ops {
+                match op {
+                    0 => if let Some(t) = f.take_free() {
+                        prop_assert!(!model[t as usize]);
+                        model[t as usize] = true;
+                    } else {
+                        prop_assert!(model.iter().all(|&b| b));
+                    },
+                    1 => if (id as usize) < 16 && !model[id as usize] {
+                        f.mark(id);
+                        model[id as usize] = true;
+                    },
+                    _ => {
+                        let ok = f.complete(id).is_ok();
+                        prop_assert_eq!(ok, (id as usize) < 16 && model[id as usize]);
+                        if ok { model[id as usize] = false; }
+                    }
+                }
+                prop_assert_eq!(f.count(), model.iter().filter(|&&b| b).count());
             }
         }
 
