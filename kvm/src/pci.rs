@@ -109,19 +109,8 @@ impl Function {
     /// The physical address of memory BAR `bar` (0–5), following a 64-bit BAR into its
     /// upper half; `None` for an I/O BAR or one the firmware left unassigned.
     pub fn memory_bar(self, bar: u8) -> Option<u64> {
-        if bar > 5 {
-            return None;
-        }
-        let off = BAR0 + 4 * bar;
-        let low = self.read32(off);
-        if low & 1 != 0 {
-            return None;
-        }
-        let high = if (low >> 1) & 3 == 2 && bar < 5 {
-            self.read32(off + 4)
-        } else {
-            0
-        };
+        let (off, low, wide) = self.memory_bar_register(bar)?;
+        let high = if wide { self.read32(off + 4) } else { 0 };
         let addr = (u64::from(high) << 32) | u64::from(low & !0xf);
         (addr != 0).then_some(addr)
     }
@@ -134,15 +123,7 @@ impl Function {
         if let Some(addr) = self.memory_bar(bar) {
             return Some(addr);
         }
-        if bar > 5 {
-            return None;
-        }
-        let off = BAR0 + 4 * bar;
-        let low = self.read32(off);
-        if low & 1 != 0 {
-            return None;
-        }
-        let wide = (low >> 1) & 3 == 2 && bar < 5;
+        let (off, low, wide) = self.memory_bar_register(bar)?;
         // Size it: all ones in, the size mask out (decoding off meanwhile).
         let cmd = self.read32(COMMAND);
         self.write32(COMMAND, cmd & !u32::from(CMD_MEMORY));
@@ -169,6 +150,20 @@ impl Function {
         };
         self.write32(COMMAND, cmd);
         assigned
+    }
+
+    /// Memory BAR `bar`'s config offset, its low word, and whether it is 64 bits wide
+    /// (its upper half in the next BAR); `None` for an I/O BAR or `bar` > 5.
+    fn memory_bar_register(self, bar: u8) -> Option<(u8, u32, bool)> {
+        if bar > 5 {
+            return None;
+        }
+        let off = BAR0 + 4 * bar;
+        let low = self.read32(off);
+        if low & 1 != 0 {
+            return None;
+        }
+        Some((off, low, (low >> 1) & 3 == 2 && bar < 5))
     }
 
     /// Lets the device answer memory accesses, master DMA and raise INTx.
