@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_preempt;
+mod bench_smp;
 mod bench_xen_boot;
 mod build;
 mod host;
@@ -206,6 +207,14 @@ enum BenchKind {
         #[arg(long, default_value_t = 128)]
         memory: u32,
     },
+    /// SMP on QEMU: completion time of a fixed CPU-bound job (`smpbench`) on 1, 2 and 4
+    /// vCPUs (speed-up against what the host's cores allow) and the call-function IPI
+    /// round trip, timed (multi-threaded TCG) and counted (-icount, deterministic).
+    Smp {
+        /// Timed runs of each vCPU count (interleaved; medians).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// `httpd` vs a Linux guest (busybox httpd) on the same QEMU setup: requests/s and throughput.
     Net,
 }
@@ -320,6 +329,9 @@ fn main() -> ExitCode {
         Command::Bench {
             which: BenchKind::XenBoot { runs, memory },
         } => bench_xen_boot::run(runs, memory),
+        Command::Bench {
+            which: BenchKind::Smp { runs },
+        } => bench_smp::run(runs),
         Command::Bench {
             which: BenchKind::Net,
         } => netbench::net(),
