@@ -112,8 +112,9 @@ enum Command {
         /// else 128].
         #[arg(long)]
         memory: Option<u32>,
-        /// Virtual CPUs (QEMU `-smp N`, 1..=16; with TCG, `thread=multi`). The KVM
-        /// image starts the extra CPUs on QEMU; uhyve and Xen run on one CPU for now.
+        /// Virtual CPUs (QEMU `-smp N`, 1..=16; with TCG, `thread=multi`; uhyve
+        /// `-c N`). The KVM image starts the extra CPUs on QEMU and on uhyve; Xen runs
+        /// on one CPU for now.
         #[arg(long, default_value_t = 1, value_parser = qemu::parse_smp)]
         smp: u32,
         /// Build with --release.
