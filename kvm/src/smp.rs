@@ -168,6 +168,7 @@ static UHYVE_CPUS: AtomicU64 = AtomicU64::new(0);
 /// Which uhyve CPU may leave `uhyve_ap_wait` (0 = none: CPU 0 never waits). Read by
 /// the waiting CPUs' assembly with plain loads; written only by [`start_uhyve`] on the
 /// boot CPU, after [`KVM_UHYVE_AP_PARAMS`] (x86 keeps stores in order).
+// no_mangle: `uhyve_ap_wait` names it; the name is unique in the image.
 #[unsafe(no_mangle)]
 static KVM_UHYVE_AP_RELEASE: AtomicU64 = AtomicU64::new(0);
 
@@ -175,6 +176,7 @@ static KVM_UHYVE_AP_RELEASE: AtomicU64 = AtomicU64::new(0);
 /// that order: `uhyve_ap_wait` reads them at offsets 0, 8, 16, 24). Written by
 /// [`start_uhyve`] before the release, read by the one released CPU before it comes
 /// online; the next CPU is released only after that.
+// no_mangle: as for KVM_UHYVE_AP_RELEASE.
 #[unsafe(no_mangle)]
 static KVM_UHYVE_AP_PARAMS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
