@@ -77,8 +77,8 @@ impl Platform for Kvm {
     fn start_secondary_cpus(&self, max: u32) -> u32 {
         match self.vmm {
             Vmm::Qemu => smp::start(max),
-            // (uhyve starts its vCPUs itself through hermit-entry: not yet.)
-            Vmm::Uhyve => 0,
+            // uhyve started them all at its entry; they wait to be released.
+            Vmm::Uhyve => smp::start_uhyve(max),
         }
     }
 

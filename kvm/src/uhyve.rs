@@ -6,11 +6,15 @@
 //! continue in Rust with the same GDT/IDT/page-table code as the QEMU path. The console
 //! and the exit are uhyve's port-I/O hypercalls (never COM1: uhyve does not emulate it);
 //! the command line comes from `/chosen/bootargs` of uhyve's device tree.
+//!
+//! With `-c N` uhyve starts all N vCPUs at the same entry, `rsi` = the CPU's index: the
+//! others wait in `uhyve_ap_wait` until [`smp::start_uhyve`] hands each its page
+//! tables, stack and entry (no INIT/SIPI: they are already in long mode).
 
 use hermit_entry::boot_info::{BootInfo, PlatformInfo, RawBootInfo};
 use libos::memory::Region;
 
-use crate::{boot, bootargs};
+use crate::{boot, bootargs, smp};
 
 hermit_entry::define_entry_version!();
 
@@ -22,6 +26,8 @@ core::arch::global_asm!(
     .type uhyve_start64, @function
 uhyve_start64:
     cld
+    test esi, esi                     /* uhyve's cpu_id: 0 is the boot CPU */
+    jnz uhyve_ap_wait
     mov r12, rdi                      /* &RawBootInfo */
     rdtsc
     shl rdx, 32
@@ -34,6 +40,31 @@ uhyve_start64:
     xor ebp, ebp                      /* ends every backtrace */
     mov rdi, r12
     call kvm_uhyve_main
+    ud2
+
+    /* An application processor. uhyve starts every vCPU here at once, all with the
+       same stack pointer, on its own page tables and GDT (in low memory, which the heap
+       never gets). Touch no stack and no memory but the hand-off words until the boot
+       CPU releases this CPU (smp::start_uhyve): then switch to our page tables and
+       this CPU's own stack and call the entry with the CPU index, as the QEMU
+       trampoline's 64-bit end does. */
+uhyve_ap_wait:
+    mov ebx, esi
+1:  pause
+    mov rax, [rip + KVM_UHYVE_AP_RELEASE]
+    cmp rax, rbx
+    jne 1b
+    lea rcx, [rip + KVM_UHYVE_AP_PARAMS]
+    mov rax, [rcx]                    /* cr3 */
+    mov cr3, rax
+    xor eax, eax
+    mov fs, eax
+    mov gs, eax                       /* before the GS base is set, never after */
+    mov rsp, [rcx + 8]                /* stack_top */
+    mov rdi, [rcx + 16]               /* cpu */
+    mov rax, [rcx + 24]               /* entry */
+    xor ebp, ebp
+    call rax
     ud2
 "#
 );
@@ -99,6 +130,9 @@ extern "C" fn kvm_uhyve_main(raw: &'static RawBootInfo) -> ! {
     let info = BootInfo::from(*raw);
     if !matches!(info.platform_info, PlatformInfo::Uhyve { .. }) {
         boot::fail("entered through the uhyve entry, but the boot info is not uhyve's");
+    }
+    if let PlatformInfo::Uhyve { num_cpus, .. } = info.platform_info {
+        smp::uhyve_cpus_waiting(num_cpus.get());
     }
     let ram = [Region {
         start: info.hardware_info.phys_addr_range.start,

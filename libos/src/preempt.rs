@@ -316,7 +316,12 @@ pub fn preemptible<R>(f: impl FnOnce() -> R) -> R {
 
 /// Whether the running task is inside a [`preemptible`] section.
 pub fn in_preemptible() -> bool {
-    this_cpu().in_preemptible.load(Relaxed)
+    // Pinned: unpinned, a task preempted and migrated between finding this CPU's area
+    // (`gs:[0]`) and loading the flag would read the old CPU's flag, which by then
+    // belongs to whatever task runs there. (`smpstress` on uhyve caught it: there every
+    // ring-0 instruction is emulated, so the window between the two is wide.)
+    let irqs = irqflags::IrqGuard::new();
+    PerCpu::get(&irqs).in_preemptible.load(Relaxed)
 }
 
 /// The interrupt-exit reschedule for an entry that interrupted a preemptible section

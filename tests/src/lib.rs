@@ -437,7 +437,56 @@ pub fn uhyve_cases() -> Vec<Case> {
                     .expect(SELFTEST_MODEL)
             }),
     )
+    .chain(uhyve_smp_cases())
     .collect()
+}
+
+/// SMP on uhyve (`-c 2`: uhyve starts both CPUs at the entry, the image releases the
+/// second): selftest's SMP checks under two models, a short migration stress run, and
+/// a panic on both CPUs. Few and short: on a software KVM each is seconds.
+fn uhyve_smp_cases() -> Vec<Case> {
+    vec![
+        case(
+            "uhyve/smp2/selftest/none",
+            "selftest",
+            &["preempt=none", "expect-cpus=2"],
+        )
+        .uhyve()
+        .smp(2)
+        .expect(SELFTEST_SMP),
+        case(
+            "uhyve/smp2/selftest/full",
+            "selftest",
+            &["preempt=full", "expect-cpus=2"],
+        )
+        .uhyve()
+        .smp(2)
+        .expect(SELFTEST_SMP),
+        case(
+            "uhyve/smp2/smpstress/full",
+            "smpstress",
+            &["preempt=full", "tasks=4", "rounds=5"],
+        )
+        .uhyve()
+        .smp(2)
+        .bounds(STRESS_CLEAN)
+        .expect(&["smpstress: cpus=2", "smpstress: ok"]),
+        case(
+            "uhyve/smp2/crash/panic-on-every-cpu",
+            "crash",
+            &["smp-panic"],
+        )
+        .uhyve()
+        .smp(2)
+        .status(PANIC)
+        .expect(&[
+            "deliberate panic on CPU",
+            "backtrace:",
+            "crash::smp_panic",
+            "end of backtrace",
+        ])
+        .at_most_once(&["panicked at", "backtrace:", "panic while panicking"]),
+    ]
 }
 
 /// The cases for the Xen platform: as dom0 (every preemption model) and as an `xl`

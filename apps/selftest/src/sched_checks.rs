@@ -85,18 +85,35 @@ fn check_tasks(c: &mut Checker) {
             sched::spawn("sleeper", Priority::Normal, move || {
                 let base: u64 = start.recv();
                 sched::sleep_until(base + ms * 1_000_000);
-                w.lock().push(ms);
+                let ran_at = time::now_ns();
+                w.lock().push((ms, ran_at >= base + ms * 1_000_000));
             })
         })
         .collect();
     let base = time::now_ns() + 5_000_000;
     (0..3).for_each(|_| start.send(base));
     handles.into_iter().for_each(sched::JoinHandle::join);
-    c.check_eq(
-        "sched: sleepers wake in deadline order",
-        wakes.lock().clone(),
-        alloc::vec![10, 20, 30],
+    let wakes = wakes.lock().clone();
+    let order: Vec<u64> = wakes.iter().map(|w| w.0).collect();
+    c.check(
+        "sched: no sleeper wakes before its deadline",
+        wakes.len() == 3 && wakes.iter().all(|w| w.1),
+        format_args!("(deadline ms, on time) in run order: {wakes:?}"),
     );
+    if libos::percpu::online_cpus() == 1 {
+        c.check_eq(
+            "sched: sleepers wake in deadline order",
+            order,
+            alloc::vec![10, 20, 30],
+        );
+    } else {
+        // Not checked on several CPUs: a sleeper woken onto another CPU may run after
+        // the next deadline's sleeper ran here (the reschedule IPI and that CPU's way
+        // out of `hlt` took over 10 ms once on uhyve's software KVM: [10, 30, 20]).
+        // What the order would show, the timer queue's order, is the same code as on
+        // one CPU.
+        libos::println!("sched: sleepers ran in the order {order:?} (not checked on several CPUs)");
+    }
 }
 
 fn check_sync(c: &mut Checker) {

@@ -102,6 +102,16 @@ fn check_every_cpu_runs_tasks(c: &mut Checker, n: u32) {
     );
 }
 
+/// Whether every online CPU but this one is in its idle loop's halt (a snapshot).
+fn others_idle() -> bool {
+    let me = percpu::cpu_id();
+    (0..percpu::MAX_CPUS as u32)
+        .filter(|&c| c != me)
+        .filter_map(percpu::cpu)
+        .filter(|a| a.is_online())
+        .all(|a| a.in_idle.load(SeqCst))
+}
+
 /// A task blocked on a channel is woken from this CPU, which keeps spinning (it never
 /// blocks), so the wake-up must reach another CPU: by a reschedule IPI to an idle one.
 fn check_cross_cpu_wakeup(c: &mut Checker) {
@@ -118,6 +128,14 @@ fn check_cross_cpu_wakeup(c: &mut Checker) {
     let ipis = smp::reschedule_ipis();
     let mut answered = 0;
     for i in 1..=ROUNDS {
+        // Send only once the echo task blocked and its CPU went idle: sent earlier (a
+        // fast sender against a slow echo, as on uhyve's software KVM, where every
+        // ring-0 instruction is emulated), the value would be waiting when the echo
+        // next looks, no wake-up would be needed, and no IPI either.
+        let deadline = time::now_ns() + 2_000_000_000;
+        while !others_idle() && time::now_ns() < deadline {
+            core::hint::spin_loop();
+        }
         to.send(i);
         let deadline = time::now_ns() + 2_000_000_000;
         while reply.load(SeqCst) != i && time::now_ns() < deadline {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_preempt;
+mod bench_smp;
 mod bench_xen_boot;
 mod build;
 mod host;
@@ -111,8 +112,9 @@ enum Command {
         /// else 128].
         #[arg(long)]
         memory: Option<u32>,
-        /// Virtual CPUs (QEMU `-smp N`, 1..=16; with TCG, `thread=multi`). The KVM
-        /// image starts the extra CPUs on QEMU; uhyve and Xen run on one CPU for now.
+        /// Virtual CPUs (QEMU `-smp N`, 1..=16; with TCG, `thread=multi`; uhyve
+        /// `-c N`). The KVM image starts the extra CPUs on QEMU and on uhyve; Xen runs
+        /// on one CPU for now.
         #[arg(long, default_value_t = 1, value_parser = qemu::parse_smp)]
         smp: u32,
         /// Build with --release.
@@ -208,6 +210,14 @@ enum BenchKind {
         /// Memory of each domain in MiB.
         #[arg(long, default_value_t = 128)]
         memory: u32,
+    },
+    /// SMP on QEMU: completion time of a fixed CPU-bound job (`smpbench`) on 1, 2 and 4
+    /// vCPUs (speed-up against what the host's cores allow) and the call-function IPI
+    /// round trip, timed (multi-threaded TCG) and counted (-icount, deterministic).
+    Smp {
+        /// Timed runs of each vCPU count (interleaved; medians).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
     /// `httpd` vs a Linux guest (busybox httpd) on the same setup, on KVM (QEMU) and as
     /// Xen xl domUs: requests/s and throughput, ratios.
@@ -332,6 +342,9 @@ fn main() -> ExitCode {
         Command::Bench {
             which: BenchKind::XenBoot { runs, memory },
         } => bench_xen_boot::run(runs, memory),
+        Command::Bench {
+            which: BenchKind::Smp { runs },
+        } => bench_smp::run(runs),
         Command::Bench {
             which: BenchKind::Net { kvm_only },
         } => netbench::net(kvm_only),

@@ -170,6 +170,11 @@ pub fn icount_args(shift: u32) -> Vec<String> {
     vec!["-icount".into(), format!("shift={shift},sleep=off")]
 }
 
+/// Whether `opts` asks for `-icount` (see [`icount_args`]).
+fn uses_icount(opts: &RunOpts) -> bool {
+    opts.extra.iter().any(|a| a == "-icount")
+}
+
 /// The accelerator to use: kvm only where the CPU shows hardware virtualization.
 pub fn pick_accel(requested: Option<Accel>) -> Accel {
     requested.unwrap_or(if host::has_hw_virt() {
@@ -213,9 +218,16 @@ pub fn qemu_args(image: &Path, cmdline: &str, opts: &RunOpts) -> Vec<String> {
     };
     a.push("-accel".into());
     if accel == "tcg" && opts.smp > 1 {
-        // One host thread per vCPU (QEMU 7.2's TCG default for x86 is one thread for
-        // all vCPUs, which would serialize them).
-        a.push("tcg,thread=multi".into());
+        if uses_icount(opts) {
+            // -icount cannot count instructions of vCPUs running in parallel: QEMU
+            // refuses it with multi-threaded TCG. One host thread runs the vCPUs
+            // round-robin instead, which keeps the counts deterministic.
+            a.push("tcg,thread=single".into());
+        } else {
+            // One host thread per vCPU (QEMU 7.2's TCG default for x86 is one thread
+            // for all vCPUs, which would serialize them).
+            a.push("tcg,thread=multi".into());
+        }
     } else {
         a.push(accel.into());
     }
@@ -325,9 +337,16 @@ mod tests {
             !one.iter()
                 .any(|a| a == "-smp" || a.contains("thread=multi"))
         );
-        let four = qemu_args(Path::new("img"), "", &opts.with_smp(4));
+        let four = qemu_args(Path::new("img"), "", &opts.clone().with_smp(4));
         let i = four.iter().position(|a| a == "-smp").expect("-smp present");
         assert_eq!(four[i + 1], "4");
         assert!(four.iter().any(|a| a == "tcg,thread=multi"));
+        let counted = RunOpts {
+            extra: icount_args(0),
+            ..opts.with_smp(2)
+        };
+        let counted = qemu_args(Path::new("img"), "", &counted);
+        assert!(counted.iter().any(|a| a == "tcg,thread=single"));
+        assert!(!counted.iter().any(|a| a.contains("thread=multi")));
     }
 }

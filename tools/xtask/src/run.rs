@@ -124,9 +124,9 @@ pub fn build_and_run(
             "--forward needs the KVM platform on QEMU or an xl domU (uhyve and a dom0 app have no network card here)",
         );
     }
-    if opts.smp > 1 && (platform != Platform::Kvm || vmm != Vmm::Qemu) {
+    if opts.smp > 1 && platform != Platform::Kvm {
         return fail(
-            "--smp > 1 needs the KVM platform on QEMU (Xen vCPUs and uhyve APs are not supported yet)",
+            "--smp > 1 needs the KVM platform (on QEMU or uhyve); Xen vCPUs are not supported yet",
         );
     }
     let image = build::build(app, platform, release)?;

@@ -45,12 +45,12 @@ pub fn ensure_uhyve() -> Result<PathBuf, Failure> {
 
 /// The uhyve command line for `image` with the app's `args`.
 pub fn uhyve_args(image: &Path, args: &[String], opts: &RunOpts) -> Vec<String> {
-    let mut a = vec![
-        "-m".to_string(),
-        format!("{}MiB", opts.memory),
-        image.display().to_string(),
-        "--".into(),
-    ];
+    let mut a = vec!["-m".to_string(), format!("{}MiB", opts.memory)];
+    if opts.smp > 1 {
+        // uhyve starts every CPU at the image's entry; the image releases the others.
+        a.extend(["-c".to_string(), opts.smp.to_string()]);
+    }
+    a.extend([image.display().to_string(), "--".into()]);
     // One pre-quoted word per argument: uhyve joins them with spaces.
     a.extend(args.iter().map(|w| kernel_cmdline(std::slice::from_ref(w))));
     a
@@ -81,4 +81,19 @@ pub fn run_image(
         timed_out: c.timed_out,
         elapsed: c.elapsed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MachineArg;
+
+    #[test]
+    fn smp_passes_the_cpu_count() {
+        let opts = RunOpts::for_tests(MachineArg::Microvm, 0);
+        let one = uhyve_args(Path::new("img"), &[], &opts);
+        assert!(!one.iter().any(|a| a == "-c"));
+        let two = uhyve_args(Path::new("img"), &["x".into()], &opts.with_smp(2));
+        assert_eq!(two, ["-m", "128MiB", "-c", "2", "img", "--", "x"]);
+    }
 }
