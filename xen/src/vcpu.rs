@@ -94,6 +94,7 @@ struct RegisterVcpuInfo {
 /// down (Xen refuses to move the `vcpu_info` of another running vCPU). Needs
 /// `memory::init` (the p2m list).
 pub fn register(cpu: CpuId) -> Result<(), i64> {
+    // -EINVAL: there is no per-CPU area with that index.
     let area = percpu::cpu(cpu).ok_or(-22)?;
     let va = core::ptr::from_ref(&area.backend) as u64;
     let mut arg = RegisterVcpuInfo {

@@ -84,11 +84,18 @@ fn xen_qemu_args(
     let mut args = match how {
         XenBoot::Dom0 => {
             let xen = xen_testbed::ensure_hypervisor()?;
-            xen_testbed::dom0_qemu_args(&xen, image, cmdline, opts.memory)
+            xen_testbed::dom0_qemu_args(&xen, image, cmdline, opts.memory, opts.smp)
         }
         XenBoot::Xl => {
             let tb = xen_testbed::ensure_xl_testbed()?;
-            xl_run::xl_qemu_args(&tb, image, cmdline, opts.memory.min(256), &opts.forwards)?
+            xl_run::xl_qemu_args(
+                &tb,
+                image,
+                cmdline,
+                opts.memory.min(256),
+                opts.smp,
+                &opts.forwards,
+            )?
         }
     };
     args.extend(opts.extra.iter().cloned());
@@ -124,9 +131,9 @@ pub fn build_and_run(
             "--forward needs the KVM platform on QEMU or an xl domU (uhyve and a dom0 app have no network card here)",
         );
     }
-    if opts.smp > 1 && (platform != Platform::Kvm || vmm != Vmm::Qemu) {
+    if opts.smp > 1 && vmm == Vmm::Uhyve {
         return fail(
-            "--smp > 1 needs the KVM platform on QEMU (Xen vCPUs and uhyve APs are not supported yet)",
+            "--smp > 1 needs QEMU (KVM platform) or Xen (dom0 or xl domU); uhyve APs are not supported yet",
         );
     }
     let image = build::build(app, platform, release)?;
