@@ -54,13 +54,14 @@ unsafe extern "C" {
 ///
 /// Context: boot CPU, events masked, once, scheduler initialized.
 pub fn start(max: u32) -> u32 {
+    let available = (1..=max).take_while(|&n| vcpu::exists(n)).count() as u32;
+    if available == 0 {
+        // One vCPU: leave the timer unbound until libos needs time, as before SMP.
+        return 0;
+    }
     // The boot vCPU's timer port first (secondary vCPUs bind theirs below), and its
     // IPI ports: the others send it wake-ups too.
     libos::time::ensure_init();
-    let available = (1..=max).take_while(|&n| vcpu::exists(n)).count() as u32;
-    if available == 0 {
-        return 0;
-    }
     if let Err(rc) = events::bind_ipis(0) {
         println!("upcall: SMP: binding vCPU 0's IPIs failed ({rc}); running on 1 vCPU");
         return 0;
