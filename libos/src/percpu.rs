@@ -79,7 +79,21 @@ pub struct PerCpu {
     pub task_switches: AtomicU64,
     /// Pending bottom halves (`softirq`): raised and run on this CPU.
     pub softirq_pending: AtomicU32,
+    /// 64 bytes the backend owns, at [`BACKEND_AREA_OFFSET`] (so reachable as
+    /// `gs:[BACKEND_AREA_OFFSET + n]` in one instruction) and 64-byte aligned (Xen PV
+    /// registers this CPU's `vcpu_info` here: its event mask can then be written
+    /// without a migration splitting "which CPU" from "write"). Who writes what is the
+    /// backend's to document; libos never touches it.
+    pub backend: BackendArea,
 }
+
+/// The backend's bytes in a [`PerCpu`] area (see [`PerCpu::backend`]).
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct BackendArea(pub [AtomicU64; 8]);
+
+/// Offset of [`PerCpu::backend`] in the area (for `gs:`-relative accesses).
+pub const BACKEND_AREA_OFFSET: usize = core::mem::offset_of!(PerCpu, backend);
 
 impl PerCpu {
     const fn new() -> Self {
@@ -98,6 +112,7 @@ impl PerCpu {
             interrupts: AtomicU64::new(0),
             task_switches: AtomicU64::new(0),
             softirq_pending: AtomicU32::new(0),
+            backend: BackendArea([const { AtomicU64::new(0) }; 8]),
         }
     }
 

@@ -7,11 +7,12 @@
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
 
+use libos::percpu::{CpuId, MAX_CPUS, this_cpu};
 use libos::regs::Regs;
 
 use crate::evtchn_demux;
 use crate::hypercall::hypercall;
-use crate::pv;
+use crate::{pv, vcpu};
 
 /// Pseudo-vector of the event upcall in `Regs::vector`.
 pub const UPCALL_VECTOR: u64 = 256;
@@ -84,8 +85,57 @@ pub fn notify(port: u32) {
     };
 }
 
-/// The port VIRQ_TIMER is bound to (0 = not bound).
-static TIMER_PORT: AtomicU32 = AtomicU32::new(0);
+/// The ports bound to one vCPU (0 = not bound; Xen never hands out port 0).
+struct CpuPorts {
+    /// Its VIRQ_TIMER.
+    timer: AtomicU32,
+    /// Its reschedule IPI.
+    reschedule: AtomicU32,
+    /// Its call-function IPI.
+    call_function: AtomicU32,
+}
+
+/// Ports by vCPU. Written on the boot CPU while binding (before the port is unmasked,
+/// and for a secondary vCPU before `VCPUOP_up`); read by that vCPU's upcall and by
+/// senders of IPIs (SeqCst: the hypercalls in between order them anyway).
+static PORTS: [CpuPorts; MAX_CPUS] = [const {
+    CpuPorts {
+        timer: AtomicU32::new(0),
+        reschedule: AtomicU32::new(0),
+        call_function: AtomicU32::new(0),
+    }
+}; MAX_CPUS];
+
+/// 2-level event channels: 64 words of 64 ports.
+const PORT_WORDS: usize = 64;
+
+/// Ports bound to each vCPU ≥ 1, as bitmaps; ports not set for any of them belong to
+/// vCPU 0 (Xen notifies vCPU 0 unless a port is bound elsewhere). `evtchn_pending` and
+/// `evtchn_mask` are shared by all vCPUs, so each vCPU's scan must leave other vCPUs'
+/// ports alone (Linux's per-CPU `cpu_evtchn_mask`). Written by [`bind_to`] (boot CPU,
+/// before the port is unmasked), read by the upcall scans.
+static BOUND_TO: [[AtomicU64; PORT_WORDS]; MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; PORT_WORDS] }; MAX_CPUS];
+/// Union of `BOUND_TO[1..]`: ports vCPU 0 must skip.
+static BOUND_ELSEWHERE: [AtomicU64; PORT_WORDS] = [const { AtomicU64::new(0) }; PORT_WORDS];
+
+/// Records that `port` notifies vCPU `cpu`. Context: before `port` is unmasked.
+fn bind_to(cpu: CpuId, port: u32) {
+    let (w, bit) = (port as usize / 64, 1u64 << (port % 64));
+    if cpu != 0 && w < PORT_WORDS {
+        BOUND_TO[cpu as usize][w].fetch_or(bit, SeqCst);
+        BOUND_ELSEWHERE[w].fetch_or(bit, SeqCst);
+    }
+}
+
+/// The ports of word `w` that notify vCPU `cpu`.
+fn ports_of(cpu: CpuId, w: usize) -> u64 {
+    if cpu == 0 {
+        !BOUND_ELSEWHERE[w].load(SeqCst)
+    } else {
+        BOUND_TO[cpu as usize][w].load(SeqCst)
+    }
+}
 /// Events delivered to a port nobody handles (kept for debugging with a debugger).
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
 
@@ -116,11 +166,23 @@ struct BindVirq {
     port: u32,
 }
 
-/// Binds VIRQ_TIMER of vCPU 0 and unmasks its port.
-pub fn bind_timer() -> Result<u32, i64> {
+/// The event and failsafe callbacks' addresses (a secondary vCPU's initial context
+/// names them, as `init` does for the boot vCPU).
+pub fn callbacks() -> (u64, u64) {
+    (
+        xen_upcall_entry as *const () as u64,
+        xen_failsafe_entry as *const () as u64,
+    )
+}
+
+/// Binds VIRQ_TIMER of vCPU `cpu` and unmasks its port (`set_timer_op` on that vCPU
+/// then raises it there).
+///
+/// Context: boot CPU (for a secondary vCPU: before it is up).
+pub fn bind_timer(cpu: CpuId) -> Result<u32, i64> {
     let mut arg = BindVirq {
         virq: xen_sys::VIRQ_TIMER,
-        vcpu: 0,
+        vcpu: cpu,
         port: 0,
     };
     // SAFETY: EVTCHNOP_bind_virq reads virq/vcpu and writes port in `arg`.
@@ -137,9 +199,67 @@ pub fn bind_timer() -> Result<u32, i64> {
     if rc != 0 {
         return Err(rc);
     }
-    TIMER_PORT.store(arg.port, SeqCst);
+    PORTS[cpu as usize].timer.store(arg.port, SeqCst);
+    bind_to(cpu, arg.port);
     unmask_port(arg.port);
     Ok(arg.port)
+}
+
+/// `struct evtchn_bind_ipi`.
+#[repr(C)]
+struct BindIpi {
+    vcpu: u32,
+    port: u32,
+}
+
+fn bind_ipi(cpu: CpuId) -> Result<u32, i64> {
+    let mut arg = BindIpi { vcpu: cpu, port: 0 };
+    // SAFETY: EVTCHNOP_bind_ipi reads vcpu and writes port in `arg`.
+    let rc = unsafe {
+        hypercall(
+            xen_sys::__HYPERVISOR_event_channel_op,
+            u64::from(xen_sys::EVTCHNOP_bind_ipi),
+            (&raw mut arg) as u64,
+            0,
+            0,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(rc);
+    }
+    bind_to(cpu, arg.port);
+    unmask_port(arg.port);
+    Ok(arg.port)
+}
+
+/// Binds vCPU `cpu`'s IPI ports (reschedule, call-function) and unmasks them. Halt-all
+/// needs no port: it is `VCPUOP_down`, which stops a vCPU even with events masked.
+///
+/// Context: boot CPU (for a secondary vCPU: before it is up).
+pub fn bind_ipis(cpu: CpuId) -> Result<(), i64> {
+    let ports = &PORTS[cpu as usize];
+    ports.reschedule.store(bind_ipi(cpu)?, SeqCst);
+    ports.call_function.store(bind_ipi(cpu)?, SeqCst);
+    Ok(())
+}
+
+/// Sends vCPU `cpu` its reschedule (`call_function` false) or call-function IPI.
+/// Returns false if its port is not bound.
+pub fn send_ipi(cpu: CpuId, call_function: bool) -> bool {
+    let Some(ports) = PORTS.get(cpu as usize) else {
+        return false;
+    };
+    let port = if call_function {
+        ports.call_function.load(SeqCst)
+    } else {
+        ports.reschedule.load(SeqCst)
+    };
+    if port == 0 {
+        return false;
+    }
+    notify(port);
+    true
 }
 
 /// Allocates a port that domain `remote` may bind to (a frontend's channel to its
@@ -182,9 +302,12 @@ fn unmask_port(port: u32) {
 /// Context: events masked, on the irq stack (via `run_on_irqstack_cond`).
 pub extern "C" fn upcall(regs: &mut Regs) {
     let si = pv::shared_info();
-    let vcpu = pv::vcpu0();
-    // SAFETY: field addresses in the mapped shared-info page; Xen writes these fields
-    // with atomic operations, so we access them as atomics.
+    // Events masked: this vCPU stays put while the upcall runs.
+    let cpu = this_cpu().id();
+    let vcpu = vcpu::of(cpu);
+    // SAFETY: field addresses in the mapped shared-info page and in this vCPU's
+    // registered vcpu_info; Xen writes these fields with atomic operations, so we access
+    // them as atomics.
     let (pending_flag, sel, pending, mask) = unsafe {
         (
             AtomicU8::from_ptr(&raw mut (*vcpu).evtchn_upcall_pending),
@@ -193,20 +316,32 @@ pub extern "C" fn upcall(regs: &mut Regs) {
             (&raw mut (*si).evtchn_mask).cast::<u64>(),
         )
     };
-    let timer = TIMER_PORT.load(SeqCst);
+    let ports = &PORTS[cpu as usize];
+    let (timer, resched, call) = (
+        ports.timer.load(SeqCst),
+        ports.reschedule.load(SeqCst),
+        ports.call_function.load(SeqCst),
+    );
     // Re-check: events raised while we scan set the flag again (Linux's loop).
     while pending_flag.swap(0, SeqCst) != 0 {
         let selector = sel.swap(0, SeqCst);
         evtchn_demux::scan(
             selector,
             |w| shared_word(pending, w).load(SeqCst),
-            |w| shared_word(mask, w).load(SeqCst),
+            // Other vCPUs' ports count as masked here: they stay pending for their vCPU.
+            |w| shared_word(mask, w).load(SeqCst) | !ports_of(cpu, w),
             |w, bits| {
                 shared_word(pending, w).fetch_and(!bits, SeqCst);
             },
             |port| {
-                if port == timer && timer != 0 {
+                if port == 0 {
+                    SPURIOUS.fetch_add(1, SeqCst);
+                } else if port == timer {
                     libos::time::timer_interrupt(regs);
+                } else if port == resched {
+                    libos::smp::reschedule_interrupt(regs);
+                } else if port == call {
+                    libos::smp::call_function_interrupt(regs);
                 } else if let Some(h) = HANDLERS
                     .lock()
                     .iter()
@@ -249,7 +384,7 @@ pub fn block() {
             0,
         )
     };
-    pv::set_mask(true);
+    vcpu::set_mask(true);
 }
 
 /// Makes Xen deliver events that became pending while masked: any hypercall returns to

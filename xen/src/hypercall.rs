@@ -107,9 +107,19 @@ pub fn set_iopl(iopl: u32) -> bool {
     }
 }
 
-/// `update_va_mapping(va, pte, UVMF_INVLPG)`: sets the PTE mapping `va`.
+const UVMF_INVLPG: u64 = 2;
+/// With `UVMF_INVLPG`: on every vCPU of the domain, not just this one.
+const UVMF_ALL: u64 = 4;
+
+/// `update_va_mapping(va, pte, UVMF_INVLPG)`: sets the PTE mapping `va` and flushes it
+/// from this vCPU's TLB.
 pub fn update_va_mapping(va: u64, pte: u64) -> i64 {
-    const UVMF_INVLPG: u64 = 2;
     // SAFETY: plain values; Xen validates the PTE (frame ownership, type).
     unsafe { hypercall(UPDATE_VA_MAPPING, va, pte, UVMF_INVLPG, 0, 0) }
+}
+
+/// [`update_va_mapping`], flushing the entry from every vCPU's TLB.
+pub fn update_va_mapping_all(va: u64, pte: u64) -> i64 {
+    // SAFETY: plain values; Xen validates the PTE (frame ownership, type).
+    unsafe { hypercall(UPDATE_VA_MAPPING, va, pte, UVMF_INVLPG | UVMF_ALL, 0, 0) }
 }

@@ -38,6 +38,10 @@ mod netfront;
 #[cfg(target_os = "none")]
 mod pv;
 #[cfg(target_os = "none")]
+mod smp;
+#[cfg(target_os = "none")]
 mod traps;
+#[cfg(target_os = "none")]
+mod vcpu;
 #[cfg(target_os = "none")]
 pub mod xenstore;

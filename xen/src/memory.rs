@@ -227,7 +227,14 @@ pub fn mfn_of_addr(addr: u64) -> u64 {
     mfn_of_pfn(addr / PAGE)
 }
 
-/// Unmaps (`protect`) or maps back one page of the domain (stack guard pages).
+/// The machine frame of the top-level page table (a secondary vCPU's cr3).
+pub fn top_table_mfn() -> u64 {
+    mfn_of_addr(PT_BASE.load(Relaxed))
+}
+
+/// Unmaps (`protect`) or maps back one page of the domain (stack guard pages), and
+/// flushes the page from every vCPU's TLB (`UVMF_ALL`: a vCPU that ran on the stack
+/// before must not keep using a stale entry for the guard page).
 pub fn set_guard(addr: u64, protect: bool) -> bool {
     if P2M.load(Relaxed) == 0 {
         return false;
@@ -237,7 +244,7 @@ pub fn set_guard(addr: u64, protect: bool) -> bool {
     } else {
         (mfn_of_pfn(addr / PAGE) << 12) | PTE_KERNEL_RW
     };
-    update_va_mapping(addr & !(PAGE - 1), pte) == 0
+    crate::hypercall::update_va_mapping_all(addr & !(PAGE - 1), pte) == 0
 }
 
 /// Machine address of the L1 entry that maps `va` (a page of our identity map).

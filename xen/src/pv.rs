@@ -6,10 +6,10 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::Relaxed};
 use libos::balloon::{Error as BalloonError, Issue};
 use libos::memory::Region;
 use libos::{BootInfo, Platform, println};
-use xen_sys::{shared_info, vcpu_info};
+use xen_sys::shared_info;
 
 use crate::start_info::{self, StartInfo};
-use crate::{console, hypercall, traps};
+use crate::{console, hypercall, traps, vcpu};
 
 core::arch::global_asm!(
     r#"
@@ -97,25 +97,19 @@ pub fn shared_info() -> *mut shared_info {
     si
 }
 
-/// This vCPU's `vcpu_info` (vCPU 0: one CPU for now).
-pub fn vcpu0() -> *mut vcpu_info {
-    let si = SHARED_INFO.load(Relaxed);
-    assert!(!si.is_null(), "shared info used before boot mapped it");
-    // SAFETY: `si` is the mapped shared-info page; vcpu_info[0] is this CPU's.
-    unsafe { &raw mut (*si).vcpu_info[0] }
-}
-
 /// The page-fault address Xen saved for the current exception.
+///
+/// Context: events masked (the exception entry masks them), so the vCPU stays put.
 pub fn fault_address() -> u64 {
-    // SAFETY: vcpu_info is mapped; Xen wrote arch.cr2 before bouncing the #PF to us.
-    unsafe { (&raw const (*vcpu0()).arch.cr2).read_volatile() }
+    // SAFETY: this vCPU's registered vcpu_info; Xen wrote arch.cr2 before bouncing the
+    // #PF to us.
+    unsafe { (&raw const (*vcpu::this()).arch.cr2).read_volatile() }
 }
 
-/// Sets this vCPU's event mask (the PV "interrupt flag").
+/// Sets this vCPU's event mask (the PV "interrupt flag"), migration-safe: see
+/// [`vcpu::set_mask`].
 pub fn set_mask(masked: bool) {
-    // SAFETY: the mask byte of our vcpu_info; only this CPU writes it.
-    unsafe { (&raw mut (*vcpu0()).evtchn_upcall_mask).write_volatile(u8::from(masked)) };
-    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+    vcpu::set_mask(masked);
 }
 
 /// Unmasks event delivery, then has Xen deliver what arrived while masked.
@@ -130,8 +124,10 @@ pub fn set_mask(masked: bool) {
 /// that window of a few instructions each time, so it stays shallow.)
 pub fn unmask_events() {
     set_mask(false);
-    // SAFETY: reading our vcpu_info's pending flag.
-    if unsafe { (&raw const (*vcpu0()).evtchn_upcall_pending).read_volatile() } != 0 {
+    // Events are on: the task may move to another vCPU right here. Then it checks the
+    // new vCPU's flag, which is the one that matters for where it runs now (the old
+    // vCPU took the upcall that preempted it).
+    if vcpu::upcall_pending() {
         crate::events::force_callback();
     }
 }
@@ -178,8 +174,7 @@ impl Platform for Xen {
     }
 
     fn irqs_enabled(&self) -> bool {
-        // SAFETY: reading our vcpu_info's mask byte.
-        unsafe { (&raw const (*vcpu0()).evtchn_upcall_mask).read_volatile() == 0 }
+        !vcpu::masked()
     }
 
     fn irqs_enable(&self) {
@@ -204,17 +199,20 @@ impl Platform for Xen {
     }
 
     fn now_ns(&self) -> u64 {
-        // SAFETY: vcpu_info.time is Xen's pvclock record for this vCPU (same layout as
-        // `PvclockRecord`: 32 bytes, same fields), kept updated by Xen.
+        // A task may move to another vCPU while it reads: then it reads that vCPU's
+        // record, equally valid (Xen's system time is one clock for the domain).
+        // SAFETY: vcpu_info.time is Xen's pvclock record for a vCPU of ours (same
+        // layout as `PvclockRecord`: 32 bytes, same fields), kept updated by Xen, and
+        // `pvclock::read` retries on a torn read (version check).
         unsafe {
             libos::pvclock::read(
-                (&raw const (*vcpu0()).time).cast::<libos::pvclock::PvclockRecord>(),
+                (&raw const (*vcpu::this()).time).cast::<libos::pvclock::PvclockRecord>(),
             )
         }
     }
 
     fn timer_init(&self) {
-        if let Err(rc) = crate::events::bind_timer() {
+        if let Err(rc) = crate::events::bind_timer(0) {
             panic!("Xen backend: binding VIRQ_TIMER failed ({rc})");
         }
     }
@@ -231,6 +229,18 @@ impl Platform for Xen {
 
     fn balloon_in(&self, addr: u64, pages: usize, issue: Issue) -> Result<(), BalloonError> {
         crate::memory::issued(issue, || crate::memory::balloon_in(addr, pages, issue))
+    }
+
+    fn start_secondary_cpus(&self, max: u32) -> u32 {
+        crate::smp::start(max)
+    }
+
+    fn send_ipi(&self, cpu: libos::percpu::CpuId, ipi: libos::smp::Ipi) {
+        crate::smp::send_ipi(cpu, ipi);
+    }
+
+    fn halt_cpu(&self) -> ! {
+        crate::smp::halt_this_cpu()
     }
 
     fn start_services(&self) {
@@ -269,6 +279,11 @@ impl Platform for Xen {
 }
 
 static XEN: Xen = Xen;
+
+/// The platform, for secondary vCPUs' `percpu::init_cpu`.
+pub(crate) fn platform() -> &'static dyn Platform {
+    &XEN
+}
 
 // `now_ns` reads Xen's vcpu_time_info through libos's shared pvclock record type.
 const _: () =
@@ -331,6 +346,8 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
         }
     }
     map_shared_info(info.shared_info);
+    // Xen starts us masked; our copy says so too until `vcpu::register` replaces it
+    // with Xen's own.
     set_mask(true);
     if let Err(rc) = traps::init() {
         fail(format_args!("set_trap_table returned {rc}"));
@@ -359,6 +376,11 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
         )
     }
     .unwrap_or_else(|e| fail(e));
+    // From here on the event mask, pending flags, cr2 and time record are read through
+    // the GS base (see `vcpu`); events are still masked, as Xen started us.
+    if let Err(rc) = vcpu::register(0) {
+        fail(format_args!("VCPUOP_register_vcpu_info returned {rc}"));
+    }
     let image_start = (&raw const __image_start) as u64;
     let boot = BootInfo {
         cmdline,

@@ -9,6 +9,7 @@
 
 use libos::regs::Regs;
 use libos::{entry, trap};
+use xen_sys::trap_info;
 
 use crate::hypercall::{SET_TRAP_TABLE, hypercall};
 use crate::{events, pv};
@@ -29,41 +30,36 @@ unsafe extern "C" {
     static xen_trap_stubs: u8;
 }
 
-/// `struct trap_info`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct TrapInfo {
-    vector: u8,
-    /// Bits 0-1: DPL; bit 2: mask events on entry.
-    flags: u8,
-    cs: u16,
-    address: u64,
-}
-
 const MASK_EVENTS: u8 = 1 << 2;
 /// Exceptions 0..=19 go through the table; 20+ are not raised in a PV guest.
-const EXCEPTIONS: usize = 20;
+pub const EXCEPTIONS: usize = 20;
 
-/// Installs the trap table.
-///
-/// Context: boot, events masked.
-pub fn init() -> Result<(), i64> {
+/// The trap table (`struct trap_info` per exception, then an all-zero terminator):
+/// installed by [`init`] on the boot vCPU, part of a secondary vCPU's initial context.
+pub fn table() -> [trap_info; EXCEPTIONS + 1] {
     let base = (&raw const xen_trap_stubs) as u64;
-    let mut table = [TrapInfo {
+    let mut table = [trap_info {
         vector: 0,
         flags: 0,
         cs: 0,
         address: 0,
     }; EXCEPTIONS + 1];
     for (v, t) in table.iter_mut().take(EXCEPTIONS).enumerate() {
-        *t = TrapInfo {
+        *t = trap_info {
             vector: v as u8,
             flags: MASK_EVENTS,
             cs: xen_sys::FLAT_KERNEL_CS as u16,
             address: base + v as u64 * libos::arch::ENTRY_STUB_STRIDE,
         };
     }
-    // The all-zero last entry terminates the table.
+    table
+}
+
+/// Installs the trap table on this vCPU.
+///
+/// Context: boot, events masked.
+pub fn init() -> Result<(), i64> {
+    let table = table();
     // SAFETY: set_trap_table reads the table (copied by Xen) until the zero entry.
     let rc = unsafe { hypercall(SET_TRAP_TABLE, table.as_ptr() as u64, 0, 0, 0, 0) };
     if rc == 0 { Ok(()) } else { Err(rc) }

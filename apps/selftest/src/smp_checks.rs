@@ -81,7 +81,10 @@ fn check_every_cpu_runs_tasks(c: &mut Checker, n: u32) {
                 while arrived.load(SeqCst) < u64::from(n) && time::now_ns() < deadline {
                     core::hint::spin_loop();
                 }
-                cpus.lock().push(percpu::cpu_id());
+                // The CPU it waited on, read before the lock: a task that blocks on
+                // the lock may resume on the CPU the other one just left.
+                let cpu = percpu::cpu_id();
+                cpus.lock().push(cpu);
             })
         })
         .collect();

@@ -53,6 +53,7 @@ pub fn run(runs: usize, memory_mb: u32) -> Outcome {
             image: image.to_path_buf(),
             cmdline: String::new(),
             memory_mb,
+            vcpus: 1,
             actions: Vec::new(),
             timeout_secs: DOMAIN_TIMEOUT,
             net: None,

@@ -112,9 +112,9 @@ enum Command {
         /// else 128].
         #[arg(long)]
         memory: Option<u32>,
-        /// Virtual CPUs (QEMU `-smp N`, 1..=16; with TCG, `thread=multi`; uhyve
-        /// `-c N`). The KVM image starts the extra CPUs on QEMU and on uhyve; Xen runs
-        /// on one CPU for now.
+        /// Virtual CPUs (1..=16): QEMU `-smp N` (with TCG, `thread=multi`) or uhyve
+        /// `-c N` for the KVM image; on Xen, dom0's `dom0_max_vcpus=N` (and N QEMU CPUs)
+        /// or the xl domU's `vcpus = N` (pinned to QEMU CPUs 1..=N beside dom0's CPU 0).
         #[arg(long, default_value_t = 1, value_parser = qemu::parse_smp)]
         smp: u32,
         /// Build with --release.

@@ -201,6 +201,7 @@ impl<'a> Setup<'a> {
                     settle: false,
                     net: Some(vec![fwd]),
                     ramdisk: ramdisk.clone(),
+                    vcpus: 1,
                 };
                 xl_run::xl_run_qemu_args(&tb, &[domain])
                     .map(|r| r.qemu_args)

@@ -111,6 +111,7 @@ fn run_case(case: &NetCase) -> Result<String, String> {
                 &image,
                 &cmdline,
                 upcall_tests::XL_MEMORY_MB,
+                1,
                 &forwards,
             )
             .map_err(|f| f.message)?

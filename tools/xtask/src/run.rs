@@ -84,11 +84,18 @@ fn xen_qemu_args(
     let mut args = match how {
         XenBoot::Dom0 => {
             let xen = xen_testbed::ensure_hypervisor()?;
-            xen_testbed::dom0_qemu_args(&xen, image, cmdline, opts.memory)
+            xen_testbed::dom0_qemu_args(&xen, image, cmdline, opts.memory, opts.smp)
         }
         XenBoot::Xl => {
             let tb = xen_testbed::ensure_xl_testbed()?;
-            xl_run::xl_qemu_args(&tb, image, cmdline, opts.memory.min(256), &opts.forwards)?
+            xl_run::xl_qemu_args(
+                &tb,
+                image,
+                cmdline,
+                opts.memory.min(256),
+                opts.smp,
+                &opts.forwards,
+            )?
         }
     };
     args.extend(opts.extra.iter().cloned());
@@ -122,11 +129,6 @@ pub fn build_and_run(
     if !opts.forwards.is_empty() && !networked {
         return fail(
             "--forward needs the KVM platform on QEMU or an xl domU (uhyve and a dom0 app have no network card here)",
-        );
-    }
-    if opts.smp > 1 && platform != Platform::Kvm {
-        return fail(
-            "--smp > 1 needs the KVM platform (on QEMU or uhyve); Xen vCPUs are not supported yet",
         );
     }
     let image = build::build(app, platform, release)?;

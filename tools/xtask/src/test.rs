@@ -170,6 +170,7 @@ fn xl_domain(case: &Case, image: PathBuf) -> XlDomain {
         image,
         cmdline: qemu::kernel_cmdline(&args),
         memory_mb,
+        vcpus: case.smp,
         actions: actions
             .iter()
             .map(|a| XlAction {
@@ -188,14 +189,24 @@ fn xl_domain(case: &Case, image: PathBuf) -> XlDomain {
 }
 
 /// Runs the xl cases in batches of up to [`XL_BATCH`] domains per dom0 boot; each case
-/// is judged on its own domain's output and status.
+/// is judged on its own domain's output and status. Cases with the same vCPU count
+/// share batches (a batch's QEMU has a CPU for dom0 plus its largest domain's vCPUs,
+/// so single-vCPU domains keep the machine they always had).
 fn run_xl_cases(
     t: &mut Tally,
     cases: &[&Case],
     images: &mut HashMap<(String, bool, bool), PathBuf>,
 ) {
-    let batches = cases.len().div_ceil(XL_BATCH);
-    for (b, batch) in cases.chunks(XL_BATCH).enumerate() {
+    let mut by_vcpus: Vec<Vec<&Case>> = Vec::new();
+    for &case in cases {
+        match by_vcpus.iter_mut().find(|g| g[0].smp == case.smp) {
+            Some(group) => group.push(case),
+            None => by_vcpus.push(vec![case]),
+        }
+    }
+    let all: Vec<&[&Case]> = by_vcpus.iter().flat_map(|g| g.chunks(XL_BATCH)).collect();
+    let batches = all.len();
+    for (b, batch) in all.into_iter().enumerate() {
         let mut domains = Vec::new();
         let mut runnable = Vec::new();
         for case in batch {

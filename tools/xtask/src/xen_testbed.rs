@@ -133,13 +133,28 @@ pub fn ensure_xl_testbed() -> Result<XlTestbed, Failure> {
 /// dom0 that shuts down with reason reboot ends QEMU with status 0; one that writes `v`
 /// to port 0xf4 ends it with `(v << 1) | 1`. `kernel`'s path must not contain spaces
 /// (QEMU splits a multiboot module's path from its command line at the first space).
-pub fn dom0_qemu_args(xen: &Path, kernel: &Path, cmdline: &str, memory_mb: u32) -> Vec<String> {
-    let mut a = machine_args(memory_mb + FAST_XEN_OVERHEAD_MB, 1);
+/// With `vcpus` > 1, QEMU gets that many CPUs (multi-threaded TCG) and dom0 that many
+/// vCPUs (`dom0_max_vcpus`), one per CPU.
+pub fn dom0_qemu_args(
+    xen: &Path,
+    kernel: &Path,
+    cmdline: &str,
+    memory_mb: u32,
+    vcpus: u32,
+) -> Vec<String> {
+    let mut a = machine_args(memory_mb + FAST_XEN_OVERHEAD_MB, vcpus);
+    let smp = if vcpus > 1 {
+        // Pinned, vCPU k on CPU k: left to Xen's scheduler, two vCPUs could share a
+        // CPU for a time slice (tens of ms late wake-ups under TCG).
+        format!(" dom0_max_vcpus={vcpus} dom0_vcpus_pin")
+    } else {
+        String::new()
+    };
     a.extend([
         "-kernel".to_string(),
         xen.display().to_string(),
         "-append".to_string(),
-        format!("{XEN_CMDLINE} dom0_mem={memory_mb}M"),
+        format!("{XEN_CMDLINE} dom0_mem={memory_mb}M{smp}"),
         "-initrd".to_string(),
         initrd_arg(&[(kernel, cmdline)]),
     ]);
@@ -161,7 +176,7 @@ pub fn command() -> Outcome {
     let kernel = Path::new("PV-KERNEL");
     println!(
         "boot a PV kernel as dom0:\n  {}",
-        qemu::shell_words(QEMU, &dom0_qemu_args(&xen, kernel, "ARGS", 128))
+        qemu::shell_words(QEMU, &dom0_qemu_args(&xen, kernel, "ARGS", 128, 1))
     );
     Ok(0)
 }
@@ -170,10 +185,10 @@ pub fn command() -> Outcome {
 /// `-cpu qemu64` (`max` makes a Linux dom0 crash through SMAP) with RDRAND (without it a
 /// Linux dom0 has no entropy, and each `xl create` waits 3 s for libuuid's random
 /// bytes), one CPU, no display, the serial port on stdio, isa-debug-exit.
-/// `cpus` = 1: the fast path (the app is the only guest). 2 for the xl path: the Linux
-/// dom0 is pinned to CPU 0 and the app's domain to CPU 1, so dom0's work (xenconsoled,
-/// the init's console pump) does not delay the app (multi-threaded TCG runs each vCPU
-/// on its own host thread).
+/// `cpus` = 1: the fast path (the app is the only guest), or the app's vCPUs as dom0.
+/// 1 + the domU's vCPUs for the xl path: the Linux dom0 is pinned to CPU 0 and the
+/// app's domain to the others, so dom0's work (xenconsoled, the init's console pump)
+/// does not delay the app (multi-threaded TCG runs each vCPU on its own host thread).
 pub(crate) fn machine_args(memory_mb: u32, cpus: u32) -> Vec<String> {
     let accel = if cpus > 1 { "tcg,thread=multi" } else { "tcg" };
     let mut a: Vec<String> = ["-accel", accel, "-cpu", "qemu64,+rdrand", "-smp"]
@@ -715,8 +730,9 @@ mod tests {
 
     #[test]
     fn dom0_args_follow_the_recipe() {
-        let a = dom0_qemu_args(Path::new("/x/xen"), Path::new("/k"), "reboot", 64);
+        let a = dom0_qemu_args(Path::new("/x/xen"), Path::new("/k"), "reboot", 64, 1);
         let s = a.join(" ");
+        assert!(!s.contains("dom0_max_vcpus") && !s.contains("thread=multi"));
         for part in [
             "-accel tcg",
             "-cpu qemu64,+rdrand",
@@ -726,6 +742,19 @@ mod tests {
             "-kernel /x/xen",
             "dom0_mem=64M",
             "-initrd /k reboot",
+        ] {
+            assert!(s.contains(part), "{part} missing from {s}");
+        }
+    }
+
+    #[test]
+    fn dom0_gets_the_vcpus_asked_for() {
+        let a = dom0_qemu_args(Path::new("/x/xen"), Path::new("/k"), "", 64, 2);
+        let s = a.join(" ");
+        for part in [
+            "-smp 2",
+            "tcg,thread=multi",
+            "dom0_mem=64M dom0_max_vcpus=2 dom0_vcpus_pin",
         ] {
             assert!(s.contains(part), "{part} missing from {s}");
         }

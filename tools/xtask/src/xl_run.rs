@@ -40,6 +40,8 @@ pub struct XlDomain {
     pub cmdline: String,
     /// Its memory in MiB.
     pub memory_mb: u32,
+    /// Its vCPUs (xl's `vcpus`), pinned to QEMU CPUs 1..=N (dom0 has CPU 0).
+    pub vcpus: u32,
     /// Toolstack commands to run on it, in order, each once its console shows its text
     /// (and after the previous one ran).
     pub actions: Vec<XlAction>,
@@ -83,12 +85,14 @@ pub fn xl_qemu_args(
     app: &Path,
     extra: &str,
     app_mem_mb: u32,
+    vcpus: u32,
     forwards: &[crate::qemu::Forward],
 ) -> Result<Vec<String>, Failure> {
     let domain = XlDomain {
         image: app.to_path_buf(),
         cmdline: extra.to_string(),
         memory_mb: app_mem_mb,
+        vcpus,
         actions: Vec::new(),
         timeout_secs: XL_TIMEOUT_SECS,
         stream: true,
@@ -125,7 +129,13 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
             format!("{stem}-{}", k + 1)
         };
         let dir = format!("dom/{}", k + 1);
-        let mut config = xl_config(&name, &format!("/{dir}/kernel"), &d.cmdline, d.memory_mb)?;
+        let mut config = xl_config(
+            &name,
+            &format!("/{dir}/kernel"),
+            &d.cmdline,
+            d.memory_mb,
+            d.vcpus,
+        )?;
         if d.net.is_some() {
             config.push_str(crate::xen_net::VIF_CONFIG);
         }
@@ -164,7 +174,9 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
     // Domains run one at a time: room for dom0, the largest domain and Xen itself.
     let largest = domains.iter().map(|d| d.memory_mb).max().unwrap_or(0);
     let memory = (LINUX_DOM0_MEM_MB + largest + 128).max(1024);
-    let mut a = machine_args(memory, 2);
+    // CPU 0 for dom0, the others for the domain with the most vCPUs.
+    let vcpus = domains.iter().map(|d| d.vcpus).max().unwrap_or(1);
+    let mut a = machine_args(memory, 1 + vcpus);
     a.extend([
         "-kernel".to_string(),
         tb.xen.display().to_string(),
@@ -237,9 +249,18 @@ fn domain_name(app: &Path) -> String {
     }
 }
 
-/// The xl config that runs `kernel` (a path in dom0) as a PV domain on CPU 1 that is
-/// destroyed however it ends.
-fn xl_config(name: &str, kernel: &str, extra: &str, memory_mb: u32) -> Result<String, Failure> {
+/// The xl config that runs `kernel` (a path in dom0) as a PV domain with `vcpus` vCPUs
+/// on CPUs 1..=`vcpus` (CPU 0 is dom0's) that is destroyed however it ends.
+fn xl_config(
+    name: &str,
+    kernel: &str,
+    extra: &str,
+    memory_mb: u32,
+    vcpus: u32,
+) -> Result<String, Failure> {
+    if vcpus == 0 {
+        return fail("xl test bed: a domain needs at least one vCPU");
+    }
     if extra.chars().any(char::is_control) {
         return fail("xl test bed: the guest command line must not contain control characters");
     }
@@ -249,8 +270,16 @@ fn xl_config(name: &str, kernel: &str, extra: &str, memory_mb: u32) -> Result<St
         let quoted = extra.replace('\\', "\\\\").replace('"', "\\\"");
         cfg.push_str(&format!("extra = \"{quoted}\"\n"));
     }
+    // vCPU k on CPU k + 1, each alone: pinned to a range, Xen's scheduler may queue
+    // two vCPUs on one CPU for a time slice (tens of ms late wake-ups under TCG).
+    let cpus = if vcpus == 1 {
+        "\"1\"".to_string()
+    } else {
+        let each: Vec<String> = (1..=vcpus).map(|c| format!("\"{c}\"")).collect();
+        format!("[{}]", each.join(", "))
+    };
     cfg.push_str(&format!(
-        "memory = {memory_mb}\nvcpus = 1\ncpus = \"1\"\non_poweroff = \"destroy\"\n\
+        "memory = {memory_mb}\nvcpus = {vcpus}\ncpus = {cpus}\non_poweroff = \"destroy\"\n\
          on_reboot = \"destroy\"\non_crash = \"destroy\"\n"
     ));
     Ok(cfg)
@@ -377,13 +406,21 @@ mod tests {
 
     #[test]
     fn xl_config_quotes_extra() {
-        let c = xl_config("hello", "/dom/1/kernel", r#"a "b c" d\e"#, 32).unwrap();
+        let c = xl_config("hello", "/dom/1/kernel", r#"a "b c" d\e"#, 32, 1).unwrap();
         assert!(c.contains(r#"extra = "a \"b c\" d\\e""#), "{c}");
         assert!(c.contains("memory = 32\n"));
         assert!(c.contains("name = \"hello\"\n"));
         assert!(c.contains("kernel = \"/dom/1/kernel\"\n"));
-        assert!(!xl_config("x", "/k", "", 8).unwrap().contains("extra"));
-        assert!(xl_config("x", "/k", "a\nb", 8).is_err());
+        assert!(c.contains("vcpus = 1\ncpus = \"1\"\n"), "{c}");
+        assert!(!xl_config("x", "/k", "", 8, 1).unwrap().contains("extra"));
+        assert!(xl_config("x", "/k", "a\nb", 8, 1).is_err());
+    }
+
+    #[test]
+    fn xl_config_pins_vcpus_beside_dom0() {
+        let c = xl_config("s", "/k", "", 8, 2).unwrap();
+        assert!(c.contains("vcpus = 2\ncpus = [\"1\", \"2\"]\n"), "{c}");
+        assert!(xl_config("s", "/k", "", 8, 0).is_err());
     }
 
     #[test]
@@ -397,6 +434,7 @@ mod tests {
             image: PathBuf::from("/k"),
             cmdline: String::new(),
             memory_mb: 8,
+            vcpus: 1,
             actions: Vec::new(),
             timeout_secs: 60,
             stream,
