@@ -323,13 +323,8 @@ pub fn smp_cases() -> Vec<Case> {
             )
             .smp(cpus)
             .status(PANIC)
-            .expect(&[
-                "deliberate panic on CPU",
-                "backtrace:",
-                "crash::smp_panic",
-                "end of backtrace",
-            ])
-            .at_most_once(&["panicked at", "backtrace:", "panic while panicking"]),
+            .expect(SMP_PANIC)
+            .at_most_once(SMP_PANIC_ONCE),
         );
     }
     cases.extend(
@@ -481,13 +476,8 @@ fn uhyve_smp_cases() -> Vec<Case> {
         .uhyve()
         .smp(2)
         .status(PANIC)
-        .expect(&[
-            "deliberate panic on CPU",
-            "backtrace:",
-            "crash::smp_panic",
-            "end of backtrace",
-        ])
-        .at_most_once(&["panicked at", "backtrace:", "panic while panicking"]),
+        .expect(SMP_PANIC)
+        .at_most_once(SMP_PANIC_ONCE),
     ]
 }
 
@@ -1001,6 +991,16 @@ pub fn known_issue(name: &str) -> Option<&'static str> {
         .find(|(prefix, _)| name.starts_with(prefix))
         .map(|&(_, why)| why)
 }
+
+/// A panic on every CPU at once (`crash -- smp-panic`): one report, whole.
+const SMP_PANIC: &[&str] = &[
+    "deliberate panic on CPU",
+    "backtrace:",
+    "crash::smp_panic",
+    "end of backtrace",
+];
+/// ... printed once, not once per CPU.
+const SMP_PANIC_ONCE: &[&str] = &["panicked at", "backtrace:", "panic while panicking"];
 
 /// Judges one run: `status` is the app's decoded exit status (`None` if the guest ended
 /// without reporting one), `output` its symbolized console output.
