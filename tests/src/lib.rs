@@ -335,17 +335,15 @@ pub fn smp_cases() -> Vec<Case> {
                     || c.name == "latency/seed-000-bug-detected/none"
             })
             .map(|c| {
-                // hz=20 on SMP: each vCPU is a host thread, and on a 2-core machine a
-                // thread can wait tens of milliseconds for a core; a 50 ms tick keeps
-                // the 2-tick bound about the guest, not the host. (The seed-000 bug
-                // still shows as tens of ticks.) Multi-threaded TCG cannot count
-                // instructions: these bounds are wall-clock ones.
-                let args = args(c.args, &["hz=20", "samples=30"]);
-                let name = format!("smp2/{}", c.name);
+                // Still under `-icount` (the single-CPU cases' `.icount()`): QEMU then
+                // runs both vCPUs round-robin on one host thread and switches at every
+                // virtual-timer deadline, so a wake-up's lateness is counted in guest
+                // instructions, not in how long a vCPU thread waited for a host core.
+                // (Wall-clock runs on multi-threaded TCG showed 3-10+ tick outliers
+                // whenever other QEMUs loaded this 2-core host.) Cross-CPU wake-ups
+                // still go by reschedule IPI between the two vCPUs.
                 Case {
-                    name,
-                    args,
-                    icount: false,
+                    name: format!("smp2/{}", c.name),
                     ..c
                 }
                 .smp(2)
@@ -977,12 +975,8 @@ const PREEMPT_MODELS: &[(&str, &[&str])] = &[
 /// Cases (by name prefix) that `cargo xtask test` leaves out unless asked
 /// (`--known-issues`), each with the open problem that makes it unreliable. A case
 /// here is a bug report, not a passing test: fix the problem, then remove the entry.
-pub const KNOWN_ISSUES: &[(&str, &str)] = &[(
-    "smp2/latency/",
-    "wall-clock wake-up latency on 2 vCPUs: outliers of 3-10+ ticks at hz=20 on a busy \
-     host; vCPU threads waiting for host cores explain part, a missed cross-CPU \
-     reschedule is not ruled out",
-)];
+/// (Empty today: the 2-vCPU latency cases that were here now run under `-icount`.)
+pub const KNOWN_ISSUES: &[(&str, &str)] = &[];
 
 /// The open problem behind `name`, if it is a known issue.
 pub fn known_issue(name: &str) -> Option<&'static str> {

@@ -128,7 +128,8 @@ enum Command {
         dry_run: bool,
         /// Deterministic virtual time: QEMU `-icount shift=N,sleep=off` (each guest
         /// instruction advances the clock 2^N ns). Implies TCG; QEMU beds only (not
-        /// uhyve, not the xl path, which runs multi-threaded TCG).
+        /// uhyve, not the xl path, which runs multi-threaded TCG). With `--smp N` on
+        /// the KVM image, QEMU runs the vCPUs round-robin on one host thread.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10))]
         icount: Option<u32>,
         /// Forward 127.0.0.1:HOSTPORT to the app's GUESTPORT (QEMU user networking with
@@ -301,9 +302,12 @@ fn main() -> ExitCode {
             args,
         } => {
             let xl = platform == Platform::Xen && !dom0;
-            if icount.is_some() && (vmm == vmm::Vmm::Uhyve || xl || smp > 1) {
+            if icount.is_some()
+                && (vmm == vmm::Vmm::Uhyve || xl || (platform == Platform::Xen && smp > 1))
+            {
                 fail(
-                    "--icount needs a single-CPU QEMU bed: the KVM platform on QEMU, or --platform xen --dom0",
+                    "--icount needs a QEMU bed that can count instructions: the KVM platform on \
+                     QEMU (any --smp), or --platform xen --dom0 with one vCPU",
                 )
             } else {
                 app_memory(&app, memory).and_then(|memory| {
