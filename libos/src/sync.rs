@@ -1,5 +1,5 @@
-//! Blocking synchronization built on the scheduler's wait queues: a mutex and a
-//! channel. (Short, irq-safe critical sections use spinning_top directly.)
+//! Synchronization: a mutex and a channel built on the scheduler's wait queues (their
+//! waiters sleep), and an irq-safe spin lock for short critical sections.
 
 use alloc::collections::VecDeque;
 use core::cell::UnsafeCell;
@@ -8,6 +8,59 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::irqflags::IrqGuard;
 use crate::sched::{WaitQueue, block_on_unless};
+
+/// A spin lock for short critical sections that interrupt handlers may share: locking
+/// disables interrupts on this CPU first (a task preempted while holding it would
+/// otherwise leave a higher-priority spinner, or an interrupt handler, spinning
+/// forever), then spins. The guard gives both back in reverse order on drop.
+#[derive(Debug, Default)]
+pub struct SpinLock<T> {
+    inner: spinning_top::Spinlock<T>,
+}
+
+impl<T> SpinLock<T> {
+    /// A new, unlocked spin lock.
+    pub const fn new(value: T) -> Self {
+        SpinLock {
+            inner: spinning_top::Spinlock::new(value),
+        }
+    }
+
+    /// Disables interrupts, then spins until the lock is free.
+    pub fn lock(&self) -> SpinLockGuard<'_, T> {
+        let irqs = IrqGuard::new();
+        SpinLockGuard {
+            inner: self.inner.lock(),
+            _irqs: irqs,
+        }
+    }
+}
+
+/// Access to the data of a locked [`SpinLock`]; interrupts stay off while it lives.
+/// (Field order matters: the lock is released before interrupts come back on.)
+pub struct SpinLockGuard<'a, T> {
+    inner: spinning_top::guard::SpinlockGuard<'a, T>,
+    _irqs: IrqGuard,
+}
+
+impl<T: core::fmt::Debug> core::fmt::Debug for SpinLockGuard<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("SpinLockGuard").field(&*self.inner).finish()
+    }
+}
+
+impl<T> Deref for SpinLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T> DerefMut for SpinLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
 
 /// A mutex whose waiters sleep instead of spinning.
 #[derive(Debug, Default)]

@@ -87,8 +87,7 @@ fn timer_handler_panics() -> ! {
 pub(crate) fn run_timers() {
     let guard = IrqGuard::new();
     let irqs_off = guard.token();
-    let (_, competition) = sched::on_timer(&irqs_off, platform().now_ns());
-    if competition {
+    if sched::on_timer(&irqs_off, platform().now_ns()).competition {
         percpu::set_need_resched();
     }
     program_next_event(&irqs_off);
@@ -100,9 +99,11 @@ pub(crate) fn program_next_event(irqs_off: &IrqsOff) {
     if !INITIALIZED.load(Relaxed) {
         return;
     }
-    let (next_sleeper, competition) = sched::has_competition(irqs_off);
-    let slice = competition.then(|| platform().now_ns().saturating_add(tick_ns()));
-    let deadline = [next_sleeper, slice]
+    let next = sched::next_event(irqs_off);
+    let slice = next
+        .tick
+        .then(|| platform().now_ns().saturating_add(tick_ns()));
+    let deadline = [next.sleeper, slice]
         .into_iter()
         .flatten()
         .min()

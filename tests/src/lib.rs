@@ -358,6 +358,8 @@ const STRESS_CLEAN: &[(&str, Bound)] = &[
     ("data_errors", Bound::AtMost(0)),
     ("section_migrations", Bound::AtLeast(1)),
     ("migrations", Bound::AtLeast(1)),
+    ("lock_ops", Bound::AtLeast(1)),
+    ("lock_errors", Bound::AtMost(0)),
 ];
 
 const SELFTEST_SMP: &[&str] = &[
@@ -460,7 +462,9 @@ fn uhyve_smp_cases() -> Vec<Case> {
         case(
             "uhyve/smp2/smpstress/full",
             "smpstress",
-            &["preempt=full", "tasks=4", "rounds=5"],
+            // Few and short: on the software KVM every ring-0 instruction (each IPI,
+            // each timer write) is emulated.
+            &["preempt=full", "tasks=4", "rounds=4", "lock_ops=32"],
         )
         .uhyve()
         .smp(2)

@@ -1,9 +1,11 @@
-//! `smpstress [tasks=N] [rounds=N] [section_ticks=N] [limit_s=N]`: many tasks doing
-//! preemptible sections while they migrate between CPUs all the time, in bounded time.
+//! `smpstress [tasks=N] [rounds=N] [section_ticks=N] [lock_ops=N] [limit_s=N]`: many
+//! tasks doing preemptible sections while they migrate between CPUs all the time, then
+//! a lock-contention phase, in bounded time.
 //!
 //! Each of `tasks` workers runs `rounds` rounds of: a preemptible section of
 //! `section_ticks` ticks scrubbing its own buffer (interrupts preempt it there under
-//! every model, and it resumes on whichever CPU picks it from the shared run queue);
+//! every model, and it resumes on whichever CPU picks it: a task is forced onto the
+//! next CPU's run queue every 16 turns there, and every other round after it);
 //! a check of the buffer; an increment of a shared counter under a sleeping mutex held
 //! across a yield (lock contention on the wait queues and the scheduler's queue); a
 //! heap allocation (the heap's spin lock); a token passed around a ring of channels
@@ -12,7 +14,10 @@
 //! clear (it never runs in a section, so a set flag there leaked from a task that moved
 //! on: seed 001). Workers check the flag is set all through their section, on every
 //! CPU it visits, and clear after it. A watchdog ends the run after `limit_s` seconds
-//! if the ring stalls (lost wake-up or deadlock).
+//! if the ring stalls (lost wake-up or deadlock); the contention phase has as long.
+//!
+//! Then [`contention`]: two tasks per CPU, `lock_ops` operations each, on one spin lock,
+//! one mutex and the scheduler (yields, spawn + join); every count must come out exact.
 //!
 //! With `hcall_resched=cpuflag` (test-only) the flag stays with the CPU instead of the
 //! task (seed 001's bug), and `flag_errors` must show it.
@@ -23,6 +28,8 @@
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+
+mod contention;
 
 use alloc::sync::Arc;
 use alloc::vec;
@@ -38,6 +45,7 @@ struct Options {
     tasks: usize,
     rounds: u64,
     section_ticks: u64,
+    lock_ops: u64,
     limit_s: u64,
 }
 
@@ -46,6 +54,7 @@ fn parse(args: &libos::Args) -> Result<Options, &str> {
         tasks: 8,
         rounds: 20,
         section_ticks: 2,
+        lock_ops: 400,
         limit_s: 60,
     };
     for arg in args.iter() {
@@ -55,6 +64,7 @@ fn parse(args: &libos::Args) -> Result<Options, &str> {
             "tasks" if (2..=64).contains(&n) => o.tasks = n as usize,
             "rounds" if n > 0 => o.rounds = n,
             "section_ticks" if n > 0 => o.section_ticks = n,
+            "lock_ops" if n > 0 => o.lock_ops = n,
             "limit_s" if n > 0 => o.limit_s = n,
             _ => return Err(arg),
         }
@@ -69,6 +79,7 @@ struct Stats {
     data_errors: AtomicU64,
     section_migrations: AtomicU64,
     migrations: AtomicU64,
+    forced_moves: AtomicU64,
     audits: AtomicU64,
     finished: AtomicU64,
 }
@@ -77,6 +88,16 @@ const WORDS: usize = 2048;
 
 fn seed(task: usize) -> u64 {
     0x9e37_79b9_7f4a_7c15u64.wrapping_mul(task as u64 + 1) | 1
+}
+
+/// Moves the running task to the next CPU's run queue (`sched::migrate_to`).
+fn migrate_off(stats: &Stats) {
+    let cpus = percpu::online_cpus();
+    // (The CPU may change between this read and the move; then the target can be the
+    // CPU the task is on, and nothing happens.)
+    if cpus > 1 && sched::migrate_to((percpu::cpu_id() + 1) % cpus) {
+        stats.forced_moves.fetch_add(1, SeqCst);
+    }
 }
 
 fn worker(
@@ -99,7 +120,10 @@ fn worker(
             while time::now_ns() < end {
                 buf.iter_mut().for_each(|w| *w = w.rotate_left(1));
                 turns += 1;
-                if turns.is_multiple_of(8) {
+                if turns.is_multiple_of(16) {
+                    // Forced off this CPU mid-section: the flag must go along.
+                    migrate_off(stats);
+                } else if turns.is_multiple_of(8) {
                     // Long in-kernel work may also give the CPU up itself: the
                     // scheduler, not only the interrupt exit, must carry the flag.
                     sched::yield_now();
@@ -113,6 +137,11 @@ fn worker(
         let after = percpu::cpu_id();
         if after != before {
             stats.section_migrations.fetch_add(1, SeqCst);
+        }
+        if r % 2 == 1 {
+            // Every other round, between sections too (placement prefers the CPU a
+            // task ran on last, so without this most tasks would stay put).
+            migrate_off(stats);
         }
         if preempt::in_preemptible() {
             stats.flag_errors.fetch_add(1, SeqCst);
@@ -151,7 +180,7 @@ pub fn main(args: &libos::Args) -> i32 {
         Ok(o) => Arc::new(o),
         Err(bad) => {
             println!(
-                "smpstress: bad argument `{bad}` (tasks=2..64 rounds=N section_ticks=N limit_s=N)"
+                "smpstress: bad argument `{bad}` (tasks=2..64 rounds=N section_ticks=N lock_ops=N limit_s=N)"
             );
             return 2;
         }
@@ -215,10 +244,21 @@ pub fn main(args: &libos::Args) -> i32 {
     println!("smpstress: done in {elapsed_ms} ms; counter {total} of {want}");
     println!("migrations={}", get(&stats.migrations));
     println!("section_migrations={}", get(&stats.section_migrations));
+    println!("forced_moves={}", get(&stats.forced_moves));
+    println!("steals={}", sched::steals());
     println!("audits={}", get(&stats.audits));
     println!("flag_errors={}", get(&stats.flag_errors));
     println!("data_errors={}", get(&stats.data_errors));
-    let ok = total == want && get(&stats.flag_errors) == 0 && get(&stats.data_errors) == 0;
+    let Some(locks) = contention::run(o.lock_ops, time::now_ns() + o.limit_s * 1_000_000_000)
+    else {
+        return 1;
+    };
+    println!("lock_ops={}", locks.ops);
+    println!("lock_errors={}", locks.errors);
+    let ok = total == want
+        && get(&stats.flag_errors) == 0
+        && get(&stats.data_errors) == 0
+        && locks.errors == 0;
     println!("smpstress: {}", if ok { "ok" } else { "FAILED" });
     i32::from(!ok)
 }

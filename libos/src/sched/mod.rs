@@ -1,18 +1,25 @@
 //! The scheduler: tasks with their own stacks, priorities, sleep, yield, join, wait
 //! queues, and preemption according to the model in force.
 //!
-//! SMP, first step: one run queue shared by all CPUs. All scheduler state sits behind
-//! [`SCHED`], a spin lock taken only with irqs off (the functions demand an [`IrqsOff`]
-//! token), so interrupt handlers and tasks never deadlock on it, on one CPU or many.
-//! Each CPU has its own current task and idle task. `schedule()` drops the lock before
+//! SMP: each CPU has its own run queue, current task and idle task. A task that becomes
+//! ready is queued on an idle CPU, on the CPU running the lowest priority below its
+//! own (either is kicked), or else on the CPU it ran on last; a CPU runs the best task
+//! of all queues, its own first at equal priority, and steals from another queue when
+//! that one is longer by a margin or its own is empty ([`balance`] holds the policy as
+//! pure functions). All scheduler state, the queues included, sits behind [`SCHED`], a
+//! spin lock taken only with irqs off (the functions demand an [`IrqsOff`] token), so
+//! interrupt handlers and tasks never deadlock on it, on one CPU or many (one lock for
+//! all queues: a CPU's pick compares every queue under it; a lock per queue is the
+//! next step when CPUs outnumber the two of the test beds). `schedule()` drops the lock before
 //! switching stacks, so a task it queued could be picked by another CPU before this one
 //! has left the task's stack: each task's `on_cpu` flag (Linux's `p->on_cpu`, changed
 //! only under the lock) says a CPU still stands on its stack, and `schedule` never
 //! picks such a task (no CPU ever waits for another, so no cycle of waits). The CPU
 //! clears it right after its switch, when the task's saved stack pointer and
-//! in-preemptible flag are final, and kicks a CPU for it if it is ready. Wake-ups kick
-//! an idle CPU, or one running a lower-priority task, with a reschedule IPI.
+//! in-preemptible flag are final, and places it again if it is ready (a CPU that skipped
+//! it may have gone idle). Kicks are reschedule IPIs.
 
+pub mod balance;
 mod queue;
 mod stack;
 
@@ -21,6 +28,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use balance::{CpuView, QueueView};
 pub use queue::{Priority, RunQueue};
 pub use stack::Stack;
 
@@ -72,8 +80,10 @@ struct Task {
     on_cpu: bool,
     /// Whether this is a CPU's idle task (never queued).
     is_idle: bool,
-    /// The CPU that ran it last (statistics and tests).
+    /// The CPU that ran it last (placement prefers it, and statistics).
     last_cpu: CpuId,
+    /// The CPU whose run queue holds it (`Some` exactly while it is queued).
+    queued_on: Option<CpuId>,
 }
 
 impl Task {
@@ -97,13 +107,15 @@ impl Task {
             on_cpu: state == State::Running,
             is_idle: false,
             last_cpu: 0,
+            queued_on: None,
         }
     }
 }
 
 struct Scheduler {
     tasks: BTreeMap<TaskId, Box<Task>>,
-    ready: RunQueue<TaskId>,
+    /// Each CPU's run queue (ready tasks only; see [`Task::queued_on`]).
+    ready: [RunQueue<TaskId>; MAX_CPUS],
     /// (deadline ns, sequence) → sleeping task.
     sleepers: BTreeMap<(u64, u64), TaskId>,
     /// Each CPU's running task (meaningful for online CPUs).
@@ -118,6 +130,8 @@ struct Scheduler {
 
 static SCHED: spinning_top::Spinlock<Option<Scheduler>> = spinning_top::Spinlock::new(None);
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
+static STEALS: AtomicU64 = AtomicU64::new(0);
+static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
 
 fn with<R>(_: &IrqsOff, f: impl FnOnce(&mut Scheduler) -> R) -> R {
     let mut guard = SCHED.lock();
@@ -127,6 +141,16 @@ fn with<R>(_: &IrqsOff, f: impl FnOnce(&mut Scheduler) -> R) -> R {
 /// Context switches so far.
 pub fn switches() -> u64 {
     SWITCHES.load(Relaxed)
+}
+
+/// Tasks a CPU took from another CPU's run queue so far (work stealing).
+pub fn steals() -> u64 {
+    STEALS.load(Relaxed)
+}
+
+/// Switches into a task on another CPU than the one it ran on last, so far.
+pub fn migrations() -> u64 {
+    MIGRATIONS.load(Relaxed)
 }
 
 /// Creates the scheduler: the boot context becomes task `main`; an idle task is made.
@@ -150,7 +174,7 @@ pub(crate) fn init() {
     );
     *SCHED.lock() = Some(Scheduler {
         tasks,
-        ready: RunQueue::new(),
+        ready: [const { RunQueue::new() }; MAX_CPUS],
         sleepers: BTreeMap::new(),
         current: [MAIN; MAX_CPUS],
         idle: [IDLE; MAX_CPUS],
@@ -196,7 +220,8 @@ pub fn last_cpu(id: TaskId) -> Option<CpuId> {
     with(&g.token(), |s| s.tasks.get(&id).map(|t| t.last_cpu))
 }
 
-/// Makes `id` ready; kicks a CPU if it should run it now (see [`Scheduler::kick_for`]).
+/// Makes `id` ready: queues it where [`balance::place`] says, kicking that CPU if it
+/// should run it now.
 fn make_ready(s: &mut Scheduler, id: TaskId) {
     let Some(t) = s.tasks.get_mut(&id) else {
         return;
@@ -205,9 +230,7 @@ fn make_ready(s: &mut Scheduler, id: TaskId) {
         return;
     }
     t.state = State::Ready;
-    let prio = t.prio;
-    s.ready.push(id, prio);
-    s.kick_for(prio);
+    s.place(id);
 }
 
 /// Picks the next task and switches to it. Returns when this task runs again (on
@@ -231,17 +254,18 @@ pub fn schedule(irqs_off: &IrqsOff) {
         // (A task woken between blocking and this call is Ready and queued already.)
         if prev_task.state == State::Running && !prev_task.is_idle {
             prev_task.state = State::Ready;
-            let prio = prev_task.prio;
-            s.ready.push(prev, prio);
+            s.enqueue(prev, me as CpuId);
         }
-        // Only a task no CPU stands on may be entered: its saved stack pointer and flag
-        // are final then. `prev` is the exception: the CPU on it is this one. (A woken
-        // task still leaving another CPU stays queued; that CPU kicks someone for it
-        // once it is off its stack, in `finish_switch`.)
-        let Scheduler { ready, tasks, .. } = &mut *s;
-        let next = ready
-            .pop_where(|t| *t == prev || !tasks[t].on_cpu)
-            .unwrap_or(s.idle[me]);
+        let next = match balance::source(me, &s.views(prev)) {
+            Some(from) => {
+                let next = s.pop_runnable(from, prev);
+                if from != me {
+                    STEALS.fetch_add(1, Relaxed);
+                }
+                next
+            }
+            None => s.idle[me],
+        };
         if next == prev {
             s.tasks.get_mut(&prev).expect("exists").state = State::Running;
             return None;
@@ -257,6 +281,9 @@ pub fn schedule(irqs_off: &IrqsOff) {
         let save: *mut u64 = &raw mut prev_task.sp;
         let next_task = s.tasks.get_mut(&next).expect("queued task exists");
         next_task.state = State::Running;
+        if next_task.last_cpu != me as CpuId && !next_task.is_idle {
+            MIGRATIONS.fetch_add(1, Relaxed);
+        }
         next_task.last_cpu = me as CpuId;
         next_task.on_cpu = true;
         if follows_task {
@@ -286,11 +313,12 @@ pub fn schedule(irqs_off: &IrqsOff) {
 static SWITCHED_FROM: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Runs in the task that was just switched to: lets go of the previous task (its
-/// `on_cpu`; if it is ready, another CPU may take it now, so kick one), then frees the
-/// stacks of dead tasks no CPU stands on.
+/// `on_cpu`; if it is ready, another CPU may take it now: [`Scheduler::offer`]), then
+/// frees the stacks of dead tasks no CPU stands on.
 fn finish_switch(irqs_off: &IrqsOff) {
     let me = PerCpu::get(irqs_off).id() as usize;
     let prev = SWITCHED_FROM[me].swap(0, Relaxed);
+    let mut left_idle = false;
     let dead: Vec<Box<Task>> = with(irqs_off, |s| {
         if let Some(t) = prev
             .checked_sub(1)
@@ -299,9 +327,9 @@ fn finish_switch(irqs_off: &IrqsOff) {
             // Under the lock: the stack switch away from it is complete, and whoever
             // takes the lock next sees its final saved state.
             t.on_cpu = false;
+            left_idle = t.is_idle;
             if t.state == State::Ready {
-                let prio = t.prio;
-                s.kick_for(prio);
+                s.offer(TaskId(prev - 1));
             }
         }
         let mut freed = Vec::new();
@@ -327,6 +355,11 @@ fn finish_switch(irqs_off: &IrqsOff) {
     });
     // Dropped outside the lock (frees heap memory and re-maps guard pages).
     drop(dead);
+    if left_idle {
+        // The timer was armed for an idle CPU (the next sleeper at most): start the
+        // tick if the task now running wants it (`NextEvent::tick`).
+        crate::time::program_next_event(irqs_off);
+    }
 }
 
 /// Entered on a new task's stack by the trampoline.
@@ -373,7 +406,7 @@ pub(crate) fn idle_loop() -> ! {
     let irqs_off = unsafe { IrqsOff::assume() };
     let platform = crate::console::platform().expect("platform registered");
     loop {
-        let nothing_ready = with(&irqs_off, |s| s.ready.is_empty());
+        let nothing_ready = with(&irqs_off, |s| s.ready.iter().all(RunQueue::is_empty));
         if nothing_ready && !percpu::need_resched() && !crate::softirq::pending() {
             crate::time::program_next_event(&irqs_off);
             this_cpu().in_idle.store(true, Relaxed);
@@ -465,6 +498,8 @@ pub fn spawn(name: &'static str, prio: Priority, f: impl FnOnce() + Send + 'stat
         let sp = stack::initial_frame(&stack, id.0);
         let mut task = Task::new(name, prio, State::Blocked, sp, Some(stack));
         task.entry = Some(Box::new(f));
+        // Placement's first choice, if idle: the spawner's CPU.
+        task.last_cpu = PerCpu::get(&irqs_off).id();
         s.tasks.insert(id, Box::new(task));
         make_ready(s, id);
         id
@@ -480,6 +515,30 @@ pub fn spawn(name: &'static str, prio: Priority, f: impl FnOnce() + Send + 'stat
 pub fn yield_now() {
     let guard = IrqGuard::new();
     schedule(&guard.token());
+}
+
+/// Moves the running task to CPU `cpu`'s run queue, kicks that CPU and gives up this
+/// one: the task runs next on `cpu`, unless work stealing takes it elsewhere first.
+/// Returns false (and does nothing) if `cpu` is this CPU or not online. For stress
+/// tests that force migrations; placement and stealing move tasks on their own.
+pub fn migrate_to(cpu: CpuId) -> bool {
+    let guard = IrqGuard::new();
+    let irqs_off = guard.token();
+    let me = PerCpu::get(&irqs_off).id();
+    if cpu == me || !percpu::cpu(cpu).is_some_and(PerCpu::is_online) {
+        return false;
+    }
+    with(&irqs_off, |s| {
+        let id = s.cur();
+        s.tasks.get_mut(&id).expect("current exists").state = State::Ready;
+        s.enqueue(id, cpu);
+        crate::smp::kick(cpu);
+    });
+    // `schedule` finds this task queued elsewhere, not runnable from here (this CPU
+    // stands on it), and switches away; `finish_switch` kicks `cpu` again in case it
+    // looked in between.
+    schedule(&irqs_off);
+    true
 }
 
 /// Blocks the running task until `deadline_ns` (monotonic).
@@ -506,10 +565,26 @@ pub fn sleep_ns(ns: u64) {
     sleep_until(crate::time::now_ns().saturating_add(ns));
 }
 
-/// Wakes sleepers whose deadline passed; asks for a reschedule when a ready task should
-/// share the CPU with the running one (time slice). Returns (earliest remaining
-/// deadline, whether the running task has competition).
-pub(crate) fn on_timer(irqs_off: &IrqsOff, now: u64) -> (Option<u64>, bool) {
+/// What this CPU's timer must do next (see [`crate::time::program_next_event`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NextEvent {
+    /// The earliest sleeper's deadline.
+    pub sleeper: Option<u64>,
+    /// The running task has competition: a ready task of equal or higher priority
+    /// would run instead of it (from this CPU's queue, or stolen). The tick then asks
+    /// for a reschedule (time slice).
+    pub competition: bool,
+    /// Keep ticking: competition, or, with several CPUs online, a task runs (not the
+    /// idle task). The tick is when a busy CPU looks at the other queues again (work
+    /// stealing), and under QEMU's `-icount` round-robin TCG a vCPU with no timer of its
+    /// own may hold the host thread for seconds while the others wait (seen: a
+    /// sleeper's wake-up stuck behind a busy vCPU with its timer disarmed). One CPU
+    /// stays tickless while busy and alone.
+    pub tick: bool,
+}
+
+/// Wakes sleepers whose deadline passed, and says what the timer does next.
+pub(crate) fn on_timer(irqs_off: &IrqsOff, now: u64) -> NextEvent {
     with(irqs_off, |s| {
         while let Some((&key, &id)) = s.sleepers.first_key_value() {
             if key.0 > now {
@@ -522,9 +597,8 @@ pub(crate) fn on_timer(irqs_off: &IrqsOff, now: u64) -> (Option<u64>, bool) {
     })
 }
 
-/// (earliest sleeper deadline, whether the running task has a ready task of equal or
-/// higher priority beside it).
-pub(crate) fn has_competition(irqs_off: &IrqsOff) -> (Option<u64>, bool) {
+/// What this CPU's timer must do next.
+pub(crate) fn next_event(irqs_off: &IrqsOff) -> NextEvent {
     with(irqs_off, |s| s.next_event())
 }
 
@@ -534,48 +608,119 @@ impl Scheduler {
         self.current[this_cpu().id() as usize]
     }
 
-    /// A task of priority `prio` became ready: asks a CPU to pick it. First choice an
-    /// idle CPU not already kicked (this one first), then the CPU running the
-    /// lowest-priority task below `prio` (this one first); otherwise it waits for a
-    /// time slice or a blocking task. Other CPUs get a reschedule IPI.
-    fn kick_for(&self, prio: Priority) {
-        let me = this_cpu().id();
-        let online = (0..MAX_CPUS as CpuId)
-            .filter_map(|c| percpu::cpu(c).filter(|p| p.is_online()).map(|p| (c, p)));
-        let mut idle = None;
-        let mut lowest: Option<(CpuId, Priority)> = None;
-        for (c, area) in online {
-            let task = &self.tasks[&self.current[c as usize]];
-            let fresh = c == me || !area.need_resched.load(Relaxed);
-            if task.is_idle {
-                if fresh && (idle.is_none() || c == me) {
-                    idle = Some(c);
-                }
-            } else if task.prio < prio
-                && lowest.is_none_or(|(_, p)| task.prio < p || (task.prio == p && c == me))
-            {
-                lowest = Some((c, task.prio));
-            }
+    /// Puts ready task `id` at the back of CPU `cpu`'s run queue.
+    fn enqueue(&mut self, id: TaskId, cpu: CpuId) {
+        let t = self.tasks.get_mut(&id).expect("queued task exists");
+        debug_assert!(t.queued_on.is_none() && t.state == State::Ready);
+        t.queued_on = Some(cpu);
+        self.ready[cpu as usize].push(id, t.prio);
+    }
+
+    /// Takes `id` off whichever run queue holds it, if any.
+    fn dequeue(&mut self, id: TaskId) {
+        if let Some(t) = self.tasks.get_mut(&id)
+            && let Some(cpu) = t.queued_on.take()
+        {
+            self.ready[cpu as usize].remove(&id);
         }
-        if let Some(c) = idle.or(lowest.map(|l| l.0)) {
-            crate::smp::kick(c);
+    }
+
+    /// Whether a CPU switching away from `prev` may enter queued task `t` now: only a
+    /// task no CPU stands on (its saved stack pointer and flag are final then), or
+    /// `prev` itself from this CPU's own queue (the CPU on it is this one). A woken task
+    /// still leaving another CPU is skipped; that CPU places it again once it is off
+    /// its stack, in `finish_switch`.
+    fn runnable(&self, prev: TaskId, t: TaskId) -> bool {
+        let task = &self.tasks[&t];
+        !task.on_cpu || (t == prev && task.queued_on == Some(this_cpu().id()))
+    }
+
+    /// What this CPU, switching away from `prev`, sees of every run queue.
+    fn views(&self, prev: TaskId) -> [Option<QueueView>; MAX_CPUS] {
+        core::array::from_fn(|c| {
+            self.ready[c]
+                .best_where(|&t| self.runnable(prev, t))
+                .map(|(prio, len)| QueueView { prio, len })
+        })
+    }
+
+    /// Takes the first runnable task of the best level of CPU `from`'s queue (the one
+    /// its view showed).
+    fn pop_runnable(&mut self, from: usize, prev: TaskId) -> TaskId {
+        let next = *self.ready[from]
+            .first_where(|&t| self.runnable(prev, t))
+            .expect("the view showed a runnable task");
+        self.dequeue(next);
+        next
+    }
+
+    /// Queues ready task `id` where [`balance::place`] says, and kicks that CPU (a
+    /// reschedule IPI, or this CPU's flag) if it should run the task now.
+    fn place(&mut self, id: TaskId) {
+        let (cpu, kick) = self.placement(id);
+        self.enqueue(id, cpu);
+        if kick {
+            crate::smp::kick(cpu);
         } else if percpu::online_cpus() == 0 {
             // Before the boot CPU is marked online (scheduler being set up).
             percpu::set_need_resched();
         }
     }
 
-    /// (earliest sleeper deadline, whether this CPU's running task has competition).
-    fn next_event(&self) -> (Option<u64>, bool) {
-        let cur = &self.tasks[&self.cur()];
-        let competition = self
-            .ready
-            .highest()
-            .is_some_and(|p| cur.is_idle || p >= cur.prio);
-        (
-            self.sleepers.first_key_value().map(|(k, _)| k.0),
+    /// Ready task `id`, queued while this CPU still stood on its stack, may be entered
+    /// now. Queued elsewhere (woken meanwhile, or moved by [`migrate_to`]): that CPU
+    /// may have skipped it, so kick it. Queued here (this CPU just picked another task
+    /// over it): move it to a CPU that can run it at once, if there is one.
+    fn offer(&mut self, id: TaskId) {
+        let me = this_cpu().id();
+        match self.tasks[&id].queued_on {
+            Some(q) if q != me => crate::smp::kick(q),
+            Some(_) => {
+                if let (cpu, true) = self.placement(id)
+                    && cpu != me
+                {
+                    self.dequeue(id);
+                    self.enqueue(id, cpu);
+                    crate::smp::kick(cpu);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Where [`balance::place`] puts ready task `id` now, and whether to kick there.
+    fn placement(&self, id: TaskId) -> (CpuId, bool) {
+        let me = this_cpu().id();
+        let (last, prio) = {
+            let t = &self.tasks[&id];
+            (t.last_cpu, t.prio)
+        };
+        let cpus: [CpuView; MAX_CPUS] = core::array::from_fn(|c| {
+            let area = percpu::cpu(c as CpuId);
+            let running = &self.tasks[&self.current[c]];
+            CpuView {
+                online: area.is_some_and(PerCpu::is_online),
+                idle: running.is_idle,
+                kicked: area.is_some_and(|a| a.need_resched.load(Relaxed)),
+                running: running.prio,
+            }
+        });
+        let (cpu, kick) = balance::place(me as usize, last as usize, prio, &cpus);
+        (cpu as CpuId, kick)
+    }
+
+    /// What this CPU's timer must do next (see [`NextEvent`]).
+    fn next_event(&self) -> NextEvent {
+        let cur_id = self.cur();
+        let cur = &self.tasks[&cur_id];
+        let running = (!cur.is_idle).then_some(cur.prio);
+        let competition =
+            balance::has_competition(this_cpu().id() as usize, running, &self.views(cur_id));
+        NextEvent {
+            sleeper: self.sleepers.first_key_value().map(|(k, _)| k.0),
             competition,
-        )
+            tick: competition || (running.is_some() && percpu::online_cpus() > 1),
+        }
     }
 }
 
@@ -608,9 +753,7 @@ pub fn block_on_unless(irqs_off: &IrqsOff, queue: &WaitQueue, ready: impl FnOnce
         // meanwhile; no CPU can have picked us (we are on this one: `on_cpu`).
         queue.waiters.lock().retain(|&w| w != me);
         with(irqs_off, |s| {
-            if s.tasks[&me].state == State::Ready {
-                s.ready.remove(&me);
-            }
+            s.dequeue(me);
             s.tasks.get_mut(&me).expect("current exists").state = State::Running;
         });
         return;
@@ -651,9 +794,7 @@ pub fn block_on_until_unless(
         queue.waiters.lock().retain(|&w| w != me);
         with(irqs_off, |s| {
             s.sleepers.remove(&key);
-            if s.tasks[&me].state == State::Ready {
-                s.ready.remove(&me);
-            }
+            s.dequeue(me);
             s.tasks.get_mut(&me).expect("current exists").state = State::Running;
         });
         return;

@@ -41,13 +41,27 @@ impl<T: PartialEq> RunQueue<T> {
         self.levels.iter_mut().rev().find_map(VecDeque::pop_front)
     }
 
-    /// Takes the first task, highest level first, for which `eligible` holds; the
-    /// others keep their places.
-    pub fn pop_where(&mut self, mut eligible: impl FnMut(&T) -> bool) -> Option<T> {
-        self.levels.iter_mut().rev().find_map(|level| {
-            let i = level.iter().position(&mut eligible)?;
-            level.remove(i)
-        })
+    /// The first task, highest level first, for which `eligible` holds.
+    pub fn first_where(&self, mut eligible: impl FnMut(&T) -> bool) -> Option<&T> {
+        self.levels
+            .iter()
+            .rev()
+            .find_map(|level| level.iter().find(|t| eligible(t)))
+    }
+
+    /// The highest priority with a task for which `eligible` holds, and how many such
+    /// tasks that level holds (the level where [`Self::first_where`] with the same test
+    /// finds its task).
+    pub fn best_where(&self, mut eligible: impl FnMut(&T) -> bool) -> Option<(Priority, usize)> {
+        [Priority::High, Priority::Normal, Priority::Low]
+            .into_iter()
+            .find_map(|p| {
+                let n = self.levels[p as usize]
+                    .iter()
+                    .filter(|t| eligible(t))
+                    .count();
+                (n > 0).then_some((p, n))
+            })
     }
 
     /// The highest priority with a ready task.
@@ -99,14 +113,19 @@ mod tests {
     }
 
     #[test]
-    fn pop_where_skips_ineligible_and_keeps_order() {
+    fn first_where_skips_ineligible_and_remove_keeps_order() {
         let mut q = RunQueue::new();
         q.push(1, Priority::High);
         q.push(2, Priority::Normal);
         q.push(3, Priority::Normal);
         q.push(4, Priority::Low);
-        assert_eq!(q.pop_where(|&t| t != 1 && t != 2), Some(3));
-        assert_eq!(q.pop_where(|&t| t > 10), None);
+        assert_eq!(q.best_where(|&t| t != 1), Some((Priority::Normal, 2)));
+        assert_eq!(q.best_where(|&t| t == 4), Some((Priority::Low, 1)));
+        assert_eq!(q.best_where(|_| false), None);
+        assert_eq!(q.first_where(|&t| t != 1 && t != 2), Some(&3));
+        assert_eq!(q.first_where(|&t| t > 10), None);
+        assert!(q.remove(&3));
+        assert!(!q.remove(&3));
         assert_eq!(
             [q.pop(), q.pop(), q.pop(), q.pop()],
             [Some(1), Some(2), Some(4), None]
