@@ -438,27 +438,36 @@ pub fn uhyve_cases() -> Vec<Case> {
     .collect()
 }
 
-/// SMP on uhyve (`-c 2`: uhyve starts both CPUs at the entry, the image releases the
-/// second): selftest's SMP checks under two models, a short migration stress run, and
-/// a panic on both CPUs. Few and short: on a software KVM each is seconds.
+/// SMP on uhyve (`-c N`: uhyve starts every CPU at the entry, the image releases the
+/// others): selftest's SMP checks on 2 CPUs and on 4 under every preemption model, a
+/// short migration stress run, and a panic on both CPUs. Few and short: on a software
+/// KVM each is seconds.
 fn uhyve_smp_cases() -> Vec<Case> {
-    vec![
+    let selftest = |cpus: u32, model: &str, args: &'static [&'static str]| {
+        let args: &'static [&'static str] =
+            Vec::leak([args, &[&*String::leak(format!("expect-cpus={cpus}"))]].concat());
         case(
-            "uhyve/smp2/selftest/none",
+            &format!("uhyve/smp{cpus}/selftest/{model}"),
             "selftest",
-            &["preempt=none", "expect-cpus=2"],
+            args,
         )
         .uhyve()
-        .smp(2)
-        .expect(SELFTEST_SMP),
-        case(
-            "uhyve/smp2/selftest/full",
-            "selftest",
-            &["preempt=full", "expect-cpus=2"],
-        )
-        .uhyve()
-        .smp(2)
-        .expect(SELFTEST_SMP),
+        .smp(cpus)
+        .expect(SELFTEST_SMP)
+    };
+    // The four models (the dynamic:X starting points are the same code paths as X plus
+    // a static key, covered on QEMU): each 4-CPU run is tens of seconds here.
+    let mut cases = vec![selftest(2, "none", &["preempt=none"])];
+    cases.extend(
+        [
+            ("none", &["preempt=none"][..]),
+            ("voluntary", &["preempt=voluntary"]),
+            ("full", &["preempt=full"]),
+            ("dynamic", &["preempt=dynamic"]),
+        ]
+        .map(|(model, args)| selftest(4, model, args)),
+    );
+    cases.extend([
         case(
             "uhyve/smp2/smpstress/full",
             "smpstress",
@@ -480,7 +489,8 @@ fn uhyve_smp_cases() -> Vec<Case> {
         .status(PANIC)
         .expect(SMP_PANIC)
         .at_most_once(SMP_PANIC_ONCE),
-    ]
+    ]);
+    cases
 }
 
 /// The cases for the Xen platform: as dom0 (every preemption model) and as an `xl`
