@@ -748,6 +748,7 @@ pub fn xen_cases() -> Vec<Case> {
             }),
     );
     cases.extend(xen_smp_cases());
+    cases.extend(xen_dom0_smp4_cases());
     cases
 }
 
@@ -820,6 +821,24 @@ fn xen_smp_cases() -> Vec<Case> {
         .at_most_once(&["panicked at", "backtrace:", "panic while panicking"]),
     );
     cases
+}
+
+/// `selftest` as dom0 with 4 vCPUs (`dom0_max_vcpus=4` on 4 QEMU CPUs) under every
+/// preemption model.
+fn xen_dom0_smp4_cases() -> Vec<Case> {
+    PREEMPT_MODELS
+        .iter()
+        .filter(|(n, _)| !n.contains("hz="))
+        .map(|&(name, args)| {
+            let model = name.trim_start_matches("selftest/");
+            let args: &'static [&'static str] = Vec::leak([args, &["expect-cpus=4"]].concat());
+            let mut c = case(&format!("xen/dom0/smp4/selftest/{model}"), "selftest", args)
+                .smp(4)
+                .expect(SELFTEST_SMP);
+            c.bed = Bed::XenDom0;
+            c
+        })
+        .collect()
 }
 
 /// An xl domU of [`XL_MEMORY_MB`] on which dom0 runs `actions`.

@@ -149,12 +149,23 @@ fn run_case(
         .map_err(|why| with_tail(why, &r.output))
 }
 
-/// `why` followed by the last console lines of `output`.
+/// `why` followed by the app's failed checks (`FAIL …` lines, wherever they are) and
+/// the last console lines of `output`.
 fn with_tail(why: String, output: &str) -> String {
+    let failed: Vec<&str> = output
+        .lines()
+        .filter(|l| l.starts_with("FAIL "))
+        .take(10)
+        .collect();
+    let failed = if failed.is_empty() {
+        String::new()
+    } else {
+        format!("\n  --- failed checks ---\n  {}", failed.join("\n  "))
+    };
     let tail: Vec<&str> = output.lines().rev().take(25).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
     format!(
-        "{why}\n  --- last console lines ---\n  {}",
+        "{why}{failed}\n  --- last console lines ---\n  {}",
         tail.join("\n  ")
     )
 }
