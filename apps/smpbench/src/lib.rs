@@ -79,6 +79,7 @@ fn work(seed: u64, units: u64) -> u64 {
 static CPUS_USED: AtomicU64 = AtomicU64::new(0);
 
 fn scaling(o: &Options) {
+    let (steals, migrations) = (sched::steals(), sched::migrations());
     let t = rdtsc();
     let handles: Vec<_> = (0..o.workers)
         .map(|i| {
@@ -94,6 +95,8 @@ fn scaling(o: &Options) {
         h.join();
     }
     let cycles = rdtsc() - t;
+    println!("steals={}", sched::steals() - steals);
+    println!("migrations={}", sched::migrations() - migrations);
     println!("checksum={:#018x}", RESULTS.load(SeqCst));
     println!("completion_cycles={cycles}");
     println!("cpus_used={}", CPUS_USED.load(SeqCst).count_ones());

@@ -50,6 +50,10 @@ struct Sample {
     cpus_used: u64,
     /// `None` on one CPU.
     ipi_cycles: Option<u64>,
+    /// Tasks taken from another CPU's run queue during the job.
+    steals: u64,
+    /// Switches into a task on another CPU than its last, during the job.
+    migrations: u64,
     ipi_handler_runs: u64,
 }
 
@@ -73,6 +77,8 @@ fn parse_sample(output: &str) -> Option<Sample> {
         completion_cycles: num("completion_cycles")?,
         cpus_online: num("cpus")?,
         cpus_used: num("cpus_used")?,
+        steals: num("steals")?,
+        migrations: num("migrations")?,
         ipi_cycles: if round_trips > 0 {
             Some(num("ipi_cycles_per_round_trip")?)
         } else {
@@ -194,8 +200,9 @@ pub fn run(runs: usize) -> Outcome {
          {load_before} / {load_after}.\n\n\
          | vCPUs | completion (cycles, median) | speed-up vs 1 | host allows | efficiency | \
          CPUs used | IPI round trip (cycles, median) | instructions, job (-icount) | \
-         vs 1 vCPU | IPI round trip (instructions) | repeatable |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n"
+         vs 1 vCPU | steals / migrations (-icount) | IPI round trip (instructions) | \
+         repeatable |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     let mut rows = Vec::new();
     for (k, &cpus) in CPUS.iter().enumerate() {
@@ -209,11 +216,13 @@ pub fn run(runs: usize) -> Outcome {
         let dash = || "–".to_string();
         writeln!(
             md,
-            "| {cpus} | {completion} | {speedup:.2}× | {ideal:.0}× | {:.0} % | {used} | {} | {} | {:.4} | {} | {} |",
+            "| {cpus} | {completion} | {speedup:.2}× | {ideal:.0}× | {:.0} % | {used} | {} | {} | {:.4} | {} / {} | {} | {} |",
             100.0 * speedup / ideal,
             ipi.map_or_else(dash, |v| v.to_string()),
             c.completion_cycles,
             c.completion_cycles as f64 / base_counted as f64,
+            c.steals,
+            c.migrations,
             c.ipi_cycles.map_or_else(dash, |v| v.to_string()),
             if *repeatable { "yes" } else { "NO" },
         )
@@ -234,6 +243,8 @@ pub fn run(runs: usize) -> Outcome {
                 "job_instructions": c.completion_cycles,
                 "job_instructions_vs_1": c.completion_cycles as f64 / base_counted as f64,
                 "ipi_round_trip_instructions": c.ipi_cycles,
+                "steals": c.steals,
+                "migrations": c.migrations,
                 "repeatable": repeatable,
             },
         }));
@@ -287,7 +298,8 @@ mod tests {
     use super::*;
 
     const OUT: &str = "upcall: 2 CPUs online\ncpus=2\nworkers=4\nunits=10 steps_per_unit=1000\n\
-        checksum=0xab\ncompletion_cycles=1234\ncpus_used=2\nipi_from_cpu=0 ipi_to_cpu=1\n\
+        steals=3\nmigrations=5\nchecksum=0xab\ncompletion_cycles=1234\ncpus_used=2\n\
+        ipi_from_cpu=0 ipi_to_cpu=1\n\
         ipi_round_trips=2000\nipi_cycles_per_round_trip=750\nipi_call_function_runs=2000\n\
         smpbench: done\n";
 
@@ -299,7 +311,9 @@ mod tests {
         assert_eq!((s.cpus_online, s.cpus_used), (2, 2));
         assert_eq!(s.ipi_cycles, Some(750));
         assert_eq!(s.ipi_handler_runs, 2000);
-        let one = "cpus=1\nchecksum=0xab\ncompletion_cycles=9\ncpus_used=1\n\
+        assert_eq!((s.steals, s.migrations), (3, 5));
+        let one = "cpus=1\nsteals=0\nmigrations=0\nchecksum=0xab\ncompletion_cycles=9\n\
+                   cpus_used=1\n\
                    ipi_round_trips=0\nsmpbench: done\n";
         assert_eq!(parse_sample(one).unwrap().ipi_cycles, None);
         // An unfinished run is no sample.
