@@ -122,6 +122,10 @@ struct Scheduler {
     current: [TaskId; MAX_CPUS],
     /// Each CPU's idle task.
     idle: [TaskId; MAX_CPUS],
+    /// CPUs registered (the boot CPU and every AP that called [`init_secondary`]):
+    /// 1 + the highest id, as ids are given out in order. Queues and CPUs beyond are
+    /// never looked at.
+    cpus: usize,
     next_id: u64,
     sleep_seq: u64,
     /// Dead tasks whose stacks are freed by the next task to run.
@@ -178,6 +182,7 @@ pub(crate) fn init() {
         sleepers: BTreeMap::new(),
         current: [MAIN; MAX_CPUS],
         idle: [IDLE; MAX_CPUS],
+        cpus: 1,
         next_id: 2,
         sleep_seq: 0,
         zombies: VecDeque::new(),
@@ -199,6 +204,7 @@ pub(crate) fn init_secondary(irqs_off: &IrqsOff) {
         s.tasks.insert(id, Box::new(t));
         s.current[cpu] = id;
         s.idle[cpu] = id;
+        s.cpus = s.cpus.max(cpu + 1);
     });
 }
 
@@ -256,7 +262,7 @@ pub fn schedule(irqs_off: &IrqsOff) {
             prev_task.state = State::Ready;
             s.enqueue(prev, me as CpuId);
         }
-        let next = match balance::source(me, &s.views(prev)) {
+        let next = match balance::source(me, &s.views(prev)[..s.cpus]) {
             Some(from) => {
                 let next = s.pop_runnable(from, prev);
                 if from != me {
@@ -636,12 +642,15 @@ impl Scheduler {
     }
 
     /// What this CPU, switching away from `prev`, sees of every run queue.
+    /// (Only the first [`Self::cpus`] entries are filled.)
     fn views(&self, prev: TaskId) -> [Option<QueueView>; MAX_CPUS] {
-        core::array::from_fn(|c| {
-            self.ready[c]
+        let mut views = [None; MAX_CPUS];
+        for (view, queue) in views.iter_mut().zip(&self.ready[..self.cpus]) {
+            *view = queue
                 .best_where(|&t| self.runnable(prev, t))
-                .map(|(prio, len)| QueueView { prio, len })
-        })
+                .map(|(prio, len)| QueueView { prio, len });
+        }
+        views
     }
 
     /// Takes the first runnable task of the best level of CPU `from`'s queue (the one
@@ -695,17 +704,23 @@ impl Scheduler {
             let t = &self.tasks[&id];
             (t.last_cpu, t.prio)
         };
-        let cpus: [CpuView; MAX_CPUS] = core::array::from_fn(|c| {
+        let mut cpus = [CpuView {
+            online: false,
+            idle: false,
+            kicked: false,
+            running: Priority::Low,
+        }; MAX_CPUS];
+        for (c, view) in cpus[..self.cpus].iter_mut().enumerate() {
             let area = percpu::cpu(c as CpuId);
             let running = &self.tasks[&self.current[c]];
-            CpuView {
+            *view = CpuView {
                 online: area.is_some_and(PerCpu::is_online),
                 idle: running.is_idle,
                 kicked: area.is_some_and(|a| a.need_resched.load(Relaxed)),
                 running: running.prio,
-            }
-        });
-        let (cpu, kick) = balance::place(me as usize, last as usize, prio, &cpus);
+            };
+        }
+        let (cpu, kick) = balance::place(me as usize, last as usize, prio, &cpus[..self.cpus]);
         (cpu as CpuId, kick)
     }
 
@@ -714,8 +729,11 @@ impl Scheduler {
         let cur_id = self.cur();
         let cur = &self.tasks[&cur_id];
         let running = (!cur.is_idle).then_some(cur.prio);
-        let competition =
-            balance::has_competition(this_cpu().id() as usize, running, &self.views(cur_id));
+        let competition = balance::has_competition(
+            this_cpu().id() as usize,
+            running,
+            &self.views(cur_id)[..self.cpus],
+        );
         NextEvent {
             sleeper: self.sleepers.first_key_value().map(|(k, _)| k.0),
             competition,

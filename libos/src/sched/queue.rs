@@ -53,6 +53,9 @@ impl<T: PartialEq> RunQueue<T> {
     /// tasks that level holds (the level where [`Self::first_where`] with the same test
     /// finds its task).
     pub fn best_where(&self, mut eligible: impl FnMut(&T) -> bool) -> Option<(Priority, usize)> {
+        if self.is_empty() {
+            return None;
+        }
         [Priority::High, Priority::Normal, Priority::Low]
             .into_iter()
             .find_map(|p| {
