@@ -21,6 +21,10 @@ pub mod mmio_devices;
 pub mod start_info;
 pub mod virtq;
 
+// (First: its macros are used by `pvh` and `trampoline`.)
+#[cfg(target_os = "none")]
+#[macro_use]
+mod long_mode;
 #[cfg(target_os = "none")]
 mod apic;
 #[cfg(target_os = "none")]

@@ -63,30 +63,18 @@ pvh_start32:
 
     mov $boot_pml4, %eax
     mov %eax, %cr3
-    mov %cr4, %eax
-    or $0x20, %eax               /* CR4.PAE */
-    mov %eax, %cr4
-    mov $0xC0000080, %ecx        /* EFER */
-    rdmsr
-    or $0x100, %eax              /* EFER.LME */
-    wrmsr
-    mov %cr0, %eax
-    or $0x80010001, %eax         /* CR0.PG | CR0.WP | CR0.PE */
-    mov %eax, %cr0
-
+"#,
+    enter_long_mode_asm!(),
+    r#"
     lgdt (boot_gdtr)
     ljmp $0x08, $pvh_start64
 
     .code64
     .type pvh_start64, @function
 pvh_start64:
-    mov $0x10, %eax
-    mov %eax, %ds
-    mov %eax, %es
-    mov %eax, %ss
-    xor %eax, %eax
-    mov %eax, %fs
-    mov %eax, %gs
+"#,
+    flat_data_segments_asm!(),
+    r#"
     lea __boot_stack_top(%rip), %rsp
     xor %ebp, %ebp               /* ends every backtrace */
     mov %esi, %edi               /* zero-extends: arg 0 = start info paddr */

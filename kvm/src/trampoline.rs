@@ -53,29 +53,18 @@ ap_prot32:
     mov %ax, %es
     mov %ax, %ss
     mov ${base} + (ap_params - ap_trampoline_start), %ebx
-    mov %cr4, %eax
-    or $0x20, %eax               /* CR4.PAE */
-    mov %eax, %cr4
     mov (%ebx), %eax             /* params.cr3 */
     mov %eax, %cr3
-    mov $0xC0000080, %ecx        /* EFER */
-    rdmsr
-    or $0x100, %eax              /* EFER.LME */
-    wrmsr
-    mov %cr0, %eax
-    or $0x80010001, %eax         /* CR0.PG | CR0.WP | CR0.PE */
-    mov %eax, %cr0
+"#,
+    enter_long_mode_asm!(),
+    r#"
     ljmp $0x18, ${base} + (ap_long - ap_trampoline_start)
 
     .code64
 ap_long:
-    mov $0x10, %eax
-    mov %eax, %ds
-    mov %eax, %es
-    mov %eax, %ss
-    xor %eax, %eax
-    mov %eax, %fs
-    mov %eax, %gs                /* before the GS base is set, never after */
+"#,
+    flat_data_segments_asm!(),
+    r#"
     mov ${base} + (ap_params - ap_trampoline_start), %ebx
     mov 8(%rbx), %rsp            /* params.stack_top */
     mov 16(%rbx), %rdi           /* params.cpu */
