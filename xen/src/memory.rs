@@ -90,6 +90,31 @@ fn mmu_update(reqs: &[MmuUpdate]) -> Result<(), i64> {
     if rc == 0 { Ok(()) } else { Err(rc) }
 }
 
+/// `MMUEXT_TLB_FLUSH_ALL`: flushes the TLB of every vCPU of this domain. (`mmu_update`
+/// flushes nothing: after clearing PTEs, another vCPU — or this one — may still hold
+/// the old translations.)
+fn flush_tlb_all_vcpus() -> Result<(), i64> {
+    let op = xen_sys::mmuext_op {
+        cmd: xen_sys::MMUEXT_TLB_FLUSH_ALL,
+        arg1: xen_sys::mmuext_op__bindgen_ty_1 { mfn: 0 },
+        arg2: xen_sys::mmuext_op__bindgen_ty_2 { nr_ents: 0 },
+    };
+    let mut done = 0u32;
+    // SAFETY: mmuext_op reads the one operation and writes the success count; a TLB
+    // flush changes no mapping.
+    let rc = unsafe {
+        hypercall(
+            xen_sys::__HYPERVISOR_mmuext_op,
+            (&raw const op) as u64,
+            1,
+            (&raw mut done) as u64,
+            DOMID_SELF,
+            0,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(rc) }
+}
+
 /// What `init` mapped.
 #[derive(Debug, Clone, Copy)]
 pub struct Mapped {
@@ -340,6 +365,9 @@ pub fn balloon_out(addr: u64, pages: usize, issue: Issue) -> Result<(), libos::b
     let pfns = (0..pages as u64).map(|i| addr / PAGE + i);
     let mut mfns: alloc::vec::Vec<u64> = pfns.clone().map(mfn_of_pfn).collect();
     set_ptes(pfns.clone().map(|p| p * PAGE), |_| 0).map_err(Error::Hypervisor)?;
+    // No vCPU may keep a translation to a frame we give away: a stale one would, after
+    // balloon-in maps new frames at these addresses, still reach the old frame.
+    flush_tlb_all_vcpus().map_err(Error::Hypervisor)?;
     pfns.clone().for_each(|p| set_p2m(p, INVALID_MFN));
     let rc = memory_op(XENMEM_DECREASE_RESERVATION, &mut mfns, issue);
     if rc == pages as i64 {
