@@ -74,8 +74,17 @@ pub struct PvclockSnapshot {
 
 impl PvclockSnapshot {
     /// Nanoseconds at TSC value `tsc` (never before `system_time_ns`).
+    ///
+    /// The TSC delta is taken modulo 2^64, as the ABI defines it, not as a plain
+    /// unsigned difference: `tsc_timestamp` may be "negative". Xen writes one for a PV
+    /// domU whose TSC it emulates (Xen's default when the host TSC is not invariant, as
+    /// under QEMU TCG): the guest TSC starts at 0 when the domain is created, and the
+    /// record's stamp is the physical CPU's last calibration (up to a second old), which
+    /// can predate the domain, so its TSC value wraps below zero. Only a TSC really
+    /// behind the stamp (another vCPU's record read just after a migration, TSCs
+    /// slightly apart) counts as zero elapsed.
     pub fn ns_at(&self, tsc: u64) -> u64 {
-        let delta = tsc.saturating_sub(self.tsc_timestamp);
+        let delta = u64::try_from(tsc.wrapping_sub(self.tsc_timestamp) as i64).unwrap_or(0);
         self.system_time_ns
             .wrapping_add(scale_delta(delta, self.tsc_to_system_mul, self.tsc_shift))
     }
@@ -114,6 +123,22 @@ mod tests {
             5,
             "a TSC before the record does not go backwards"
         );
+    }
+
+    #[test]
+    fn a_stamp_before_tsc_zero_is_honoured() {
+        // Xen's emulated TSC for a domU counts from the domain's creation; a record
+        // stamped 1 ms (1M ticks at 1 GHz) before that has tsc_timestamp = -1M.
+        let s = PvclockSnapshot {
+            tsc_timestamp: 0u64.wrapping_sub(1_000_000),
+            system_time_ns: 7_000_000_000,
+            tsc_to_system_mul: u32::MAX,
+            tsc_shift: 0,
+        };
+        // 0.5 s into the domain's life: 0.501 s after the stamp (scale ~1.0).
+        let ns = s.ns_at(500_000_000);
+        assert!((7_500_999_000..=7_501_000_000).contains(&ns), "{ns}");
+        assert!(s.ns_at(600_000_000) > ns, "the clock advances");
     }
 
     proptest! {

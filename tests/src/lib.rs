@@ -752,10 +752,11 @@ pub fn xen_cases() -> Vec<Case> {
     cases
 }
 
-/// Secondary vCPUs on Xen PV (2 vCPUs): selftest's SMP checks as dom0 under every
-/// preemption model, the migration stress test as dom0, seed 001's bug caught, and a
-/// panic on every vCPU at once (halt-all by `VCPUOP_down`). Named `xen/…/smp2/…`
-/// so both `--filter xen` and `--filter smp` pick them.
+/// Secondary vCPUs on Xen PV (2 vCPUs): selftest's SMP checks under every preemption
+/// model and the migration stress test, each as dom0 and as an xl domU; selftest on a
+/// 4-vCPU xl domU; as dom0 also seed 001's bug caught and a panic on every vCPU at once
+/// (halt-all by `VCPUOP_down`). Named `xen/…/smp2/…` (`smp4`) so both `--filter xen`
+/// and `--filter smp` pick them.
 fn xen_smp_cases() -> Vec<Case> {
     let on = |name: String, app: &'static str, args: &'static [&'static str], bed: Bed| {
         let mut c = case(&name, app, args).smp(2);
@@ -779,10 +780,33 @@ fn xen_smp_cases() -> Vec<Case> {
             .expect(SELFTEST_SMP)
         })
         .collect();
-    // (No 2-vCPU xl domU yet: there `selftest`'s "sleepers wake in deadline order"
-    // check fails now and then, with bursts of tens of thousands of VIRQ_TIMER events
-    // seen in such runs, and one `smpstress` run hung after bring-up; see the README's
-    // SMP section.)
+    // The same as an xl domU (vCPUs pinned to QEMU CPUs 1..=N, dom0 on CPU 0), plus
+    // one domU with 4 vCPUs.
+    cases.extend(
+        PREEMPT_MODELS
+            .iter()
+            .filter(|(n, _)| !n.contains("hz="))
+            .map(|&(name, args)| {
+                let model = name.trim_start_matches("selftest/");
+                on(
+                    format!("xen/xl/smp2/selftest/{model}"),
+                    "selftest",
+                    with_cpus(args),
+                    Bed::XenXl,
+                )
+                .expect(SELFTEST_SMP)
+            }),
+    );
+    cases.push(
+        on(
+            "xen/xl/smp4/selftest".into(),
+            "selftest",
+            &["expect-cpus=4"],
+            Bed::XenXl,
+        )
+        .smp(4)
+        .expect(SELFTEST_SMP),
+    );
     for model in ["none", "full"] {
         let args: &'static [&'static str] =
             Vec::leak(vec![&*String::leak(format!("preempt={model}"))]);
@@ -792,6 +816,16 @@ fn xen_smp_cases() -> Vec<Case> {
                 "smpstress",
                 args,
                 Bed::XenDom0,
+            )
+            .bounds(STRESS_CLEAN)
+            .expect(&["smpstress: ok"]),
+        );
+        cases.push(
+            on(
+                format!("xen/xl/smp2/smpstress/{model}"),
+                "smpstress",
+                args,
+                Bed::XenXl,
             )
             .bounds(STRESS_CLEAN)
             .expect(&["smpstress: ok"]),

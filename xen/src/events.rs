@@ -176,10 +176,15 @@ pub fn callbacks() -> (u64, u64) {
 }
 
 /// Binds VIRQ_TIMER of vCPU `cpu` and unmasks its port (`set_timer_op` on that vCPU
-/// then raises it there).
+/// then raises it there). Stops the vCPU's periodic timer first, so that only the
+/// one-shot timer libos arms raises it.
 ///
 /// Context: boot CPU (for a secondary vCPU: before it is up).
 pub fn bind_timer(cpu: CpuId) -> Result<u32, i64> {
+    let rc = vcpu::stop_periodic_timer(cpu);
+    if rc != 0 {
+        return Err(rc);
+    }
     let mut arg = BindVirq {
         virq: xen_sys::VIRQ_TIMER,
         vcpu: cpu,

@@ -43,6 +43,8 @@ pub enum VcpuOp {
     Down = 2,
     /// 1 if up, 0 if down, `-ENOENT` past the domain's vCPUs.
     IsUp = 3,
+    /// Stops the vCPU's periodic VIRQ_TIMER (Xen gives every PV vCPU a 100 Hz one).
+    StopPeriodicTimer = 7,
     /// Moves the vCPU's `vcpu_info` (`struct vcpu_register_vcpu_info`).
     RegisterVcpuInfo = 10,
 }
@@ -76,6 +78,15 @@ pub fn exists(vcpu: CpuId) -> bool {
 pub fn down(vcpu: CpuId) -> i64 {
     // SAFETY: VCPUOP_down takes no argument.
     unsafe { vcpu_op(VcpuOp::Down, vcpu, 0) }
+}
+
+/// Stops vCPU `vcpu`'s periodic timer: Xen starts every PV vCPU with a 100 Hz
+/// VIRQ_TIMER on top of the one-shot timer (`set_timer_op`). libos is tickless and arms
+/// the one-shot itself, so the periodic ticks would only be spurious timer interrupts
+/// (and wake-ups of idle vCPUs). Linux stops it too. Any vCPU of the domain, up or down.
+pub fn stop_periodic_timer(vcpu: CpuId) -> i64 {
+    // SAFETY: VCPUOP_stop_periodic_timer takes no argument.
+    unsafe { vcpu_op(VcpuOp::StopPeriodicTimer, vcpu, 0) }
 }
 
 /// `struct vcpu_register_vcpu_info`.
