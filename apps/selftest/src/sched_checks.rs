@@ -180,7 +180,9 @@ fn check_irq_stack(c: &mut Checker) {
     let (_, nested_after) = entry::nesting_stats();
     c.check(
         "irq stack: nested entry does not switch again",
-        depth == 2 && on_irq && nested_after == nested_before + 1,
+        // (`>`, not `+ 1`: the count is global, and another CPU's nested entry may
+        // land in between; depth and stack prove this one.)
+        depth == 2 && on_irq && nested_after > nested_before,
         format_args!(
             "depth {depth}, on irq stack {on_irq}, nested entries {nested_before}->{nested_after}"
         ),
