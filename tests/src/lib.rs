@@ -748,13 +748,12 @@ pub fn xen_cases() -> Vec<Case> {
             }),
     );
     cases.extend(xen_smp_cases());
-    cases.extend(xen_dom0_smp4_cases());
     cases
 }
 
-/// Secondary vCPUs on Xen PV (2 vCPUs): selftest's SMP checks under every preemption
-/// model and the migration stress test, each as dom0 and as an xl domU; selftest on a
-/// 4-vCPU xl domU; as dom0 also seed 001's bug caught and a panic on every vCPU at once
+/// Secondary vCPUs on Xen PV: selftest's SMP checks under every preemption
+/// model on 2 and 4 vCPUs and the migration stress test on 2, each as dom0 and as an
+/// xl domU; as dom0 also seed 001's bug caught and a panic on every vCPU at once
 /// (halt-all by `VCPUOP_down`). Named `xen/…/smp2/…` (`smp4`) so both `--filter xen`
 /// and `--filter smp` pick them.
 fn xen_smp_cases() -> Vec<Case> {
@@ -763,50 +762,30 @@ fn xen_smp_cases() -> Vec<Case> {
         c.bed = bed;
         c
     };
-    let with_cpus = |args: &'static [&'static str]| -> &'static [&'static str] {
-        Vec::leak([args, &["expect-cpus=2"]].concat())
-    };
-    let mut cases: Vec<Case> = PREEMPT_MODELS
-        .iter()
-        .filter(|(n, _)| !n.contains("hz="))
-        .map(|&(name, args)| {
-            let model = name.trim_start_matches("selftest/");
-            on(
-                format!("xen/dom0/smp2/selftest/{model}"),
-                "selftest",
-                with_cpus(args),
-                Bed::XenDom0,
-            )
-            .expect(SELFTEST_SMP)
-        })
-        .collect();
-    // The same as an xl domU (vCPUs pinned to QEMU CPUs 1..=N, dom0 on CPU 0), plus
-    // one domU with 4 vCPUs.
-    cases.extend(
-        PREEMPT_MODELS
-            .iter()
-            .filter(|(n, _)| !n.contains("hz="))
-            .map(|&(name, args)| {
-                let model = name.trim_start_matches("selftest/");
-                on(
-                    format!("xen/xl/smp2/selftest/{model}"),
-                    "selftest",
-                    with_cpus(args),
-                    Bed::XenXl,
-                )
-                .expect(SELFTEST_SMP)
-            }),
-    );
-    cases.push(
-        on(
-            "xen/xl/smp4/selftest".into(),
-            "selftest",
-            &["expect-cpus=4"],
-            Bed::XenXl,
-        )
-        .smp(4)
-        .expect(SELFTEST_SMP),
-    );
+    // selftest under every model with 2 and 4 vCPUs, as dom0 and as an xl domU
+    // (vCPUs pinned to QEMU CPUs 1..=N, dom0 on CPU 0).
+    let mut cases = Vec::new();
+    for (bed_name, bed) in [("dom0", Bed::XenDom0), ("xl", Bed::XenXl)] {
+        for cpus in [2, 4] {
+            let expect: &'static str = String::leak(format!("expect-cpus={cpus}"));
+            cases.extend(
+                PREEMPT_MODELS
+                    .iter()
+                    .filter(|(n, _)| !n.contains("hz="))
+                    .map(|&(name, args)| {
+                        let model = name.trim_start_matches("selftest/");
+                        on(
+                            format!("xen/{bed_name}/smp{cpus}/selftest/{model}"),
+                            "selftest",
+                            Vec::leak([args, &[expect]].concat()),
+                            bed,
+                        )
+                        .smp(cpus)
+                        .expect(SELFTEST_SMP)
+                    }),
+            );
+        }
+    }
     for model in ["none", "full"] {
         let args: &'static [&'static str] =
             Vec::leak(vec![&*String::leak(format!("preempt={model}"))]);
@@ -855,24 +834,6 @@ fn xen_smp_cases() -> Vec<Case> {
         .at_most_once(&["panicked at", "backtrace:", "panic while panicking"]),
     );
     cases
-}
-
-/// `selftest` as dom0 with 4 vCPUs (`dom0_max_vcpus=4` on 4 QEMU CPUs) under every
-/// preemption model.
-fn xen_dom0_smp4_cases() -> Vec<Case> {
-    PREEMPT_MODELS
-        .iter()
-        .filter(|(n, _)| !n.contains("hz="))
-        .map(|&(name, args)| {
-            let model = name.trim_start_matches("selftest/");
-            let args: &'static [&'static str] = Vec::leak([args, &["expect-cpus=4"]].concat());
-            let mut c = case(&format!("xen/dom0/smp4/selftest/{model}"), "selftest", args)
-                .smp(4)
-                .expect(SELFTEST_SMP);
-            c.bed = Bed::XenDom0;
-            c
-        })
-        .collect()
 }
 
 /// An xl domU of [`XL_MEMORY_MB`] on which dom0 runs `actions`.
