@@ -266,7 +266,10 @@ impl Hogs {
             })
             .collect();
         // Each landed on an idle CPU (a wake-up prefers one); wait until they spin.
-        let deadline = time::now_ns() + 2_000_000_000;
+        // (Generous, as in the SMP checks: on uhyve's software KVM with 4 vCPUs on 2
+        // host cores a CPU took over 2 s to start its hog once, and the idle CPU then
+        // ran the task these checks expect to be starved.)
+        let deadline = time::now_ns() + 10_000_000_000;
         while started.load(SeqCst) < u64::from(others) && time::now_ns() < deadline {
             core::hint::spin_loop();
         }
