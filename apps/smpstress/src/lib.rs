@@ -114,13 +114,16 @@ fn worker(
     let section_ns = o.section_ticks * time::tick_ns();
     for r in 0..o.rounds {
         let before = percpu::cpu_id();
+        let first_turn = turns;
         // Long in-kernel work, preemptible whatever the model.
         preempt::preemptible(|| {
             let end = time::now_ns() + section_ns;
             while time::now_ns() < end {
                 buf.iter_mut().for_each(|w| *w = w.rotate_left(1));
                 turns += 1;
-                if turns.is_multiple_of(16) {
+                // (Also after the section's first pass: on a slow CPU, such as uhyve's
+                // emulated ring 0, a section may last fewer than 16 passes.)
+                if turns.is_multiple_of(16) || turns == first_turn + 1 {
                     // Forced off this CPU mid-section: the flag must go along.
                     migrate_off(stats);
                 } else if turns.is_multiple_of(8) {
