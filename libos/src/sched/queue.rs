@@ -67,13 +67,6 @@ impl<T: PartialEq> RunQueue<T> {
             })
     }
 
-    /// The highest priority with a ready task.
-    pub fn highest(&self) -> Option<Priority> {
-        [Priority::High, Priority::Normal, Priority::Low]
-            .into_iter()
-            .find(|p| !self.levels[*p as usize].is_empty())
-    }
-
     /// Removes `t` wherever it is; returns whether it was queued.
     pub fn remove(&mut self, t: &T) -> bool {
         for level in &mut self.levels {
@@ -108,7 +101,7 @@ mod tests {
         q.push(2, Priority::Low);
         q.push(3, Priority::High);
         q.push(4, Priority::Normal);
-        assert_eq!(q.highest(), Some(Priority::High));
+        assert_eq!(q.best_where(|_| true), Some((Priority::High, 1)));
         assert_eq!(
             [q.pop(), q.pop(), q.pop(), q.pop(), q.pop()],
             [Some(3), Some(1), Some(4), Some(2), None]
