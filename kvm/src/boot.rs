@@ -8,7 +8,10 @@ use libos::memory::Region;
 use libos::{BootInfo, Platform, println};
 
 use crate::mmio_devices::{self, MmioDevice};
-use crate::{apic, exit, gdt, idt, kvmclock, paging, pvh, serial, smp, stacks, uhyve, virtio};
+use crate::{
+    apic, devirq, exit, gdt, idt, kvmclock, paging, pvh, serial, shootdown, smp, stacks, uhyve,
+    virtio,
+};
 
 /// The VMM the image was booted by (it decides the console and the exit path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,14 +137,21 @@ impl Platform for Kvm {
     }
 
     fn guard_page(&self, addr: u64, protect: bool) -> bool {
+        // Pinned from the local flush (in `set_present`) to the end of the shootdown: a
+        // task migrated in between would skip the CPU it moved to, which may still hold
+        // the page's old (present) translation, and an overflow there would write into
+        // the heap instead of faulting.
+        let pinned = libos::preempt::preempt_disable();
         let ok = paging::set_present(addr, !protect);
-        if ok && protect && libos::irqflags::irqs_enabled() {
-            // Other CPUs may still hold the page's old (present) translation: a TLB
-            // shootdown, so the guard faults on every CPU. (With irqs off — boot and AP
-            // bring-up, before the page was ever used — it is skipped.)
-            libos::smp::call_on_others(flush_tlb);
+        libos::testing::hooks::after_local_guard_flush();
+        if ok && protect {
+            shootdown::flush_others(&pinned);
         }
         ok
+    }
+
+    fn send_test_event(&self) -> bool {
+        devirq::send_test_event()
     }
 
     fn start_services(&self) {
@@ -180,11 +190,6 @@ pub fn take_mmio_devices(cmdline: &'static str) -> &'static str {
     let (rest, n) = mmio_devices::split(cmdline, &mut devices.0);
     devices.1 = n;
     rest
-}
-
-/// Flushes this CPU's TLB (the shootdown's call-function).
-fn flush_tlb() {
-    x86_64::instructions::tlb::flush_all();
 }
 
 /// Masks both legacy 8259 PICs: on `-M pc` the firmware leaves them programmed at

@@ -1,6 +1,8 @@
 //! Device interrupts: a small table of vectors handed out to drivers, dispatched
 //! through the entry core like the timer.
 
+use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
 use libos::irqflags::IrqGuard;
 use libos::regs::Regs;
 
@@ -34,10 +36,10 @@ pub fn register(handler: Handler) -> Option<u8> {
     Some(FIRST_VECTOR + slot as u8)
 }
 
-/// Runs the handler of the interrupting vector, acknowledges the local APIC (after the
-/// handler quieted its level-triggered line), then the bottom halves.
+/// Runs the handler of the interrupting vector and acknowledges the local APIC (after
+/// the handler quieted its level-triggered line); the bottom halves it raised run next.
 ///
-/// Context: irqs off, on the irq stack (through `entry::run_on_irqstack_cond`).
+/// Context: irqs off, on the irq stack (through `entry::run_irq_on_irqstack_cond`).
 pub extern "C" fn dispatch(regs: &mut Regs) {
     let slot = (regs.vector - u64::from(FIRST_VECTOR)) as usize;
     let handler = HANDLERS.lock()[slot];
@@ -45,5 +47,27 @@ pub extern "C" fn dispatch(regs: &mut Regs) {
         h();
     }
     apic::eoi();
-    libos::entry::do_softirq_on_irq_stack();
+}
+
+/// The vector of the test event (`libos::test_event`), reserved on first use (0: not
+/// yet).
+static TEST_VECTOR: AtomicU8 = AtomicU8::new(0);
+
+/// Sends this CPU its test event: a self-IPI on a device vector, so it takes the same
+/// path as a device's interrupt (`Platform::send_test_event`). False if no vector is
+/// left.
+pub fn send_test_event() -> bool {
+    let _irqs = IrqGuard::new();
+    let vector = match TEST_VECTOR.load(Relaxed) {
+        0 => match register(&|| libos::test_event::interrupt()) {
+            Some(v) => {
+                TEST_VECTOR.store(v, Relaxed);
+                v
+            }
+            None => return false,
+        },
+        v => v,
+    };
+    apic::send_ipi(apic::id(), apic::Delivery::Fixed(vector));
+    true
 }

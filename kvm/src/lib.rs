@@ -50,6 +50,8 @@ mod pvh;
 #[cfg(target_os = "none")]
 mod serial;
 #[cfg(target_os = "none")]
+mod shootdown;
+#[cfg(target_os = "none")]
 mod smp;
 #[cfg(target_os = "none")]
 mod stacks;

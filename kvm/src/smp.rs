@@ -232,6 +232,13 @@ fn spin_ns(ns: u64) {
 /// Sends `ipi` to libos CPU `cpu`.
 ///
 /// Context: irqs off.
+/// Sends CPU `cpu` an NMI (taken even while it runs with irqs off).
+pub fn send_nmi(cpu: CpuId) {
+    if let Some(id) = APIC_IDS_BY_CPU.get(cpu as usize) {
+        apic::send_ipi(id.load(Relaxed), Delivery::Nmi);
+    }
+}
+
 pub fn send_ipi(cpu: CpuId, ipi: Ipi) {
     let Some(id) = APIC_IDS_BY_CPU.get(cpu as usize) else {
         return;

@@ -38,6 +38,10 @@ extern "C" fn kvm_trap(regs: &mut Regs) {
         // entry core, whatever this CPU was doing (it may hold locks).
         libos::smp::halt_this_cpu();
     }
+    if regs.vector == NMI && crate::shootdown::on_nmi() {
+        // A TLB shootdown requested with irqs off: flushed, nothing else to do.
+        return;
+    }
     let state = entry::irqentry_enter(regs);
     match regs.vector {
         trap::vector::INVALID_OPCODE if trap::is_probe(regs) => {
@@ -46,16 +50,16 @@ extern "C" fn kvm_trap(regs: &mut Regs) {
         v if v < 32 => exception(regs),
         v if v == u64::from(apic::TIMER_VECTOR) => {
             apic::eoi();
-            entry::run_on_irqstack_cond(libos::time::timer_interrupt, regs);
+            entry::run_irq_on_irqstack_cond(libos::time::timer_interrupt, regs);
         }
-        v if devirq::owns(v) => entry::run_on_irqstack_cond(devirq::dispatch, regs),
+        v if devirq::owns(v) => entry::run_irq_on_irqstack_cond(devirq::dispatch, regs),
         v if v == u64::from(apic::RESCHEDULE_VECTOR) => {
             apic::eoi();
-            entry::run_on_irqstack_cond(libos::smp::reschedule_interrupt, regs);
+            entry::run_irq_on_irqstack_cond(libos::smp::reschedule_interrupt, regs);
         }
         v if v == u64::from(apic::CALL_FUNCTION_VECTOR) => {
             apic::eoi();
-            entry::run_on_irqstack_cond(libos::smp::call_function_interrupt, regs);
+            entry::run_irq_on_irqstack_cond(libos::smp::call_function_interrupt, regs);
         }
         v if v == u64::from(apic::SPURIOUS_VECTOR) => {}
         _ => trap::unexpected_vector(regs),

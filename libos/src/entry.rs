@@ -81,7 +81,9 @@ pub fn irqentry_enter(regs: &Regs) -> IrqState {
     let interrupted_idle = cpu.in_idle.load(Relaxed);
     if irqflags::TRACING {
         // The interrupted code ran with irqs on: the tracing must have been told, or some
-        // path enabled them behind its back (seed 000's missing trace_hardirqs_on).
+        // path enabled them behind its back (the missing trace_hardirqs_on of the preemptible
+        // hypercall bug in Thomas Gleixner, "Re: [RFC PATCH 1/5] entry: Pass pt_regs to
+        // irqentry_exit_cond_resched()", LKML, 2022-08-09).
         instrumentation(&mut || {
             irqflags::check_consistent(irqs_were_on, "irqentry_enter", regs.rip)
         });
@@ -99,6 +101,10 @@ pub fn irqentry_enter(regs: &Regs) -> IrqState {
 
 /// Counterpart to [`irqentry_enter`]: does the exit work and, under the model in force,
 /// preemption, then reports the irq state the return will restore.
+///
+/// The bottom halves this entry raised have run by now, on the irq stack, at the end of
+/// the handler ([`run_irq_on_irqstack_cond`], Linux's `irq_exit`), so a task they woke
+/// is known before anything here decides whether to reschedule.
 ///
 /// Context: irqs off, on the interrupted stack (handlers are done), just before the
 /// backend stub returns; may switch tasks (the stub resumes later, in this task).
@@ -121,15 +127,20 @@ pub fn irqentry_exit(regs: &mut Regs, state: IrqState) {
             // and nothing on the way re-enabled interrupts without disabling them again.
             let irqs_off = unsafe { IrqsOff::assume() };
             if in_section {
-                // A long hypercall or in-kernel section: preempt whatever the model
-                // (seeds 000/001; see `preempt::section_exit_resched`).
-                preempt::section_exit_resched(&irqs_off);
+                // A long hypercall or in-kernel section: every wake-up this entry caused
+                // (timer, device or event bottom half, notify callback) must get the CPU
+                // whatever the model (Thomas Gleixner, "Re: [RFC PATCH 1/5] entry: Pass
+                // pt_regs to irqentry_exit_cond_resched()", LKML, 2022-08-09), so the
+                // exit work runs with the raw reschedule, the section's flag parked
+                // meanwhile (see `preempt::section_exit_resched`).
+                preempt::section_exit_resched(&irqs_off, &mut |how| exit_work(&irqs_off, how));
+            } else {
+                exit_work(&irqs_off, preempt::ExitResched::Model);
             }
-            exit_work(&irqs_off);
         });
         if in_section && preempt::section_exit_forgets_trace() {
-            // `hcall_resched=untraced` (test-only): seed 000's missing
-            // trace_hardirqs_on. The next entry's consistency check must catch it.
+            // `hcall_resched=untraced` (test-only): the missing trace_hardirqs_on of the
+            // thread cited above. The next entry's consistency check must catch it.
             return;
         }
     }
@@ -154,8 +165,9 @@ const WORK_SOFTIRQ: u32 = 1;
 const WORK_NOTIFY: u32 = 2;
 const WORK_RESCHED: u32 = 4;
 
-/// Snapshot of pending exit work; read with irqs off.
-fn pending_work(_: &IrqsOff) -> u32 {
+/// Snapshot of pending exit work; read with irqs off. `how` says which reschedule
+/// counts as work (the model's, or the raw one inside a preemptible section).
+fn pending_work(_: &IrqsOff, how: preempt::ExitResched) -> u32 {
     let mut w = 0;
     if softirq::pending() {
         w |= WORK_SOFTIRQ;
@@ -163,27 +175,32 @@ fn pending_work(_: &IrqsOff) -> u32 {
     if crate::notify::pending() {
         w |= WORK_NOTIFY;
     }
-    if preempt::exit_resched_pending() {
+    if preempt::exit_resched_pending(how) {
         w |= WORK_RESCHED;
     }
     w
 }
 
-/// The exit-work loop (seed 004's shape): do the work with irqs enabled where it allows,
-/// disable, re-read the flags, and return only when a snapshot taken with irqs off is
-/// empty, so work raised by an interrupt during the loop is never lost.
+/// The exit-work loop: do the work with irqs enabled where it allows, disable, re-read
+/// the flags, and return only when a snapshot taken with irqs off is empty, so work
+/// raised by an interrupt during the loop is never lost (Qian Cai on Thomas Gleixner's
+/// "[patch V5 05/15] entry: Provide infrastructure for work before transitioning to
+/// guest mode", LKML, 2020-07-29, shows why the last check must have irqs off). Bottom
+/// halves and notify callbacks come before the reschedule, so a task they wake is
+/// ready by the time it decides.
 #[inline(never)]
-fn exit_work(irqs_off: &IrqsOff) {
+fn exit_work(irqs_off: &IrqsOff, how: preempt::ExitResched) {
     irqflags::assert_irqs_disabled();
     loop {
-        let work = pending_work(irqs_off);
+        let work = pending_work(irqs_off, how);
         if work == 0 {
             break;
         }
         if work & WORK_SOFTIRQ != 0 {
-            // Bottom halves left over from a nested entry: run them on the irq stack.
+            // Bottom halves raised outside an interrupt handler (from task context, or
+            // by an interrupt that arrived during the loop): run them on the irq stack.
             let mut scratch = Regs::default();
-            run_on_irqstack_cond(softirq_trampoline, &mut scratch);
+            run_irq_on_irqstack_cond(softirq_trampoline, &mut scratch);
         }
         if work & WORK_NOTIFY != 0 {
             irqflags::local_irq_enable();
@@ -191,15 +208,14 @@ fn exit_work(irqs_off: &IrqsOff) {
             irqflags::local_irq_disable();
         }
         if work & WORK_RESCHED != 0 {
-            preempt::irqentry_exit_cond_resched(irqs_off);
+            preempt::exit_cond_resched(irqs_off, how);
         }
     }
     irqflags::assert_irqs_disabled();
 }
 
-extern "C" fn softirq_trampoline(_: &mut Regs) {
-    do_softirq_on_irq_stack();
-}
+/// Nothing to do but the bottom halves [`run_irq_on_irqstack_cond`] runs after it.
+extern "C" fn softirq_trampoline(_: &mut Regs) {}
 
 /// Deepest irq-stack nesting seen, and the entries that found the stack already in use.
 static MAX_NESTING: AtomicU32 = AtomicU32::new(0);
@@ -229,14 +245,33 @@ pub fn interrupted_sp() -> u64 {
 }
 
 /// Runs `f(regs)` on this CPU's irq stack, switching only if the nesting count says we
-/// are not on it already; then runs pending bottom halves (also on the irq stack) if
-/// this is the outermost entry.
+/// are not on it already. For exception handlers; interrupts use
+/// [`run_irq_on_irqstack_cond`], which also runs the bottom halves.
 ///
 /// The interrupted stack pointer is stored in the top word of the irq stack so the
-/// unwinder can walk from irq-stack frames back into the task's.
+/// unwinder can walk from irq-stack frames back into the task's (Alexandre Chartre on
+/// Thomas Gleixner's "[patch V4 part 5 02/31] x86/entry: Provide helpers for execute on
+/// irqstack", LKML, 2020-05-11).
 ///
 /// Context: irqs off; returns with irqs off.
 pub fn run_on_irqstack_cond(f: extern "C" fn(&mut Regs), regs: &mut Regs) {
+    on_irqstack(f, regs, false);
+}
+
+/// Runs interrupt handler `f(regs)` on this CPU's irq stack as [`run_on_irqstack_cond`]
+/// does, then, if this is the outermost entry, the pending bottom halves, still on the
+/// irq stack (Linux's `irq_exit`). Every bottom half an interrupt raised — timer,
+/// device, event channel — has then run, and woken its tasks, before `irqentry_exit`
+/// decides whether to reschedule. A nested entry leaves them to the outer one, whose
+/// bottom-half loop re-reads the pending set before it ends.
+///
+/// Context: irqs off, for an interrupt (the interrupted context had irqs on); returns
+/// with irqs off (they are on while the bottom halves run).
+pub fn run_irq_on_irqstack_cond(f: extern "C" fn(&mut Regs), regs: &mut Regs) {
+    on_irqstack(f, regs, true);
+}
+
+fn on_irqstack(f: extern "C" fn(&mut Regs), regs: &mut Regs, bottom_halves: bool) {
     irqflags::assert_irqs_disabled();
     let cpu = this_cpu();
     let top = cpu.irq_stack_top.load(Relaxed);
@@ -245,33 +280,42 @@ pub fn run_on_irqstack_cond(f: extern "C" fn(&mut Regs), regs: &mut Regs) {
     if depth == 1 && top != 0 {
         // SAFETY: `top` is this CPU's irq stack, nesting was 0 so no frame lives on it,
         // and irqs are off so no other entry can start using it before we switch back.
-        unsafe { call_on_stack(top, f, regs) };
+        unsafe { call_on_stack(top, f, regs, bottom_halves) };
     } else {
         NESTED_ENTRIES.fetch_add(1, Relaxed);
         f(regs);
+        if bottom_halves && depth == 1 {
+            // No irq stack yet (early boot): the outermost entry runs them where it is.
+            softirq::run_pending();
+        }
     }
     let left = cpu.irq_nesting.fetch_sub(1, Relaxed) - 1;
     debug_assert_eq!(left, depth - 1, "BUG: irq-stack nesting count unbalanced");
 }
 
-/// Runs the bottom halves; called at the end of a handler on the irq stack.
-///
-/// Context: irqs off, on the irq stack (nesting 1); enables irqs while the work runs,
-/// so a nested interrupt may arrive (it will not switch stacks again).
-pub fn do_softirq_on_irq_stack() {
-    if this_cpu().irq_nesting.load(Relaxed) == 1 {
+/// What runs on the irq stack after the switch (only the outermost entry switches, so
+/// nesting is 1): the handler, then, for an interrupt, the bottom halves.
+extern "C" fn irq_stack_body(regs: &mut Regs, f: extern "C" fn(&mut Regs), bottom_halves: bool) {
+    f(regs);
+    if bottom_halves {
         softirq::run_pending();
     }
 }
 
-/// Calls `f(regs)` with the stack pointer at `top`.
+/// Calls [`irq_stack_body`]`(regs, f, bottom_halves)` with the stack pointer at `top`.
 ///
 /// # Safety
 /// `top` must be the top of a stack nobody uses, 16-byte aligned, with irqs off.
-unsafe fn call_on_stack(top: u64, f: extern "C" fn(&mut Regs), regs: &mut Regs) {
-    // SAFETY: (caller) the stack is free. We save rsp in the stack's top word, call `f`
-    // with rsp 16-byte aligned, and restore rsp from that word; rbp is untouched, so f's
-    // frame links to ours on the interrupted stack and backtraces cross over.
+unsafe fn call_on_stack(
+    top: u64,
+    f: extern "C" fn(&mut Regs),
+    regs: &mut Regs,
+    bottom_halves: bool,
+) {
+    let body: extern "C" fn(&mut Regs, extern "C" fn(&mut Regs), bool) = irq_stack_body;
+    // SAFETY: (caller) the stack is free. We save rsp in the stack's top word, call the
+    // body with rsp 16-byte aligned, and restore rsp from that word; rbp is untouched, so
+    // its frame links to ours on the interrupted stack and backtraces cross over.
     unsafe {
         core::arch::asm!(
             "mov [r12 - 8], rsp",
@@ -279,8 +323,10 @@ unsafe fn call_on_stack(top: u64, f: extern "C" fn(&mut Regs), regs: &mut Regs) 
             "call rax",
             "mov rsp, [r12 - 8]",
             in("r12") top,
-            in("rax") f,
+            in("rax") body,
             in("rdi") core::ptr::from_mut(regs),
+            in("rsi") f,
+            in("rdx") u64::from(bottom_halves),
             clobber_abi("C"),
         );
     }

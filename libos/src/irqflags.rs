@@ -4,8 +4,9 @@
 //! reports every change to the tracing state (`PerCpu::traced_irqs_on`), the analogue of
 //! Linux's `trace_hardirqs_on/off`. Debug builds check the traced state against the
 //! hardware at every interrupt entry and in [`assert_irqs_disabled`]: a path that
-//! enables interrupts without reporting it (seed 000's missing `trace_hardirqs_on` after
-//! a preemptible hypercall) is caught with a panic naming the place.
+//! enables interrupts without reporting it (the missing `trace_hardirqs_on` after a
+//! preemptible hypercall in Thomas Gleixner, "Re: [RFC PATCH 1/5] entry: Pass pt_regs to
+//! irqentry_exit_cond_resched()", LKML, 2022-08-09) is caught with a panic naming the place.
 
 use core::marker::PhantomData;
 use core::sync::atomic::Ordering::Relaxed;
@@ -132,6 +133,10 @@ impl Default for IrqGuard {
 impl Drop for IrqGuard {
     fn drop(&mut self) {
         if self.was_on {
+            // Releasing the outermost guard is a preemption point under `full` (a wake-up
+            // made while irqs were off may have asked for a reschedule): taken before
+            // irqs come back on, so no interrupt can slip in between.
+            crate::preempt::resched_on_irq_restore(&self.token());
             local_irq_enable();
         }
     }

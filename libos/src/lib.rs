@@ -33,6 +33,7 @@ pub mod sched;
 pub mod smp;
 pub mod softirq;
 pub mod sync;
+pub mod test_event;
 pub mod testing;
 pub mod time;
 pub mod trap;

@@ -14,6 +14,18 @@ static PENDING: AtomicU32 = AtomicU32::new(0);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotifyId(u32);
 
+impl NotifyId {
+    /// The callback's slot.
+    pub(crate) fn index(self) -> u32 {
+        self.0
+    }
+
+    /// The id of slot `i` (as returned by [`Self::index`]).
+    pub(crate) fn from_index(i: u32) -> NotifyId {
+        NotifyId(i)
+    }
+}
+
 /// Registers `f`; `None` if the table is full.
 pub fn register(f: fn()) -> Option<NotifyId> {
     let i = COUNT.fetch_add(1, Relaxed);

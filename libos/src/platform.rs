@@ -153,4 +153,24 @@ pub trait Platform: Sync {
         let _ = (addr, protect);
         false
     }
+
+    /// Test support: sends this CPU a real asynchronous event through the platform's
+    /// event path (Xen: an event channel bound as an IPI to this vCPU; KVM: a self-IPI
+    /// on a device vector), whose handler calls [`crate::test_event::interrupt`].
+    /// Returns false if the platform has no such event.
+    ///
+    /// Context: any; irqs off delays the delivery until they are on again.
+    fn send_test_event(&self) -> bool {
+        false
+    }
+
+    /// Test support: masks (`true`) or unmasks the test event's source, as drivers mask
+    /// and unmask their event channels; an event sent while masked must be delivered on
+    /// unmask. Returns false if the platform cannot mask it.
+    ///
+    /// Context: task context, irqs on.
+    fn mask_test_event(&self, masked: bool) -> bool {
+        let _ = masked;
+        false
+    }
 }

@@ -1,14 +1,18 @@
 //! Preemption: the count, its guard, the four models, and the resched points.
 //!
-//! Models follow Linux: under `none` a task runs until it blocks or yields; `voluntary`
-//! adds [`cond_resched`] points that reschedule when needed; `full` also preempts on
-//! interrupt exit (and when the last [`PreemptGuard`] drops) whenever preemption is
-//! enabled. `dynamic` boots in one of those (default `full`) and can be switched at run
-//! time with [`switch_dynamic`].
+//! Models follow Linux: under `none` a task runs until it blocks, yields or reaches a
+//! [`cond_resched`] point (the one reschedule point that is live under `none`: long
+//! kernel loops rely on it); `voluntary` adds the [`might_resched`] points; `full` also
+//! preempts on interrupt exit and when the last [`PreemptGuard`] or outermost
+//! [`IrqGuard`](crate::irqflags::IrqGuard) is released with a reschedule pending, so
+//! both kinds of point are no-ops there. `dynamic` boots in one of those (default
+//! `full`) and can be switched at run time with [`switch_dynamic`].
 //!
 //! [`irqentry_exit_cond_resched`] follows the current model; the `raw_` variant
 //! reschedules whenever needed and allowed, *whatever* the model. Callers that must
-//! preempt regardless (a long preemptible hypercall, seed 000) call the raw one.
+//! preempt regardless (a long preemptible hypercall: Thomas Gleixner, "Re: [RFC PATCH
+//! 1/5] entry: Pass pt_regs to irqentry_exit_cond_resched()", LKML, 2022-08-09) call
+//! the raw one.
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -20,9 +24,9 @@ use crate::percpu::{self, CpuId, PerCpu, need_resched, this_cpu};
 /// A preemption model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Model {
-    /// No preemption; tasks run until they block or yield.
+    /// No preemption; tasks run until they block, yield or call `cond_resched()`.
     None,
-    /// Reschedule at explicit `cond_resched()` points.
+    /// Also reschedule at `might_resched()` points.
     Voluntary,
     /// Preempt on interrupt exit whenever preemption is enabled.
     Full,
@@ -181,10 +185,10 @@ impl Drop for PreemptGuard {
         let (underflow, now_zero) = percpu::preempt_count_add(-1);
         assert!(!underflow, "BUG: preempt_count underflow");
         // Under full preemption the end of a non-preemptible section is a preemption
-        // point (Linux's preempt_enable -> preempt_schedule).
+        // point (Linux's preempt_enable -> preempt_schedule). (The irq guard's release
+        // is the point: it reschedules before interrupts come back on.)
         if now_zero && current() == Model::Full && need_resched() && irqflags::irqs_enabled() {
-            let guard = irqflags::IrqGuard::new();
-            raw_cond_resched(&guard.token());
+            drop(irqflags::IrqGuard::new());
         }
     }
 }
@@ -203,17 +207,41 @@ fn raw_cond_resched(irqs_off: &IrqsOff) {
     }
 }
 
-/// A voluntary preemption point for long-running task code: reschedules if needed
-/// under `voluntary`; a no-op under `none` (tasks run until they block or yield) and
-/// under `full` (interrupt exit already preempts).
+/// A reschedule point for long-running task code: reschedules if needed under `none`
+/// and `voluntary` (Linux's `cond_resched()`, live under PREEMPT_NONE: the loops that
+/// call it are what keeps a non-preemptible kernel responsive); a no-op under `full`,
+/// where interrupt exit and guard release already preempt.
 pub fn cond_resched() {
-    if current() == Model::Voluntary
-        && need_resched()
-        && irqflags::irqs_enabled()
-        && preemption_allowed()
-    {
+    if current() != Model::Full {
+        resched_point();
+    }
+}
+
+/// A voluntary preemption point (Linux's `might_resched()`): reschedules if needed only
+/// under `voluntary`; a no-op under `none` and `full`.
+pub fn might_resched() {
+    if current() == Model::Voluntary {
+        resched_point();
+    }
+}
+
+fn resched_point() {
+    if need_resched() && irqflags::irqs_enabled() && preemption_allowed() {
         let guard = irqflags::IrqGuard::new();
         raw_cond_resched(&guard.token());
+    }
+}
+
+/// The preemption point of releasing the outermost irq guard (Linux reaches
+/// `preempt_schedule` through `spin_unlock_irqrestore` -> `preempt_enable`): under
+/// `full`, a reschedule a wake-up asked for while irqs were off happens now, before
+/// they come back on, instead of at the next interrupt (which an idle-tickless CPU may
+/// not have for a long time). Not while a panic is being reported.
+///
+/// Context: irqs off, about to be re-enabled by the caller (`IrqGuard::drop`).
+pub(crate) fn resched_on_irq_restore(irqs_off: &IrqsOff) {
+    if current() == Model::Full && need_resched() && !crate::panic::is_panicking() {
+        raw_cond_resched(irqs_off);
     }
 }
 
@@ -234,9 +262,37 @@ pub fn raw_irqentry_exit_cond_resched(irqs_off: &IrqsOff) {
     raw_cond_resched(irqs_off);
 }
 
+/// Which reschedule an interrupt exit's work loop does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitResched {
+    /// The model's ([`irqentry_exit_cond_resched`]): only under `full`.
+    Model,
+    /// The raw one ([`raw_irqentry_exit_cond_resched`]): whatever the model, for an
+    /// exit into a preemptible section.
+    Raw,
+}
+
+/// Whether interrupt exit has a reschedule of kind `how` to do.
+pub(crate) fn exit_resched_pending(how: ExitResched) -> bool {
+    (how == ExitResched::Raw || current() == Model::Full) && need_resched() && preemption_allowed()
+}
+
+/// The interrupt exit's reschedule of kind `how`.
+///
+/// Context: as [`irqentry_exit_cond_resched`].
+pub(crate) fn exit_cond_resched(irqs_off: &IrqsOff, how: ExitResched) {
+    match how {
+        ExitResched::Model => irqentry_exit_cond_resched(irqs_off),
+        ExitResched::Raw => raw_irqentry_exit_cond_resched(irqs_off),
+    }
+}
+
 /// How the interrupt exit reschedules inside a preemptible section (`hcall_resched=`).
-/// Only [`SectionResched::Raw`] is correct; the others reproduce the two halves of
-/// Linux's seed-000 bug so tests can prove they would catch them.
+/// Only [`SectionResched::Raw`] is correct; the others reproduce the two halves of the
+/// Linux bug in Thomas Gleixner, "Re: [RFC PATCH 1/5] entry: Pass pt_regs to
+/// irqentry_exit_cond_resched()", LKML, 2022-08-09 (and, for `cpuflag`, the migration
+/// bug of Per Bilse, "Re: [PATCH] Updates to Xen hypercall preemption", LKML /
+/// xen-devel, 2023-06-21), so tests can prove they would catch them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
 pub enum SectionResched {
@@ -249,7 +305,7 @@ pub enum SectionResched {
     /// when it returns into the section (the missing `trace_hardirqs_on`).
     Untraced = 2,
     /// `cpuflag`: the raw reschedule, but the in-preemptible flag stays with the CPU
-    /// instead of following the task (seed 001's migration bug): the scheduler neither
+    /// instead of following the task (the migration bug): the scheduler neither
     /// parks nor loads it. Harmless on one CPU... only until a task migrates.
     StaysOnCpu = 3,
 }
@@ -283,7 +339,7 @@ pub(crate) fn section_exit_forgets_trace() -> bool {
 }
 
 /// Whether the scheduler must leave the in-preemptible flag on the CPU
-/// (`hcall_resched=cpuflag`, test-only: seed 001's bug).
+/// (`hcall_resched=cpuflag`, test-only: the migration bug).
 pub(crate) fn section_flag_stays_on_cpu() -> bool {
     SECTION_RESCHED.load(Relaxed) == SectionResched::StaysOnCpu as u8
 }
@@ -307,7 +363,8 @@ pub fn preemptible<R>(f: impl FnOnce() -> R) -> R {
     };
     let r = f();
     // The task may have been preempted and resumed on another CPU inside `f`: the flag
-    // to clear is the one of the CPU we run on *now* (seed 001), so look it up again
+    // to clear is the one of the CPU we run on *now* (Per Bilse, "Re: [PATCH] Updates
+    // to Xen hypercall preemption", LKML / xen-devel, 2023-06-21), so look it up again
     // under the guard, never reuse a reference from before `f`.
     let irqs = irqflags::IrqGuard::new();
     PerCpu::get(&irqs).in_preemptible.store(outer, Relaxed);
@@ -324,30 +381,28 @@ pub fn in_preemptible() -> bool {
     PerCpu::get(&irqs).in_preemptible.load(Relaxed)
 }
 
-/// The interrupt-exit reschedule for an entry that interrupted a preemptible section
-/// (seeds 000 and 001): clear the task's flag, reschedule *whatever the model* (the
-/// raw variant: seed 000's bug was that under PREEMPT_DYNAMIC the model-following one
-/// became a no-op), and restore the flag in this task, on whichever CPU it resumed, so
-/// the flag follows the task and never leaks to another. The irq-state tracing is told
-/// "on" by the caller, `irqentry_exit`, as it returns to the section (seed 000's
-/// missing `trace_hardirqs_on`).
+/// The interrupt exit for an entry that interrupted a preemptible section: clear the
+/// task's flag, run the exit work `work` with the *raw* reschedule (whatever the model:
+/// the bug in Thomas Gleixner, "Re: [RFC PATCH 1/5] entry: Pass pt_regs to
+/// irqentry_exit_cond_resched()", LKML, 2022-08-09 was that under PREEMPT_DYNAMIC the
+/// model-following one became a no-op), and restore the flag in this task, on whichever
+/// CPU it resumed, so the flag follows the task and never leaks to another (Per Bilse,
+/// "Re: [PATCH] Updates to Xen hypercall preemption", LKML / xen-devel, 2023-06-21). The
+/// irq-state tracing is told "on" by the caller, `irqentry_exit`, as it returns to the
+/// section (that thread's missing `trace_hardirqs_on`).
 ///
 /// Context: irqs off, on the interrupted task's stack, interrupted context had irqs on,
 /// not interrupted idle.
-pub(crate) fn section_exit_resched(irqs_off: &IrqsOff) {
+pub(crate) fn section_exit_resched(irqs_off: &IrqsOff, work: &mut dyn FnMut(ExitResched)) {
+    let _ = irqs_off;
     this_cpu().in_preemptible.store(false, Relaxed);
     if SECTION_RESCHED.load(Relaxed) == SectionResched::FollowsModel as u8 {
-        irqentry_exit_cond_resched(irqs_off);
+        work(ExitResched::Model);
     } else {
-        raw_irqentry_exit_cond_resched(irqs_off);
+        work(ExitResched::Raw);
     }
     irqflags::assert_irqs_disabled();
     this_cpu().in_preemptible.store(true, Relaxed);
-}
-
-/// Whether interrupt exit has a reschedule to do under the current model.
-pub(crate) fn exit_resched_pending() -> bool {
-    current() == Model::Full && need_resched() && preemption_allowed()
 }
 
 #[cfg(test)]

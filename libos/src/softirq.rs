@@ -9,6 +9,8 @@ use crate::irqflags;
 pub const TIMER: u32 = 1;
 /// Network interfaces have news (frames received or transmitted): wake their tasks.
 pub const NET: u32 = 2;
+/// A test event arrived ([`crate::test_event`]): wake its waiter.
+pub const TEST_EVENT: u32 = 4;
 
 /// This CPU's pending set (per CPU: a bottom half runs where it was raised, e.g. the
 /// timer's re-arms that CPU's timer).
@@ -16,8 +18,12 @@ fn pending_set() -> &'static AtomicU32 {
     &crate::percpu::this_cpu().softirq_pending
 }
 
-/// Marks `which` pending on this CPU (any context; irqs off keeps it on this CPU).
+/// Marks `which` pending on this CPU (any context).
 pub fn raise(which: u32) {
+    // Irqs off between finding this CPU's set and setting the bit: from task context a
+    // migration in between would raise it on the CPU the task left, which may be
+    // halted with nothing to make it look.
+    let _irqs = irqflags::IrqGuard::new();
     pending_set().fetch_or(which, Relaxed);
 }
 
@@ -42,6 +48,9 @@ pub(crate) fn run_pending() {
         }
         if work & NET != 0 {
             crate::net::run_softirq();
+        }
+        if work & TEST_EVENT != 0 {
+            crate::test_event::bottom_half();
         }
         irqflags::local_irq_disable();
     }

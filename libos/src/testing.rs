@@ -45,3 +45,37 @@ impl Checker {
         i32::from(self.failed != 0)
     }
 }
+
+/// Hooks that widen race windows deterministically, for tests that prove a window is
+/// closed. Disarmed unless a test app arms them; each fires once.
+pub mod hooks {
+    use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
+
+    /// 1 + the CPU to migrate to in [`after_local_guard_flush`] (0: disarmed).
+    static MIGRATE_AFTER_GUARD_FLUSH: AtomicU32 = AtomicU32::new(0);
+
+    /// Arms [`after_local_guard_flush`]: the next stack guard page made moves the
+    /// making task to CPU `cpu` right after the local TLB flush, if it may be moved.
+    pub fn migrate_after_guard_flush(cpu: crate::percpu::CpuId) {
+        MIGRATE_AFTER_GUARD_FLUSH.store(cpu + 1, SeqCst);
+    }
+
+    /// Called by a backend between unmapping a guard page (and flushing this CPU's TLB)
+    /// and the shootdown on the other CPUs: if armed, migrates the task, as preemption
+    /// could at that instant, unless it is pinned there (as it must be).
+    pub fn after_local_guard_flush() {
+        let target = MIGRATE_AFTER_GUARD_FLUSH.load(SeqCst);
+        if target != 0
+            && crate::preempt::preemption_allowed()
+            && crate::irqflags::irqs_enabled()
+            && MIGRATE_AFTER_GUARD_FLUSH.swap(0, SeqCst) == target
+        {
+            crate::sched::migrate_to(target - 1);
+        }
+    }
+
+    /// Whether [`after_local_guard_flush`] is still armed (it did not move the task).
+    pub fn guard_flush_hook_armed() -> bool {
+        MIGRATE_AFTER_GUARD_FLUSH.load(SeqCst) != 0
+    }
+}

@@ -46,10 +46,24 @@ pub fn ensure_init() {
     }
 }
 
-/// Monotonic nanoseconds.
+/// The latest time any CPU has read (see [`now_ns`]).
+static LAST_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Monotonic nanoseconds, across CPUs too.
+///
+/// Each CPU reads its own clock (Xen's `vcpu_time_info` of its vCPU, kvmclock, or the
+/// TSC), pinned so that a migration cannot mix one CPU's clock record with another's
+/// TSC. The CPUs' clocks need not agree exactly (no TSC is promised stable across
+/// vCPUs here), so the result is also never below the latest time any CPU read: a
+/// task migrating between reads never sees time go backwards (Linux's pvclock keeps
+/// such a `last_value` unless the hypervisor sets the stable bit).
 pub fn now_ns() -> u64 {
     ensure_init();
-    platform().now_ns()
+    let t = {
+        let _pinned = crate::preempt::preempt_disable();
+        platform().now_ns()
+    };
+    LAST_NS.fetch_max(t, Relaxed).max(t)
 }
 
 /// Timer interrupts taken so far.
@@ -67,13 +81,29 @@ pub fn test_panic_in_timer_interrupt() {
 /// (after acknowledging the interrupt controller).
 ///
 /// Context: irqs off, on the irq stack.
+///
+/// The bottom half it raises runs after the handler, on the irq stack
+/// (`entry::run_irq_on_irqstack_cond`).
 pub extern "C" fn timer_interrupt(_regs: &mut Regs) {
     TIMER_IRQS.fetch_add(1, Relaxed);
     if PANIC_IN_TIMER.swap(false, Relaxed) {
         timer_handler_panics();
     }
+    if SCHEDULE_IN_TIMER.swap(false, Relaxed) {
+        // `crash -- sched-in-irq`: the scheduler must refuse, naming the context.
+        crate::sched::yield_now();
+    }
+    crate::test_event::on_timer_interrupt(platform().now_ns());
     softirq::raise(softirq::TIMER);
-    crate::entry::do_softirq_on_irq_stack();
+}
+
+static SCHEDULE_IN_TIMER: AtomicBool = AtomicBool::new(false);
+
+/// Test-only: the next timer interrupt handler calls the scheduler (for
+/// `crash -- sched-in-irq`, which shows the scheduler's refusal).
+#[doc(hidden)]
+pub fn test_schedule_in_timer_interrupt() {
+    SCHEDULE_IN_TIMER.store(true, Relaxed);
 }
 
 #[inline(never)]
@@ -103,10 +133,29 @@ pub(crate) fn program_next_event(irqs_off: &IrqsOff) {
     let slice = next
         .tick
         .then(|| platform().now_ns().saturating_add(tick_ns()));
-    let deadline = [next.sleeper, slice]
+    let deadline = [next.sleeper, slice, crate::test_event::deadline()]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(NEVER);
+    ARMED[percpu::PerCpu::get(irqs_off).id() as usize].store(deadline, Relaxed);
     platform().set_timer(deadline);
+}
+
+/// Each CPU's timer deadline as last programmed (`NEVER`: disarmed). Written by that
+/// CPU with irqs off.
+static ARMED: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(NEVER) }; percpu::MAX_CPUS];
+
+/// Makes sure this CPU's timer fires within a tick: a wake-up gave the running task
+/// competition, and the time slice must start (a busy CPU alone is tickless).
+///
+/// Context: irqs off, the scheduler lock not held.
+pub(crate) fn start_tick(irqs_off: &IrqsOff) {
+    if !INITIALIZED.load(Relaxed) {
+        return;
+    }
+    let armed = ARMED[percpu::PerCpu::get(irqs_off).id() as usize].load(Relaxed);
+    if armed > platform().now_ns().saturating_add(tick_ns()) {
+        program_next_event(irqs_off);
+    }
 }

@@ -3,7 +3,8 @@
 //! Xen delivers events by "upcall": it bounces to our event callback like an exception
 //! (rcx/r11 on top of an iret frame, events masked). The stub makes it pseudo-vector
 //! [`UPCALL_VECTOR`] of the shared trap path, so it goes through the same entry core as
-//! every exception: `irqentry_enter` → `run_on_irqstack_cond(upcall)` → `irqentry_exit`.
+//! every exception: `irqentry_enter` → `run_irq_on_irqstack_cond(upcall)` (the scan,
+//! then the bottom halves the handlers raised) → `irqentry_exit`.
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
 
@@ -218,6 +219,13 @@ struct BindIpi {
 }
 
 fn bind_ipi(cpu: CpuId) -> Result<u32, i64> {
+    let port = bind_ipi_masked(cpu)?;
+    unmask_port(port);
+    Ok(port)
+}
+
+/// Binds an IPI channel to vCPU `cpu`, leaving it masked.
+fn bind_ipi_masked(cpu: CpuId) -> Result<u32, i64> {
     let mut arg = BindIpi { vcpu: cpu, port: 0 };
     // SAFETY: EVTCHNOP_bind_ipi reads vcpu and writes port in `arg`.
     let rc = unsafe {
@@ -234,7 +242,6 @@ fn bind_ipi(cpu: CpuId) -> Result<u32, i64> {
         return Err(rc);
     }
     bind_to(cpu, arg.port);
-    unmask_port(arg.port);
     Ok(arg.port)
 }
 
@@ -295,16 +302,104 @@ fn shared_word(array: *mut u64, word: usize) -> &'static AtomicU64 {
     unsafe { AtomicU64::from_ptr(array.add(word)) }
 }
 
+/// Unmasks `port`, delivering an event that arrived while it was masked.
+///
+/// Xen sets a port's selector bit (and raises the upcall) only when the port is pending
+/// *and unmasked*: an event sent while masked sits in `evtchn_pending` with no selector
+/// bit, and clearing the mask alone would leave it there until some other event of the
+/// same word happened to set the bit. So if the port is pending once unmasked, mask it
+/// again and let `EVTCHNOP_unmask` clear it: Xen then re-raises the pending port on the
+/// vCPU it is bound to, this one or another (Linux's `unmask_evtchn` does the same for
+/// ports it cannot re-raise locally).
+///
+/// Context: any; with events masked a re-raised event is delivered when they are
+/// unmasked.
 fn unmask_port(port: u32) {
+    let si = pv::shared_info();
+    // SAFETY: field addresses of the mapped shared-info page.
+    let (mask, pending) = unsafe {
+        (
+            (&raw mut (*si).evtchn_mask).cast::<u64>(),
+            (&raw mut (*si).evtchn_pending).cast::<u64>(),
+        )
+    };
+    let (w, bit) = (port as usize / 64 % PORT_WORDS, 1u64 << (port % 64));
+    shared_word(mask, w).fetch_and(!bit, SeqCst);
+    if shared_word(pending, w).load(SeqCst) & bit != 0 {
+        shared_word(mask, w).fetch_or(bit, SeqCst);
+        let mut arg = xen_sys::evtchn_unmask { port };
+        // SAFETY: EVTCHNOP_unmask reads `struct evtchn_unmask { u32 port }`.
+        unsafe {
+            hypercall(
+                xen_sys::__HYPERVISOR_event_channel_op,
+                u64::from(xen_sys::EVTCHNOP_unmask),
+                (&raw mut arg) as u64,
+                0,
+                0,
+                0,
+            )
+        };
+    }
+}
+
+/// Masks `port`: its events stay pending until [`unmask_port`].
+fn mask_port(port: u32) {
     let si = pv::shared_info();
     // SAFETY: field address of the mapped shared-info page.
     let mask = unsafe { (&raw mut (*si).evtchn_mask).cast::<u64>() };
-    shared_word(mask, port as usize / 64).fetch_and(!(1u64 << (port % 64)), SeqCst);
+    shared_word(mask, port as usize / 64 % PORT_WORDS).fetch_or(1u64 << (port % 64), SeqCst);
+}
+
+/// Each vCPU's test-event port (`libos::test_event`), bound on first use (0: not yet).
+static TEST_PORTS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// This vCPU's test-event port: an IPI channel bound to it, routed through the handler
+/// table like a driver's port. `None` if binding failed.
+///
+/// Context: irqs off (pinned to this vCPU).
+fn test_port() -> Option<u32> {
+    let cpu = this_cpu().id();
+    let slot = &TEST_PORTS[cpu as usize];
+    match slot.load(SeqCst) {
+        0 => {
+            let port = bind_ipi_masked(cpu).ok()?;
+            slot.store(port, SeqCst);
+            register(port, libos::test_event::interrupt).then_some(port)
+        }
+        port => Some(port),
+    }
+}
+
+/// Sends this vCPU its test event (`Platform::send_test_event`).
+pub fn send_test_event() -> bool {
+    let _irqs = libos::irqflags::IrqGuard::new();
+    match test_port() {
+        Some(port) => {
+            notify(port);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Masks or unmasks this vCPU's test-event port (`Platform::mask_test_event`).
+pub fn mask_test_event(masked: bool) -> bool {
+    let _irqs = libos::irqflags::IrqGuard::new();
+    let Some(port) = test_port() else {
+        return false;
+    };
+    if masked {
+        mask_port(port);
+    } else {
+        unmask_port(port);
+    }
+    true
 }
 
 /// The upcall handler: the 2-level scan, then each port's handler.
 ///
-/// Context: events masked, on the irq stack (via `run_on_irqstack_cond`).
+/// Context: events masked, on the irq stack (via `run_irq_on_irqstack_cond`, which
+/// runs the bottom halves the handlers raised once the scan is done).
 pub extern "C" fn upcall(regs: &mut Regs) {
     let si = pv::shared_info();
     // Events masked: this vCPU stays put while the upcall runs.
@@ -347,15 +442,20 @@ pub extern "C" fn upcall(regs: &mut Regs) {
                     libos::smp::reschedule_interrupt(regs);
                 } else if port == call {
                     libos::smp::call_function_interrupt(regs);
-                } else if let Some(h) = HANDLERS
-                    .lock()
-                    .iter()
-                    .find(|(p, _)| *p == port)
-                    .and_then(|(_, h)| *h)
-                {
-                    h();
                 } else {
-                    SPURIOUS.fetch_add(1, SeqCst);
+                    // Look the handler up, then call it with the table unlocked (a
+                    // handler may register a port itself).
+                    let handler = HANDLERS
+                        .lock()
+                        .iter()
+                        .find(|(p, _)| *p == port)
+                        .and_then(|(_, h)| *h);
+                    match handler {
+                        Some(h) => h(),
+                        None => {
+                            SPURIOUS.fetch_add(1, SeqCst);
+                        }
+                    }
                 }
             },
         );

@@ -270,6 +270,14 @@ impl Platform for Xen {
         crate::memory::set_guard(addr, protect)
     }
 
+    fn send_test_event(&self) -> bool {
+        crate::events::send_test_event()
+    }
+
+    fn mask_test_event(&self, masked: bool) -> bool {
+        crate::events::mask_test_event(masked)
+    }
+
     fn describe_timer(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
         write!(
             out,

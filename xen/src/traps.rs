@@ -72,7 +72,7 @@ pub fn init() -> Result<(), i64> {
 extern "C" fn xen_trap(regs: &mut Regs) {
     let state = entry::irqentry_enter(regs);
     match regs.vector {
-        events::UPCALL_VECTOR => entry::run_on_irqstack_cond(events::upcall, regs),
+        events::UPCALL_VECTOR => entry::run_irq_on_irqstack_cond(events::upcall, regs),
         events::FAILSAFE_VECTOR => trap::unexpected_vector(regs),
         trap::vector::INVALID_OPCODE if trap::is_probe(regs) => {
             entry::run_on_irqstack_cond(trap::probe, regs)

@@ -70,7 +70,8 @@ struct Task {
     /// Dropped JoinHandle: free everything once dead.
     detached: bool,
     /// The per-CPU in-preemptible flag while this task is switched out: saved by the
-    /// CPU switching away from it, loaded by the CPU switching to it (seed 001). Under
+    /// CPU switching away from it, loaded by the CPU switching to it (Per Bilse, "Re: [PATCH] Updates to Xen hypercall preemption", LKML /
+    /// xen-devel, 2023-06-21). Under
     /// the lock, and final by the time the task can be picked (`on_cpu` clear).
     in_preemptible: bool,
     /// A CPU still runs on this task's stack: set by the CPU switching to it, cleared
@@ -227,16 +228,34 @@ pub fn last_cpu(id: TaskId) -> Option<CpuId> {
 }
 
 /// Makes `id` ready: queues it where [`balance::place`] says, kicking that CPU if it
-/// should run it now.
-fn make_ready(s: &mut Scheduler, id: TaskId) {
+/// should run it now. Returns true if it now waits in this CPU's queue without a kick:
+/// it competes with the running task for a time slice, so the caller must see that the
+/// tick runs ([`wake_tasks`]).
+fn make_ready(s: &mut Scheduler, id: TaskId) -> bool {
     let Some(t) = s.tasks.get_mut(&id) else {
-        return;
+        return false;
     };
     if t.state != State::Blocked {
-        return;
+        return false;
     }
     t.state = State::Ready;
-    s.place(id);
+    s.place(id)
+}
+
+/// Wakes tasks `ids` (blocked ones become ready) and, if one of them now competes with
+/// the running task on this CPU, starts the time-slice tick: an idle-tickless CPU would
+/// otherwise let the running task keep the CPU until it blocks (Linux starts the tick
+/// when a wake-up gives the running task competition). A task worth running at once was
+/// kicked instead; under `full` the caller's irq-guard release then preempts.
+///
+/// Context: irqs off; takes the scheduler lock.
+fn wake_tasks(irqs_off: &IrqsOff, ids: impl IntoIterator<Item = TaskId>) {
+    let compete = with(irqs_off, |s| {
+        ids.into_iter().fold(false, |c, id| make_ready(s, id) | c)
+    });
+    if compete {
+        crate::time::start_tick(irqs_off);
+    }
 }
 
 /// Picks the next task and switches to it. Returns when this task runs again (on
@@ -247,6 +266,14 @@ fn make_ready(s: &mut Scheduler, id: TaskId) {
 pub fn schedule(irqs_off: &IrqsOff) {
     irqflags::assert_irqs_disabled();
     let cpu = PerCpu::get(irqs_off);
+    // Linux's `in_atomic()` check. From a handler or bottom half the switch would leave
+    // the irq stack with the nesting count still raised: every later entry on this CPU
+    // would then count as nested (no stack switch, no exit work, no preemption).
+    let nesting = cpu.irq_nesting.load(Relaxed);
+    assert!(
+        nesting == 0,
+        "BUG: scheduling from interrupt context (in an interrupt handler or bottom half, irq nesting {nesting})"
+    );
     assert_eq!(
         cpu.preempt_count.load(Relaxed),
         0,
@@ -276,7 +303,7 @@ pub fn schedule(irqs_off: &IrqsOff) {
             s.tasks.get_mut(&prev).expect("exists").state = State::Running;
             return None;
         }
-        // The in-preemptible flag is the task's, not the CPU's (seed 001): park it with
+        // The in-preemptible flag is the task's, not the CPU's (see `Task::in_preemptible`): park it with
         // the task, load the next task's, on whichever CPU each of them ran before.
         // (`hcall_resched=cpuflag` skips both to reproduce the bug for tests.)
         let follows_task = !crate::preempt::section_flag_stays_on_cpu();
@@ -398,6 +425,9 @@ fn exit_current() -> ! {
         let joiners = core::mem::take(&mut t.joiners);
         s.zombies.push_back(id);
         for j in joiners {
+            // (The switch below decides who runs; a joiner left queued here is
+            // placed again by the next reschedule, which the tick of the task that
+            // runs next provides if it must share the CPU.)
             make_ready(s, j);
         }
     });
@@ -413,7 +443,8 @@ pub(crate) fn idle_loop() -> ! {
     let platform = crate::console::platform().expect("platform registered");
     loop {
         let nothing_ready = with(&irqs_off, |s| s.ready.iter().all(RunQueue::is_empty));
-        if nothing_ready && !percpu::need_resched() && !crate::softirq::pending() {
+        let work = crate::softirq::pending() || crate::notify::pending();
+        if nothing_ready && !percpu::need_resched() && !work {
             crate::time::program_next_event(&irqs_off);
             this_cpu().in_idle.store(true, Relaxed);
             irqflags::trace_hardirqs_on();
@@ -422,16 +453,24 @@ pub(crate) fn idle_loop() -> ! {
             this_cpu().in_idle.store(false, Relaxed);
         }
         if crate::softirq::pending() {
+            // Raised from task context: run them on the irq stack as an interrupt would.
             let mut scratch = crate::regs::Regs::default();
-            crate::entry::run_on_irqstack_cond(softirq_on_irq_stack, &mut scratch);
+            crate::entry::run_irq_on_irqstack_cond(nothing, &mut scratch);
+        }
+        if crate::notify::pending() {
+            // Raised by an interrupt that hit idle: its exit leaves them to idle, which
+            // runs them now rather than at some later, unrelated interrupt's exit.
+            irqflags::local_irq_enable();
+            crate::notify::run_pending();
+            irqflags::local_irq_disable();
         }
         schedule(&irqs_off);
     }
 }
 
-extern "C" fn softirq_on_irq_stack(_: &mut crate::regs::Regs) {
-    crate::entry::do_softirq_on_irq_stack();
-}
+/// A handler with nothing to do: the bottom halves `run_irq_on_irqstack_cond` runs
+/// after it are the work.
+extern "C" fn nothing(_: &mut crate::regs::Regs) {}
 
 /// A handle to wait for a spawned task.
 #[derive(Debug)]
@@ -664,8 +703,9 @@ impl Scheduler {
     }
 
     /// Queues ready task `id` where [`balance::place`] says, and kicks that CPU (a
-    /// reschedule IPI, or this CPU's flag) if it should run the task now.
-    fn place(&mut self, id: TaskId) {
+    /// reschedule IPI, or this CPU's flag) if it should run the task now. Returns true
+    /// if the task waits unkicked in this CPU's queue.
+    fn place(&mut self, id: TaskId) -> bool {
         let (cpu, kick) = self.placement(id);
         self.enqueue(id, cpu);
         if kick {
@@ -674,6 +714,7 @@ impl Scheduler {
             // Before the boot CPU is marked online (scheduler being set up).
             percpu::set_need_resched();
         }
+        !kick && cpu == this_cpu().id()
     }
 
     /// Ready task `id`, queued while this CPU still stood on its stack, may be entered
@@ -846,7 +887,7 @@ impl WaitQueue {
         let guard = IrqGuard::new();
         let next = self.waiters.lock().pop_front();
         if let Some(id) = next {
-            with(&guard.token(), |s| make_ready(s, id));
+            wake_tasks(&guard.token(), [id]);
         }
         next.is_some()
     }
@@ -855,8 +896,6 @@ impl WaitQueue {
     pub fn wake_all(&self) {
         let guard = IrqGuard::new();
         let all: Vec<TaskId> = self.waiters.lock().drain(..).collect();
-        with(&guard.token(), |s| {
-            all.into_iter().for_each(|id| make_ready(s, id))
-        });
+        wake_tasks(&guard.token(), all);
     }
 }
