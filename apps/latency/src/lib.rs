@@ -1,13 +1,17 @@
-//! `latency [load=section|balloon|none] [samples=N] [section_ticks=N] [balloon_mib=N]
-//! [switch=MODEL]`: the proof that long operations marked preemptible let other tasks
-//! run under every preemption model.
+//! `latency [load=section|balloon|none] [wake=timer|event|notify] [samples=N]
+//! [section_ticks=N] [balloon_mib=N] [switch=MODEL]`: the proof that long operations
+//! marked preemptible let other tasks run under every preemption model, whatever wakes
+//! them.
 //!
 //! A low-priority task runs the load in a loop — `section`: long in-kernel work (memory
 //! scrubbing) inside `libos::preempt::preemptible`, each lasting `section_ticks` ticks;
 //! `balloon`: balloon `balloon_mib` MiB out and back in, each a single preemptible
 //! hypercall (Xen); `none`: nothing. A high-priority task sleeps one tick at a time and
 //! records how late it wakes. With `switch=MODEL` (under `preempt=dynamic`) the model is
-//! switched halfway. Prints every sample (`late_us=…`, sorted) and percentiles, and ends
+//! switched halfway. `wake=` says what wakes the sampler at each deadline: `timer` (it
+//! sleeps), `event` (a real event through the platform's event path — a Xen event
+//! channel, a KVM device vector — whose bottom half wakes it: `libos::test_event`) or
+//! `notify` (the same event, waking it from a notify callback). Prints every sample (`late_us=…`, sorted) and percentiles, and ends
 //! with `max_wake_latency_ticks=N`.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -21,7 +25,15 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use libos::preempt::{self, Model};
 use libos::sched::{self, Priority};
 use libos::sync::Mutex;
-use libos::{println, time};
+use libos::{println, test_event, time};
+
+/// What wakes the sampler.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum WakeBy {
+    Timer,
+    Event,
+    Notify,
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Load {
@@ -32,6 +44,7 @@ enum Load {
 
 struct Options {
     load: Load,
+    wake: WakeBy,
     samples: usize,
     section_ticks: u64,
     balloon_mib: usize,
@@ -41,6 +54,7 @@ struct Options {
 fn parse(args: &libos::Args) -> Result<Options, &str> {
     let mut o = Options {
         load: Load::Section,
+        wake: WakeBy::Timer,
         samples: 60,
         section_ticks: 30,
         // 5/8 of the heap (shared by the loads, one per CPU): each hypercall then spans
@@ -59,6 +73,14 @@ fn parse(args: &libos::Args) -> Result<Options, &str> {
                     "section" => Load::Section,
                     "balloon" => Load::Balloon,
                     "none" => Load::None,
+                    _ => return Err(arg),
+                }
+            }
+            "wake" => {
+                o.wake = match v {
+                    "timer" => WakeBy::Timer,
+                    "event" => WakeBy::Event,
+                    "notify" => WakeBy::Notify,
                     _ => return Err(arg),
                 }
             }
@@ -149,15 +171,16 @@ pub fn main(args: &libos::Args) -> i32 {
         Ok(o) => o,
         Err(bad) => {
             println!(
-                "latency: bad argument `{bad}` (load=section|balloon|none samples=N section_ticks=N balloon_mib=N switch=none|voluntary|full)"
+                "latency: bad argument `{bad}` (load=section|balloon|none wake=timer|event|notify samples=N section_ticks=N balloon_mib=N switch=none|voluntary|full)"
             );
             return 2;
         }
     };
     let tick = time::tick_ns();
     println!(
-        "latency: load={:?} model={} tick={} us samples={}",
+        "latency: load={:?} wake={:?} model={} tick={} us samples={}",
         opts.load,
+        opts.wake,
         preempt::setting(),
         tick / 1000,
         opts.samples
@@ -186,7 +209,9 @@ pub fn main(args: &libos::Args) -> i32 {
         })
         .collect();
     let late = Arc::new(Mutex::new(Vec::with_capacity(opts.samples)));
-    let (late_s, samples, switch) = (late.clone(), opts.samples, opts.switch);
+    let (late_s, samples, switch, wake) = (late.clone(), opts.samples, opts.switch, opts.wake);
+    let unsupported = Arc::new(AtomicBool::new(false));
+    let unsupported_s = unsupported.clone();
     let sampler = sched::spawn("sampler", Priority::High, move || {
         // Measure only while the loads run: wait until each has started, then give
         // them two more ticks to get going.
@@ -204,13 +229,32 @@ pub fn main(args: &libos::Args) -> i32 {
                 }
             }
             let deadline = time::now_ns() + tick;
-            sched::sleep_until(deadline);
+            let woken = match wake {
+                WakeBy::Timer => {
+                    sched::sleep_until(deadline);
+                    Ok(())
+                }
+                WakeBy::Event => test_event::wait_at(deadline, test_event::Wake::BottomHalf),
+                WakeBy::Notify => test_event::wait_at(deadline, test_event::Wake::Notify),
+            };
+            if woken.is_err() {
+                unsupported_s.store(true, SeqCst);
+                break;
+            }
             late_s.lock().push(time::now_ns().saturating_sub(deadline));
         }
     });
     sampler.join();
     stop.store(true, SeqCst);
     loaders.into_iter().for_each(sched::JoinHandle::join);
+    if unsupported.load(SeqCst) {
+        println!(
+            "latency: {}: wake={:?} cannot be measured",
+            test_event::Unsupported,
+            opts.wake
+        );
+        return 1;
+    }
     if let Some(e) = failure.lock().take() {
         println!("latency: the load failed: {e}");
         return 1;
