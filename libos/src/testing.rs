@@ -70,7 +70,14 @@ pub mod hooks {
             && crate::irqflags::irqs_enabled()
             && MIGRATE_AFTER_GUARD_FLUSH.swap(0, SeqCst) == target
         {
-            crate::sched::migrate_to(target - 1);
+            // Until it sticks: an idle CPU may steal the task back before the target
+            // picks it.
+            for _ in 0..1000 {
+                if crate::percpu::cpu_id() == target - 1 {
+                    break;
+                }
+                crate::sched::migrate_to(target - 1);
+            }
         }
     }
 

@@ -93,8 +93,9 @@ pub extern "C" fn timer_interrupt(_regs: &mut Regs) {
         // `crash -- sched-in-irq`: the scheduler must refuse, naming the context.
         crate::sched::yield_now();
     }
-    crate::test_event::on_timer_interrupt(platform().now_ns());
     softirq::raise(softirq::TIMER);
+    // Last: the test event this may send arrives after everything the timer does.
+    crate::test_event::on_timer_interrupt(platform().now_ns());
 }
 
 static SCHEDULE_IN_TIMER: AtomicBool = AtomicBool::new(false);

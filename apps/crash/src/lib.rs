@@ -7,7 +7,11 @@
 //! timer interrupt handler, on the irq stack), `untraced-irq` (enables interrupts
 //! without telling irq-state tracing; debug builds catch it at the next interrupt),
 //! `smp-panic` (a task on every CPU panics at the same moment: the first report stops
-//! the other CPUs, so exactly one is printed).
+//! the other CPUs, so exactly one is printed), `sched-in-irq` (the timer interrupt
+//! handler calls the scheduler, which must refuse, naming the context),
+//! `guard-migrate` (2+ CPUs: the task making a stack is moved to another CPU between
+//! the local TLB flush of the new guard page and the shootdown, as preemption could;
+//! the stack's task then writes to its guard page on that CPU, which must fault).
 //! Each must end the image non-zero with a report and a backtrace naming the functions
 //! below.
 #![no_std]
@@ -20,8 +24,7 @@ use libos::sched::{self, Priority};
 /// An address that is canonical but never mapped (above all RAM).
 const UNMAPPED: usize = 0x0000_7fff_dead_0000;
 
-const MODES: &str =
-    "task | pagefault | ud | overflow | task-overflow | nullptr | irq | untraced-irq | smp-panic";
+const MODES: &str = "task | pagefault | ud | overflow | task-overflow | nullptr | irq | untraced-irq | smp-panic | sched-in-irq | guard-migrate";
 
 /// The application's entry.
 pub fn main(args: &libos::Args) -> i32 {
@@ -46,6 +49,8 @@ pub fn main(args: &libos::Args) -> i32 {
         "irq" => panic_in_timer_interrupt(),
         "untraced-irq" => untraced_irq_enable(),
         "smp-panic" => panic_on_every_cpu(),
+        "sched-in-irq" => schedule_in_timer_interrupt(),
+        "guard-migrate" => guard_page_after_migration(),
         other => {
             println!("crash: unknown mode `{other}` (MODE: {MODES})");
             2
@@ -147,4 +152,98 @@ fn spin_for_interrupts() {
     while libos::time::now_ns() < end {
         core::hint::spin_loop();
     }
+}
+
+#[inline(never)]
+fn schedule_in_timer_interrupt() -> i32 {
+    libos::time::test_schedule_in_timer_interrupt();
+    let sleeper = sched::spawn("sleeper", Priority::Normal, || sched::sleep_ns(1_000_000));
+    spin_for_interrupts();
+    sleeper.join();
+    println!("crash: the scheduler ran from the timer interrupt handler without refusing");
+    1
+}
+
+/// See the module docs. Exits 1 if the guard page write did not fault (the CPU kept a
+/// stale translation), 3 if the test could not set up its window.
+#[inline(never)]
+fn guard_page_after_migration() -> i32 {
+    use core::alloc::Layout;
+    let cpus = libos::percpu::online_cpus();
+    if cpus < 2 {
+        println!("crash: guard-migrate needs 2 or more CPUs");
+        return 2;
+    }
+    let here = libos::percpu::cpu_id();
+    let other = (here + 1) % cpus;
+    // 1. `other` touches the memory the next task stack will take (the same layout,
+    //    freed again, is what the allocator hands out next), so its TLB holds a present
+    //    translation of what becomes the guard page.
+    let layout = Layout::from_size_align(sched::TASK_STACK_SIZE + 4096, 4096).expect("layout");
+    sched::migrate_to(other);
+    // SAFETY: a non-zero-sized layout; the block is written within its bounds and freed
+    // with the same layout.
+    #[allow(unsafe_code)]
+    let block = unsafe {
+        let p = alloc::alloc::alloc(layout);
+        if p.is_null() {
+            println!("crash: out of memory");
+            return 3;
+        }
+        for page in (0..layout.size()).step_by(4096) {
+            p.add(page).write_volatile(1);
+        }
+        alloc::alloc::dealloc(p, layout);
+        p as u64
+    };
+    sched::migrate_to(here);
+    // 2. The next stack made here: the hook moves this task to `other` right after the
+    //    local flush, unless it is pinned (as it must be).
+    libos::testing::hooks::migrate_after_guard_flush(other);
+    let task = sched::spawn("guard", Priority::Normal, move || {
+        // On `other`, and staying there (irqs off) until the write: work stealing may
+        // hand a migrated task back to an idle CPU before `other` picks it.
+        let _irqs = loop {
+            let irqs = libos::irqflags::IrqGuard::new();
+            if libos::percpu::cpu_id() == other {
+                break irqs;
+            }
+            drop(irqs);
+            sched::migrate_to(other);
+        };
+        let Some(guard) = sched::current_stack_guard() else {
+            println!("crash: this task's stack has no guard page");
+            return;
+        };
+        if guard != block {
+            println!("crash: the stack did not reuse the touched block ({guard:#x} vs {block:#x})");
+            return;
+        }
+        println!(
+            "crash: writing to the guard page {guard:#x} on CPU {}",
+            libos::percpu::cpu_id()
+        );
+        // SAFETY: deliberately unsound: the guard page is unmapped, so the write faults
+        // and the fault handler ends the image; if a stale translation lets it through,
+        // the byte lands in memory nobody uses now (the block freed above).
+        #[allow(unsafe_code)]
+        unsafe {
+            (guard as *mut u8).write_volatile(0)
+        };
+        println!(
+            "crash: FAIL: the guard page write did not fault on CPU {}",
+            libos::percpu::cpu_id()
+        );
+    });
+    println!(
+        "crash: the stack was made on CPU {here}; the hook {}",
+        if libos::testing::hooks::guard_flush_hook_armed() {
+            "could not move the task (pinned)"
+        } else {
+            "moved the task"
+        }
+    );
+    task.join();
+    println!("crash: no fault");
+    1
 }

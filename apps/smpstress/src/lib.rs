@@ -29,6 +29,7 @@
 
 extern crate alloc;
 
+mod clock;
 mod contention;
 
 use alloc::sync::Arc;
@@ -258,10 +259,15 @@ pub fn main(args: &libos::Args) -> i32 {
     };
     println!("lock_ops={}", locks.ops);
     println!("lock_errors={}", locks.errors);
+    let clock = clock::run();
+    println!("clock_reads={}", clock.reads);
+    println!("clock_moves={}", clock.moves);
+    println!("clock_backwards={}", clock.backwards);
     let ok = total == want
         && get(&stats.flag_errors) == 0
         && get(&stats.data_errors) == 0
-        && locks.errors == 0;
+        && locks.errors == 0
+        && clock.backwards == 0;
     println!("smpstress: {}", if ok { "ok" } else { "FAILED" });
     i32::from(!ok)
 }

@@ -221,6 +221,19 @@ pub fn current_name() -> &'static str {
     with(&g.token(), |s| s.tasks[&s.cur()].name)
 }
 
+/// The address of the running task's stack guard page (`None` for a stack without
+/// one, such as the boot context's).
+pub fn current_stack_guard() -> Option<u64> {
+    let g = IrqGuard::new();
+    with(&g.token(), |s| {
+        s.tasks[&s.cur()]
+            .stack
+            .as_ref()
+            .filter(|st| st.guarded())
+            .map(|st| st.bottom() - stack::PAGE as u64)
+    })
+}
+
 /// The CPU that ran task `id` last (`None` if it is gone).
 pub fn last_cpu(id: TaskId) -> Option<CpuId> {
     let g = IrqGuard::new();

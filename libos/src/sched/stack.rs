@@ -4,7 +4,7 @@ use alloc::alloc::{Layout, alloc, dealloc};
 
 use crate::console;
 
-const PAGE: usize = 4096;
+pub(crate) const PAGE: usize = 4096;
 
 /// A stack: `size` usable bytes above one guard page, all page-aligned.
 #[derive(Debug)]
