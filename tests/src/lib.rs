@@ -239,6 +239,8 @@ pub fn kvm_qemu_cases() -> Vec<Case> {
             "crash::panic_in_timer_interrupt",
             "crash::main",
         ]),
+        // The scheduler refuses to run from an interrupt handler, naming the context.
+        case("crash/sched-in-irq-refused", "crash", &["sched-in-irq"]).status(PANIC).expect(SCHED_IN_IRQ),
         case("crash/untraced-irq-enable-caught", "crash", &["untraced-irq"]).status(PANIC).expect(&[
             "irq-state tracing: interrupts were enabled without trace_hardirqs_on",
             // The backtrace: the entry, then the interrupted loop below it (the
@@ -312,6 +314,25 @@ pub fn smp_cases() -> Vec<Case> {
         .bounds(&[("flag_errors", Bound::AtLeast(1))])
         .expect(&["smpstress: FAILED"]),
     );
+    // A task moved to another CPU between the local flush of a new stack's guard page
+    // and the shootdown (a test hook moves it, as preemption could, unless it is
+    // pinned there): the stack's guard page must still fault on that CPU.
+    for cpus in [2, 4] {
+        cases.push(
+            case(
+                &format!("smp{cpus}/crash/guard-page-faults-after-migration"),
+                "crash",
+                &["preempt=full", "guard-migrate"],
+            )
+            .smp(cpus)
+            .status(EXCEPTION)
+            .expect(&[
+                "the hook could not move the task (pinned)",
+                "crash: writing to the guard page",
+                "#PF page fault",
+            ]),
+        );
+    }
     // A panic on every CPU at once: one report (the first stops the others), with its
     // backtrace, and the exit status reaches the host from whichever CPU.
     for cpus in [2, 4] {
@@ -526,6 +547,14 @@ pub fn xen_cases() -> Vec<Case> {
         on("xen/dom0/crash/ud", "crash", &["ud"], Bed::XenDom0)
             .status(EXCEPTION)
             .expect(&["#UD invalid opcode", "crash::invalid_opcode"]),
+        on(
+            "xen/dom0/crash/sched-in-irq-refused",
+            "crash",
+            &["sched-in-irq"],
+            Bed::XenDom0,
+        )
+        .status(PANIC)
+        .expect(SCHED_IN_IRQ),
         on("xen/dom0/crash/irq", "crash", &["irq"], Bed::XenDom0)
             .status(PANIC)
             .expect(&[
@@ -689,6 +718,35 @@ pub fn xen_cases() -> Vec<Case> {
                 Bed::XenDom0,
             )
             .icount()
+            .bounds(WITHIN)
+            .expect(&["data intact", "max_wake_latency_ticks="]),
+        );
+    }
+    // The same with the sampler woken by a non-timer event channel's bottom half, or by
+    // a notify callback: its wake-up lands while the balloon hypercall runs.
+    for wake in ["event", "notify"] {
+        for &(m, model) in LATENCY_MODELS {
+            cases.push(
+                on(
+                    &format!("xen/dom0/latency/balloon-{wake}/{m}"),
+                    "latency",
+                    args(model, wake_args(wake, DOM0_BALLOON_EVENT)),
+                    Bed::XenDom0,
+                )
+                .icount()
+                .bounds(WITHIN)
+                .expect(&["data intact", "max_wake_latency_ticks="]),
+            );
+        }
+    }
+    for &(m, model) in LATENCY_MODELS {
+        cases.push(
+            on(
+                &format!("xen/xl/latency/balloon-event/{m}"),
+                "latency",
+                args(model, wake_args("event", XL_BALLOON_EVENT)),
+                xl_latency_bed(),
+            )
             .bounds(WITHIN)
             .expect(&["data intact", "max_wake_latency_ticks="]),
         );
@@ -898,6 +956,20 @@ const WITHIN: &[(&str, Bound)] = &[("max_wake_latency_ticks", Bound::AtMost(2))]
 /// With the seed-000 bug reproduced, the latency grows with the load.
 const BUG: &[(&str, Bound)] = &[("max_wake_latency_ticks", Bound::AtLeast(10))];
 
+/// `base` with `wake=WAKE` added (`event` or `notify`).
+fn wake_args(wake: &str, base: &[&'static str]) -> &'static [&'static str] {
+    let w: &'static str = match wake {
+        "event" => "wake=event",
+        _ => "wake=notify",
+    };
+    args(base, &[w])
+}
+
+/// [`DOM0_BALLOON`] with fewer samples, for the event-woken variants.
+const DOM0_BALLOON_EVENT: &[&str] = &["hz=100", "load=balloon", "balloon_mib=24", "samples=30"];
+/// [`XL_BALLOON`] with fewer samples, for the event-woken variant.
+const XL_BALLOON_EVENT: &[&str] = &["hz=100", "load=balloon", "samples=30"];
+
 /// The Xen dom0 balloon load under `-icount`: 24 MiB, each hypercall ≥ 20 ticks
 /// without preemption at hz=100; 80 samples span about three balloon cycles.
 const DOM0_BALLOON: &[&str] = &["hz=100", "load=balloon", "balloon_mib=24", "samples=80"];
@@ -928,6 +1000,40 @@ pub fn latency_cases() -> Vec<Case> {
             .expect(&["max_wake_latency_ticks="])
         })
         .collect();
+    // A task woken by a device interrupt's bottom half, or by a notify callback, gets
+    // the CPU as fast as a timer-woken one (the event is a self-IPI on a device vector).
+    for wake in ["event", "notify"] {
+        for &(m, model) in LATENCY_MODELS {
+            cases.push(
+                case(
+                    &format!("latency/section-{wake}/{m}"),
+                    "latency",
+                    args(model, wake_args(wake, &["load=section", "samples=30"])),
+                )
+                .icount()
+                .bounds(WITHIN)
+                .expect(&["max_wake_latency_ticks="]),
+            );
+        }
+    }
+    // With the model-following reschedule in sections, the event-woken task waits out
+    // the section too: the cases above can fail.
+    cases.push(
+        case(
+            "latency/section-notify/seed-000-bug-detected/none",
+            "latency",
+            &[
+                "preempt=none",
+                "load=section",
+                "wake=notify",
+                "samples=10",
+                "hcall_resched=model",
+            ],
+        )
+        .icount()
+        .bounds(BUG)
+        .expect(&["max_wake_latency_ticks="]),
+    );
     for &(m, model) in BUG_MODELS {
         cases.push(
             case(
@@ -959,6 +1065,12 @@ pub fn latency_cases() -> Vec<Case> {
 }
 
 /// What the irq-state tracing reports when an exit forgot `trace_hardirqs_on`.
+/// What the scheduler's refusal from an interrupt handler prints.
+const SCHED_IN_IRQ: &[&str] = &[
+    "BUG: scheduling from interrupt context",
+    "libos::time::timer_interrupt",
+];
+
 const UNTRACED: &[&str] = &[
     "irq-state tracing: interrupts were enabled without trace_hardirqs_on",
     "irqentry_enter",
