@@ -304,7 +304,13 @@ fn set_p2m(pfn: u64, mfn: u64) {
     unsafe { p2m.add(pfn as usize).write_volatile(mfn) };
 }
 
-/// Sets the PTEs of `vas` to `pte(i)` in batches.
+/// Pages between two reschedule points in the balloon's own loops.
+const RESCHED_EVERY: usize = 1024;
+
+/// Sets the PTEs of `vas` to `pte(i)` in batches, with a reschedule point after each
+/// batch: a balloon of many pages spends long in these (non-preemptible) hypercalls and
+/// loops besides the long preemptible one, and under `none` `cond_resched` is the only
+/// way a woken task gets in (Linux's balloon driver calls it the same way).
 fn set_ptes(vas: impl Iterator<Item = u64>, pte: impl Fn(usize) -> u64) -> Result<(), i64> {
     let mut batch = [MmuUpdate::default(); 64];
     let mut n = 0;
@@ -317,6 +323,7 @@ fn set_ptes(vas: impl Iterator<Item = u64>, pte: impl Fn(usize) -> u64) -> Resul
         if n == batch.len() {
             mmu_update(&batch)?;
             n = 0;
+            libos::preempt::cond_resched();
         }
     }
     if n > 0 {
@@ -342,7 +349,8 @@ fn memory_op(cmd: u64, list: &mut [u64], issue: Issue) -> i64 {
         domid: DOMID_SELF as u16,
     };
     // A long hypercall that Xen preempts and continues: preemptible whatever the model
-    // (the reason this project exists, seed 000).
+    // (the reason this project exists: Thomas Gleixner, "Re: [RFC PATCH 1/5] entry:
+    // Pass pt_regs to irqentry_exit_cond_resched()", LKML, 2022-08-09).
     issued(issue, || {
         // SAFETY: memory_op reads `r` and the extent list (and, for populate_physmap,
         // writes the new machine frames into it).
@@ -363,12 +371,23 @@ fn memory_op(cmd: u64, list: &mut [u64], issue: Issue) -> i64 {
 pub fn balloon_out(addr: u64, pages: usize, issue: Issue) -> Result<(), libos::balloon::Error> {
     use libos::balloon::Error;
     let pfns = (0..pages as u64).map(|i| addr / PAGE + i);
-    let mut mfns: alloc::vec::Vec<u64> = pfns.clone().map(mfn_of_pfn).collect();
+    let mut mfns = alloc::vec::Vec::with_capacity(pages);
+    for (i, p) in pfns.clone().enumerate() {
+        mfns.push(mfn_of_pfn(p));
+        if i % RESCHED_EVERY == 0 {
+            libos::preempt::cond_resched();
+        }
+    }
     set_ptes(pfns.clone().map(|p| p * PAGE), |_| 0).map_err(Error::Hypervisor)?;
     // No vCPU may keep a translation to a frame we give away: a stale one would, after
     // balloon-in maps new frames at these addresses, still reach the old frame.
     flush_tlb_all_vcpus().map_err(Error::Hypervisor)?;
-    pfns.clone().for_each(|p| set_p2m(p, INVALID_MFN));
+    for (i, p) in pfns.clone().enumerate() {
+        set_p2m(p, INVALID_MFN);
+        if i % RESCHED_EVERY == 0 {
+            libos::preempt::cond_resched();
+        }
+    }
     let rc = memory_op(XENMEM_DECREASE_RESERVATION, &mut mfns, issue);
     if rc == pages as i64 {
         return Ok(());
@@ -412,6 +431,9 @@ pub fn balloon_in(addr: u64, pages: usize, issue: Issue) -> Result<(), libos::ba
     }
     for (i, &mfn) in list.iter().enumerate() {
         set_p2m(first + i as u64, mfn);
+        if i % RESCHED_EVERY == 0 {
+            libos::preempt::cond_resched();
+        }
     }
     set_ptes((0..pages as u64).map(|i| addr + i * PAGE), |i| {
         (list[i] << 12) | PTE_KERNEL_RW
