@@ -21,9 +21,20 @@ core::arch::global_asm!(
     ".type xen_trap_common, @function",
     "xen_trap_common:",
     libos::entry_frame_asm!("xen_trap"),
-    // A 64-bit PV kernel runs in ring 3: return to ring 3 (as Mini-OS does).
-    "or byte ptr [rsp + 8], 3",
-    "iretq",
+    // Return through HYPERVISOR_iret (the stack now holds the iret frame; the hypercall
+    // page's iret stub pushes rcx, r11 and rax above the `flags` word pushed here). Xen
+    // restores the event mask from the frame's RFLAGS.IF as part of the return, so an
+    // event pending by then is delivered as a fresh upcall at the interrupted
+    // instruction. Unmasking first and then `iretq` (as Mini-OS does without its
+    // critical-region fix-up) would let each event landing between the two nest a
+    // whole entry on this frame. The frame's CS has RPL 0, which Xen takes as a return
+    // to guest kernel mode (RPL 3 would mean guest user mode, which we have none of:
+    // clear it, whatever Xen's bounce frame held). flags = 0: not a return from a
+    // syscall.
+    "and byte ptr [rsp + 8], 0xfc",
+    "push 0",
+    "jmp hypercall_page + {iret} * 32",
+    iret = const xen_sys::__HYPERVISOR_iret,
 );
 
 unsafe extern "C" {
@@ -82,9 +93,6 @@ extern "C" fn xen_trap(regs: &mut Regs) {
             trap::exception(regs, fault_addr, "interrupted");
         }
     }
+    // The return (HYPERVISOR_iret in `xen_trap_common`) restores the event mask.
     entry::irqentry_exit(regs, state);
-    if regs.rflags & entry::RFLAGS_IF != 0 {
-        // iretq does not restore Xen's event mask: unmask here (the return re-enables).
-        pv::unmask_events();
-    }
 }
