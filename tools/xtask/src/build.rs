@@ -183,6 +183,7 @@ pub fn build_variant(
     libos_features: &[&str],
 ) -> Result<PathBuf, Failure> {
     host::check_app(app)?;
+    crate::toolchain::ensure()?;
     let manifest = glue(app, platform, libos_features)?;
     let mut cmd = host::cargo();
     cmd.args([

@@ -83,6 +83,7 @@ pub fn image_crates() -> Vec<String> {
 
 /// `cargo xtask clippy`: host crates, then the bare-metal crates, warnings denied.
 pub fn clippy() -> Outcome {
+    crate::toolchain::ensure()?;
     println!("clippy: workspace (host)");
     run_checked(
         cargo().args([

@@ -15,6 +15,7 @@ mod run;
 mod stub_elf;
 mod symbolize;
 mod test;
+mod toolchain;
 mod uhyve;
 mod vmm;
 mod xen_net;
