@@ -5,6 +5,7 @@ mod bench_preempt;
 mod bench_smp;
 mod bench_xen_boot;
 mod build;
+mod child;
 mod host;
 mod initramfs;
 mod netbench;
@@ -17,6 +18,7 @@ mod symbolize;
 mod test;
 mod toolchain;
 mod uhyve;
+mod usertest;
 mod vmm;
 mod xen_net;
 mod xen_stub_elf;
@@ -262,6 +264,7 @@ pub fn fail<T>(message: impl Into<String>) -> Result<T, Failure> {
 }
 
 fn main() -> ExitCode {
+    child::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

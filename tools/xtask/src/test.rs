@@ -46,10 +46,11 @@ impl Tally {
 /// Runs the host unit tests; adds their counts from cargo's `test result:` lines.
 fn host_tests(t: &mut Tally) {
     println!("== host unit tests (cargo test --workspace)");
-    let out = host::cargo()
-        .args(["test", "--workspace", "--quiet"])
-        .stderr(Stdio::inherit())
-        .output();
+    let out = crate::child::output(
+        host::cargo()
+            .args(["test", "--workspace", "--quiet"])
+            .stderr(Stdio::inherit()),
+    );
     let Ok(out) = out else {
         t.record("host unit tests", Err("cannot run cargo test".into()));
         return;
@@ -368,6 +369,7 @@ pub fn run(filter: Option<&str>, no_host: bool, known_issues: bool) -> Outcome {
             &mut images,
         );
         crate::nettest::run(&wanted, &mut |name, result| t.record(name, result));
+        crate::usertest::run(&wanted, &mut |name, result| t.record(name, result));
         if wanted("size/hello-release-under-256KiB") {
             release_size(&mut t);
         }

@@ -1,0 +1,223 @@
+//! Integration cases for the user's path through xtask itself: stopping `cargo xtask
+//! run` with a signal, apps outside the repository, `--gdb`. Each runs this very xtask
+//! binary as a user would run `cargo xtask …` (cargo `exec`s it, so the user's process
+//! *is* this binary) and judges what is left afterwards with real programs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::child::{self, Tracked};
+use crate::nettest::{free_port, http_get_ok};
+use crate::qemu::Proto;
+
+/// How long a booted app has to show it is up.
+const READY: Duration = Duration::from_secs(120);
+/// How long a stopped xtask has to end (it waits for its VM to end).
+const STOPPED: Duration = Duration::from_secs(30);
+
+/// A case: its name and what runs it (`Ok` carries a note printed after the name).
+type UserCase = (&'static str, fn() -> Result<String, String>);
+
+/// Runs every case `wanted` selects; reports each through `record`.
+pub fn run(wanted: &dyn Fn(&str) -> bool, record: &mut dyn FnMut(&str, Result<String, String>)) {
+    let cases: [UserCase; 2] = [
+        ("user/sigterm/qemu-httpd-forward", sigterm_qemu),
+        ("user/sigterm/xen-dom0", sigterm_xen_dom0),
+    ];
+    for (name, f) in cases {
+        if wanted(name) {
+            record(name, f());
+        }
+    }
+}
+
+/// This xtask as a tracked process running `args`, its stdout and stderr collected.
+struct Xtask {
+    proc: Tracked,
+    output: Arc<Mutex<String>>,
+}
+
+impl Xtask {
+    fn start(args: &[&str]) -> Result<Xtask, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+        let mut proc = child::spawn(
+            Command::new(exe)
+                .args(args)
+                .current_dir(crate::host::root())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(|e| format!("cannot start xtask: {e}"))?;
+        let output = Arc::new(Mutex::new(String::new()));
+        let streams: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(proc.child_mut().stdout.take().expect("piped")),
+            Box::new(proc.child_mut().stderr.take().expect("piped")),
+        ];
+        for s in streams {
+            let sink = Arc::clone(&output);
+            std::thread::spawn(move || {
+                for line in BufReader::new(s).lines().map_while(Result::ok) {
+                    let mut o = sink.lock().expect("output lock");
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        Ok(Xtask { proc, output })
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().expect("output lock").clone()
+    }
+
+    /// Waits until its output contains `text` (or `probe` succeeds), it ends, or
+    /// [`READY`] passes.
+    fn wait_for(&mut self, what: &str, ready: &dyn Fn(&str) -> bool) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            if ready(&self.output()) {
+                return Ok(());
+            }
+            if let Ok(Some(s)) = self.proc.try_wait() {
+                return Err(self.with_output(format!("xtask ended ({s}) before {what}")));
+            }
+            if start.elapsed() > READY {
+                return Err(self.with_output(format!("no {what} within {} s", READY.as_secs())));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `why` and the last lines xtask printed.
+    fn with_output(&self, why: String) -> String {
+        let out = self.output();
+        let tail: Vec<&str> = out.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "{why}\n  --- xtask's last lines ---\n  {}",
+            tail.join("\n  ")
+        )
+    }
+}
+
+/// The processes whose parent is `pid` (from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat"))
+            // The fields after the command name (which may hold spaces): state ppid …
+            && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
+            && rest.split_whitespace().nth(1) == Some(&pid.to_string())
+        {
+            kids.push(p);
+        }
+    }
+    kids
+}
+
+/// Whether process `pid` still exists (and is not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+/// The command line of process `pid`, for messages.
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+        .chars()
+        .take(120)
+        .collect()
+}
+
+/// Sends SIGTERM to `x` and checks that it ends by it, and that none of the processes
+/// it had started (`vms`) is left.
+fn terminate_and_check(mut x: Xtask, vms: &[u32]) -> Result<(), String> {
+    // SAFETY: kill has no memory effects; `x` is our unreaped child.
+    unsafe { libc::kill(x.proc.child_mut().id() as libc::pid_t, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = x.proc.try_wait() {
+            break s;
+        }
+        if start.elapsed() > STOPPED {
+            return Err(x.with_output(format!(
+                "xtask did not end within {} s of SIGTERM",
+                STOPPED.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    if status.signal() != Some(libc::SIGTERM) {
+        return Err(x.with_output(format!("xtask ended with {status}, not by SIGTERM")));
+    }
+    // A process reparented to init is reaped by it soon after it ends.
+    let start = Instant::now();
+    while vms.iter().any(|&p| alive(p)) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<String> = vms
+        .iter()
+        .filter(|&&p| alive(p))
+        .map(|&p| format!("{p} ({})", cmdline(p)))
+        .collect();
+    if !left.is_empty() {
+        // Do not leave it running for the next case.
+        for p in vms {
+            // SAFETY: as above; the IDs were xtask's children a moment ago.
+            unsafe { libc::kill(*p as libc::pid_t, libc::SIGKILL) };
+        }
+        return Err(x.with_output(format!(
+            "still running after xtask ended: {}",
+            left.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// `kill -TERM` of `cargo xtask run httpd --forward P:80` ends QEMU and frees P.
+fn sigterm_qemu() -> Result<String, String> {
+    crate::build::build("httpd", crate::Platform::Kvm, false).map_err(|f| f.message)?;
+    let port = free_port(Proto::Tcp)?;
+    let fwd = format!("{port}:80");
+    let mut x = Xtask::start(&["run", "httpd", "--forward", &fwd])?;
+    x.wait_for("an HTTP answer on the forwarded port", &|_| {
+        http_get_ok(port, "/").is_ok()
+    })?;
+    let vms = children_of(x.proc.child_mut().id());
+    if vms.is_empty() {
+        return Err(x.with_output("xtask serves but has no child process".into()));
+    }
+    terminate_and_check(x, &vms)?;
+    std::net::TcpListener::bind(("127.0.0.1", port))
+        .map_err(|e| format!("port {port} still taken after xtask ended: {e}"))?;
+    Ok(format!(" (QEMU ended, port {port} free)"))
+}
+
+/// `kill -TERM` of `cargo xtask run sleeper --platform xen --dom0` ends the Xen bed's
+/// QEMU.
+fn sigterm_xen_dom0() -> Result<String, String> {
+    crate::build::build("sleeper", crate::Platform::Xen, false).map_err(|f| f.message)?;
+    crate::xen_testbed::ensure_hypervisor().map_err(|f| f.message)?;
+    let mut x = Xtask::start(&["run", "sleeper", "--platform", "xen", "--dom0"])?;
+    x.wait_for("`sleeper: ready`", &|out| out.contains("sleeper: ready"))?;
+    let vms = children_of(x.proc.child_mut().id());
+    if vms.is_empty() {
+        return Err(x.with_output("the app runs but xtask has no child process".into()));
+    }
+    terminate_and_check(x, &vms)?;
+    Ok(" (Xen's QEMU ended)".into())
+}
