@@ -148,6 +148,9 @@ enum Command {
         /// Only run integration cases whose name contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// With --filter: only the case whose name is exactly the filter.
+        #[arg(long, requires = "filter")]
+        exact: bool,
         /// Skip the host unit tests.
         #[arg(long)]
         no_host: bool,
@@ -335,9 +338,10 @@ fn main() -> ExitCode {
         }
         Command::Test {
             filter,
+            exact,
             no_host,
             known_issues,
-        } => test::run(filter.as_deref(), no_host, known_issues),
+        } => test::run(filter.as_deref(), exact, no_host, known_issues),
         Command::Bench {
             which: BenchKind::Boot { runs },
         } => bench::boot(runs),

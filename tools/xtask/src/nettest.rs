@@ -131,6 +131,7 @@ fn run_case(case: &NetCase) -> Result<String, String> {
         Ok(notes)
     });
     let (console, early_exit) = guest.stop();
+    crate::test::save_log(case.name, &console);
     let with_console = |why: String| {
         let tail: Vec<&str> = console.lines().rev().take(20).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();

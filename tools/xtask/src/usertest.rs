@@ -18,7 +18,7 @@ const READY: Duration = Duration::from_secs(120);
 const STOPPED: Duration = Duration::from_secs(30);
 
 /// A case: its name and what runs it (`Ok` carries a note printed after the name).
-type UserCase = (&'static str, fn() -> Result<String, String>);
+type UserCase = (&'static str, fn(&'static str) -> Result<String, String>);
 
 /// Runs every case `wanted` selects; reports each through `record`.
 pub fn run(wanted: &dyn Fn(&str) -> bool, record: &mut dyn FnMut(&str, Result<String, String>)) {
@@ -28,19 +28,27 @@ pub fn run(wanted: &dyn Fn(&str) -> bool, record: &mut dyn FnMut(&str, Result<St
     ];
     for (name, f) in cases {
         if wanted(name) {
-            record(name, f());
+            record(name, f(name));
         }
     }
 }
 
-/// This xtask as a tracked process running `args`, its stdout and stderr collected.
+/// This xtask as a tracked process running `args`, its stdout and stderr collected
+/// (and saved as the case's log when dropped).
 struct Xtask {
+    case: &'static str,
     proc: Tracked,
     output: Arc<Mutex<String>>,
 }
 
+impl Drop for Xtask {
+    fn drop(&mut self) {
+        crate::test::save_log(self.case, &self.output());
+    }
+}
+
 impl Xtask {
-    fn start(args: &[&str]) -> Result<Xtask, String> {
+    fn start(case: &'static str, args: &[&str]) -> Result<Xtask, String> {
         let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
         let mut proc = child::spawn(
             Command::new(exe)
@@ -66,7 +74,7 @@ impl Xtask {
                 }
             });
         }
-        Ok(Xtask { proc, output })
+        Ok(Xtask { case, proc, output })
     }
 
     fn output(&self) -> String {
@@ -189,11 +197,11 @@ fn terminate_and_check(mut x: Xtask, vms: &[u32]) -> Result<(), String> {
 }
 
 /// `kill -TERM` of `cargo xtask run httpd --forward P:80` ends QEMU and frees P.
-fn sigterm_qemu() -> Result<String, String> {
+fn sigterm_qemu(case: &'static str) -> Result<String, String> {
     crate::build::build("httpd", crate::Platform::Kvm, false).map_err(|f| f.message)?;
     let port = free_port(Proto::Tcp)?;
     let fwd = format!("{port}:80");
-    let mut x = Xtask::start(&["run", "httpd", "--forward", &fwd])?;
+    let mut x = Xtask::start(case, &["run", "httpd", "--forward", &fwd])?;
     x.wait_for("an HTTP answer on the forwarded port", &|_| {
         http_get_ok(port, "/").is_ok()
     })?;
@@ -209,10 +217,10 @@ fn sigterm_qemu() -> Result<String, String> {
 
 /// `kill -TERM` of `cargo xtask run sleeper --platform xen --dom0` ends the Xen bed's
 /// QEMU.
-fn sigterm_xen_dom0() -> Result<String, String> {
+fn sigterm_xen_dom0(case: &'static str) -> Result<String, String> {
     crate::build::build("sleeper", crate::Platform::Xen, false).map_err(|f| f.message)?;
     crate::xen_testbed::ensure_hypervisor().map_err(|f| f.message)?;
-    let mut x = Xtask::start(&["run", "sleeper", "--platform", "xen", "--dom0"])?;
+    let mut x = Xtask::start(case, &["run", "sleeper", "--platform", "xen", "--dom0"])?;
     x.wait_for("`sleeper: ready`", &|out| out.contains("sleeper: ready"))?;
     let vms = children_of(x.proc.child_mut().id());
     if vms.is_empty() {
