@@ -10,6 +10,7 @@ mod host;
 mod initramfs;
 mod netbench;
 mod nettest;
+mod new;
 mod noinstr;
 mod qemu;
 mod run;
@@ -83,8 +84,12 @@ pub enum MachineArg {
 enum Command {
     /// Build an app into a bootable image and print its path.
     Build {
-        /// The app (a crate under apps/).
-        app: String,
+        /// The app (a crate under apps/); or give --manifest-path.
+        #[arg(required_unless_present = "manifest_path")]
+        app: Option<String>,
+        /// An app crate anywhere (e.g. one made by `cargo xtask new`): its Cargo.toml.
+        #[arg(long, value_name = "DIR/Cargo.toml", conflicts_with = "app")]
+        manifest_path: Option<PathBuf>,
         /// Platform to build for.
         #[arg(long, value_enum, default_value_t = Platform::Kvm)]
         platform: Platform,
@@ -94,8 +99,12 @@ enum Command {
     },
     /// Build an app, boot it, stream its console, and exit with its exit status.
     Run {
-        /// The app (a crate under apps/).
-        app: String,
+        /// The app (a crate under apps/); or give --manifest-path.
+        #[arg(required_unless_present = "manifest_path")]
+        app: Option<String>,
+        /// An app crate anywhere (e.g. one made by `cargo xtask new`): its Cargo.toml.
+        #[arg(long, value_name = "DIR/Cargo.toml", conflicts_with = "app")]
+        manifest_path: Option<PathBuf>,
         /// Platform to run on.
         #[arg(long, value_enum, default_value_t = Platform::Kvm)]
         platform: Platform,
@@ -142,6 +151,15 @@ enum Command {
         /// Arguments for the app (kernel command line), after `--`.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Create a new app crate in DIR (anywhere, e.g. your own repository), depending on
+    /// this libos by path; build and boot it with `--manifest-path DIR/Cargo.toml`.
+    New {
+        /// The app's package name.
+        name: String,
+        /// The directory to create (must not exist, or be empty).
+        #[arg(long, value_name = "DIR")]
+        path: PathBuf,
     },
     /// Run host unit tests and boot every integration test on every test bed here.
     Test {
@@ -239,7 +257,7 @@ enum BenchKind {
 const DEFAULT_MEMORY_MB: u32 = 128;
 
 /// `--memory`, else the app's declared memory, else [`DEFAULT_MEMORY_MB`].
-fn app_memory(app: &str, memory: Option<u32>) -> Result<u32, Failure> {
+fn app_memory(app: &build::App, memory: Option<u32>) -> Result<u32, Failure> {
     match memory {
         Some(m) => Ok(m),
         None => build::app_meta(app).map(|m| m.memory_mb.unwrap_or(DEFAULT_MEMORY_MB)),
@@ -283,17 +301,22 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Build {
             app,
+            manifest_path,
             platform,
             release,
-        } => build::build(&app, platform, release).map(|_| {
-            println!(
-                "{}",
-                build::image_paths(&app, platform, release).0.display()
-            );
-            0
+        } => build::App::resolve(app.as_deref(), manifest_path.as_deref()).and_then(|app| {
+            build::build_app(&app, platform, release).map(|_| {
+                println!(
+                    "{}",
+                    build::image_paths(&app.name, platform, release).0.display()
+                );
+                0
+            })
         }),
+        Command::New { name, path } => new::command(&name, &path),
         Command::Run {
             app,
+            manifest_path,
             platform,
             vmm,
             dom0,
@@ -317,22 +340,24 @@ fn main() -> ExitCode {
                      QEMU (any --smp), or --platform xen --dom0 with one vCPU",
                 )
             } else {
-                app_memory(&app, memory).and_then(|memory| {
-                    let opts = qemu::RunOpts {
-                        accel: if icount.is_some() {
-                            Some(Accel::Tcg)
-                        } else {
-                            accel
-                        },
-                        machine,
-                        memory,
-                        timeout,
-                        dry_run,
-                        extra: icount.map(qemu::icount_args).unwrap_or_default(),
-                        forwards: forward,
-                        smp,
-                    };
-                    run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
+                build::App::resolve(app.as_deref(), manifest_path.as_deref()).and_then(|app| {
+                    app_memory(&app, memory).and_then(|memory| {
+                        let opts = qemu::RunOpts {
+                            accel: if icount.is_some() {
+                                Some(Accel::Tcg)
+                            } else {
+                                accel
+                            },
+                            machine,
+                            memory,
+                            timeout,
+                            dry_run,
+                            extra: icount.map(qemu::icount_args).unwrap_or_default(),
+                            forwards: forward,
+                            smp,
+                        };
+                        run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
+                    })
                 })
             }
         }

@@ -108,7 +108,7 @@ fn xen_qemu_args(
     reason = "one parameter per command-line option"
 )]
 pub fn build_and_run(
-    app: &str,
+    app: &build::App,
     platform: Platform,
     vmm: Vmm,
     dom0: bool,
@@ -131,7 +131,7 @@ pub fn build_and_run(
             "--forward needs the KVM platform on QEMU or an xl domU (uhyve and a dom0 app have no network card here)",
         );
     }
-    let image = build::build(app, platform, release)?;
+    let image = build::build_app(app, platform, release)?;
     if platform == Platform::Xen {
         if opts.dry_run {
             let cmdline = qemu::kernel_cmdline(args);

@@ -4,6 +4,7 @@
 //! *is* this binary) and judges what is left afterwards with real programs.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,12 +23,14 @@ type UserCase = (&'static str, fn(&'static str) -> Result<String, String>);
 
 /// Runs every case `wanted` selects; reports each through `record`.
 pub fn run(wanted: &dyn Fn(&str) -> bool, record: &mut dyn FnMut(&str, Result<String, String>)) {
-    let cases: [UserCase; 2] = [
+    let cases: [UserCase; 3] = [
         ("user/sigterm/qemu-httpd-forward", sigterm_qemu),
         ("user/sigterm/xen-dom0", sigterm_xen_dom0),
+        ("user/new-app/outside-repo-qemu-and-xen-dom0", new_app),
     ];
     for (name, f) in cases {
         if wanted(name) {
+            let _ = std::fs::remove_file(crate::test::log_path(name));
             record(name, f(name));
         }
     }
@@ -37,13 +40,20 @@ pub fn run(wanted: &dyn Fn(&str) -> bool, record: &mut dyn FnMut(&str, Result<St
 /// (and saved as the case's log when dropped).
 struct Xtask {
     case: &'static str,
+    args: String,
     proc: Tracked,
     output: Arc<Mutex<String>>,
 }
 
 impl Drop for Xtask {
     fn drop(&mut self) {
-        crate::test::save_log(self.case, &self.output());
+        // A case may run xtask several times: the log holds each run after its command.
+        let path = crate::test::log_path(self.case);
+        let before = std::fs::read_to_string(&path).unwrap_or_default();
+        crate::test::save_log(
+            self.case,
+            &format!("{before}$ cargo xtask {}\n{}\n", self.args, self.output()),
+        );
     }
 }
 
@@ -74,7 +84,12 @@ impl Xtask {
                 }
             });
         }
-        Ok(Xtask { case, proc, output })
+        Ok(Xtask {
+            case,
+            args: args.join(" "),
+            proc,
+            output,
+        })
     }
 
     fn output(&self) -> String {
@@ -96,6 +111,29 @@ impl Xtask {
                 return Err(self.with_output(format!("no {what} within {} s", READY.as_secs())));
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for it to end ([`READY`] at most); returns its exit code.
+    fn finish(&mut self) -> Result<i32, String> {
+        let start = Instant::now();
+        loop {
+            match self.proc.try_wait() {
+                Ok(Some(s)) => {
+                    // Let the readers take the last lines.
+                    std::thread::sleep(Duration::from_millis(100));
+                    return s
+                        .code()
+                        .ok_or_else(|| self.with_output(format!("xtask ended by {s}")));
+                }
+                Err(e) => return Err(format!("waiting for xtask: {e}")),
+                Ok(None) if start.elapsed() > READY => {
+                    return Err(
+                        self.with_output(format!("xtask did not end within {} s", READY.as_secs()))
+                    );
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
         }
     }
 
@@ -228,4 +266,64 @@ fn sigterm_xen_dom0(case: &'static str) -> Result<String, String> {
     }
     terminate_and_check(x, &vms)?;
     Ok(" (Xen's QEMU ended)".into())
+}
+
+/// A temporary directory outside the repository, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Result<TempDir, String> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("upcall-{what}-{}-{stamp}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        if dir.starts_with(crate::host::root()) {
+            return Err(format!("{} is inside the repository", dir.display()));
+        }
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `cargo xtask new greeter --path /tmp/…/greeter`, then `cargo xtask run
+/// --manifest-path /tmp/…/greeter/Cargo.toml` on QEMU and as Xen dom0: the app builds,
+/// boots, greets and gets its argument, and exits 0.
+fn new_app(case: &'static str) -> Result<String, String> {
+    let tmp = TempDir::new("new-app")?;
+    let dir = tmp.0.join("greeter");
+    let dir_s = dir.display().to_string();
+    let mut x = Xtask::start(case, &["new", "greeter", "--path", &dir_s])?;
+    if x.finish()? != 0 {
+        return Err(x.with_output("`xtask new` failed".into()));
+    }
+    drop(x);
+    let manifest = dir.join("Cargo.toml").display().to_string();
+    let mut notes = Vec::new();
+    for (platform, extra) in [
+        ("kvm", &[][..]),
+        ("xen", &["--platform", "xen", "--dom0"][..]),
+    ] {
+        let mut args = vec!["run", "--manifest-path", &manifest];
+        args.extend(extra);
+        args.extend(["--", "from-the-test"]);
+        let mut x = Xtask::start(case, &args)?;
+        let code = x.finish()?;
+        let out = x.output();
+        let greeting = format!("Hello from greeter on {platform}");
+        if code != 0 || !out.contains(&greeting) || !out.contains("arg[0] = from-the-test") {
+            return Err(x.with_output(format!(
+                "on {platform}: exit status {code}; wanted 0, `{greeting}` and `arg[0] = from-the-test`"
+            )));
+        }
+        notes.push(platform);
+    }
+    Ok(format!(" (greeted on {})", notes.join(" and ")))
 }
