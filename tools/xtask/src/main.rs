@@ -6,6 +6,7 @@ mod bench_smp;
 mod bench_xen_boot;
 mod build;
 mod child;
+mod gdb;
 mod host;
 mod initramfs;
 mod netbench;
@@ -148,6 +149,11 @@ enum Command {
         /// a virtio-net card; repeatable; `udp:` for UDP), e.g. `--forward 8080:80`.
         #[arg(long, value_name = "[udp:]HOSTPORT:GUESTPORT")]
         forward: Vec<qemu::Forward>,
+        /// Start QEMU stopped with its gdb stub on a free port and print the `gdb`
+        /// command that attaches (symbols from the image, a breakpoint on the app's
+        /// main). KVM image on QEMU, or --platform xen --dom0.
+        #[arg(long)]
+        gdb: bool,
         /// Arguments for the app (kernel command line), after `--`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -329,10 +335,16 @@ fn main() -> ExitCode {
             dry_run,
             icount,
             forward,
+            gdb,
             args,
         } => {
             let xl = platform == Platform::Xen && !dom0;
-            if icount.is_some()
+            if gdb && (vmm == vmm::Vmm::Uhyve || xl) {
+                fail(
+                    "--gdb needs QEMU's gdb stub: the KVM platform on QEMU, or --platform xen \
+                     --dom0 (an xl domU shares its addresses with Linux dom0)",
+                )
+            } else if icount.is_some()
                 && (vmm == vmm::Vmm::Uhyve || xl || (platform == Platform::Xen && smp > 1))
             {
                 fail(
@@ -342,7 +354,8 @@ fn main() -> ExitCode {
             } else {
                 build::App::resolve(app.as_deref(), manifest_path.as_deref()).and_then(|app| {
                     app_memory(&app, memory).and_then(|memory| {
-                        let opts = qemu::RunOpts {
+                        let gdb_port = if gdb { Some(gdb::prepare()?) } else { None };
+                        let mut opts = qemu::RunOpts {
                             accel: if icount.is_some() {
                                 Some(Accel::Tcg)
                             } else {
@@ -356,7 +369,12 @@ fn main() -> ExitCode {
                             forwards: forward,
                             smp,
                         };
-                        run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
+                        if let Some(port) = gdb_port {
+                            opts.extra.extend(gdb::qemu_args(port));
+                        }
+                        run::build_and_run(
+                            &app, platform, vmm, dom0, release, &args, &opts, gdb_port,
+                        )
                     })
                 })
             }

@@ -115,6 +115,7 @@ pub fn build_and_run(
     release: bool,
     args: &[String],
     opts: &RunOpts,
+    gdb_port: Option<u16>,
 ) -> Outcome {
     if platform != Platform::Kvm && vmm == Vmm::Uhyve {
         return fail("uhyve runs KVM-platform images only (drop --platform or use --vmm qemu)");
@@ -150,6 +151,9 @@ pub fn build_and_run(
             return Ok(0);
         }
         print_forwards(&opts.forwards);
+        if let Some(port) = gdb_port {
+            crate::gdb::announce(&image, &app.name, port);
+        }
         return finish(boot_xen(&image, args, opts, dom0, true)?, opts);
     }
     if opts.dry_run {
@@ -164,6 +168,9 @@ pub fn build_and_run(
         return Ok(0);
     }
     print_forwards(&opts.forwards);
+    if let Some(port) = gdb_port {
+        crate::gdb::announce(&image, &app.name, port);
+    }
     finish(boot(vmm, &image, args, opts, true)?, opts)
 }
 

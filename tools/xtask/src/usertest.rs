@@ -23,10 +23,14 @@ type UserCase = (&'static str, fn(&'static str) -> Result<String, String>);
 
 /// Runs every case `wanted` selects; reports each through `record`.
 pub fn run(wanted: &dyn Fn(&str) -> bool, record: &mut dyn FnMut(&str, Result<String, String>)) {
-    let cases: [UserCase; 3] = [
+    let cases: [UserCase; 5] = [
         ("user/sigterm/qemu-httpd-forward", sigterm_qemu),
         ("user/sigterm/xen-dom0", sigterm_xen_dom0),
         ("user/new-app/outside-repo-qemu-and-xen-dom0", new_app),
+        ("user/gdb/qemu-hello-main", |c| gdb_hello(c, &[])),
+        ("user/gdb/xen-dom0-hello-main", |c| {
+            gdb_hello(c, &["--platform", "xen", "--dom0"])
+        }),
     ];
     for (name, f) in cases {
         if wanted(name) {
@@ -326,4 +330,54 @@ fn new_app(case: &'static str) -> Result<String, String> {
         notes.push(platform);
     }
     Ok(format!(" (greeted on {})", notes.join(" and ")))
+}
+
+/// `cargo xtask run hello --gdb …`, then the gdb command it prints, in batch mode with
+/// `bt` added: the breakpoint on `hello::main` is hit with a backtrace through libos's
+/// boot, and after gdb detaches the app runs to its end and exits 0.
+fn gdb_hello(case: &'static str, extra: &[&str]) -> Result<String, String> {
+    crate::host::ensure_program("gdb", &["gdb"]).map_err(|f| f.message)?;
+    let mut args = vec!["run", "hello", "--gdb"];
+    args.extend(extra);
+    let mut x = Xtask::start(case, &args)?;
+    x.wait_for("the gdb command", &|out| {
+        out.lines().any(|l| l.starts_with("  gdb "))
+    })?;
+    let out = x.output();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("  gdb "))
+        .expect("waited for it")
+        .trim();
+    let gdb = child::output(
+        Command::new("timeout")
+            .arg("120")
+            .arg("sh")
+            .arg("-c")
+            .arg(format!("{line} -batch -ex bt 2>&1"))
+            .stdin(Stdio::null()),
+    )
+    .map_err(|e| format!("cannot run gdb: {e}"))?;
+    let said = String::from_utf8_lossy(&gdb.stdout).into_owned();
+    let log = crate::test::log_path(case).with_extension("gdb.log");
+    let _ = std::fs::write(&log, format!("$ {line} -batch -ex bt\n{said}"));
+    let wanted = [
+        "Breakpoint 1, hello::main",
+        "#0  hello::main",
+        "libos::boot::start",
+    ];
+    if let Some(w) = wanted.iter().find(|w| !said.contains(*w)) {
+        return Err(x.with_output(format!(
+            "gdb's output lacks `{w}` (it is in {}):\n  {}",
+            log.display(),
+            said.lines().collect::<Vec<_>>().join("\n  ")
+        )));
+    }
+    let code = x.finish()?;
+    if code != 0 || !x.output().contains("Hello from Upcall on") {
+        return Err(x.with_output(format!(
+            "after gdb detached, the app ended with status {code}, not 0 after its greeting"
+        )));
+    }
+    Ok(" (breakpoint hit, backtrace through libos::boot::start)".into())
 }
