@@ -23,7 +23,8 @@ type UserCase = (&'static str, fn(&'static str) -> Result<String, String>);
 
 /// Runs every case `wanted` selects; reports each through `record`.
 pub fn run(wanted: &dyn Fn(&str) -> bool, record: &mut dyn FnMut(&str, Result<String, String>)) {
-    let cases: [UserCase; 5] = [
+    let cases: [UserCase; 6] = [
+        ("user/toolchain/adds-missing-target", toolchain_recovers),
         ("user/sigterm/qemu-httpd-forward", sigterm_qemu),
         ("user/sigterm/xen-dom0", sigterm_xen_dom0),
         ("user/new-app/outside-repo-qemu-and-xen-dom0", new_app),
@@ -56,7 +57,7 @@ impl Drop for Xtask {
         let before = std::fs::read_to_string(&path).unwrap_or_default();
         crate::test::save_log(
             self.case,
-            &format!("{before}$ cargo xtask {}\n{}\n", self.args, self.output()),
+            &format!("{before}$ {}\n{}\n", self.args, self.output()),
         );
     }
 }
@@ -64,9 +65,22 @@ impl Drop for Xtask {
 impl Xtask {
     fn start(case: &'static str, args: &[&str]) -> Result<Xtask, String> {
         let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+        let mut x = Xtask::start_program(case, &exe.display().to_string(), args, &[])?;
+        x.args = format!("cargo xtask {}", args.join(" "));
+        Ok(x)
+    }
+
+    /// Runs `program args` (e.g. `cargo xtask …`) with `env` added.
+    fn start_program(
+        case: &'static str,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Xtask, String> {
         let mut proc = child::spawn(
-            Command::new(exe)
+            Command::new(program)
                 .args(args)
+                .envs(env.iter().copied())
                 .current_dir(crate::host::root())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -90,7 +104,7 @@ impl Xtask {
         }
         Ok(Xtask {
             case,
-            args: args.join(" "),
+            args: format!("{program} {}", args.join(" ")),
             proc,
             output,
         })
@@ -380,4 +394,110 @@ fn gdb_hello(case: &'static str, extra: &[&str]) -> Result<String, String> {
         )));
     }
     Ok(" (breakpoint hit, backtrace through libos::boot::start)".into())
+}
+
+/// A toolchain named like the pinned one but without the image target, in a scratch
+/// `RUSTUP_HOME` (a hard-linked copy of the real one, under `target/`): `cargo xtask
+/// build hello` there must add the target itself, say so, and build.
+fn toolchain_recovers(case: &'static str) -> Result<String, String> {
+    let target = crate::host::IMAGE_TARGET;
+    let home = std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rustup")))
+        .ok_or("neither RUSTUP_HOME nor HOME is set")?;
+    let name = match std::env::var("RUSTUP_TOOLCHAIN") {
+        Ok(n) => n,
+        Err(_) => {
+            let out = Command::new("rustup")
+                .args(["show", "active-toolchain"])
+                .current_dir(crate::host::root())
+                .output()
+                .map_err(|e| format!("rustup: {e}"))?;
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .ok_or("rustup names no active toolchain")?
+                .to_string()
+        }
+    };
+    let real = home
+        .join("toolchains")
+        .join(&name)
+        .canonicalize()
+        .map_err(|e| format!("toolchain {name} under {}: {e}", home.display()))?;
+    let scratch = crate::host::target_dir().join("toolchain-check");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let tc = scratch.join("toolchains").join(&name);
+    std::fs::create_dir_all(scratch.join("toolchains"))
+        .and_then(|()| std::fs::create_dir_all(scratch.join("update-hashes")))
+        .map_err(|e| format!("create {}: {e}", scratch.display()))?;
+    for f in ["settings.toml", &format!("update-hashes/{name}")] {
+        let _ = std::fs::copy(home.join(f), scratch.join(f));
+    }
+    let ok = Command::new("cp")
+        .arg("-al")
+        .arg(&real)
+        .arg(&tc)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return Err(format!(
+            "cannot hard-link {} into {} (same file system needed)",
+            real.display(),
+            tc.display()
+        ));
+    }
+    // Take the target out the way rustup would have left it never installed. The
+    // bookkeeping files get fresh copies first: rustup rewrites them in place, and they
+    // are hard links into the real toolchain.
+    let rustlib = tc.join("lib/rustlib");
+    for e in std::fs::read_dir(&rustlib)
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        let p = e.path();
+        if p.is_file() {
+            let text = std::fs::read(&p).map_err(|e| e.to_string())?;
+            std::fs::remove_file(&p).map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&text)
+                .replace(&format!("rust-std-{target}\n"), "")
+                .replace(
+                    &format!(
+                        "[[components]]\npkg = \"rust-std\"\ntarget = \"{target}\"\nis_extension = false\n\n"
+                    ),
+                    "",
+                );
+            std::fs::write(&p, text).map_err(|e| e.to_string())?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(rustlib.join(target));
+    let _ = std::fs::remove_file(rustlib.join(format!("manifest-rust-std-{target}")));
+    let listed = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", &name])
+        .env("RUSTUP_HOME", &scratch)
+        .output()
+        .map_err(|e| format!("rustup: {e}"))?;
+    if String::from_utf8_lossy(&listed.stdout).contains(&format!("rust-std-{target}")) {
+        return Err("the scratch toolchain still lists the target".into());
+    }
+    // The user's command, through rustup's cargo proxy, in the scratch RUSTUP_HOME.
+    let mut x = Xtask::start_program(
+        case,
+        "cargo",
+        &["xtask", "build", "hello"],
+        &[("RUSTUP_HOME", scratch.as_os_str())],
+    )?;
+    let code = x.finish()?;
+    let out = x.output();
+    let added = rustlib.join(target).join("lib").is_dir();
+    drop(x);
+    let _ = std::fs::remove_dir_all(&scratch);
+    if code != 0 || !out.contains(&format!("lacks target(s) {target}")) || !added {
+        return Err(format!(
+            "wanted the message, the target added and status 0; got status {code}, target {}:\n  {}",
+            if added { "added" } else { "not added" },
+            out.lines().collect::<Vec<_>>().join("\n  ")
+        ));
+    }
+    Ok(" (target added by xtask, hello built)".into())
 }
