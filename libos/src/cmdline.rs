@@ -24,7 +24,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("hz", "a tick rate from 1 to 10000"),
     (
         "hcall_resched",
-        "raw|model|untraced|cpuflag (test-only: model and untraced reproduce Linux's seed-000 bugs, cpuflag seed 001's)",
+        "raw|model|untraced|cpuflag (test-only: model and untraced reproduce Linux's PREEMPT_DYNAMIC hypercall bugs, cpuflag its per-CPU flag bug)",
     ),
     ("ip", crate::net::config::IP_EXPECTED),
     ("mask", crate::net::config::MASK_EXPECTED),

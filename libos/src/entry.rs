@@ -81,7 +81,8 @@ pub fn irqentry_enter(regs: &Regs) -> IrqState {
     let interrupted_idle = cpu.in_idle.load(Relaxed);
     if irqflags::TRACING {
         // The interrupted code ran with irqs on: the tracing must have been told, or some
-        // path enabled them behind its back (seed 000's missing trace_hardirqs_on).
+        // path enabled them behind its back (the missing trace_hardirqs_on in Gleixner,
+        // "entry: Pass pt_regs to irqentry_exit_cond_resched()", LKML, 2022-08-09).
         instrumentation(&mut || {
             irqflags::check_consistent(irqs_were_on, "irqentry_enter", regs.rip)
         });
@@ -122,13 +123,13 @@ pub fn irqentry_exit(regs: &mut Regs, state: IrqState) {
             let irqs_off = unsafe { IrqsOff::assume() };
             if in_section {
                 // A long hypercall or in-kernel section: preempt whatever the model
-                // (seeds 000/001; see `preempt::section_exit_resched`).
+                // (see `preempt::section_exit_resched` and the threads it cites).
                 preempt::section_exit_resched(&irqs_off);
             }
             exit_work(&irqs_off);
         });
         if in_section && preempt::section_exit_forgets_trace() {
-            // `hcall_resched=untraced` (test-only): seed 000's missing
+            // `hcall_resched=untraced` (test-only): Linux's missing
             // trace_hardirqs_on. The next entry's consistency check must catch it.
             return;
         }
@@ -169,7 +170,9 @@ fn pending_work(_: &IrqsOff) -> u32 {
     w
 }
 
-/// The exit-work loop (seed 004's shape): do the work with irqs enabled where it allows,
+/// The exit-work loop (the shape of Linux's exit-to-guest loop: Qian Cai on Gleixner,
+/// "entry: Provide infrastructure for work before transitioning to guest mode", LKML,
+/// 2020-07-29): do the work with irqs enabled where it allows,
 /// disable, re-read the flags, and return only when a snapshot taken with irqs off is
 /// empty, so work raised by an interrupt during the loop is never lost.
 #[inline(never)]

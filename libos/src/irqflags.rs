@@ -4,8 +4,10 @@
 //! reports every change to the tracing state (`PerCpu::traced_irqs_on`), the analogue of
 //! Linux's `trace_hardirqs_on/off`. Debug builds check the traced state against the
 //! hardware at every interrupt entry and in [`assert_irqs_disabled`]: a path that
-//! enables interrupts without reporting it (seed 000's missing `trace_hardirqs_on` after
-//! a preemptible hypercall) is caught with a panic naming the place.
+//! enables interrupts without reporting it (Linux's missing `trace_hardirqs_on` after a
+//! preemptible hypercall: Gleixner, "entry: Pass pt_regs to
+//! irqentry_exit_cond_resched()", LKML, 2022-08-09) is caught with a panic naming the
+//! place.
 
 use core::marker::PhantomData;
 use core::sync::atomic::Ordering::Relaxed;

@@ -8,7 +8,9 @@
 //!
 //! [`irqentry_exit_cond_resched`] follows the current model; the `raw_` variant
 //! reschedules whenever needed and allowed, *whatever* the model. Callers that must
-//! preempt regardless (a long preemptible hypercall, seed 000) call the raw one.
+//! preempt regardless (a long preemptible hypercall) call the raw one: Linux's Xen
+//! hypercall path once followed the model and did nothing under PREEMPT_DYNAMIC's none
+//! (Gleixner, "entry: Pass pt_regs to irqentry_exit_cond_resched()", LKML, 2022-08-09).
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -236,7 +238,8 @@ pub fn raw_irqentry_exit_cond_resched(irqs_off: &IrqsOff) {
 
 /// How the interrupt exit reschedules inside a preemptible section (`hcall_resched=`).
 /// Only [`SectionResched::Raw`] is correct; the others reproduce the two halves of
-/// Linux's seed-000 bug so tests can prove they would catch them.
+/// Linux's bug (Gleixner, LKML, 2022-08-09; see the module doc) so tests can prove
+/// they would catch them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
 pub enum SectionResched {
@@ -249,7 +252,8 @@ pub enum SectionResched {
     /// when it returns into the section (the missing `trace_hardirqs_on`).
     Untraced = 2,
     /// `cpuflag`: the raw reschedule, but the in-preemptible flag stays with the CPU
-    /// instead of following the task (seed 001's migration bug): the scheduler neither
+    /// instead of following the task (the migration bug in Bilse, "Updates to Xen
+    /// hypercall preemption", xen-devel, 2023-06-21): the scheduler neither
     /// parks nor loads it. Harmless on one CPU... only until a task migrates.
     StaysOnCpu = 3,
 }
@@ -283,7 +287,8 @@ pub(crate) fn section_exit_forgets_trace() -> bool {
 }
 
 /// Whether the scheduler must leave the in-preemptible flag on the CPU
-/// (`hcall_resched=cpuflag`, test-only: seed 001's bug).
+/// (`hcall_resched=cpuflag`, test-only: the per-CPU flag bug, Bilse, xen-devel,
+/// 2023-06-21).
 pub(crate) fn section_flag_stays_on_cpu() -> bool {
     SECTION_RESCHED.load(Relaxed) == SectionResched::StaysOnCpu as u8
 }
@@ -307,7 +312,8 @@ pub fn preemptible<R>(f: impl FnOnce() -> R) -> R {
     };
     let r = f();
     // The task may have been preempted and resumed on another CPU inside `f`: the flag
-    // to clear is the one of the CPU we run on *now* (seed 001), so look it up again
+    // to clear is the one of the CPU we run on *now* (Bilse, xen-devel, 2023-06-21), so
+    // look it up again
     // under the guard, never reuse a reference from before `f`.
     let irqs = irqflags::IrqGuard::new();
     PerCpu::get(&irqs).in_preemptible.store(outer, Relaxed);
@@ -325,12 +331,13 @@ pub fn in_preemptible() -> bool {
 }
 
 /// The interrupt-exit reschedule for an entry that interrupted a preemptible section
-/// (seeds 000 and 001): clear the task's flag, reschedule *whatever the model* (the
-/// raw variant: seed 000's bug was that under PREEMPT_DYNAMIC the model-following one
-/// became a no-op), and restore the flag in this task, on whichever CPU it resumed, so
-/// the flag follows the task and never leaks to another. The irq-state tracing is told
-/// "on" by the caller, `irqentry_exit`, as it returns to the section (seed 000's
-/// missing `trace_hardirqs_on`).
+/// (Gleixner, "entry: Pass pt_regs to irqentry_exit_cond_resched()", LKML, 2022-08-09;
+/// Bilse, "Updates to Xen hypercall preemption", xen-devel, 2023-06-21): clear the
+/// task's flag, reschedule *whatever the model* (the raw variant: Linux's bug was that
+/// under PREEMPT_DYNAMIC the model-following one became a no-op), and restore the flag
+/// in this task, on whichever CPU it resumed, so the flag follows the task and never
+/// leaks to another. The irq-state tracing is told "on" by the caller, `irqentry_exit`,
+/// as it returns to the section (Linux's path lacked that `trace_hardirqs_on`).
 ///
 /// Context: irqs off, on the interrupted task's stack, interrupted context had irqs on,
 /// not interrupted idle.

@@ -342,7 +342,9 @@ fn memory_op(cmd: u64, list: &mut [u64], issue: Issue) -> i64 {
         domid: DOMID_SELF as u16,
     };
     // A long hypercall that Xen preempts and continues: preemptible whatever the model
-    // (the reason this project exists, seed 000).
+    // (the reason this project exists: Linux's reschedule here did nothing under
+    // PREEMPT_DYNAMIC's none; Gleixner, "entry: Pass pt_regs to
+    // irqentry_exit_cond_resched()", LKML, 2022-08-09).
     issued(issue, || {
         // SAFETY: memory_op reads `r` and the extent list (and, for populate_physmap,
         // writes the new machine frames into it).

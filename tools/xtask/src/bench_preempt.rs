@@ -1,9 +1,10 @@
 //! `cargo xtask bench preempt`: the preemptible-section proof as numbers.
 //!
 //! For every preemption model, on each platform, the `latency` app runs twice — with the
-//! correct raw reschedule (`hcall_resched=raw`) and with Linux's seed-000 bug
-//! (`hcall_resched=model`) — and reports its wake-up latency distribution (every sample,
-//! in ticks). KVM (QEMU microvm) runs the preemptible in-kernel section load; Xen (the
+//! correct raw reschedule (`hcall_resched=raw`) and with Linux's PREEMPT_DYNAMIC bug
+//! (`hcall_resched=model`; Gleixner, "entry: Pass pt_regs to
+//! irqentry_exit_cond_resched()", LKML, 2022-08-09) — and reports its wake-up latency
+//! distribution (every sample, in ticks). KVM (QEMU microvm) runs the preemptible in-kernel section load; Xen (the
 //! app as dom0) balloons 40 MiB out and in, each a single preemptible hypercall. Beside
 //! it, `balloonbench` measures balloon throughput issued preemptibly against the same
 //! hypercalls issued plainly, interleaved in one boot. Results:
@@ -105,7 +106,7 @@ pub fn preempt() -> Outcome {
     let mut rows = Vec::new();
     let mut md = String::from(
         "Wake-up lateness of a high-priority task, in ticks, while a low-priority one runs \
-         long preemptible work. `raw`: Upcall's reschedule; `model`: Linux's seed-000 bug \
+         long preemptible work. `raw`: Upcall's reschedule; `model`: Linux's PREEMPT_DYNAMIC bug \
          (the reschedule follows the model).\n\n\
          | platform | model | resched | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|---|\n",
     );
@@ -223,7 +224,7 @@ fn plot(rows: &[(&str, &str, &str, Distribution)]) -> String {
          font-family=\"sans-serif\" font-size=\"11\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"10\" y=\"20\" font-size=\"14\">Wake-up lateness (ticks, log scale): \
-         raw reschedule (blue) vs seed-000 bug (red)</text>\n",
+         raw reschedule (blue) vs model-following bug (red)</text>\n",
         LEFT + WIDTH + 30.0
     );
     let bottom = 40.0 + ROW * rows.len() as f64;
