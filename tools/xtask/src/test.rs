@@ -17,6 +17,8 @@ use crate::{MachineArg, Outcome, Platform, build, host};
 const CASE_TIMEOUT: u64 = 120;
 /// xl domains per dom0 boot (each boot of Xen + Linux dom0 costs ~5 s under TCG).
 const XL_BATCH: usize = 6;
+/// libos's test-only feature that compiles in the `hcall_resched=` bug switches.
+pub const BUG_INJECTION: &str = "bug-injection";
 /// Release `hello` must stay under this size.
 const HELLO_MAX_BYTES: u64 = 256 * 1024;
 
@@ -166,11 +168,26 @@ fn image_for(
 ) -> Result<PathBuf, String> {
     let xen = matches!(case.bed, Bed::XenDom0) || case.bed.is_xl();
     let platform = if xen { Platform::Xen } else { Platform::Kvm };
-    let key = (case.app.to_string(), case.release, xen);
+    // Cases that switch a bug back on (`hcall_resched=…`) need an image built with
+    // libos's test-only `bug-injection` feature; every other case boots the plain image.
+    let features: &[&str] = if case.args.iter().any(|a| a.starts_with("hcall_resched=")) {
+        &[BUG_INJECTION]
+    } else {
+        &[]
+    };
+    let key = (
+        std::iter::once(case.app)
+            .chain(features.iter().copied())
+            .collect::<Vec<_>>()
+            .join("+"),
+        case.release,
+        xen,
+    );
     if let Some(p) = images.get(&key) {
         return Ok(p.clone());
     }
-    let p = build::build(case.app, platform, case.release).map_err(|f| f.message)?;
+    let p =
+        build::build_variant(case.app, platform, case.release, features).map_err(|f| f.message)?;
     images.insert(key, p.clone());
     Ok(p)
 }
