@@ -28,6 +28,65 @@ pub struct App {
     pub name: String,
     /// Its directory (holding `Cargo.toml`).
     pub dir: PathBuf,
+    /// Where its manifest says libos comes from.
+    pub libos: LibosSource,
+}
+
+/// Where an app's manifest takes libos from. Whatever it says, the image links this
+/// repository's libos (the one the backends are built against): a git or registry
+/// dependency is patched to it, and a path must point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LibosSource {
+    /// By path, to this repository's `libos/` (or an app under `apps/`).
+    ThisRepository,
+    /// `libos = { git = URL, … }`.
+    Git(String),
+    /// `libos = "VERSION"` (a registry).
+    Registry,
+}
+
+/// Reads the libos dependency of an app manifest in `dir`; `ours` is this repository's
+/// libos directory (canonical).
+fn libos_source(manifest: &str, dir: &Path, ours: &Path) -> Result<LibosSource, String> {
+    let doc: toml::Table = manifest.parse().map_err(|e| format!("{e}"))?;
+    let Some(dep) = doc.get("dependencies").and_then(|d| d.get("libos")) else {
+        return Err(
+            "no `libos` in [dependencies] (an app depends on libos: `libos = { path = \"…/libos\" }`)"
+                .into(),
+        );
+    };
+    if dep.is_str() {
+        return Ok(LibosSource::Registry);
+    }
+    let Some(t) = dep.as_table() else {
+        return Err("`libos` must be a version string or a table".into());
+    };
+    if let Some(url) = t.get("git") {
+        let url = url.as_str().ok_or("libos's `git` must be a string")?;
+        return Ok(LibosSource::Git(url.to_string()));
+    }
+    if let Some(p) = t.get("path") {
+        let p = p.as_str().ok_or("libos's `path` must be a string")?;
+        let theirs = dir
+            .join(p)
+            .canonicalize()
+            .map_err(|e| format!("libos path {p}: {e}"))?;
+        if theirs != ours {
+            return Err(format!(
+                "libos's path is {} but this xtask builds with {}: point the path there (or use a git dependency)",
+                theirs.display(),
+                ours.display()
+            ));
+        }
+        return Ok(LibosSource::ThisRepository);
+    }
+    if t.get("workspace").is_some() {
+        return Ok(LibosSource::ThisRepository);
+    }
+    if t.get("version").is_some() {
+        return Ok(LibosSource::Registry);
+    }
+    Err("`libos` needs a `path`, `git` or version".into())
 }
 
 impl App {
@@ -37,6 +96,7 @@ impl App {
         Ok(App {
             name: name.to_string(),
             dir: host::root().join("apps").join(name),
+            libos: LibosSource::ThisRepository,
         })
     }
 
@@ -62,7 +122,10 @@ impl App {
                 manifest.display()
             ));
         }
-        Ok(App { name, dir })
+        let ours = host::root().join("libos");
+        let libos = libos_source(&text, &dir, &ours)
+            .or_else(|why| fail(format!("{}: {why}", manifest.display())))?;
+        Ok(App { name, dir, libos })
     }
 
     /// `apps/<name>` if `app` is given, else the crate of `manifest`.
@@ -211,9 +274,9 @@ fn parse_app_meta(manifest: &str) -> Result<AppMeta, String> {
 }
 
 /// Generates the glue crate; returns its manifest path.
-fn glue(app: &App, platform: Platform, libos_features: &[&str]) -> Result<PathBuf, Failure> {
-    let app_dir = app.dir.display().to_string();
-    let app = app.name.as_str();
+fn glue(app_: &App, platform: Platform, libos_features: &[&str]) -> Result<PathBuf, Failure> {
+    let app_dir = app_.dir.display().to_string();
+    let app = app_.name.as_str();
     let root = host::root();
     let (backend_pkg, backend_dir) = backend(platform)?;
     let dir = host::target_dir()
@@ -231,18 +294,29 @@ fn glue(app: &App, platform: Platform, libos_features: &[&str]) -> Result<PathBu
          libos = {{ path = {libos:?}, features = {libos_features:?} }}\n\
          {backend_pkg} = {{ path = {backend:?} }}\n\
          {app} = {{ path = {app_path:?} }}\n\n\
-         [workspace]\n\n{profiles}",
+         [workspace]\n\n{profiles}{patch}",
         bin = bin_name(app, platform, libos_features),
         libos = path("libos"),
         backend = path(backend_dir),
         app_path = app_dir,
         profiles = profiles(&root)?,
+        // The app's own libos source, redirected to this repository's libos so that
+        // app, backend and image share one libos.
+        patch = match &app_.libos {
+            LibosSource::ThisRepository => String::new(),
+            LibosSource::Git(url) => format!(
+                "\n[patch.{url:?}]\nlibos = {{ path = {:?} }}\n",
+                path("libos")
+            ),
+            LibosSource::Registry => {
+                format!(
+                    "\n[patch.crates-io]\nlibos = {{ path = {:?} }}\n",
+                    path("libos")
+                )
+            }
+        },
     );
-    let defaults = app_meta(&App {
-        name: app.to_string(),
-        dir: PathBuf::from(&app_dir),
-    })?
-    .cmdline;
+    let defaults = app_meta(app_)?.cmdline;
     let main = format!(
         "// Generated by `cargo xtask build`; do not edit.\n\
          #![no_std]\n#![no_main]\n\n\
@@ -385,6 +459,38 @@ mod tests {
 #[cfg(test)]
 mod name_tests {
     use super::*;
+
+    #[test]
+    fn the_libos_dependency_is_read_and_checked() {
+        let ours = host::root().join("libos");
+        let dir = host::root().join("apps/hello");
+        let src = |deps: &str| {
+            libos_source(
+                &format!("[package]\nname = \"a\"\n[dependencies]\n{deps}\n"),
+                &dir,
+                &ours,
+            )
+        };
+        assert_eq!(
+            src("libos = { path = \"../../libos\" }"),
+            Ok(LibosSource::ThisRepository)
+        );
+        assert_eq!(
+            src("libos = { git = \"https://x/upcall\", rev = \"abc\" }"),
+            Ok(LibosSource::Git("https://x/upcall".into()))
+        );
+        assert_eq!(src("libos = \"0.1\""), Ok(LibosSource::Registry));
+        for bad in [
+            "",
+            "libos = 3",
+            "libos = { path = \"../../kvm\" }",
+            "libos = { path = \"/nonexistent\" }",
+            "libos = { git = 3 }",
+            "libos = {}",
+        ] {
+            assert!(src(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn package_names_are_checked() {

@@ -18,7 +18,8 @@ edition = "2024"
 publish = false
 
 [dependencies]
-# The Upcall library OS. A git dependency works too:
+# The Upcall library OS. A git dependency works too (`cargo xtask` then builds against
+# the libos of the repository it runs in; cargo must be able to fetch the URL):
 # libos = {{ git = "https://…/upcall", rev = "…" }}
 libos = {{ path = {libos:?} }}
 
