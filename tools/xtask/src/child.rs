@@ -9,8 +9,9 @@
 //! - [`install`] (called first thing in `main`) catches SIGINT, SIGTERM and SIGHUP on
 //!   a thread of its own, forwards the signal to every live process, waits until they
 //!   are reaped (10 s, then SIGKILL), and ends xtask by the same signal;
-//! - each process also gets a parent-death signal (`PR_SET_PDEATHSIG` = SIGKILL), so it
-//!   dies with xtask even when xtask cannot forward anything (SIGKILL, a crash).
+//! - each VM process also gets a parent-death signal (`PR_SET_PDEATHSIG` = SIGKILL), so
+//!   it dies with xtask even when xtask cannot forward anything (SIGKILL, a crash).
+//!   Tools (cargo, rustup, apt-get) do not: a SIGKILL could break an installation.
 //!
 //! Reaping happens under the same lock the forwarding takes, so a signal never goes to
 //! a process ID that was already reaped (and possibly reused).
@@ -123,8 +124,20 @@ pub struct Tracked {
     reaped: bool,
 }
 
-/// Starts `cmd` as a tracked process with a parent-death signal (see the module doc).
+/// Starts `cmd` (a VM) as a tracked process with a parent-death signal (see the module
+/// doc).
 pub fn spawn(cmd: &mut Command) -> io::Result<Tracked> {
+    spawn_as(cmd, true)
+}
+
+/// Starts `cmd` (a tool such as cargo, rustup or apt-get) as a tracked process: it gets
+/// xtask's SIGINT/SIGTERM/SIGHUP, but no parent-death SIGKILL, which could cut a
+/// package installation short.
+pub fn spawn_tool(cmd: &mut Command) -> io::Result<Tracked> {
+    spawn_as(cmd, false)
+}
+
+fn spawn_as(cmd: &mut Command, parent_death_kill: bool) -> io::Result<Tracked> {
     park_if_stopping();
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
@@ -132,6 +145,9 @@ pub fn spawn(cmd: &mut Command) -> io::Result<Tracked> {
     // async-signal-safe functions (prctl, getppid, _exit), touching no locks or heap.
     unsafe {
         cmd.pre_exec(move || {
+            if !parent_death_kill {
+                return Ok(());
+            }
             // The process gets SIGKILL when the thread that started it ends. If xtask
             // ended before this line, the signal will never come: end now instead.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
@@ -152,15 +168,15 @@ pub fn spawn(cmd: &mut Command) -> io::Result<Tracked> {
     })
 }
 
-/// Runs `cmd` as a tracked process to completion; returns its exit status.
+/// Runs `cmd` (a tool, see [`spawn_tool`]) to completion; returns its exit status.
 pub fn status(cmd: &mut Command) -> io::Result<ExitStatus> {
-    spawn(cmd)?.wait()
+    spawn_tool(cmd)?.wait()
 }
 
-/// Runs `cmd` as a tracked process to completion with its stdout piped (stderr and
+/// Runs `cmd` (a tool, see [`spawn_tool`]) to completion with its stdout piped (stderr and
 /// stdin as `cmd` sets them); returns what it printed and its status.
 pub fn output(cmd: &mut Command) -> io::Result<Output> {
-    let mut t = spawn(cmd.stdout(Stdio::piped()))?;
+    let mut t = spawn_tool(cmd.stdout(Stdio::piped()))?;
     let mut stdout = Vec::new();
     if let Some(mut out) = t.child.stdout.take() {
         out.read_to_end(&mut stdout)?;
