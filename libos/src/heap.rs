@@ -1,7 +1,7 @@
 //! The kernel heap: talc over the free RAM the backend reports.
 //!
 //! [`GlobalHeap`] is installed as `#[global_allocator]` by [`crate::image!`], so
-//! `alloc` (`Vec`, `String`, `format!`) works in libos and apps once [`init`] ran.
+//! `alloc` (`Vec`, `String`, `format!`) works in libos and apps once `init` ran.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicU64, Ordering};

@@ -6,7 +6,8 @@
 //! `HYPERVISOR_set_segment_base(SEGBASE_GS_KERNEL)` on Xen PV), so [`this_cpu`] is one
 //! `mov rax, gs:[0]`.
 //!
-//! The hazard of per-CPU data (seed 001) is a task that reads "its" CPU, is preempted
+//! The hazard of per-CPU data (Bilse, "Updates to Xen hypercall preemption",
+//! xen-devel, 2023-06-21) is a task that reads "its" CPU, is preempted
 //! and migrated, and then keeps using the old CPU's area. So:
 //! - [`PerCpu::get`] ties the reference to a guard that keeps the task on this CPU
 //!   (a [`crate::preempt::PreemptGuard`], an [`crate::irqflags::IrqGuard`] or an
@@ -68,7 +69,7 @@ pub struct PerCpu {
     /// in-kernel work, see `preempt::preemptible`). Written by that task with irqs off
     /// and by the entry core around its forced reschedule; saved on switch-out and
     /// restored on switch-in by the scheduler, on whichever CPU, so it follows the task
-    /// (seed 001).
+    /// (Bilse, "Updates to Xen hypercall preemption", xen-devel, 2023-06-21).
     pub in_preemptible: AtomicBool,
     /// Irq-state tracing: whether libos believes irqs are enabled. Written only by the
     /// `irqflags` functions and the entry core, on this CPU.

@@ -149,6 +149,14 @@ pub trait Platform: Sync {
     /// Context: the main task, irqs on, scheduler running, just before the app's `main`.
     fn start_services(&self) {}
 
+    /// Makes the 4 KiB page at virtual address `addr` a guard page (`protect`: any
+    /// access faults) or ordinary memory again (`!protect`); returns whether the backend
+    /// did it. A backend that returns `false` (the default) leaves the page mapped, and
+    /// task stacks then go without a guard page. When it protects a page with irqs on,
+    /// the backend also removes the old translation from every CPU's TLB.
+    ///
+    /// Context: task context, irqs on (task stacks) or off (boot, AP bring-up); `addr`
+    /// is page-aligned and lies in memory libos owns.
     fn guard_page(&self, addr: u64, protect: bool) -> bool {
         let _ = (addr, protect);
         false

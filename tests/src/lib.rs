@@ -302,10 +302,11 @@ pub fn smp_cases() -> Vec<Case> {
                 .expect(&["smpstress: ok"]),
         );
     }
-    // Seed 001's bug reproduced (the flag stays with the CPU): the stress test sees it.
+    // The per-CPU flag bug reproduced (Bilse, "Updates to Xen hypercall preemption",
+    // xen-devel, 2023-06-21: the flag stays with the CPU): the stress test sees it.
     cases.push(
         case(
-            "smp2/smpstress/seed-001-bug-detected",
+            "smp2/smpstress/cpu-flag-bug-detected",
             "smpstress",
             &["preempt=full", "hcall_resched=cpuflag"],
         )
@@ -353,7 +354,7 @@ pub fn smp_cases() -> Vec<Case> {
             .into_iter()
             .filter(|c| {
                 c.name.starts_with("latency/section/")
-                    || c.name == "latency/seed-000-bug-detected/none"
+                    || c.name == "latency/model-resched-bug-detected/none"
             })
             .map(|c| {
                 // Still under `-icount` (the single-CPU cases' `.icount()`): QEMU then
@@ -627,7 +628,7 @@ pub fn xen_cases() -> Vec<Case> {
             "upcall: exit status 0",
         ]),
         on(
-            "xen/xl/latency/seed-000-bug-detected/none",
+            "xen/xl/latency/model-resched-bug-detected/none",
             "latency",
             args(&["preempt=none"], XL_BALLOON_BUG),
             xl_latency_bed(),
@@ -768,7 +769,7 @@ pub fn xen_cases() -> Vec<Case> {
     for &(m, model) in BUG_MODELS {
         cases.push(
             on(
-                &format!("xen/dom0/latency/seed-000-bug-detected/{m}"),
+                &format!("xen/dom0/latency/model-resched-bug-detected/{m}"),
                 "latency",
                 args(model, DOM0_BALLOON_BUG),
                 Bed::XenDom0,
@@ -779,7 +780,7 @@ pub fn xen_cases() -> Vec<Case> {
     }
     cases.push(
         on(
-            "xen/dom0/latency/seed-000-untraced-detected",
+            "xen/dom0/latency/untraced-irqs-on-detected",
             "latency",
             &[
                 "preempt=none",
@@ -807,7 +808,7 @@ pub fn xen_cases() -> Vec<Case> {
 
 /// Secondary vCPUs on Xen PV: selftest's SMP checks under every preemption
 /// model on 2 and 4 vCPUs and the migration stress test on 2, each as dom0 and as an
-/// xl domU; as dom0 also seed 001's bug caught and a panic on every vCPU at once
+/// xl domU; as dom0 also the per-CPU flag bug caught and a panic on every vCPU at once
 /// (halt-all by `VCPUOP_down`). Named `xen/…/smp2/…` (`smp4`) so both `--filter xen`
 /// and `--filter smp` pick them.
 fn xen_smp_cases() -> Vec<Case> {
@@ -864,10 +865,11 @@ fn xen_smp_cases() -> Vec<Case> {
             .expect(&["smpstress: ok"]),
         );
     }
-    // Seed 001's bug reproduced on Xen (the flag stays with the vCPU): caught.
+    // The per-CPU flag bug (Bilse, xen-devel, 2023-06-21) reproduced on Xen (the flag
+    // stays with the vCPU): caught.
     cases.push(
         on(
-            "xen/dom0/smp2/smpstress/seed-001-bug-detected".into(),
+            "xen/dom0/smp2/smpstress/cpu-flag-bug-detected".into(),
             "smpstress",
             &["preempt=full", "hcall_resched=cpuflag"],
             Bed::XenDom0,
@@ -913,7 +915,9 @@ pub const LATENCY_MODELS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// The models under which the seed-000 bug must show (their interrupt exit does not
+/// The models under which the model-following reschedule bug must show (Gleixner,
+/// "entry: Pass pt_regs to irqentry_exit_cond_resched()", LKML, 2022-08-09; their
+/// interrupt exit does not
 /// preempt).
 const BUG_MODELS: &[(&str, &[&str])] = &[
     ("none", &["preempt=none"]),
@@ -953,7 +957,7 @@ fn xl_latency_bed() -> Bed {
 
 /// The latency proof's bound: a woken high-priority task runs within 2 ticks.
 const WITHIN: &[(&str, Bound)] = &[("max_wake_latency_ticks", Bound::AtMost(2))];
-/// With the seed-000 bug reproduced, the latency grows with the load.
+/// With the model-following reschedule bug reproduced, the latency grows with the load.
 const BUG: &[(&str, Bound)] = &[("max_wake_latency_ticks", Bound::AtLeast(10))];
 
 /// `base` with `wake=WAKE` added (`event` or `notify`).
@@ -985,7 +989,8 @@ const DOM0_BALLOON_BUG: &[&str] = &[
 /// The preemptible-section proof on the KVM platform: the latency of a high-priority task
 /// while a low-priority one runs long preemptible sections stays within 2 ticks under
 /// every model (and across a run-time switch), and with `hcall_resched=model` — Linux's
-/// seed-000 bug — it grows to the section length under `none` and `dynamic:none`.
+/// PREEMPT_DYNAMIC bug (Gleixner, LKML, 2022-08-09) — it grows to the section length
+/// under `none` and `dynamic:none`.
 pub fn latency_cases() -> Vec<Case> {
     let mut cases: Vec<Case> = LATENCY_MODELS
         .iter()
@@ -1020,7 +1025,7 @@ pub fn latency_cases() -> Vec<Case> {
     // the section too: the cases above can fail.
     cases.push(
         case(
-            "latency/section-notify/seed-000-bug-detected/none",
+            "latency/section-notify/model-resched-bug-detected/none",
             "latency",
             &[
                 "preempt=none",
@@ -1037,7 +1042,7 @@ pub fn latency_cases() -> Vec<Case> {
     for &(m, model) in BUG_MODELS {
         cases.push(
             case(
-                &format!("latency/seed-000-bug-detected/{m}"),
+                &format!("latency/model-resched-bug-detected/{m}"),
                 "latency",
                 args(
                     model,
@@ -1049,12 +1054,12 @@ pub fn latency_cases() -> Vec<Case> {
             .expect(&["max_wake_latency_ticks="]),
         );
     }
-    // The other half of seed 000: an exit that reschedules in a section but forgets to
-    // report hardirqs on is caught by the next entry (the cases above, debug builds,
-    // show the correct path passes the same check).
+    // The other half of that thread's bug: an exit that reschedules in a section but
+    // forgets to report hardirqs on is caught by the next entry (the cases above, debug
+    // builds, show the correct path passes the same check).
     cases.push(
         case(
-            "latency/seed-000-untraced-detected",
+            "latency/untraced-irqs-on-detected",
             "latency",
             &["preempt=none", "load=section", "hcall_resched=untraced"],
         )

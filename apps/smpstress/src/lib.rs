@@ -12,7 +12,8 @@
 //! (cross-CPU wake-ups: a lost one stalls the ring); a yield. A high-priority auditor
 //! wakes every half tick on whatever CPU and checks that CPU's in-preemptible flag is
 //! clear (it never runs in a section, so a set flag there leaked from a task that moved
-//! on: seed 001). Workers check the flag is set all through their section, on every
+//! on: Bilse, "Updates to Xen hypercall preemption", xen-devel, 2023-06-21). Workers
+//! check the flag is set all through their section, on every
 //! CPU it visits, and clear after it. A watchdog ends the run after `limit_s` seconds
 //! if the ring stalls (lost wake-up or deadlock); the contention phase has as long.
 //!
@@ -20,7 +21,7 @@
 //! one mutex and the scheduler (yields, spawn + join); every count must come out exact.
 //!
 //! With `hcall_resched=cpuflag` (test-only) the flag stays with the CPU instead of the
-//! task (seed 001's bug), and `flag_errors` must show it.
+//! task (that thread's bug), and `flag_errors` must show it.
 //!
 //! Prints `key=N` lines (`flag_errors`, `data_errors`, `section_migrations`, ...) and
 //! exits 0 iff nothing went wrong.

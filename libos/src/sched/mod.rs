@@ -6,7 +6,7 @@
 //! own (either is kicked), or else on the CPU it ran on last; a CPU runs the best task
 //! of all queues, its own first at equal priority, and steals from another queue when
 //! that one is longer by a margin or its own is empty ([`balance`] holds the policy as
-//! pure functions). All scheduler state, the queues included, sits behind [`SCHED`], a
+//! pure functions). All scheduler state, the queues included, sits behind `SCHED`, a
 //! spin lock taken only with irqs off (the functions demand an [`IrqsOff`] token), so
 //! interrupt handlers and tasks never deadlock on it, on one CPU or many (one lock for
 //! all queues: a CPU's pick compares every queue under it; a lock per queue is the

@@ -136,7 +136,12 @@ pub fn preempt() -> Outcome {
     let total = BEDS.len() * WAKES.len() * MODELS.len() * RESCHED.len();
     let mut done = 0;
     for bed in BEDS {
-        let image = build::build("latency", bed.platform, false)?;
+        let image = build::build_variant(
+            "latency",
+            bed.platform,
+            false,
+            &[crate::test::BUG_INJECTION],
+        )?;
         for &wake in WAKES {
             for &(model, opts) in MODELS {
                 for &resched in RESCHED {

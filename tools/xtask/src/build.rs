@@ -20,6 +20,178 @@ fn backend(platform: Platform) -> Result<(&'static str, &'static str), Failure> 
     }
 }
 
+/// An app to build: a library crate with `pub fn main(&libos::Args) -> i32`, either
+/// under `apps/` or anywhere else (a user's own crate, given by its manifest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    /// Its package name (also the image's file name).
+    pub name: String,
+    /// Its directory (holding `Cargo.toml`).
+    pub dir: PathBuf,
+    /// Where its manifest says libos comes from.
+    pub libos: LibosSource,
+}
+
+/// Where an app's manifest takes libos from. Whatever it says, the image links this
+/// repository's libos (the one the backends are built against): a git or registry
+/// dependency is patched to it, and a path must point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LibosSource {
+    /// By path, to this repository's `libos/` (or an app under `apps/`).
+    ThisRepository,
+    /// `libos = { git = URL, … }`.
+    Git(String),
+    /// `libos = "VERSION"` (a registry).
+    Registry,
+}
+
+/// Reads the libos dependency of an app manifest in `dir`; `ours` is this repository's
+/// libos directory (canonical).
+fn libos_source(manifest: &str, dir: &Path, ours: &Path) -> Result<LibosSource, String> {
+    let doc: toml::Table = manifest.parse().map_err(|e| format!("{e}"))?;
+    let Some(dep) = doc.get("dependencies").and_then(|d| d.get("libos")) else {
+        return Err(
+            "no `libos` in [dependencies] (an app depends on libos: `libos = { path = \"…/libos\" }`)"
+                .into(),
+        );
+    };
+    if dep.is_str() {
+        return Ok(LibosSource::Registry);
+    }
+    let Some(t) = dep.as_table() else {
+        return Err("`libos` must be a version string or a table".into());
+    };
+    if let Some(url) = t.get("git") {
+        let url = url.as_str().ok_or("libos's `git` must be a string")?;
+        return Ok(LibosSource::Git(url.to_string()));
+    }
+    if let Some(p) = t.get("path") {
+        let p = p.as_str().ok_or("libos's `path` must be a string")?;
+        let theirs = dir
+            .join(p)
+            .canonicalize()
+            .map_err(|e| format!("libos path {p}: {e}"))?;
+        if theirs != ours {
+            return Err(format!(
+                "libos's path is {} but this xtask builds with {}: point the path there (or use a git dependency)",
+                theirs.display(),
+                ours.display()
+            ));
+        }
+        return Ok(LibosSource::ThisRepository);
+    }
+    if t.get("workspace").is_some() {
+        return Ok(LibosSource::ThisRepository);
+    }
+    if t.get("version").is_some() {
+        return Ok(LibosSource::Registry);
+    }
+    Err("`libos` needs a `path`, `git` or version".into())
+}
+
+impl App {
+    /// The app `apps/<name>` of this repository.
+    pub fn in_repo(name: &str) -> Result<App, Failure> {
+        host::check_app(name)?;
+        Ok(App {
+            name: name.to_string(),
+            dir: host::root().join("apps").join(name),
+            libos: LibosSource::ThisRepository,
+        })
+    }
+
+    /// The app whose manifest is `manifest` (relative to the current directory).
+    pub fn from_manifest(manifest: &Path) -> Result<App, Failure> {
+        let manifest = manifest
+            .canonicalize()
+            .or_else(|e| fail(format!("--manifest-path {}: {e}", manifest.display())))?;
+        let text = std::fs::read_to_string(&manifest)
+            .or_else(|e| fail(format!("read {}: {e}", manifest.display())))?;
+        let name =
+            package_name(&text).or_else(|why| fail(format!("{}: {why}", manifest.display())))?;
+        let dir = manifest
+            .parent()
+            .expect("a file has a parent")
+            .to_path_buf();
+        if dir.starts_with(host::root().join("apps")) {
+            return App::in_repo(&name);
+        }
+        if host::apps().contains(&name) {
+            return fail(format!(
+                "{}: an app named `{name}` is already in this repository's apps/; give yours another package name",
+                manifest.display()
+            ));
+        }
+        let ours = host::root().join("libos");
+        let libos = libos_source(&text, &dir, &ours)
+            .or_else(|why| fail(format!("{}: {why}", manifest.display())))?;
+        Ok(App { name, dir, libos })
+    }
+
+    /// `apps/<name>` if `app` is given, else the crate of `manifest`.
+    pub fn resolve(app: Option<&str>, manifest: Option<&Path>) -> Result<App, Failure> {
+        match (app, manifest) {
+            (Some(a), None) => App::in_repo(a),
+            (None, Some(m)) => App::from_manifest(m),
+            _ => fail(
+                "give an app name (an app under apps/) or --manifest-path DIR/Cargo.toml, not both",
+            ),
+        }
+    }
+}
+
+/// The `[package] name` of a manifest, checked to be usable as an app.
+fn package_name(manifest: &str) -> Result<String, String> {
+    let doc: toml::Table = manifest.parse().map_err(|e| format!("{e}"))?;
+    let name = doc
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .ok_or("no [package] name (an app is a package, not a workspace)")?;
+    check_crate_name(name)?;
+    Ok(name.to_string())
+}
+
+/// Names an app may not take: libos's own crates and the sysroot's.
+const RESERVED: &[&str] = &[
+    "libos",
+    "upcall-kvm",
+    "upcall-xen",
+    "upcall-tests",
+    "xtask",
+    "core",
+    "alloc",
+    "std",
+    "test",
+    "proc_macro",
+    "self",
+    "super",
+    "crate",
+];
+
+/// Checks that `name` is a package name an app can have.
+pub fn check_crate_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if name.is_empty()
+        || name.len() > 64
+        || !ok_chars
+        || !name.starts_with(|c: char| c.is_ascii_alphabetic())
+    {
+        return Err(format!(
+            "`{name}` is not a usable package name (a letter, then letters, digits, `-` or `_`; at most 64)"
+        ));
+    }
+    let norm = |n: &str| n.replace('-', "_");
+    if RESERVED.iter().any(|r| norm(r) == norm(name)) {
+        return Err(format!(
+            "`{name}` is reserved (a crate of Upcall or of Rust itself)"
+        ));
+    }
+    Ok(())
+}
+
 /// Where the image of `app` for `platform` is written: `target/images/<platform>/<app>`
 /// (the latest build of either profile), plus a per-profile copy under
 /// `target/images/<platform>/<profile>/<app>` that tests and benchmarks use.
@@ -65,12 +237,8 @@ pub struct AppMeta {
 }
 
 /// Reads `app`'s [`AppMeta`].
-pub fn app_meta(app: &str) -> Result<AppMeta, Failure> {
-    let manifest = host::root().join("apps").join(app).join("Cargo.toml");
-    if !manifest.is_file() {
-        // Not an app: `build` says so with the list of apps.
-        return Ok(AppMeta::default());
-    }
+pub fn app_meta(app: &App) -> Result<AppMeta, Failure> {
+    let manifest = app.dir.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)
         .or_else(|e| fail(format!("read {}: {e}", manifest.display())))?;
     parse_app_meta(&text).or_else(|why| fail(format!("{}: {why}", manifest.display())))
@@ -106,7 +274,9 @@ fn parse_app_meta(manifest: &str) -> Result<AppMeta, String> {
 }
 
 /// Generates the glue crate; returns its manifest path.
-fn glue(app: &str, platform: Platform, libos_features: &[&str]) -> Result<PathBuf, Failure> {
+fn glue(app_: &App, platform: Platform, libos_features: &[&str]) -> Result<PathBuf, Failure> {
+    let app_dir = app_.dir.display().to_string();
+    let app = app_.name.as_str();
     let root = host::root();
     let (backend_pkg, backend_dir) = backend(platform)?;
     let dir = host::target_dir()
@@ -124,14 +294,29 @@ fn glue(app: &str, platform: Platform, libos_features: &[&str]) -> Result<PathBu
          libos = {{ path = {libos:?}, features = {libos_features:?} }}\n\
          {backend_pkg} = {{ path = {backend:?} }}\n\
          {app} = {{ path = {app_path:?} }}\n\n\
-         [workspace]\n\n{profiles}",
+         [workspace]\n\n{profiles}{patch}",
         bin = bin_name(app, platform, libos_features),
         libos = path("libos"),
         backend = path(backend_dir),
-        app_path = path(&format!("apps/{app}")),
+        app_path = app_dir,
         profiles = profiles(&root)?,
+        // The app's own libos source, redirected to this repository's libos so that
+        // app, backend and image share one libos.
+        patch = match &app_.libos {
+            LibosSource::ThisRepository => String::new(),
+            LibosSource::Git(url) => format!(
+                "\n[patch.{url:?}]\nlibos = {{ path = {:?} }}\n",
+                path("libos")
+            ),
+            LibosSource::Registry => {
+                format!(
+                    "\n[patch.crates-io]\nlibos = {{ path = {:?} }}\n",
+                    path("libos")
+                )
+            }
+        },
     );
-    let defaults = app_meta(app)?.cmdline;
+    let defaults = app_meta(app_)?.cmdline;
     let main = format!(
         "// Generated by `cargo xtask build`; do not edit.\n\
          #![no_std]\n#![no_main]\n\n\
@@ -169,9 +354,16 @@ fn variant_name(app: &str, libos_features: &[&str]) -> String {
         .join("+")
 }
 
-/// Builds `app` for `platform`; returns the per-profile image path.
+/// Builds `app` (under `apps/`) for `platform`; returns the per-profile image path.
 pub fn build(app: &str, platform: Platform, release: bool) -> Result<PathBuf, Failure> {
     build_variant(app, platform, release, &[])
+}
+
+/// Builds `app`, wherever it lives, for `platform`; returns the per-profile image path.
+/// Apps outside the repository build into this repository's target directory, so they
+/// share libos and the backends already built there.
+pub fn build_app(app: &App, platform: Platform, release: bool) -> Result<PathBuf, Failure> {
+    build_app_variant(app, platform, release, &[])
 }
 
 /// Builds `app` with extra libos features (test-only variants such as the noinstr
@@ -182,8 +374,18 @@ pub fn build_variant(
     release: bool,
     libos_features: &[&str],
 ) -> Result<PathBuf, Failure> {
-    host::check_app(app)?;
+    build_app_variant(&App::in_repo(app)?, platform, release, libos_features)
+}
+
+fn build_app_variant(
+    app: &App,
+    platform: Platform,
+    release: bool,
+    libos_features: &[&str],
+) -> Result<PathBuf, Failure> {
+    crate::toolchain::ensure()?;
     let manifest = glue(app, platform, libos_features)?;
+    let app = app.name.as_str();
     let mut cmd = host::cargo();
     cmd.args([
         "build",
@@ -250,6 +452,64 @@ mod tests {
         ] {
             let t = format!("[package]\nname = \"x\"\n[package.metadata.upcall]\n{bad}\n");
             assert!(parse_app_meta(&t).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn the_libos_dependency_is_read_and_checked() {
+        let ours = host::root().join("libos");
+        let dir = host::root().join("apps/hello");
+        let src = |deps: &str| {
+            libos_source(
+                &format!("[package]\nname = \"a\"\n[dependencies]\n{deps}\n"),
+                &dir,
+                &ours,
+            )
+        };
+        assert_eq!(
+            src("libos = { path = \"../../libos\" }"),
+            Ok(LibosSource::ThisRepository)
+        );
+        assert_eq!(
+            src("libos = { git = \"https://x/upcall\", rev = \"abc\" }"),
+            Ok(LibosSource::Git("https://x/upcall".into()))
+        );
+        assert_eq!(src("libos = \"0.1\""), Ok(LibosSource::Registry));
+        for bad in [
+            "",
+            "libos = 3",
+            "libos = { path = \"../../kvm\" }",
+            "libos = { path = \"/nonexistent\" }",
+            "libos = { git = 3 }",
+            "libos = {}",
+        ] {
+            assert!(src(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn package_names_are_checked() {
+        assert_eq!(
+            package_name("[package]\nname = \"greet\"\n"),
+            Ok("greet".into())
+        );
+        for bad in [
+            "",
+            "[workspace]\n",
+            "[package]\nname = 3\n",
+            "[package]\nname = \"libos\"\n",
+            "[package]\nname = \"upcall_kvm\"\n",
+            "[package]\nname = \"core\"\n",
+            "[package]\nname = \"1st\"\n",
+            "[package]\nname = \"a b\"\n",
+            "[package]\nname = \"../x\"\n",
+        ] {
+            assert!(package_name(bad).is_err(), "{bad:?}");
         }
     }
 }

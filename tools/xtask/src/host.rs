@@ -50,7 +50,7 @@ pub fn cargo() -> Command {
 
 /// Runs a command to completion, failing with `what` if it does not succeed.
 pub fn run_checked(cmd: &mut Command, what: &str) -> Result<(), Failure> {
-    match cmd.status() {
+    match crate::child::status(cmd) {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => fail(format!("{what} failed ({s})")),
         Err(e) => fail(format!("{what}: cannot start {:?}: {e}", cmd.get_program())),
@@ -83,6 +83,7 @@ pub fn image_crates() -> Vec<String> {
 
 /// `cargo xtask clippy`: host crates, then the bare-metal crates, warnings denied.
 pub fn clippy() -> Outcome {
+    crate::toolchain::ensure()?;
     println!("clippy: workspace (host)");
     run_checked(
         cargo().args([

@@ -5,17 +5,22 @@ mod bench_preempt;
 mod bench_smp;
 mod bench_xen_boot;
 mod build;
+mod child;
+mod gdb;
 mod host;
 mod initramfs;
 mod netbench;
 mod nettest;
+mod new;
 mod noinstr;
 mod qemu;
 mod run;
 mod stub_elf;
 mod symbolize;
 mod test;
+mod toolchain;
 mod uhyve;
+mod usertest;
 mod vmm;
 mod xen_net;
 mod xen_stub_elf;
@@ -80,8 +85,12 @@ pub enum MachineArg {
 enum Command {
     /// Build an app into a bootable image and print its path.
     Build {
-        /// The app (a crate under apps/).
-        app: String,
+        /// The app (a crate under apps/); or give --manifest-path.
+        #[arg(required_unless_present = "manifest_path")]
+        app: Option<String>,
+        /// An app crate anywhere (e.g. one made by `cargo xtask new`): its Cargo.toml.
+        #[arg(long, value_name = "DIR/Cargo.toml", conflicts_with = "app")]
+        manifest_path: Option<PathBuf>,
         /// Platform to build for.
         #[arg(long, value_enum, default_value_t = Platform::Kvm)]
         platform: Platform,
@@ -91,8 +100,12 @@ enum Command {
     },
     /// Build an app, boot it, stream its console, and exit with its exit status.
     Run {
-        /// The app (a crate under apps/).
-        app: String,
+        /// The app (a crate under apps/); or give --manifest-path.
+        #[arg(required_unless_present = "manifest_path")]
+        app: Option<String>,
+        /// An app crate anywhere (e.g. one made by `cargo xtask new`): its Cargo.toml.
+        #[arg(long, value_name = "DIR/Cargo.toml", conflicts_with = "app")]
+        manifest_path: Option<PathBuf>,
         /// Platform to run on.
         #[arg(long, value_enum, default_value_t = Platform::Kvm)]
         platform: Platform,
@@ -136,15 +149,32 @@ enum Command {
         /// a virtio-net card; repeatable; `udp:` for UDP), e.g. `--forward 8080:80`.
         #[arg(long, value_name = "[udp:]HOSTPORT:GUESTPORT")]
         forward: Vec<qemu::Forward>,
+        /// Start QEMU stopped with its gdb stub on a free port and print the `gdb`
+        /// command that attaches (symbols from the image, a breakpoint on the app's
+        /// main). KVM image on QEMU, or --platform xen --dom0.
+        #[arg(long)]
+        gdb: bool,
         /// Arguments for the app (kernel command line), after `--`.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Create a new app crate in DIR (anywhere, e.g. your own repository), depending on
+    /// this libos by path; build and boot it with `--manifest-path DIR/Cargo.toml`.
+    New {
+        /// The app's package name.
+        name: String,
+        /// The directory to create (must not exist, or be empty).
+        #[arg(long, value_name = "DIR")]
+        path: PathBuf,
     },
     /// Run host unit tests and boot every integration test on every test bed here.
     Test {
         /// Only run integration cases whose name contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// With --filter: only the case whose name is exactly the filter.
+        #[arg(long, requires = "filter")]
+        exact: bool,
         /// Skip the host unit tests.
         #[arg(long)]
         no_host: bool,
@@ -233,7 +263,7 @@ enum BenchKind {
 const DEFAULT_MEMORY_MB: u32 = 128;
 
 /// `--memory`, else the app's declared memory, else [`DEFAULT_MEMORY_MB`].
-fn app_memory(app: &str, memory: Option<u32>) -> Result<u32, Failure> {
+fn app_memory(app: &build::App, memory: Option<u32>) -> Result<u32, Failure> {
     match memory {
         Some(m) => Ok(m),
         None => build::app_meta(app).map(|m| m.memory_mb.unwrap_or(DEFAULT_MEMORY_MB)),
@@ -261,6 +291,7 @@ pub fn fail<T>(message: impl Into<String>) -> Result<T, Failure> {
 }
 
 fn main() -> ExitCode {
+    child::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -276,17 +307,22 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Build {
             app,
+            manifest_path,
             platform,
             release,
-        } => build::build(&app, platform, release).map(|_| {
-            println!(
-                "{}",
-                build::image_paths(&app, platform, release).0.display()
-            );
-            0
+        } => build::App::resolve(app.as_deref(), manifest_path.as_deref()).and_then(|app| {
+            build::build_app(&app, platform, release).map(|_| {
+                println!(
+                    "{}",
+                    build::image_paths(&app.name, platform, release).0.display()
+                );
+                0
+            })
         }),
+        Command::New { name, path } => new::command(&name, &path),
         Command::Run {
             app,
+            manifest_path,
             platform,
             vmm,
             dom0,
@@ -299,10 +335,16 @@ fn main() -> ExitCode {
             dry_run,
             icount,
             forward,
+            gdb,
             args,
         } => {
             let xl = platform == Platform::Xen && !dom0;
-            if icount.is_some()
+            if gdb && (vmm == vmm::Vmm::Uhyve || xl) {
+                fail(
+                    "--gdb needs QEMU's gdb stub: the KVM platform on QEMU, or --platform xen \
+                     --dom0 (an xl domU shares its addresses with Linux dom0)",
+                )
+            } else if icount.is_some()
                 && (vmm == vmm::Vmm::Uhyve || xl || (platform == Platform::Xen && smp > 1))
             {
                 fail(
@@ -310,30 +352,39 @@ fn main() -> ExitCode {
                      QEMU (any --smp), or --platform xen --dom0 with one vCPU",
                 )
             } else {
-                app_memory(&app, memory).and_then(|memory| {
-                    let opts = qemu::RunOpts {
-                        accel: if icount.is_some() {
-                            Some(Accel::Tcg)
-                        } else {
-                            accel
-                        },
-                        machine,
-                        memory,
-                        timeout,
-                        dry_run,
-                        extra: icount.map(qemu::icount_args).unwrap_or_default(),
-                        forwards: forward,
-                        smp,
-                    };
-                    run::build_and_run(&app, platform, vmm, dom0, release, &args, &opts)
+                build::App::resolve(app.as_deref(), manifest_path.as_deref()).and_then(|app| {
+                    app_memory(&app, memory).and_then(|memory| {
+                        let gdb_port = if gdb { Some(gdb::prepare()?) } else { None };
+                        let mut opts = qemu::RunOpts {
+                            accel: if icount.is_some() {
+                                Some(Accel::Tcg)
+                            } else {
+                                accel
+                            },
+                            machine,
+                            memory,
+                            timeout,
+                            dry_run,
+                            extra: icount.map(qemu::icount_args).unwrap_or_default(),
+                            forwards: forward,
+                            smp,
+                        };
+                        if let Some(port) = gdb_port {
+                            opts.extra.extend(gdb::qemu_args(port));
+                        }
+                        run::build_and_run(
+                            &app, platform, vmm, dom0, release, &args, &opts, gdb_port,
+                        )
+                    })
                 })
             }
         }
         Command::Test {
             filter,
+            exact,
             no_host,
             known_issues,
-        } => test::run(filter.as_deref(), no_host, known_issues),
+        } => test::run(filter.as_deref(), exact, no_host, known_issues),
         Command::Bench {
             which: BenchKind::Boot { runs },
         } => bench::boot(runs),

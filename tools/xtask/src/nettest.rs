@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -131,6 +131,7 @@ fn run_case(case: &NetCase) -> Result<String, String> {
         Ok(notes)
     });
     let (console, early_exit) = guest.stop();
+    crate::test::save_log(case.name, &console);
     let with_console = |why: String| {
         let tail: Vec<&str> = console.lines().rev().take(20).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -155,7 +156,7 @@ fn run_case(case: &NetCase) -> Result<String, String> {
 
 /// A running guest whose console is collected in the background.
 pub(crate) struct Guest {
-    child: Child,
+    child: crate::child::Tracked,
     console: Arc<Mutex<String>>,
     reader: std::thread::JoinHandle<()>,
 }
@@ -165,16 +166,17 @@ impl Guest {
     pub(crate) fn boot(image: &Path, qemu_args: Vec<String>) -> Result<Guest, String> {
         qemu::ensure_qemu().map_err(|f| f.message)?;
         let symbols = Symbols::load(image).map_err(|f| f.message)?;
-        let mut child = Command::new(qemu::QEMU)
-            .args(qemu_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", qemu::QEMU))?;
+        let mut child = crate::child::spawn(
+            Command::new(qemu::QEMU)
+                .args(qemu_args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(|e| format!("cannot start {}: {e}", qemu::QEMU))?;
         let console = Arc::new(Mutex::new(String::new()));
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
+        let stdout = child.child_mut().stdout.take().expect("stdout is piped");
+        let stderr = child.child_mut().stderr.take().expect("stderr is piped");
         let sink = Arc::clone(&console);
         let reader = std::thread::spawn(move || {
             let append = |line: &str| {

@@ -108,13 +108,14 @@ fn xen_qemu_args(
     reason = "one parameter per command-line option"
 )]
 pub fn build_and_run(
-    app: &str,
+    app: &build::App,
     platform: Platform,
     vmm: Vmm,
     dom0: bool,
     release: bool,
     args: &[String],
     opts: &RunOpts,
+    gdb_port: Option<u16>,
 ) -> Outcome {
     if platform != Platform::Kvm && vmm == Vmm::Uhyve {
         return fail("uhyve runs KVM-platform images only (drop --platform or use --vmm qemu)");
@@ -131,7 +132,7 @@ pub fn build_and_run(
             "--forward needs the KVM platform on QEMU or an xl domU (uhyve and a dom0 app have no network card here)",
         );
     }
-    let image = build::build(app, platform, release)?;
+    let image = build::build_app(app, platform, release)?;
     if platform == Platform::Xen {
         if opts.dry_run {
             let cmdline = qemu::kernel_cmdline(args);
@@ -150,6 +151,9 @@ pub fn build_and_run(
             return Ok(0);
         }
         print_forwards(&opts.forwards);
+        if let Some(port) = gdb_port {
+            crate::gdb::announce(&image, &app.name, port);
+        }
         return finish(boot_xen(&image, args, opts, dom0, true)?, opts);
     }
     if opts.dry_run {
@@ -164,6 +168,9 @@ pub fn build_and_run(
         return Ok(0);
     }
     print_forwards(&opts.forwards);
+    if let Some(port) = gdb_port {
+        crate::gdb::announce(&image, &app.name, port);
+    }
     finish(boot(vmm, &image, args, opts, true)?, opts)
 }
 

@@ -17,14 +17,29 @@ use crate::{MachineArg, Outcome, Platform, build, host};
 const CASE_TIMEOUT: u64 = 120;
 /// xl domains per dom0 boot (each boot of Xen + Linux dom0 costs ~5 s under TCG).
 const XL_BATCH: usize = 6;
+/// libos's test-only feature that compiles in the `hcall_resched=` bug switches.
+pub const BUG_INJECTION: &str = "bug-injection";
 /// Release `hello` must stay under this size.
 const HELLO_MAX_BYTES: u64 = 256 * 1024;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tally {
     passed: usize,
     failed: usize,
     failures: Vec<String>,
+    /// When this run began (a case's log older than this is from an earlier run).
+    start: std::time::SystemTime,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            passed: 0,
+            failed: 0,
+            failures: Vec::new(),
+            start: std::time::SystemTime::now(),
+        }
+    }
 }
 
 impl Tally {
@@ -37,19 +52,66 @@ impl Tally {
             Err(why) => {
                 self.failed += 1;
                 println!("FAIL {name}: {why}");
+                let log = log_path(name);
+                if std::fs::metadata(&log)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= self.start)
+                {
+                    println!("  full console: {}", log.display());
+                }
+                println!("  rerun alone:  {}", rerun_command(name));
                 self.failures.push(name.to_string());
             }
         }
     }
 }
 
+/// Where the full console of case `name` is kept: `target/test-logs/<name>.log` (a
+/// case name's `/` make subdirectories).
+pub fn log_path(name: &str) -> PathBuf {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_./+=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // No `..` components: the name stays inside test-logs.
+    let safe = safe.replace("..", "__");
+    host::target_dir()
+        .join("test-logs")
+        .join(format!("{}.log", safe.trim_start_matches('/')))
+}
+
+/// Writes the full console of case `name` to [`log_path`] (best effort: a log that
+/// cannot be written does not change the verdict).
+pub fn save_log(name: &str, console: &str) {
+    let path = log_path(name);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(path, console);
+}
+
+/// The command that runs case `name` and nothing else.
+pub fn rerun_command(name: &str) -> String {
+    crate::qemu::shell_words(
+        "cargo",
+        &["xtask", "test", "--no-host", "--exact", "--filter", name].map(String::from),
+    )
+}
+
 /// Runs the host unit tests; adds their counts from cargo's `test result:` lines.
 fn host_tests(t: &mut Tally) {
     println!("== host unit tests (cargo test --workspace)");
-    let out = host::cargo()
-        .args(["test", "--workspace", "--quiet"])
-        .stderr(Stdio::inherit())
-        .output();
+    let out = crate::child::output(
+        host::cargo()
+            .args(["test", "--workspace", "--quiet"])
+            .stderr(Stdio::inherit()),
+    );
     let Ok(out) = out else {
         t.record("host unit tests", Err("cannot run cargo test".into()));
         return;
@@ -106,11 +168,26 @@ fn image_for(
 ) -> Result<PathBuf, String> {
     let xen = matches!(case.bed, Bed::XenDom0) || case.bed.is_xl();
     let platform = if xen { Platform::Xen } else { Platform::Kvm };
-    let key = (case.app.to_string(), case.release, xen);
+    // Cases that switch a bug back on (`hcall_resched=…`) need an image built with
+    // libos's test-only `bug-injection` feature; every other case boots the plain image.
+    let features: &[&str] = if case.args.iter().any(|a| a.starts_with("hcall_resched=")) {
+        &[BUG_INJECTION]
+    } else {
+        &[]
+    };
+    let key = (
+        std::iter::once(case.app)
+            .chain(features.iter().copied())
+            .collect::<Vec<_>>()
+            .join("+"),
+        case.release,
+        xen,
+    );
     if let Some(p) = images.get(&key) {
         return Ok(p.clone());
     }
-    let p = build::build(case.app, platform, case.release).map_err(|f| f.message)?;
+    let p =
+        build::build_variant(case.app, platform, case.release, features).map_err(|f| f.message)?;
     images.insert(key, p.clone());
     Ok(p)
 }
@@ -139,6 +216,7 @@ fn run_case(
         Bed::XenXl | Bed::XenXlWith(_) => unreachable!("xl cases run in batches"),
     }
     .map_err(|f| f.message)?;
+    save_log(&case.name, &r.output);
     let verdict = if r.timed_out {
         Err(format!("timed out after {CASE_TIMEOUT} s"))
     } else {
@@ -252,6 +330,7 @@ fn run_xl_cases(
             .and_then(|()| std::fs::write(&log, &run.output));
         let failed_before = t.failed;
         for (case, d) in runnable.iter().zip(&run.domains) {
+            save_log(&case.name, &d.output);
             let verdict = match (d.began, d.status) {
                 (false, _) => Err(with_tail(
                     "the batch ended before this domain began".into(),
@@ -338,7 +417,7 @@ fn release_size(t: &mut Tally) {
 }
 
 /// `cargo xtask test`.
-pub fn run(filter: Option<&str>, no_host: bool, known_issues: bool) -> Outcome {
+pub fn run(filter: Option<&str>, exact: bool, no_host: bool, known_issues: bool) -> Outcome {
     let start = Instant::now();
     let mut t = Tally::default();
     if !no_host {
@@ -350,7 +429,7 @@ pub fn run(filter: Option<&str>, no_host: bool, known_issues: bool) -> Outcome {
         }
     }
     let wanted = |name: &str| {
-        filter.is_none_or(|f| name.contains(f))
+        filter.is_none_or(|f| if exact { name == f } else { name.contains(f) })
             && (known_issues || upcall_tests::known_issue(name).is_none())
     };
     let mut images = HashMap::new();
@@ -368,6 +447,7 @@ pub fn run(filter: Option<&str>, no_host: bool, known_issues: bool) -> Outcome {
             &mut images,
         );
         crate::nettest::run(&wanted, &mut |name, result| t.record(name, result));
+        crate::usertest::run(&wanted, &mut |name, result| t.record(name, result));
         if wanted("size/hello-release-under-256KiB") {
             release_size(&mut t);
         }
@@ -398,6 +478,10 @@ pub fn run(filter: Option<&str>, no_host: bool, known_issues: bool) -> Outcome {
     }
     if !t.failures.is_empty() {
         println!("failed: {}", t.failures.join(", "));
+        println!(
+            "(full consoles under {}; each FAIL above shows the command that reruns it alone)",
+            host::target_dir().join("test-logs").display()
+        );
     }
     println!("(took {:.0} s)", start.elapsed().as_secs_f64());
     println!("{} passed, {} failed", t.passed, t.failed);
@@ -419,4 +503,27 @@ fn run_cases(
         t.record(&case.name, result);
     }
     run_xl_cases(t, &xl, images);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_stay_under_test_logs_and_rerun_is_one_quoted_command() {
+        let base = host::target_dir().join("test-logs");
+        assert_eq!(log_path("hello/microvm"), base.join("hello/microvm.log"));
+        for hostile in ["../../etc/passwd", "/abs", "a/../../b", "x y\n"] {
+            let p = log_path(hostile);
+            assert!(p.starts_with(&base), "{hostile} -> {}", p.display());
+            assert!(
+                !p.components().any(|c| c == std::path::Component::ParentDir),
+                "{hostile}"
+            );
+        }
+        assert_eq!(
+            rerun_command("xen/xl/smp2/selftest preempt=none"),
+            "cargo xtask test --no-host --exact --filter 'xen/xl/smp2/selftest preempt=none'"
+        );
+    }
 }

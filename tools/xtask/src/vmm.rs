@@ -83,14 +83,14 @@ pub fn run_captured_symbols(
 ) -> Result<Captured, Failure> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .or_else(|e| fail(format!("cannot start {program}: {e}")))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let mut child = crate::child::spawn(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .or_else(|e| fail(format!("cannot start {program}: {e}")))?;
+    let stdout = child.child_mut().stdout.take().expect("stdout is piped");
+    let mut stderr = child.child_mut().stderr.take().expect("stderr is piped");
     let reader = std::thread::spawn(move || {
         let mut output = String::new();
         let mut lines = BufReader::new(stdout);

@@ -9,7 +9,7 @@
 //! Layout (`VIRT_BASE` 0, so virtual = pseudo-physical, as for Upcall's images): code at
 //! 1 MiB, the hypercall page (filled in by Xen) at +4 KiB, data (message, hypercall
 //! arguments, the notes) at +8 KiB, a 4 KiB stack (bss) at +12 KiB. The ABI facts follow
-//! `xen/include/public` (restated in `../shared/reference/pv-minimal`).
+//! Xen's public headers, `xen/include/public` (`elfnote.h`, `xen.h`, `sched.h`).
 
 /// Virtual (= pseudo-physical) load address of the code.
 const BASE: u64 = 0x10_0000;

@@ -4,8 +4,8 @@
 //!
 //! Everything comes from Debian packages, fetched with `apt-get download` and unpacked
 //! with `dpkg-deb -x` (nothing is installed), and is cached under `target/testbed/xen/`:
-//! the first run takes a minute, later ones are instant. `../shared/TESTBEDS.md` has the
-//! measurements behind the choices here. `rm -rf target/testbed/xen` starts over.
+//! the first run takes a minute, later ones are instant. `docs/xen.md` describes the
+//! bed. `rm -rf target/testbed/xen` starts over.
 //!
 //! The xl path's dom0 initramfs is built once (keyed on the packages and the init
 //! script); each run appends a small second cpio archive holding `/app`, its xl config
