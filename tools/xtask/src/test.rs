@@ -368,6 +368,7 @@ pub fn run(filter: Option<&str>, no_host: bool, known_issues: bool) -> Outcome {
             &mut images,
         );
         crate::nettest::run(&wanted, &mut |name, result| t.record(name, result));
+        crate::libvirt_test::run(&wanted, &mut |name, result| t.record(name, result));
         if wanted("size/hello-release-under-256KiB") {
             release_size(&mut t);
         }
