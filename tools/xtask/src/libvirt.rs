@@ -238,10 +238,17 @@ pub struct Opts {
     pub timeout: u64,
 }
 
-/// A name unique to this process (and run), for the domain and its tap.
-fn unique(app: &str, n: u32) -> (String, String) {
-    let pid = std::process::id();
-    (format!("upcall-{app}-{pid}-{n}"), format!("upc{pid}x{n}"))
+/// The domain's and its tap's names: `upcall-APP` and `upc-APP` for printed XML; for a
+/// run, unique to this process and its `n`th domain (runs may overlap).
+fn names(app: &str, run: bool, n: u32) -> (String, String) {
+    if run {
+        let pid = std::process::id();
+        (format!("upcall-{app}-{pid}-{n}"), format!("upc{pid}x{n}"))
+    } else {
+        // Interface names have at most 15 bytes.
+        let tap: String = format!("upc-{app}").chars().take(15).collect();
+        (format!("upcall-{app}"), tap)
+    }
 }
 
 /// Makes the [`Domain`] for `app` (building it).
@@ -251,7 +258,7 @@ pub fn prepare(app: &str, args: &[String], o: &Opts, n: u32) -> Result<Domain, F
     let image = image
         .canonicalize()
         .or_else(|e| fail(format!("{}: {e}", image.display())))?;
-    let (name, tap) = unique(app, n);
+    let (name, tap) = names(app, o.run, n);
     let dir = host::target_dir().join("libvirt");
     std::fs::create_dir_all(&dir).or_else(|e| fail(format!("{}: {e}", dir.display())))?;
     Ok(Domain {
@@ -319,6 +326,9 @@ pub struct RunEnd {
     pub timed_out: bool,
     /// Ctrl-C/SIGTERM ended the run.
     pub interrupted: bool,
+    /// From just before `virsh create` to the first complete console line (polled
+    /// every 2 ms until then).
+    pub first_line: Option<Duration>,
 }
 
 impl RunEnd {
@@ -510,6 +520,7 @@ pub fn run_with(
     };
     // `virsh event` subscribes right after connecting: give it that moment.
     std::thread::sleep(Duration::from_millis(300));
+    let created_at = Instant::now();
     let created = virsh()
         .args(["create", &xml_path.display().to_string()])
         .output()
@@ -525,6 +536,9 @@ pub fn run_with(
     let mut console = Follower::default();
     loop {
         console.follow(&d.console, &mut r, on_line);
+        if r.first_line.is_none() && !r.console.is_empty() {
+            r.first_line = Some(created_at.elapsed());
+        }
         let stopped = events
             .lock()
             .expect("events lock")
@@ -542,7 +556,10 @@ pub fn run_with(
             break;
         }
         while_running(&r.console);
-        std::thread::sleep(Duration::from_millis(50));
+        // Fine-grained until the first line (the boot benchmark times it), then
+        // relaxed.
+        let poll = if r.first_line.is_none() { 2 } else { 50 };
+        std::thread::sleep(Duration::from_millis(poll));
     }
     drop(cleanup);
     console.follow(&d.console, &mut r, on_line);

@@ -8,6 +8,7 @@ mod build;
 mod host;
 mod initramfs;
 mod libvirt;
+mod libvirt_bench;
 mod libvirt_test;
 mod libvirt_testbed;
 mod netbench;
