@@ -15,6 +15,7 @@
 
 extern crate alloc;
 
+pub mod acpi_sleep;
 pub mod bootargs;
 pub mod madt;
 pub mod mmio_devices;
@@ -46,7 +47,11 @@ mod paging;
 #[cfg(target_os = "none")]
 mod pci;
 #[cfg(target_os = "none")]
+mod poweroff;
+#[cfg(target_os = "none")]
 mod pvh;
+#[cfg(target_os = "none")]
+mod pvpanic;
 #[cfg(target_os = "none")]
 mod serial;
 #[cfg(target_os = "none")]

@@ -145,13 +145,19 @@ fn table<'m>(mem: &'m dyn PhysMem, paddr: u64, name: &'static str) -> Result<&'m
     Ok(t)
 }
 
-/// Writes the APIC IDs of the usable CPUs into `out`.
+/// The first table with signature `sig` the XSDT (or RSDT) lists, length and checksum
+/// checked (`name` names it in errors); `Ok(None)` if none is listed.
 ///
 /// `rsdp_hint` is PVH's `rsdp_paddr` (0 = scan the BIOS area).
-pub fn cpus(mem: &dyn PhysMem, rsdp_hint: u64, out: &mut [u32]) -> Result<Cpus, Error> {
+pub fn find_table<'m>(
+    mem: &'m dyn PhysMem,
+    rsdp_hint: u64,
+    sig: &[u8; 4],
+    name: &'static str,
+) -> Result<Option<&'m [u8]>, Error> {
     let (root, entry) = find_root(mem, rsdp_hint)?;
     let root = table(mem, root, if entry == 8 { "XSDT" } else { "RSDT" })?;
-    let madt = root[SDT_HEADER_LEN..]
+    let found = root[SDT_HEADER_LEN..]
         .chunks_exact(entry)
         .take(MAX_TABLES)
         .map(|e| {
@@ -161,9 +167,16 @@ pub fn cpus(mem: &dyn PhysMem, rsdp_hint: u64, out: &mut [u32]) -> Result<Cpus, 
                 u64::from(le_u32(e, 0))
             }
         })
-        .find(|&pa| mem.read(pa, 4).is_some_and(|sig| sig == b"APIC"))
-        .ok_or(Error::NoMadt)?;
-    parse_madt(table(mem, madt, "MADT")?, out)
+        .find(|&pa| mem.read(pa, 4).is_some_and(|s| s == sig));
+    found.map(|pa| table(mem, pa, name)).transpose()
+}
+
+/// Writes the APIC IDs of the usable CPUs into `out`.
+///
+/// `rsdp_hint` is PVH's `rsdp_paddr` (0 = scan the BIOS area).
+pub fn cpus(mem: &dyn PhysMem, rsdp_hint: u64, out: &mut [u32]) -> Result<Cpus, Error> {
+    let madt = find_table(mem, rsdp_hint, b"APIC", "MADT")?.ok_or(Error::NoMadt)?;
+    parse_madt(madt, out)
 }
 
 /// Parses a whole MADT (header included; checksum already checked by the caller).

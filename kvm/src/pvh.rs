@@ -143,6 +143,7 @@ extern "C" fn kvm_pvh_main(start_info_paddr: u64) -> ! {
         .unwrap_or_else(|e| boot::fail(e));
     // The ACPI tables may lie in RAM the heap will reuse: read the CPU list now.
     crate::smp::discover(info.rsdp_paddr);
+    crate::poweroff::discover(info.rsdp_paddr);
     let map_len = info.memmap_entries as usize * MEMMAP_ENTRY_LEN;
     let mut ram = [Region::default(); MAX_RAM_REGIONS];
     let n = start_info::ram_regions(boot::phys_slice(info.memmap_paddr, map_len), &mut ram)

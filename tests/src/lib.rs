@@ -6,6 +6,7 @@
 //! keeps "what is tested" apart from "how it is run", and lets [`check`] be unit-tested.
 #![forbid(unsafe_code)]
 
+pub mod libvirt;
 pub mod net;
 
 /// How a KVM-platform image is booted under QEMU.

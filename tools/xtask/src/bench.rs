@@ -124,6 +124,16 @@ pub fn boot(runs: usize) -> Outcome {
             uhyve_hello / qemu_hello
         ));
     }
+    let libvirt = match crate::libvirt_bench::boot_row(runs) {
+        Ok(row) => row,
+        Err(f) => {
+            eprintln!("bench boot: libvirt row failed: {}", f.message);
+            None
+        }
+    };
+    if let Some(row) = libvirt {
+        md.push_str(&row.markdown());
+    }
     md.push_str(&format!(
         "\n| metric | value |\n|---|---|\n\
          | runs (interleaved) | {runs} |\n\
@@ -144,6 +154,7 @@ pub fn boot(runs: usize) -> Outcome {
         "icount_repeatable": first == second,
         "hello_release_bytes": size,
         "hello_loaded_bytes": loaded,
+        "libvirt": libvirt.map(|r| r.json()),
     });
     write_results("boot", &report, &md)
 }

@@ -19,8 +19,8 @@
 use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -44,10 +44,26 @@ pub fn install() {
         }
     };
     std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            stop(sig);
+        for sig in signals.forever() {
+            let deferred = DEFERRED.lock().ok().and_then(|d| d.clone());
+            match deferred {
+                Some(flag) => flag.store(true, Ordering::SeqCst),
+                None => stop(sig),
+            }
         }
     });
+}
+
+/// While set, a signal only raises this flag (see [`defer_signals_to`]).
+static DEFERRED: Mutex<Option<Arc<AtomicBool>>> = Mutex::new(None);
+
+/// From now on SIGINT, SIGTERM and SIGHUP only set `flag`: the running command stops
+/// on its own, for it has cleanup to do that forwarding a signal cannot (destroying a
+/// libvirt domain, removing a tap).
+pub fn defer_signals_to(flag: Arc<AtomicBool>) {
+    if let Ok(mut d) = DEFERRED.lock() {
+        *d = Some(flag);
+    }
 }
 
 /// Forwards `sig` to every live process, waits for them, and ends xtask by `sig`.

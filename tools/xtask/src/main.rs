@@ -9,6 +9,10 @@ mod child;
 mod gdb;
 mod host;
 mod initramfs;
+mod libvirt;
+mod libvirt_bench;
+mod libvirt_test;
+mod libvirt_testbed;
 mod netbench;
 mod nettest;
 mod new;
@@ -167,6 +171,40 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         path: PathBuf,
     },
+    /// Print the libvirt domain XML that runs an app (no raw QEMU arguments); with
+    /// `--run`, start it on this host's libvirt and exit with the app's status.
+    Libvirt {
+        /// The app (a crate under apps/).
+        app: String,
+        /// Platform the image is built for.
+        #[arg(long, value_enum, default_value_t = Platform::Kvm)]
+        platform: Platform,
+        /// Machine type and firmware (KVM): `pc` is SeaBIOS, what Nova and oVirt use.
+        #[arg(long, value_enum, default_value_t = MachineArg::Pc)]
+        machine: MachineArg,
+        /// Virtual CPUs.
+        #[arg(long, default_value_t = 1, value_parser = qemu::parse_smp)]
+        smp: u32,
+        /// Memory in MiB [default: the app's declared memory, else 128].
+        #[arg(long)]
+        memory: Option<u32>,
+        /// A managed tap: the host side gets HOST_IP/24, the guest `ip=GUEST_IP/24
+        /// gw=HOST_IP` (KVM, machine pc or qboot).
+        #[arg(long, value_name = "tap:HOST_IP/GUEST_IP")]
+        net: Option<libvirt::TapNet>,
+        /// Build with --release.
+        #[arg(long)]
+        release: bool,
+        /// Start it (`virsh create`), follow its console, exit with the app's status.
+        #[arg(long)]
+        run: bool,
+        /// With --run: destroy the domain after this many seconds (0 = never).
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
+        /// Arguments for the app (kernel command line), after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run host unit tests and boot every integration test on every test bed here.
     Test {
         /// Only run integration cases whose name contains this.
@@ -217,6 +255,13 @@ enum Command {
 enum TestbedKind {
     /// Xen 4.17 under QEMU: the hypervisor, plus a Linux dom0 that runs apps with `xl create`.
     Xen,
+    /// libvirt on this host (Debian packages, no systemd): installs, configures and
+    /// starts virtlogd and libvirtd.
+    Libvirt {
+        /// Stop the daemons instead.
+        #[arg(long)]
+        stop: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -406,6 +451,35 @@ fn main() -> ExitCode {
         Command::Testbed {
             which: TestbedKind::Xen,
         } => xen_testbed::command(),
+        Command::Libvirt {
+            app,
+            platform,
+            machine,
+            smp,
+            memory,
+            net,
+            release,
+            run,
+            timeout,
+            args,
+        } => build::App::in_repo(&app)
+            .and_then(|a| app_memory(&a, memory))
+            .and_then(|memory_mb| {
+                let opts = libvirt::Opts {
+                    platform,
+                    machine,
+                    smp,
+                    memory_mb,
+                    net,
+                    release,
+                    run,
+                    timeout,
+                };
+                libvirt::command(&app, &args, &opts)
+            }),
+        Command::Testbed {
+            which: TestbedKind::Libvirt { stop },
+        } => libvirt_testbed::command(stop),
         Command::Symbolize { image, log } => symbolize::command(&image, log.as_deref()),
         Command::Clippy => host::clippy(),
         Command::CheckNoinstr { app, release } => noinstr::command(&app, release),

@@ -448,6 +448,7 @@ pub fn run(filter: Option<&str>, exact: bool, no_host: bool, known_issues: bool)
         );
         crate::nettest::run(&wanted, &mut |name, result| t.record(name, result));
         crate::usertest::run(&wanted, &mut |name, result| t.record(name, result));
+        crate::libvirt_test::run(&wanted, &mut |name, result| t.record(name, result));
         if wanted("size/hello-release-under-256KiB") {
             release_size(&mut t);
         }
