@@ -18,9 +18,20 @@ static REQUESTED: AtomicU64 = AtomicU64::new(0);
 /// The newest generation each CPU has flushed for.
 static FLUSHED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
-/// Flushes this CPU's TLB (the shootdown's call-function).
+/// Flushes this CPU's TLB (the shootdown's call-function, and the NMI's flush).
+/// Always inlined: the NMI path calls it before the entry core.
+#[inline(always)]
 fn flush_tlb() {
-    x86_64::instructions::tlb::flush_all();
+    // SAFETY: rewriting CR3 with its own value flushes the non-global TLB entries and
+    // changes nothing else.
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, cr3",
+            "mov cr3, {0}",
+            out(reg) _,
+            options(nostack, preserves_flags)
+        );
+    }
 }
 
 /// Makes every other online CPU flush its TLB, and waits until each has. The caller
@@ -32,6 +43,13 @@ pub fn flush_others(pinned: &PreemptGuard) {
     }
     if libos::irqflags::irqs_enabled() {
         libos::smp::call_on_others(flush_tlb);
+        return;
+    }
+    if !PerCpu::get(pinned).is_online() {
+        // A CPU coming up (its descriptor tables, IST and irq stacks): those stacks are
+        // its own, no other CPU ever runs on them, so only its own translation of their
+        // guard pages matters, and it flushed that. (Its local APIC may not even be on
+        // yet to send an NMI with.)
         return;
     }
     let me = pinned.cpu();
@@ -53,14 +71,19 @@ pub fn flush_others(pinned: &PreemptGuard) {
 /// The NMI's part of a shootdown: flushes if a request is newer than this CPU's last
 /// flush. Returns whether it did (the NMI was a shootdown's).
 ///
-/// Context: NMI, on its IST stack, before the entry core (touches no lock).
+/// Context: NMI, on its IST stack, before the entry core (touches no lock;
+/// non-instrumentable).
+#[inline(never)]
+#[unsafe(link_section = ".noinstr.text")]
 pub fn on_nmi() -> bool {
-    let me = percpu::cpu_id() as usize;
+    let Some(flushed) = FLUSHED.get(percpu::cpu_id() as usize) else {
+        return false;
+    };
     let want = REQUESTED.load(SeqCst);
-    if FLUSHED[me].load(SeqCst) >= want {
+    if flushed.load(SeqCst) >= want {
         return false;
     }
     flush_tlb();
-    FLUSHED[me].fetch_max(want, SeqCst);
+    flushed.fetch_max(want, SeqCst);
     true
 }

@@ -3,7 +3,9 @@
 //! 256 stubs (libos's `entry_stubs_asm!`) push a zero error code where the CPU pushes
 //! none and the vector, then `trap_common` (libos's `entry_frame_asm!`) saves the
 //! registers as a `libos::regs::Regs` frame and calls `kvm_trap`, which runs the entry
-//! core; `iretq` returns.
+//! core; `iretq` returns. The stubs and `kvm_trap` are non-instrumentable
+//! (`.noinstr.text`, checked by `cargo xtask check-noinstr`): only the handler dispatch
+//! between `irqentry_enter` and `irqentry_exit` runs instrumented.
 
 use libos::regs::Regs;
 use libos::{entry, trap};
@@ -11,7 +13,7 @@ use libos::{entry, trap};
 use crate::{apic, devirq};
 
 core::arch::global_asm!(
-    ".section .text.trap_stubs, \"ax\"",
+    ".section .noinstr.text, \"ax\"",
     libos::entry_stubs_asm!("trap_stubs", "trap_common", ""),
     ".type trap_common, @function",
     "trap_common:",
@@ -32,17 +34,28 @@ pub fn stub_address(vector: u8) -> u64 {
 ///
 /// Context: irqs off (interrupt gates), on the interrupted stack or an IST stack.
 #[unsafe(no_mangle)]
+#[inline(never)]
+#[unsafe(link_section = ".noinstr.text")]
 extern "C" fn kvm_trap(regs: &mut Regs) {
     if regs.vector == NMI && libos::smp::halt_requested() {
         // The halt-all IPI (another CPU panicked or failed): stop here, before the
-        // entry core, whatever this CPU was doing (it may hold locks).
-        libos::smp::halt_this_cpu();
+        // entry core, whatever this CPU was doing (it may hold locks). The report is
+        // another CPU's; this one only halts.
+        entry::instrumentation(&mut || libos::smp::halt_this_cpu());
     }
     if regs.vector == NMI && crate::shootdown::on_nmi() {
         // A TLB shootdown requested with irqs off: flushed, nothing else to do.
         return;
     }
     let state = entry::irqentry_enter(regs);
+    entry::instrumentation(&mut || dispatch(regs));
+    entry::irqentry_exit(regs, state);
+}
+
+/// The handler of `regs.vector`, between the entry core's enter and exit.
+///
+/// Context: irqs off, entry state consistent (instrumentable).
+fn dispatch(regs: &mut Regs) {
     match regs.vector {
         trap::vector::INVALID_OPCODE if trap::is_probe(regs) => {
             entry::run_on_irqstack_cond(trap::probe, regs)
@@ -64,7 +77,6 @@ extern "C" fn kvm_trap(regs: &mut Regs) {
         v if v == u64::from(apic::SPURIOUS_VECTOR) => {}
         _ => trap::unexpected_vector(regs),
     }
-    entry::irqentry_exit(regs, state);
 }
 
 /// The NMI vector (the halt-all IPI arrives as one).

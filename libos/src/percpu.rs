@@ -123,7 +123,8 @@ impl PerCpu {
         this_cpu()
     }
 
-    /// The CPU's index.
+    /// The CPU's index. Always inlined, like [`this_cpu`].
+    #[inline(always)]
     pub fn id(&self) -> CpuId {
         self.id.load(Relaxed)
     }
@@ -208,7 +209,9 @@ pub fn this_cpu() -> &'static PerCpu {
     }
 }
 
-/// The running CPU's index (a snapshot unless the caller is pinned).
+/// The running CPU's index (a snapshot unless the caller is pinned). Always inlined,
+/// like [`this_cpu`].
+#[inline(always)]
 pub fn cpu_id() -> CpuId {
     this_cpu().id()
 }

@@ -174,7 +174,9 @@ pub fn halt_others() {
 }
 
 /// Whether a halt-all is under way (the halt IPI's handler checks it: an NMI for any
-/// other reason is not ours to swallow).
+/// other reason is not ours to swallow). Always inlined: NMI entry code calls it before
+/// the entry state is consistent.
+#[inline(always)]
 pub fn halt_requested() -> bool {
     HALTING.load(Ordering::SeqCst)
 }

@@ -233,7 +233,7 @@ pub fn kvm_qemu_cases() -> Vec<Case> {
         case("crash/irq-cross-stack-backtrace", "crash", &["irq"]).status(PANIC).expect(&[
             "deliberate panic in the timer interrupt handler",
             "libos::time::timer_interrupt",
-            "libos::entry::run_on_irqstack_cond",
+            "libos::entry::on_irqstack",
             "--- irq stack ends; interrupted stack pointer",
             "kvm_trap",
             "crash::spin_for_interrupts",

@@ -22,7 +22,7 @@ pub const FAILSAFE_VECTOR: u64 = 257;
 
 core::arch::global_asm!(
     r#"
-    .section .text.xen_callbacks, "ax"
+    .section .noinstr.text, "ax"
     .global xen_upcall_entry
     .type xen_upcall_entry, @function
 xen_upcall_entry:

@@ -15,7 +15,7 @@ use crate::hypercall::{SET_TRAP_TABLE, hypercall};
 use crate::{events, pv};
 
 core::arch::global_asm!(
-    ".section .text.xen_trap_stubs, \"ax\"",
+    ".section .noinstr.text, \"ax\"",
     libos::entry_stubs_asm!("xen_trap_stubs", "xen_trap_common", "pop rcx\n pop r11"),
     ".global xen_trap_common",
     ".type xen_trap_common, @function",
@@ -79,9 +79,22 @@ pub fn init() -> Result<(), i64> {
 /// Called by `xen_trap_common` for every exception: the entry core around each handler.
 ///
 /// Context: events masked (trap table flag), on the interrupted stack.
+/// Non-instrumentable (`.noinstr.text`): only the handler dispatch between
+/// `irqentry_enter` and `irqentry_exit` runs instrumented.
 #[unsafe(no_mangle)]
+#[inline(never)]
+#[unsafe(link_section = ".noinstr.text")]
 extern "C" fn xen_trap(regs: &mut Regs) {
     let state = entry::irqentry_enter(regs);
+    entry::instrumentation(&mut || dispatch(regs));
+    // The return (HYPERVISOR_iret in `xen_trap_common`) restores the event mask.
+    entry::irqentry_exit(regs, state);
+}
+
+/// The handler of `regs.vector`, between the entry core's enter and exit.
+///
+/// Context: events masked, entry state consistent (instrumentable).
+fn dispatch(regs: &mut Regs) {
     match regs.vector {
         events::UPCALL_VECTOR => entry::run_irq_on_irqstack_cond(events::upcall, regs),
         events::FAILSAFE_VECTOR => trap::unexpected_vector(regs),
@@ -93,6 +106,4 @@ extern "C" fn xen_trap(regs: &mut Regs) {
             trap::exception(regs, fault_addr, "interrupted");
         }
     }
-    // The return (HYPERVISOR_iret in `xen_trap_common`) restores the event mask.
-    entry::irqentry_exit(regs, state);
 }

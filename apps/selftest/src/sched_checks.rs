@@ -251,10 +251,23 @@ fn on_notify() {
     NOTIFIED.fetch_add(1, SeqCst);
 }
 
-/// Busy-waits (no yield, no cond_resched) until `done` or `ticks` ticks passed.
+/// Busy-waits (calling `cond_resched()` if `voluntary`, never yielding) until `done`,
+/// or until `ticks` ticks of time have passed *and* `ticks` timer interrupts have been
+/// taken since the start: a host that runs the guest's timer late (a loaded machine,
+/// uhyve's emulated APIC) must not cut the spin short of the ticks it is about. At most
+/// 20 times `ticks` of time.
 fn spin_ticks(ticks: u64, voluntary: bool, done: &dyn Fn() -> bool) {
-    let end = time::now_ns() + ticks * time::tick_ns();
-    while time::now_ns() < end && !done() {
+    let start = time::now_ns();
+    let (end, cap) = (
+        start + ticks * time::tick_ns(),
+        start + 20 * ticks * time::tick_ns(),
+    );
+    let irqs = time::timer_interrupts();
+    while !done() {
+        let now = time::now_ns();
+        if now >= cap || (now >= end && time::timer_interrupts() - irqs >= ticks) {
+            break;
+        }
         if voluntary {
             preempt::cond_resched();
         }
@@ -417,8 +430,10 @@ fn check_model(c: &mut Checker, model: Model, label: &str) {
 struct Wakeup {
     /// It had run by the time `send` returned (it preempted the sender at once).
     before_send_returned: bool,
-    /// Ticks from the send until it ran; `None`: not within the sender's spin.
-    ticks: Option<f64>,
+    /// Timer interrupts (ticks) taken from the send until it ran; `None`: it did not
+    /// run within the sender's spin. (Counted, not timed: on a loaded host or under
+    /// uhyve a tick's interrupt can come late, and the claim is about ticks.)
+    ticks: Option<u64>,
 }
 
 /// How soon a task woken from task context (`Channel::send`) ran while its waker spun on
@@ -426,16 +441,22 @@ struct Wakeup {
 /// `cond_resched()`. The spin lasts 20 ticks.
 fn task_wakeup(prio: Priority, voluntary: bool) -> Wakeup {
     let channel = Arc::new(Channel::<u64>::new());
+    // 1 + the timer interrupts taken when the receiver ran (0: not yet).
     let ran_at = Arc::new(AtomicU64::new(0));
-    let (ch, r) = (channel.clone(), ran_at.clone());
+    let started = Arc::new(AtomicBool::new(false));
+    let (ch, r, st) = (channel.clone(), ran_at.clone(), started.clone());
     let receiver = sched::spawn("receiver", prio, move || {
+        st.store(true, SeqCst);
         ch.recv();
-        r.store(time::now_ns(), SeqCst);
+        r.store(1 + time::timer_interrupts(), SeqCst);
     });
-    // Let it block in `recv` (a sleep works under every model; a low-priority receiver
-    // needs the CPU given up to reach its `recv`).
-    sched::sleep_ns(3 * time::tick_ns());
-    let sent = time::now_ns();
+    // Let it block in `recv`: sleep until it has started, then one tick more (sleeping
+    // gives it the CPU under every model; on a slow bed it may take a while to start).
+    while !started.load(SeqCst) {
+        sched::sleep_ns(time::tick_ns());
+    }
+    sched::sleep_ns(time::tick_ns());
+    let sent = time::timer_interrupts();
     channel.send(1);
     let before_send_returned = ran_at.load(SeqCst) != 0;
     spin_ticks(20, voluntary, &|| ran_at.load(SeqCst) != 0);
@@ -443,7 +464,7 @@ fn task_wakeup(prio: Priority, voluntary: bool) -> Wakeup {
     receiver.join();
     Wakeup {
         before_send_returned,
-        ticks: (ran != 0).then(|| ran.saturating_sub(sent) as f64 / time::tick_ns() as f64),
+        ticks: (ran != 0).then(|| (ran - 1).saturating_sub(sent)),
     }
 }
 
@@ -456,7 +477,7 @@ fn check_task_wakeups(c: &mut Checker, model: Model, label: &str) {
         // (On SMP the woken task may simply run on another CPU: proves nothing.)
         return;
     }
-    let within = |w: Wakeup| w.ticks.is_some_and(|t| t <= 2.0);
+    let within = |w: Wakeup| w.ticks.is_some_and(|t| t <= 2);
     if model == Model::Full {
         let high = task_wakeup(Priority::High, false);
         c.check(

@@ -369,6 +369,7 @@ fn noinstr_checks(t: &mut Tally, wanted: &dyn Fn(&str) -> bool) {
         ("noinstr/selftest-debug-clean", Platform::Kvm, false),
         ("noinstr/selftest-release-clean", Platform::Kvm, true),
         ("noinstr/xen-selftest-debug-clean", Platform::Xen, false),
+        ("noinstr/xen-selftest-release-clean", Platform::Xen, true),
     ];
     for (name, platform, release) in images {
         if wanted(name) {
