@@ -58,7 +58,7 @@ fn make_queue(t: &mut dyn Transport, q: u16) -> Result<Queue, InitError> {
         mem.paddr(layout.used()),
     );
     let vq = Virtq::new(mem, size).map_err(|_| InitError::Queue(q, "unusable size"))?;
-    t.setup_queue(q, size, desc, driver, device);
+    t.setup_queue(q, size, desc, driver, device)?;
     Ok(vq)
 }
 
