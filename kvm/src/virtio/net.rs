@@ -145,7 +145,18 @@ impl<T: Transport> Nic for VirtioNet<T> {
         let used = match self.rx.pop_used() {
             Ok(None) => return Ok(false),
             Ok(Some(u)) => u,
-            Err(e) => return Err(NicError::Device(e.to_string())),
+            Err(e) => {
+                // A buffer that came back with a bad length is not delivered (its
+                // contents are untrusted) but posted again, so receive never runs dry;
+                // the error is counted (libos's device_errors) like every other.
+                let what = e.error.to_string();
+                if let Some(buf) = e.token {
+                    self.post_rx(buf)
+                        .map_err(|e| NicError::Device(e.to_string()))?;
+                    self.transport.notify(RX_QUEUE);
+                }
+                return Err(NicError::Device(what));
+            }
         };
         let len = used.len as usize;
         let result = if len < HEADER {
