@@ -49,34 +49,73 @@ pub fn write(bytes: &[u8]) {
         }
         return;
     }
-    // SAFETY: `out` of the mapped ring page; only we produce into it.
-    let out = unsafe {
-        core::slice::from_raw_parts_mut(
-            (ring_va as usize + ring::OUT_OFFSET) as *mut u8,
-            ring::OUT_SIZE as usize,
-        )
+    let mut port = RingPort {
+        ring_va,
+        cons: index(ring_va, ring::OUT_CONS_OFFSET),
+        prod: index(ring_va, ring::OUT_PROD_OFFSET),
     };
-    let (cons, prod) = (
-        index(ring_va, ring::OUT_CONS_OFFSET),
-        index(ring_va, ring::OUT_PROD_OFFSET),
-    );
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let Ok((p, n)) = ring::produce(
-            out,
-            prod.load(Ordering::Acquire),
-            cons.load(Ordering::Acquire),
-            rest,
-        ) else {
-            // A backend that corrupts the indices gets no more output (and no crash).
-            return;
-        };
-        prod.store(p, Ordering::Release);
-        notify();
-        rest = &rest[n..];
-        if n == 0 {
-            yield_cpu(); // ring full: let xenconsoled drain it
+    // After one stall, later writes do not wait at all until the backend moves again:
+    // a stuck xenconsoled costs one bounded wait, not one per line (a panic report is
+    // many lines, and must reach the crash status).
+    let budget = if STALLED.load(Ordering::Relaxed) == u64::from(port.cons.load(Ordering::Acquire))
+    {
+        0
+    } else {
+        MAX_STALLS
+    };
+    match ring::write_bounded(&mut port, bytes, budget) {
+        ring::WriteEnd::Done => STALLED.store(NOT_STALLED, Ordering::Relaxed),
+        ring::WriteEnd::Stalled { .. } => {
+            STALLED.store(
+                u64::from(port.cons.load(Ordering::Acquire)),
+                Ordering::Relaxed,
+            );
         }
+        // A backend that corrupts the indices gets no more output (and no crash).
+        ring::WriteEnd::Corrupt(_) => {}
+    }
+}
+
+/// Yields in a row without the backend taking a byte before a write gives up (each
+/// yield lets dom0 run; 10 000 of them are far more than xenconsoled needs to drain).
+const MAX_STALLS: u32 = 10_000;
+/// `out_cons` as it was when a write last gave up, or [`NOT_STALLED`].
+static STALLED: AtomicU64 = AtomicU64::new(NOT_STALLED);
+const NOT_STALLED: u64 = u64::MAX;
+
+/// The console ring as a [`ring::Producer`].
+struct RingPort {
+    ring_va: u64,
+    cons: &'static AtomicU32,
+    prod: &'static AtomicU32,
+}
+
+impl ring::Producer for RingPort {
+    fn indices(&self) -> (u32, u32) {
+        (
+            self.prod.load(Ordering::Acquire),
+            self.cons.load(Ordering::Acquire),
+        )
+    }
+
+    fn ring(&mut self) -> &mut [u8] {
+        // SAFETY: `out` of the mapped ring page; only we produce into it (callers
+        // serialize console output).
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                (self.ring_va as usize + ring::OUT_OFFSET) as *mut u8,
+                ring::OUT_SIZE as usize,
+            )
+        }
+    }
+
+    fn publish(&mut self, prod: u32) {
+        self.prod.store(prod, Ordering::Release);
+        notify();
+    }
+
+    fn wait(&mut self) {
+        yield_cpu(); // ring full: let xenconsoled drain it
     }
 }
 

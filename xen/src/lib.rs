@@ -19,6 +19,7 @@ pub mod grant_ref;
 pub mod netif;
 pub mod ring;
 pub mod start_info;
+pub mod xs_client;
 pub mod xs_proto;
 
 #[cfg(target_os = "none")]
