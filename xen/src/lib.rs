@@ -16,6 +16,7 @@ extern crate alloc;
 
 pub mod evtchn_demux;
 pub mod grant_ref;
+pub mod netbuf;
 pub mod netif;
 pub mod ring;
 pub mod start_info;
