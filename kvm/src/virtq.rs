@@ -320,10 +320,17 @@ impl<M: RingMemory, T> Virtq<M, T> {
     pub fn memory(&self) -> &M {
         &self.mem
     }
+
+    /// The queue's memory, for a device model to write (tests and fuzzing only).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn memory_mut(&mut self) -> &mut M {
+        &mut self.mem
+    }
 }
 
-/// Ring memory in an ordinary byte vector: the unit tests' device side.
-#[cfg(test)]
+/// Ring memory in an ordinary byte vector: the device side of the unit tests and the
+/// fuzz targets.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod mock {
     use super::*;
 
