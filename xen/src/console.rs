@@ -54,26 +54,14 @@ pub fn write(bytes: &[u8]) {
         cons: index(ring_va, ring::OUT_CONS_OFFSET),
         prod: index(ring_va, ring::OUT_PROD_OFFSET),
     };
-    // After one stall, later writes do not wait at all until the backend moves again:
-    // a stuck xenconsoled costs one bounded wait, not one per line (a panic report is
-    // many lines, and must reach the crash status).
-    let budget = if STALLED.load(Ordering::Relaxed) == u64::from(port.cons.load(Ordering::Acquire))
-    {
-        0
-    } else {
-        MAX_STALLS
-    };
-    match ring::write_bounded(&mut port, bytes, budget) {
-        ring::WriteEnd::Done => STALLED.store(NOT_STALLED, Ordering::Relaxed),
-        ring::WriteEnd::Stalled { .. } => {
-            STALLED.store(
-                u64::from(port.cons.load(Ordering::Acquire)),
-                Ordering::Relaxed,
-            );
-        }
-        // A backend that corrupts the indices gets no more output (and no crash).
-        ring::WriteEnd::Corrupt(_) => {}
-    }
+    // After one stall, later writes do not wait at all until the backend moves again
+    // (`ring::stall_budget`): a panic report reaches the crash status.
+    let raw = STALLED.load(Ordering::Relaxed);
+    let stalled_at = u32::try_from(raw).ok();
+    let budget = ring::stall_budget(stalled_at, port.cons.load(Ordering::Acquire), MAX_STALLS);
+    let end = ring::write_bounded(&mut port, bytes, budget);
+    let after = ring::stalled_at_after(end, stalled_at, port.cons.load(Ordering::Acquire));
+    STALLED.store(after.map_or(NOT_STALLED, u64::from), Ordering::Relaxed);
 }
 
 /// Yields in a row without the backend taking a byte before a write gives up (each

@@ -95,6 +95,23 @@ pub fn write_bounded(port: &mut impl Producer, data: &[u8], max_stalls: u32) -> 
     WriteEnd::Done
 }
 
+/// The waits the next [`write_bounded`] may spend: none while the backend still shows
+/// the consumer index `stalled_at` at which an earlier write gave up (a stuck backend
+/// costs one bounded wait in all, not one per write: a panic report is many writes),
+/// else `max`.
+pub fn stall_budget(stalled_at: Option<u32>, cons: u32, max: u32) -> u32 {
+    if stalled_at == Some(cons) { 0 } else { max }
+}
+
+/// What to remember after a write ended as `end` with the backend at `cons`.
+pub fn stalled_at_after(end: WriteEnd, before: Option<u32>, cons: u32) -> Option<u32> {
+    match end {
+        WriteEnd::Done => None,
+        WriteEnd::Stalled { .. } => Some(cons),
+        WriteEnd::Corrupt(_) => before,
+    }
+}
+
 /// Copies as much of `data` as fits into `ring` at `prod`; returns the new producer
 /// index and how many bytes were queued.
 pub fn produce(
@@ -210,6 +227,28 @@ mod tests {
             write_bounded(&mut c, b"x", 5),
             WriteEnd::Corrupt(_)
         ));
+    }
+
+    #[test]
+    fn many_writes_to_a_stuck_backend_cost_one_bounded_wait() {
+        let mut c = Console {
+            ring: vec![0; 64],
+            prod: 0,
+            cons: 0,
+            drain: 0,
+            waits: 0,
+        };
+        let mut stalled_at = None;
+        for _ in 0..100 {
+            let budget = stall_budget(stalled_at, c.cons, 5);
+            let end = write_bounded(&mut c, b"a line of a panic report\n", budget);
+            stalled_at = stalled_at_after(end, stalled_at, c.cons);
+        }
+        assert_eq!(c.waits, 5, "one bounded wait in all");
+        // The backend moves again: writes may wait again.
+        c.drain = 64;
+        c.wait();
+        assert_eq!(stall_budget(stalled_at, c.cons, 5), 5);
     }
 
     proptest! {
