@@ -12,6 +12,11 @@
 //! driver writes there. A device that fails a check gets an initialization error.
 #![forbid(unsafe_code)]
 
+// The `teeth` feature removes a bounds check for the fuzzers' teeth check: never in an
+// image.
+#[cfg(all(feature = "teeth", target_os = "none"))]
+compile_error!("the `teeth` feature is for host fuzzing only (cargo xtask fuzz --teeth)");
+
 use core::fmt;
 
 /// Bytes of configuration space reachable through ports 0xcf8/0xcfc.
