@@ -1,5 +1,5 @@
 //! PCI configuration space through the legacy ports 0xcf8/0xcfc (bus 0 only: QEMU's
-//! `-M pc` puts every device there), capability lists and memory BARs.
+//! `-M pc` puts every device there), configuration-space snapshots and memory BARs.
 
 use x86_64::instructions::port::Port;
 
@@ -9,17 +9,13 @@ const CONFIG_DATA: u16 = 0xcfc;
 /// Config-space offsets we use.
 const VENDOR_ID: u8 = 0x00;
 const COMMAND: u8 = 0x04;
-const STATUS: u8 = 0x06;
 const BAR0: u8 = 0x10;
-const CAPABILITIES_PTR: u8 = 0x34;
 const INTERRUPT_LINE: u8 = 0x3c;
 /// Command register: respond to memory accesses; master DMA.
 const CMD_MEMORY: u16 = 1 << 1;
 const CMD_BUS_MASTER: u16 = 1 << 2;
 /// Command register: INTx disabled when set.
 const CMD_INTX_DISABLE: u16 = 1 << 10;
-/// Status register: the device has a capability list.
-const STATUS_CAPS: u16 = 1 << 4;
 
 /// Where unassigned BARs get addresses: the bottom of `-M pc`'s 32-bit PCI hole, which
 /// starts at 0xe0000000 whenever the guest has at most 3.5 GiB of RAM (the firmware
@@ -73,37 +69,20 @@ impl Function {
         (self.read32(offset) >> (8 * (offset & 3))) as u8
     }
 
-    /// Reads a 16-bit value (2-aligned).
-    pub fn read16(self, offset: u8) -> u16 {
-        (self.read32(offset) >> (8 * (offset & 2))) as u16
-    }
-
     /// (vendor, device) ids.
     pub fn ids(self) -> (u16, u16) {
         let v = self.read32(VENDOR_ID);
         (v as u16, (v >> 16) as u16)
     }
 
-    /// The offsets of capabilities with id `cap_id`, in list order (at most 16; the
-    /// list length is bounded so a looping list cannot hang us).
-    pub fn capabilities(self, cap_id: u8) -> impl Iterator<Item = u8> {
-        let mut next = if self.read16(STATUS) & STATUS_CAPS != 0 {
-            self.read8(CAPABILITIES_PTR) & 0xfc
-        } else {
-            0
-        };
-        let mut budget = 48;
-        core::iter::from_fn(move || {
-            while next >= 0x40 && budget > 0 {
-                budget -= 1;
-                let at = next;
-                next = self.read8(at + 1) & 0xfc;
-                if self.read8(at) == cap_id {
-                    return Some(at);
-                }
-            }
-            None
-        })
+    /// A copy of the function's 256 bytes of configuration space (parsed by pure code,
+    /// which then sees one consistent snapshot).
+    pub fn config_space(self) -> [u8; 256] {
+        let mut c = [0u8; 256];
+        for (i, w) in c.chunks_exact_mut(4).enumerate() {
+            w.copy_from_slice(&self.read32(4 * i as u8).to_le_bytes());
+        }
+        c
     }
 
     /// The physical address of memory BAR `bar` (0–5), following a 64-bit BAR into its
@@ -115,14 +94,13 @@ impl Function {
         (addr != 0).then_some(addr)
     }
 
-    /// Like [`Function::memory_bar`], but gives an unassigned BAR an address first.
+    /// Memory BAR `bar`'s address and size, giving it an address first if the firmware
+    /// left it unassigned; `None` for an I/O BAR or one that cannot be placed.
     ///
     /// qboot (QEMU's fast firmware) leaves 64-bit BARs such as virtio-pci's BAR 4
     /// unassigned; they get room from [`BAR_WINDOW`] upwards, naturally aligned.
-    pub fn memory_bar_assigned(self, bar: u8) -> Option<u64> {
-        if let Some(addr) = self.memory_bar(bar) {
-            return Some(addr);
-        }
+    /// Context: before [`Function::enable`] (sizing turns memory decoding off briefly).
+    pub fn memory_bar_assigned(self, bar: u8) -> Option<(u64, u64)> {
         let (off, low, wide) = self.memory_bar_register(bar)?;
         // Size it: all ones in, the size mask out (decoding off meanwhile).
         let cmd = self.read32(COMMAND);
@@ -131,8 +109,10 @@ impl Function {
         let mask = self.read32(off) & !0xf;
         self.write32(off, low);
         let size = u64::from((!mask).wrapping_add(1));
-        let assigned = if mask == 0 || !size.is_power_of_two() {
+        let placed = if mask == 0 || !size.is_power_of_two() {
             None
+        } else if let Some(addr) = self.memory_bar(bar) {
+            Some((addr, size))
         } else {
             let _irqs = libos::irqflags::IrqGuard::new();
             let mut next = NEXT_BAR.lock();
@@ -145,11 +125,11 @@ impl Function {
                 if wide {
                     self.write32(off + 4, 0);
                 }
-                Some(addr)
+                Some((addr, size))
             }
         };
         self.write32(COMMAND, cmd);
-        assigned
+        placed
     }
 
     /// Memory BAR `bar`'s config offset, its low word, and whether it is 64 bits wide

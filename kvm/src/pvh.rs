@@ -151,7 +151,8 @@ extern "C" fn kvm_pvh_main(start_info_paddr: u64) -> ! {
     let cmdline = match info.cmdline_paddr {
         0 => "",
         pa => {
-            let avail = ((1u64 << 32) - pa).min(boot::cmdline_max() as u64) as usize;
+            let avail = start_info::cmdline_window(pa, boot::cmdline_max())
+                .unwrap_or_else(|e| boot::fail(e));
             boot::keep_cmdline(boot::phys_slice(pa, avail))
         }
     };

@@ -51,6 +51,8 @@ pub enum Error {
     NoMemoryMap,
     /// The memory map lists no RAM.
     NoRam,
+    /// The command line does not start below 4 GiB, where boot data must lie.
+    CmdlineAbove4G(u64),
 }
 
 impl fmt::Display for Error {
@@ -65,8 +67,22 @@ impl fmt::Display for Error {
             }
             Error::NoMemoryMap => write!(f, "hvm_start_info version 0 has no memory map"),
             Error::NoRam => write!(f, "the PVH memory map lists no RAM"),
+            Error::CmdlineAbove4G(pa) => {
+                write!(f, "the command line at {pa:#x} is not below 4 GiB")
+            }
         }
     }
+}
+
+/// How many bytes of command line may be read at physical `pa` (non-zero): up to `max`,
+/// and never past 4 GiB (all the boot page tables map).
+pub fn cmdline_window(pa: u64, max: usize) -> Result<usize, Error> {
+    const FOUR_GIB: u64 = 1 << 32;
+    let below = FOUR_GIB
+        .checked_sub(pa)
+        .filter(|&n| n > 0)
+        .ok_or(Error::CmdlineAbove4G(pa))?;
+    Ok(below.min(max as u64) as usize)
 }
 
 /// Parses the header.
@@ -110,6 +126,20 @@ pub fn ram_regions(memmap: &[u8], out: &mut [Region]) -> Result<usize, Error> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn command_line_window_stays_below_4_gib() {
+        assert_eq!(cmdline_window(0x1000, 2048), Ok(2048));
+        assert_eq!(cmdline_window((1 << 32) - 10, 2048), Ok(10));
+        assert_eq!(
+            cmdline_window(1 << 32, 2048),
+            Err(Error::CmdlineAbove4G(1 << 32))
+        );
+        assert_eq!(
+            cmdline_window(u64::MAX, 2048),
+            Err(Error::CmdlineAbove4G(u64::MAX))
+        );
+    }
 
     fn header(magic: u32, version: u32, cmdline: u64, memmap: u64, n: u32) -> Vec<u8> {
         let mut h = vec![0u8; HEADER_LEN];

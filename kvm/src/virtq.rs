@@ -134,6 +134,28 @@ impl fmt::Display for Error {
     }
 }
 
+/// A used element the device got wrong: what, and the buffer when the element named one
+/// in flight (the driver takes it back, e.g. to post it again, so no buffer is lost).
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsedError<T> {
+    /// What the device did wrong.
+    pub error: Error,
+    /// The buffer the element named, now back with the driver.
+    pub token: Option<T>,
+}
+
+impl<T> From<Error> for UsedError<T> {
+    fn from(error: Error) -> Self {
+        UsedError { error, token: None }
+    }
+}
+
+impl<T> fmt::Display for UsedError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
 /// A buffer the device handed back.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Used<T> {
@@ -245,11 +267,12 @@ impl<M: RingMemory, T> Virtq<M, T> {
     }
 
     /// Takes the next buffer the device returned, if any. A bad used element is
-    /// consumed and reported (its descriptor, if it was valid, stays with the device);
-    /// a used index that runs ahead breaks the queue.
-    pub fn pop_used(&mut self) -> Result<Option<Used<T>>, Error> {
+    /// consumed and reported; if it named a buffer in flight but claimed too many bytes,
+    /// the buffer comes back with the error (its contents untrusted). A used index that
+    /// runs ahead breaks the queue.
+    pub fn pop_used(&mut self) -> Result<Option<Used<T>>, UsedError<T>> {
         if self.broken {
-            return Err(Error::Broken);
+            return Err(Error::Broken.into());
         }
         let now = self.mem.read_u16(self.layout.used() + 2);
         // Read the element only after the index that published it.
@@ -262,7 +285,8 @@ impl<M: RingMemory, T> Virtq<M, T> {
             return Err(Error::UsedIndexJump {
                 last: self.last_used,
                 now,
-            });
+            }
+            .into());
         }
         let slot = self.last_used % self.layout.size;
         let e = self.layout.used() + 4 + USED_ELEM_BYTES * slot as usize;
@@ -272,16 +296,18 @@ impl<M: RingMemory, T> Virtq<M, T> {
             .in_flight
             .get_mut(id as usize)
             .ok_or(Error::UsedIdOutOfRange(id))?;
-        let posted = entry.as_ref().ok_or(Error::UsedIdNotInFlight(id))?.len;
+        let InFlight { token, len: posted } = entry.take().ok_or(Error::UsedIdNotInFlight(id))?;
+        self.free.push(id as u16);
         if len > posted {
-            return Err(Error::UsedLengthTooLong {
-                id,
-                len,
-                max: posted,
+            return Err(UsedError {
+                error: Error::UsedLengthTooLong {
+                    id,
+                    len,
+                    max: posted,
+                },
+                token: Some(token),
             });
         }
-        let InFlight { token, .. } = entry.take().expect("checked above");
-        self.free.push(id as u16);
         Ok(Some(Used { token, len }))
     }
 
@@ -294,10 +320,17 @@ impl<M: RingMemory, T> Virtq<M, T> {
     pub fn memory(&self) -> &M {
         &self.mem
     }
+
+    /// The queue's memory, for a device model to write (tests and fuzzing only).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn memory_mut(&mut self) -> &mut M {
+        &mut self.mem
+    }
 }
 
-/// Ring memory in an ordinary byte vector: the unit tests' device side.
-#[cfg(test)]
+/// Ring memory in an ordinary byte vector: the device side of the unit tests and the
+/// fuzz targets.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod mock {
     use super::*;
 
@@ -425,25 +458,56 @@ mod tests {
         q.push(0x1000, 64, true, 1).unwrap();
         q.push(0x2000, 64, true, 2).unwrap();
         dev.give(mem(&mut q), l, 1000, 1);
-        assert_eq!(q.pop_used(), Err(Error::UsedIdOutOfRange(1000)));
+        assert_eq!(q.pop_used(), Err(Error::UsedIdOutOfRange(1000).into()));
         dev.give(mem(&mut q), l, 5, 1); // a valid slot, but never posted
-        assert_eq!(q.pop_used(), Err(Error::UsedIdNotInFlight(5)));
+        assert_eq!(q.pop_used(), Err(Error::UsedIdNotInFlight(5).into()));
         let (id, ..) = dev.take(mem(&mut q), l).unwrap();
         dev.give(mem(&mut q), l, u32::from(id), 65);
         assert_eq!(
             q.pop_used(),
-            Err(Error::UsedLengthTooLong {
-                id: u32::from(id),
-                len: 65,
-                max: 64
+            Err(UsedError {
+                error: Error::UsedLengthTooLong {
+                    id: u32::from(id),
+                    len: 65,
+                    max: 64
+                },
+                token: Some(1),
             })
         );
         // The index runs ahead of what is in flight: the queue breaks, for good.
         let used_idx = l.used() + 2;
         mem(&mut q).write_u16(used_idx, 100);
-        assert!(matches!(q.pop_used(), Err(Error::UsedIndexJump { .. })));
-        assert_eq!(q.pop_used(), Err(Error::Broken));
+        assert!(matches!(
+            q.pop_used(),
+            Err(UsedError {
+                error: Error::UsedIndexJump { .. },
+                ..
+            })
+        ));
+        assert_eq!(q.pop_used(), Err(Error::Broken.into()));
         assert_eq!(q.push(0, 1, false, 0), Err(Error::Broken));
+    }
+
+    /// A used element claiming more bytes than its buffer has is reported, but the
+    /// buffer comes back to the driver: a device doing it for every buffer cannot
+    /// leave the queue without any (receive dead for good).
+    #[test]
+    fn too_long_used_lengths_do_not_lose_buffers() {
+        let mut q = queue(8);
+        let mut dev = Device::default();
+        let l = q.layout();
+        for round in 0..3u32 {
+            while q.push(0x1000, 64, true, round).is_ok() {}
+            let mut errors = 0;
+            while let Some((id, ..)) = dev.take(mem(&mut q), l) {
+                dev.give(mem(&mut q), l, u32::from(id), 65 + round);
+                if q.pop_used().is_err() {
+                    errors += 1;
+                }
+            }
+            assert_eq!(errors, 8, "every bad element is reported");
+            assert_eq!(q.free(), 8, "round {round}: every buffer came back");
+        }
     }
 
     proptest! {
@@ -509,8 +573,19 @@ mod tests {
                             prop_assert!(u.len <= 64);
                             prop_assert!(seen.insert(u.token), "token returned twice");
                         }
-                        Ok(None) | Err(Error::Broken) | Err(Error::UsedIndexJump { .. }) => break,
-                        Err(_) => {}
+                        Ok(None) => break,
+                        Err(e) => {
+                            if let Some(t) = e.token {
+                                prop_assert!(
+                                    matches!(e.error, Error::UsedLengthTooLong { .. }),
+                                    "a buffer comes back with a length error only"
+                                );
+                                prop_assert!(seen.insert(t), "token returned twice");
+                            }
+                            if matches!(e.error, Error::Broken | Error::UsedIndexJump { .. }) {
+                                break;
+                            }
+                        }
                     }
                 }
                 prop_assert!(q.free() <= 8);

@@ -90,6 +90,7 @@ pub fn irqentry_enter(regs: &Regs) -> IrqState {
     }
     irqflags::trace_hardirqs_off();
     cpu.interrupts.fetch_add(1, Relaxed);
+    instrumentation(&mut || crate::sched::stack_check::check(cpu.id() as usize, regs.rsp));
     #[cfg(feature = "noinstr-violation-demo")]
     noinstr_violation_demo();
     IrqState {

@@ -1,8 +1,10 @@
 //! The balloon's `memory/target` watch: `xl mem-set DOMAIN MIB` in dom0 writes the
 //! domain's target (KiB) there; we balloon out or back in to meet it.
 //!
-//! Ballooned-out memory is held in libos `Ballooned` chunks (never handed out by the
-//! heap); growing takes whole chunks back, newest first, while they fit the target.
+//! Ballooned-out memory is held in libos `Ballooned` chunks of at most 2 MiB
+//! (`balloon_ops::chunks`: no single heap allocation has to find the whole amount in
+//! one piece; a shrink the heap cannot fully give stops at the last chunk it could);
+//! growing takes whole chunks back, newest first, while they fit the target.
 
 use alloc::vec::Vec;
 
@@ -44,11 +46,13 @@ pub fn run() {
         let ballooned: u64 = out.iter().map(|b| b.pages() as u64).sum();
         let current = boot_pages - ballooned;
         if target < current {
-            match balloon::out((current - target) as usize) {
-                Ok(b) => out.push(b),
-                Err(e) => {
-                    println!("upcall: balloon: cannot shrink to {target_kib} KiB: {e}");
-                    continue;
+            for chunk in crate::balloon_ops::chunks((current - target) as usize) {
+                match balloon::out(chunk) {
+                    Ok(b) => out.push(b),
+                    Err(e) => {
+                        println!("upcall: balloon: cannot shrink to {target_kib} KiB: {e}");
+                        break;
+                    }
                 }
             }
         } else {

@@ -49,34 +49,61 @@ pub fn write(bytes: &[u8]) {
         }
         return;
     }
-    // SAFETY: `out` of the mapped ring page; only we produce into it.
-    let out = unsafe {
-        core::slice::from_raw_parts_mut(
-            (ring_va as usize + ring::OUT_OFFSET) as *mut u8,
-            ring::OUT_SIZE as usize,
-        )
+    let mut port = RingPort {
+        ring_va,
+        cons: index(ring_va, ring::OUT_CONS_OFFSET),
+        prod: index(ring_va, ring::OUT_PROD_OFFSET),
     };
-    let (cons, prod) = (
-        index(ring_va, ring::OUT_CONS_OFFSET),
-        index(ring_va, ring::OUT_PROD_OFFSET),
-    );
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let Ok((p, n)) = ring::produce(
-            out,
-            prod.load(Ordering::Acquire),
-            cons.load(Ordering::Acquire),
-            rest,
-        ) else {
-            // A backend that corrupts the indices gets no more output (and no crash).
-            return;
-        };
-        prod.store(p, Ordering::Release);
-        notify();
-        rest = &rest[n..];
-        if n == 0 {
-            yield_cpu(); // ring full: let xenconsoled drain it
+    // After one stall, later writes do not wait at all until the backend moves again
+    // (`ring::stall_budget`): a panic report reaches the crash status.
+    let raw = STALLED.load(Ordering::Relaxed);
+    let stalled_at = u32::try_from(raw).ok();
+    let budget = ring::stall_budget(stalled_at, port.cons.load(Ordering::Acquire), MAX_STALLS);
+    let end = ring::write_bounded(&mut port, bytes, budget);
+    let after = ring::stalled_at_after(end, stalled_at, port.cons.load(Ordering::Acquire));
+    STALLED.store(after.map_or(NOT_STALLED, u64::from), Ordering::Relaxed);
+}
+
+/// Yields in a row without the backend taking a byte before a write gives up (each
+/// yield lets dom0 run; 10 000 of them are far more than xenconsoled needs to drain).
+const MAX_STALLS: u32 = 10_000;
+/// `out_cons` as it was when a write last gave up, or [`NOT_STALLED`].
+static STALLED: AtomicU64 = AtomicU64::new(NOT_STALLED);
+const NOT_STALLED: u64 = u64::MAX;
+
+/// The console ring as a [`ring::Producer`].
+struct RingPort {
+    ring_va: u64,
+    cons: &'static AtomicU32,
+    prod: &'static AtomicU32,
+}
+
+impl ring::Producer for RingPort {
+    fn indices(&self) -> (u32, u32) {
+        (
+            self.prod.load(Ordering::Acquire),
+            self.cons.load(Ordering::Acquire),
+        )
+    }
+
+    fn ring(&mut self) -> &mut [u8] {
+        // SAFETY: `out` of the mapped ring page; only we produce into it (callers
+        // serialize console output).
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                (self.ring_va as usize + ring::OUT_OFFSET) as *mut u8,
+                ring::OUT_SIZE as usize,
+            )
         }
+    }
+
+    fn publish(&mut self, prod: u32) {
+        self.prod.store(prod, Ordering::Release);
+        notify();
+    }
+
+    fn wait(&mut self) {
+        yield_cpu(); // ring full: let xenconsoled drain it
     }
 }
 

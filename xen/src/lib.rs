@@ -14,11 +14,14 @@
 
 extern crate alloc;
 
+pub mod balloon_ops;
 pub mod evtchn_demux;
 pub mod grant_ref;
+pub mod netbuf;
 pub mod netif;
 pub mod ring;
 pub mod start_info;
+pub mod xs_client;
 pub mod xs_proto;
 
 #[cfg(target_os = "none")]

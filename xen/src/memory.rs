@@ -409,34 +409,35 @@ pub fn balloon_out(addr: u64, pages: usize, issue: Issue) -> Result<(), libos::b
     })
 }
 
-/// Takes `pages` pages at `addr` back from Xen (balloon in) and maps them again.
-pub fn balloon_in(addr: u64, pages: usize, issue: Issue) -> Result<(), libos::balloon::Error> {
-    use libos::balloon::Error;
-    if pages == 0 {
-        return Ok(());
+/// The hypervisor's reservation calls on this domain, issued as `issue` says.
+struct Xen {
+    issue: Issue,
+}
+
+impl crate::balloon_ops::Reservation for Xen {
+    fn populate(&mut self, list: &mut [u64]) -> i64 {
+        memory_op(XENMEM_POPULATE_PHYSMAP, list, self.issue)
     }
-    let first = addr / PAGE;
-    // Input: the pfns; Xen (PV) replaces each with its new machine frame and updates M2P.
-    let mut list: alloc::vec::Vec<u64> = (0..pages as u64).map(|i| first + i).collect();
-    let rc = memory_op(XENMEM_POPULATE_PHYSMAP, &mut list, issue);
-    if rc != pages as i64 {
-        return Err(if rc < 0 {
-            Error::Hypervisor(rc)
-        } else {
-            Error::Partial {
-                done: rc as usize,
-                asked: pages,
+
+    fn decrease(&mut self, list: &mut [u64]) -> i64 {
+        memory_op(XENMEM_DECREASE_RESERVATION, list, self.issue)
+    }
+
+    fn map(&mut self, first: u64, mfns: &[u64]) -> Result<(), i64> {
+        for (i, &mfn) in mfns.iter().enumerate() {
+            set_p2m(first + i as u64, mfn);
+            if i % RESCHED_EVERY == 0 {
+                libos::preempt::cond_resched();
             }
-        });
-    }
-    for (i, &mfn) in list.iter().enumerate() {
-        set_p2m(first + i as u64, mfn);
-        if i % RESCHED_EVERY == 0 {
-            libos::preempt::cond_resched();
         }
+        set_ptes((0..mfns.len() as u64).map(|i| (first + i) * PAGE), |i| {
+            (mfns[i] << 12) | PTE_KERNEL_RW
+        })
     }
-    set_ptes((0..pages as u64).map(|i| addr + i * PAGE), |i| {
-        (list[i] << 12) | PTE_KERNEL_RW
-    })
-    .map_err(Error::Hypervisor)
+}
+
+/// Takes `pages` pages at `addr` back from Xen (balloon in) and maps them again; on a
+/// partial result the frames Xen did give are released again (see `balloon_ops`).
+pub fn balloon_in(addr: u64, pages: usize, issue: Issue) -> Result<(), libos::balloon::Error> {
+    crate::balloon_ops::balloon_in(&mut Xen { issue }, addr / PAGE, pages)
 }

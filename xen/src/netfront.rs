@@ -8,9 +8,13 @@
 //! frames into our pages), `feature-rx-notify` and `feature-no-csum-offload` (every
 //! frame with its checksums); switch our state to Connected and wait for the backend's.
 //!
-//! Buffers: each ring id owns one page, granted to the backend for the device's
-//! lifetime (TX read-only, RX writable). Sending copies the frame into its id's page;
-//! receiving copies it out and posts the page again at once. Every index, id, status,
+//! Buffers: each ring id owns one page. TX pages are granted read-only for the device's
+//! lifetime; an RX page is granted writable only while its request is in flight: the
+//! grant is ended when the response comes back, before the page is read, and a page
+//! whose grant the backend still holds is never read or posted again (the card stops;
+//! [`crate::netbuf`]). Sending copies the frame into its id's page; receiving copies
+//! it out and posts the page again (with a new grant) at once. Dropping the card ends
+//! every grant still standing and leaks the pages it cannot take back. Every index, id, status,
 //! offset and flag the backend writes is checked by [`crate::netif`] before use; a
 //! backend that breaks the protocol stops the card with an error, never corrupts us.
 
@@ -24,6 +28,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use libos::net::{Nic, NicError, NicId};
 use libos::{println, sched, time};
 
+use crate::netbuf::{BufferGrants, Grants};
 use crate::netif::{
     self, FrontRing, InFlight, PAGE, REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD, RX_ENTRY,
     RX_RING_SIZE, RingError, SRING_HEADER, TX_ENTRY, TX_RING_SIZE, TxRequest, XenbusState,
@@ -119,26 +124,63 @@ impl Shared {
     }
 }
 
-/// A page per ring id, granted to the backend.
+/// A page per ring id, and which of them the backend may reach.
 struct Buffers {
     pages: Vec<*mut u8>,
-    grefs: Vec<u32>,
+    grants: BufferGrants,
+    table: GrantTable,
+}
+
+/// The grant table, granting `backend` access to one set of buffer pages.
+struct GrantTable {
+    backend: u16,
+    readonly: bool,
+    pages: Vec<*mut u8>,
+    /// Per page: its current reference (what `end` needs is the reference only).
+    refs: Vec<u32>,
+}
+
+impl Grants for GrantTable {
+    fn grant(&mut self, page: u16) -> Option<u32> {
+        let p = *self.pages.get(usize::from(page))?;
+        let gref = gnttab::grant_access(self.backend, p as u64, self.readonly)?;
+        self.refs[usize::from(page)] = gref;
+        Some(gref)
+    }
+
+    fn end(&mut self, gref: u32) -> bool {
+        gnttab::end_access(gref)
+    }
 }
 
 impl Buffers {
-    fn new(n: u32, backend: u16, readonly: bool) -> Result<Self, String> {
-        let mut b = Buffers {
-            pages: Vec::new(),
-            grefs: Vec::new(),
-        };
-        for _ in 0..n {
-            let p = page();
-            let gref = gnttab::grant_access(backend, p as u64, readonly)
-                .ok_or("out of grant references for buffers")?;
-            b.pages.push(p);
-            b.grefs.push(gref);
+    /// `n` zeroed pages, none granted yet.
+    fn new(n: u32, backend: u16, readonly: bool) -> Self {
+        let pages: Vec<*mut u8> = (0..n).map(|_| page()).collect();
+        Buffers {
+            grants: BufferGrants::new(n as usize),
+            table: GrantTable {
+                backend,
+                readonly,
+                pages: pages.clone(),
+                refs: alloc::vec![0; n as usize],
+            },
+            pages,
         }
-        Ok(b)
+    }
+
+    /// Grants page `id` for a request; its reference.
+    fn grant(&mut self, id: u16) -> Result<u32, RingError> {
+        self.grants
+            .grant(id, &mut self.table)
+            .map_err(RingError::Grant)
+    }
+
+    /// Takes page `id` back from the backend (after its response).
+    fn reclaim(&mut self, id: u16) -> Result<(), RingError> {
+        self.grants
+            .reclaim(id, &mut self.table)
+            .map_err(RingError::Grant)
     }
 }
 
@@ -162,6 +204,20 @@ pub struct Netfront {
 // backend, through grants); the net task owns the card.
 unsafe impl Send for Netfront {}
 
+impl Drop for Netfront {
+    fn drop(&mut self) {
+        let mut kept = self.rx_bufs.grants.teardown(&mut self.rx_bufs.table).len();
+        kept += self.tx_bufs.grants.teardown(&mut self.tx_bufs.table).len();
+        // The pages are never freed (they came from `page()`), so a page whose grant
+        // stands stays out of the heap.
+        if kept > 0 {
+            println!(
+                "upcall: netfront: {kept} buffer grants still in use at teardown; pages leaked"
+            );
+        }
+    }
+}
+
 impl Netfront {
     fn fail(&mut self, e: RingError) -> NicError {
         if self.broken.is_none() {
@@ -178,16 +234,18 @@ impl Netfront {
         }
     }
 
-    /// Posts RX buffer `id` to the backend.
-    fn post_rx(&mut self, id: u16) {
+    /// Posts RX buffer `id` to the backend, granting it its page.
+    fn post_rx(&mut self, id: u16) -> Result<(), RingError> {
+        let gref = self.rx_bufs.grant(id)?;
         let slot = self
             .rx
             .ring
             .next_request()
             .expect("an RX id is free only when its slot is");
         self.rx_flight.mark(id);
-        let entry = netif::encode_rx_request(id, self.rx_bufs.grefs[id as usize]);
+        let entry = netif::encode_rx_request(id, gref);
         self.rx.write_entry(slot, &entry);
+        Ok(())
     }
 
     fn notify_if(&self, wanted: bool) {
@@ -256,7 +314,7 @@ impl Nic for Netfront {
         // while the request below is in flight, and it is not yet published).
         unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), buf, frame.len()) };
         let req = TxRequest {
-            gref: self.tx_bufs.grefs[id as usize],
+            gref: self.tx_bufs.table.refs[id as usize],
             offset: 0,
             flags: 0,
             id,
@@ -282,18 +340,28 @@ impl Nic for Netfront {
         }
         let slot = self.rx.ring.next_response();
         let entry: [u8; RX_ENTRY] = self.rx.read_entry(slot);
-        let result = match netif::check_rx_response(&entry, &mut self.rx_flight) {
+        let checked = netif::check_rx_response(&entry, &mut self.rx_flight);
+        // Whatever the response says, the page must be ours again before anything
+        // reads or re-posts it: end its grant (fatal if the backend still holds it).
+        let answered = match checked {
+            Ok(f) => Some(f.id),
+            Err((id, _)) => id,
+        };
+        if let Some(id) = answered {
+            self.rx_bufs.reclaim(id).map_err(|e| self.fail(e))?;
+        }
+        let result = match checked {
             Ok(f) => {
                 let page = self.rx_bufs.pages[f.id as usize];
                 // SAFETY: offset + len ≤ PAGE (checked by `check_rx_response`); the page
-                // is ours and the backend is done with it (its response is in).
+                // is ours: its grant was just ended, so the backend cannot write it.
                 let data = unsafe { core::slice::from_raw_parts(page.add(f.offset), f.len) };
                 deliver(data);
-                self.post_rx(f.id);
+                self.post_rx(f.id).map_err(|e| self.fail(e))?;
                 Ok(true)
             }
             Err((Some(id), e)) => {
-                self.post_rx(id);
+                self.post_rx(id).map_err(|e| self.fail(e))?;
                 Err(match e {
                     RingError::RxError(_) => NicError::Malformed("backend reported an RX error"),
                     RingError::UnsupportedRxFlags(_) => {
@@ -357,15 +425,20 @@ fn connect() -> Result<Option<Netfront>, String> {
         port,
         tx,
         rx,
-        tx_bufs: Buffers::new(TX_RING_SIZE, backend_id, true)?,
-        rx_bufs: Buffers::new(RX_RING_SIZE, backend_id, false)?,
+        tx_bufs: Buffers::new(TX_RING_SIZE, backend_id, true),
+        rx_bufs: Buffers::new(RX_RING_SIZE, backend_id, false),
         tx_flight: InFlight::new(TX_RING_SIZE as usize),
         rx_flight: InFlight::new(RX_RING_SIZE as usize),
         broken: None,
         tx_errors: 0,
     };
+    for id in 0..TX_RING_SIZE as u16 {
+        card.tx_bufs
+            .grant(id)
+            .map_err(|e| format!("TX buffers: {e}"))?;
+    }
     for id in 0..RX_RING_SIZE as u16 {
-        card.post_rx(id);
+        card.post_rx(id).map_err(|e| format!("RX buffers: {e}"))?;
     }
     let _ = card.rx.push();
     card.rx.arm();

@@ -94,6 +94,9 @@ pub enum RingError {
     },
     /// An RX response uses a feature we did not negotiate (scatter-gather, GSO).
     UnsupportedRxFlags(u16),
+    /// A buffer's grant cannot be ended (the backend still uses it after answering)
+    /// or made (no reference free).
+    Grant(crate::netbuf::GrantError),
 }
 
 impl RingError {
@@ -101,7 +104,7 @@ impl RingError {
     pub fn is_fatal(self) -> bool {
         matches!(
             self,
-            RingError::BadResponseProducer { .. } | RingError::UnknownId(_)
+            RingError::BadResponseProducer { .. } | RingError::UnknownId(_) | RingError::Grant(_)
         )
     }
 }
@@ -128,6 +131,7 @@ impl fmt::Display for RingError {
             RingError::UnsupportedRxFlags(flags) => {
                 write!(f, "RX flags {flags:#x} ask for features not negotiated")
             }
+            RingError::Grant(e) => write!(f, "{e}"),
         }
     }
 }

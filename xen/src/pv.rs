@@ -418,6 +418,9 @@ extern "C" fn xen_pv_main(start_info_va: u64) -> ! {
         // SAFETY: written by xen_start before any Rust code ran.
         entry_tsc: unsafe { xen_entry_tsc },
     };
+    // Xen gives PV guests no IST: a task running into its guard page would kill the
+    // domain without a report, so libos checks stack depths at entry and switch.
+    libos::sched::stack_check::enable();
     // SAFETY: everything in `ram` outside `reserved` is mapped, writable and unused: the
     // initial mapping past the bootstrap structures (Xen's guarantee) and the pages
     // `memory::init` mapped.

@@ -28,6 +28,90 @@ pub struct Corrupt {
     pub cons: u32,
 }
 
+/// Free bytes for the producer at `prod` when the consumer shows `cons`, in a ring of
+/// `size` bytes; an error when the indices are impossible (so a writer waiting for
+/// room fails instead of waiting for ever on a corrupt consumer index).
+pub fn space(prod: u32, cons: u32, size: u32) -> Result<u32, Corrupt> {
+    let used = prod.wrapping_sub(cons);
+    if used > size {
+        return Err(Corrupt { prod, cons });
+    }
+    Ok(size - used)
+}
+
+/// The producer side of a byte ring whose consumer (the backend) may stall.
+pub trait Producer {
+    /// The shared (`prod`, `cons`) indices.
+    fn indices(&self) -> (u32, u32);
+    /// The ring's bytes.
+    fn ring(&mut self) -> &mut [u8];
+    /// Publishes a new producer index and notifies the backend.
+    fn publish(&mut self, prod: u32);
+    /// Gives the backend time to drain (one bounded wait, e.g. a yield).
+    fn wait(&mut self);
+}
+
+/// How [`write_bounded`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteEnd {
+    /// Everything was queued.
+    Done,
+    /// The backend consumed nothing across `max_stalls` waits in a row: the rest
+    /// (after `written` bytes) was dropped.
+    Stalled {
+        /// Bytes queued before giving up.
+        written: usize,
+    },
+    /// The indices are impossible; nothing more was written.
+    Corrupt(Corrupt),
+}
+
+/// Queues `data`, waiting while the ring is full, but at most `max_stalls` waits in a
+/// row without the backend consuming anything: a stuck backend delays the writer by a
+/// bounded time, never for ever (the panic path writes through here too).
+pub fn write_bounded(port: &mut impl Producer, data: &[u8], max_stalls: u32) -> WriteEnd {
+    let mut rest = data;
+    let mut stalls = 0;
+    while !rest.is_empty() {
+        let (prod, cons) = port.indices();
+        let (p, n) = match produce(port.ring(), prod, cons, rest) {
+            Ok(r) => r,
+            Err(c) => return WriteEnd::Corrupt(c),
+        };
+        if n > 0 {
+            port.publish(p);
+            rest = &rest[n..];
+            stalls = 0;
+            continue;
+        }
+        if stalls == max_stalls {
+            return WriteEnd::Stalled {
+                written: data.len() - rest.len(),
+            };
+        }
+        stalls += 1;
+        port.wait();
+    }
+    WriteEnd::Done
+}
+
+/// The waits the next [`write_bounded`] may spend: none while the backend still shows
+/// the consumer index `stalled_at` at which an earlier write gave up (a stuck backend
+/// costs one bounded wait in all, not one per write: a panic report is many writes),
+/// else `max`.
+pub fn stall_budget(stalled_at: Option<u32>, cons: u32, max: u32) -> u32 {
+    if stalled_at == Some(cons) { 0 } else { max }
+}
+
+/// What to remember after a write ended as `end` with the backend at `cons`.
+pub fn stalled_at_after(end: WriteEnd, before: Option<u32>, cons: u32) -> Option<u32> {
+    match end {
+        WriteEnd::Done => None,
+        WriteEnd::Stalled { .. } => Some(cons),
+        WriteEnd::Corrupt(_) => before,
+    }
+}
+
 /// Copies as much of `data` as fits into `ring` at `prod`; returns the new producer
 /// index and how many bytes were queued.
 pub fn produce(
@@ -83,6 +167,88 @@ mod tests {
             produce(&mut ring, 5, 10, b"x"),
             Err(Corrupt { prod: 5, cons: 10 })
         );
+    }
+
+    #[test]
+    fn a_corrupt_consumer_index_is_an_error_not_a_wait() {
+        assert_eq!(space(10, 10, 1024), Ok(1024));
+        assert_eq!(space(1034, 10, 1024), Ok(0));
+        // cons ahead of prod: the backend claims to have consumed unwritten bytes.
+        assert_eq!(space(10, 11, 1024), Err(Corrupt { prod: 10, cons: 11 }));
+    }
+
+    /// A console backend that drains `drain` bytes per wait, or nothing when stuck.
+    struct Console {
+        ring: Vec<u8>,
+        prod: u32,
+        cons: u32,
+        drain: u32,
+        waits: u32,
+    }
+
+    impl Producer for Console {
+        fn indices(&self) -> (u32, u32) {
+            (self.prod, self.cons)
+        }
+        fn ring(&mut self) -> &mut [u8] {
+            &mut self.ring
+        }
+        fn publish(&mut self, prod: u32) {
+            self.prod = prod;
+        }
+        fn wait(&mut self) {
+            self.waits += 1;
+            assert!(self.waits < 1_000_000, "the writer waits for ever");
+            self.cons = self
+                .cons
+                .wrapping_add(self.drain.min(self.prod.wrapping_sub(self.cons)));
+        }
+    }
+
+    #[test]
+    fn a_stuck_backend_bounds_the_write() {
+        let mut c = Console {
+            ring: vec![0; 64],
+            prod: 0,
+            cons: 0,
+            drain: 0,
+            waits: 0,
+        };
+        assert_eq!(
+            write_bounded(&mut c, &[1; 100], 5),
+            WriteEnd::Stalled { written: 64 }
+        );
+        assert_eq!(c.waits, 5);
+        // A slow but live backend gets everything.
+        c.drain = 7;
+        assert_eq!(write_bounded(&mut c, &[2; 500], 5), WriteEnd::Done);
+        c.cons = c.prod.wrapping_add(1);
+        assert!(matches!(
+            write_bounded(&mut c, b"x", 5),
+            WriteEnd::Corrupt(_)
+        ));
+    }
+
+    #[test]
+    fn many_writes_to_a_stuck_backend_cost_one_bounded_wait() {
+        let mut c = Console {
+            ring: vec![0; 64],
+            prod: 0,
+            cons: 0,
+            drain: 0,
+            waits: 0,
+        };
+        let mut stalled_at = None;
+        for _ in 0..100 {
+            let budget = stall_budget(stalled_at, c.cons, 5);
+            let end = write_bounded(&mut c, b"a line of a panic report\n", budget);
+            stalled_at = stalled_at_after(end, stalled_at, c.cons);
+        }
+        assert_eq!(c.waits, 5, "one bounded wait in all");
+        // The backend moves again: writes may wait again.
+        c.drain = 64;
+        c.wait();
+        assert_eq!(stall_budget(stalled_at, c.cons, 5), 5);
     }
 
     proptest! {

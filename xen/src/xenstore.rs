@@ -3,10 +3,13 @@
 //! app cleanly.
 //!
 //! One reader task owns the response ring: replies go to the (single) requester in
-//! flight, watch events to a channel. Requests are serialized by a sleeping mutex.
-//! Tasks wait for ring space or data on a wait queue that the store's event channel
-//! wakes. Every reply is checked by `xs_proto`; a corrupt ring or malformed reply is an
-//! error for the caller, never a crash.
+//! flight if their id matches (`xs_client` does the matching: a stray reply is dropped
+//! and counted, never handed to the next request), watch events to a channel. Requests
+//! are serialized by a sleeping mutex. Tasks wait for ring space or data on a wait
+//! queue that the store's event channel wakes. Every reply is checked by `xs_proto`; a
+//! corrupt ring or malformed reply is an error for the caller, never a crash, and
+//! after a ring error every request fails at once (none waits for a reader that is
+//! gone).
 
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -19,6 +22,7 @@ use libos::sched::{self, Priority, WaitQueue};
 use libos::sync::{Channel, Mutex};
 
 use crate::ring;
+use crate::xs_client::{Matcher, Route};
 use crate::xs_proto::{self as proto, Error, Header, MsgType};
 
 const REQ_OFFSET: usize = 0;
@@ -32,11 +36,14 @@ const RSP_PROD: usize = 2060;
 static RING_VA: AtomicU64 = AtomicU64::new(0);
 static PORT: AtomicU32 = AtomicU32::new(0);
 static RING_EVENTS: WaitQueue = WaitQueue::new();
-static REPLIES: Channel<Result<(Header, Vec<u8>), Error>> = Channel::new();
+/// The outstanding request's reply (at most one message is ever in it).
+static REPLIES: Channel<Result<Vec<u8>, Error>> = Channel::new();
+/// Request/reply matching; taken with irqs off (the reader and requesters share it).
+static MATCHER: spinning_top::Spinlock<Matcher> = spinning_top::Spinlock::new(Matcher::new());
 /// Watches by token: each watcher has its own channel of fired paths.
 static WATCHES: spinning_top::Spinlock<Vec<(String, Arc<Channel<String>>)>> =
     spinning_top::Spinlock::new(Vec::new());
-static REQUEST: Mutex<u32> = Mutex::new(0);
+static REQUEST: Mutex<()> = Mutex::new(());
 
 fn index(offset: usize) -> &'static AtomicU32 {
     // SAFETY: the ring page is mapped for the domain's lifetime; the indices are
@@ -73,10 +80,13 @@ fn wait_until(ready: impl Fn() -> bool) {
 fn write_all(mut bytes: &[u8]) -> Result<(), Error> {
     let (cons, prod) = (index(REQ_CONS), index(REQ_PROD));
     while !bytes.is_empty() {
+        // Wake for room, or for impossible indices (which `produce` then reports).
         wait_until(|| {
-            prod.load(Ordering::Acquire)
-                .wrapping_sub(cons.load(Ordering::Acquire))
-                < RING_SIZE as u32
+            ring::space(
+                prod.load(Ordering::Acquire),
+                cons.load(Ordering::Acquire),
+                RING_SIZE as u32,
+            ) != Ok(0)
         });
         let (p, n) = ring::produce(
             ring_bytes(REQ_OFFSET),
@@ -122,29 +132,45 @@ fn read_message() -> Result<(Header, Vec<u8>), Error> {
 /// The reader task: demultiplexes replies and watch events until the ring breaks.
 fn reader() {
     loop {
-        match read_message() {
-            Ok((h, p)) if h.ty == MsgType::WatchEvent as u32 => match proto::watch_event(&p) {
-                Ok((path, token)) => {
-                    let _irqs = IrqGuard::new();
-                    let watcher = WATCHES
-                        .lock()
-                        .iter()
-                        .find(|(t, _)| *t == token)
-                        .map(|(_, c)| c.clone());
-                    match watcher {
-                        Some(ch) => ch.send(path),
-                        None => println!("upcall: xenstore: event for unknown watch `{token}`"),
-                    }
-                }
-                Err(e) => println!("upcall: xenstore: dropped a watch event: {e}"),
-            },
-            Ok(reply) => REPLIES.send(Ok(reply)),
+        let route = match read_message() {
+            Ok((h, p)) => {
+                let _irqs = IrqGuard::new();
+                MATCHER.lock().on_message(&h, &p)
+            }
             Err(e) => {
                 println!("upcall: xenstore: {e}; the client stops");
-                REPLIES.send(Err(e));
+                fail(e);
                 return;
             }
+        };
+        match route {
+            Route::Reply(r) => REPLIES.send(r),
+            Route::Watch(path, token) => {
+                let _irqs = IrqGuard::new();
+                let watcher = WATCHES
+                    .lock()
+                    .iter()
+                    .find(|(t, _)| *t == token)
+                    .map(|(_, c)| c.clone());
+                match watcher {
+                    Some(ch) => ch.send(path),
+                    None => println!("upcall: xenstore: event for unknown watch `{token}`"),
+                }
+            }
+            Route::Dropped(why) => println!("upcall: xenstore: dropped a message ({why})"),
         }
+    }
+}
+
+/// The ring broke with `e`: the outstanding request (if any) gets the error, later
+/// ones fail at once.
+fn fail(e: Error) {
+    let outstanding = {
+        let _irqs = IrqGuard::new();
+        MATCHER.lock().fail(e.clone())
+    };
+    if outstanding {
+        REPLIES.send(Err(e));
     }
 }
 
@@ -152,15 +178,28 @@ fn request(ty: MsgType, tx: u32, parts: &[&str], last_raw: bool) -> Result<Vec<u
     if RING_VA.load(Ordering::Relaxed) == 0 {
         return Err(Error::Xenstored("no xenstore in this domain".into()));
     }
-    let mut id = REQUEST.lock();
-    *id = id.wrapping_add(1);
-    write_all(&proto::encode(ty, *id, tx, parts, last_raw)?)?;
-    let (h, payload) = REPLIES.recv()?;
-    proto::check_reply(ty, &h, &payload)?;
-    if h.req_id != *id {
-        return Err(Error::Malformed("reply to another request"));
+    let _serialized = REQUEST.lock();
+    let id = {
+        let _irqs = IrqGuard::new();
+        MATCHER.lock().begin(ty)?
+    };
+    let sent = proto::encode(ty, id, tx, parts, last_raw).and_then(|msg| write_all(&msg));
+    if let Err(e) = sent {
+        if e == Error::CorruptRing {
+            fail(e.clone());
+        }
+        let abandoned = {
+            let _irqs = IrqGuard::new();
+            MATCHER.lock().abandon(id)
+        };
+        if !abandoned {
+            // The reply (or the ring error) was already routed to us: take it, so it
+            // cannot be read as the answer to a later request.
+            let _ = REPLIES.recv();
+        }
+        return Err(e);
     }
-    Ok(payload)
+    REPLIES.recv()
 }
 
 /// Reads a value.

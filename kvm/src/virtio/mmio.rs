@@ -26,6 +26,10 @@ mod reg {
     pub const CONFIG: u64 = 0x100;
 }
 
+/// The register window: the registers up to 0x100 and 0x100 bytes of device
+/// configuration (QEMU's transports are 512 bytes apart).
+const WINDOW: u32 = 0x200;
+
 /// "virt", little-endian.
 const MAGIC: u32 = 0x7472_6976;
 
@@ -39,7 +43,7 @@ impl Mmio {
     /// The transport at `base` if it holds a device of type `device_id`: `Ok(None)` for
     /// an empty slot or another device type.
     pub fn probe(base: u64, device_id: u32) -> Result<Option<Mmio>, InitError> {
-        let regs = MmioWindow::map(base)?;
+        let regs = MmioWindow::map(base, WINDOW)?;
         if regs.read::<u32>(reg::MAGIC) != MAGIC || regs.read::<u32>(reg::DEVICE_ID) != device_id {
             return Ok(None);
         }
@@ -100,7 +104,14 @@ impl Transport for Mmio {
             .min(u32::from(u16::MAX)) as u16
     }
 
-    fn setup_queue(&mut self, q: u16, size: u16, desc: u64, driver: u64, device: u64) {
+    fn setup_queue(
+        &mut self,
+        q: u16,
+        size: u16,
+        desc: u64,
+        driver: u64,
+        device: u64,
+    ) -> Result<(), InitError> {
         let r = &self.regs;
         r.write::<u32>(reg::QUEUE_SEL, u32::from(q));
         r.write::<u32>(reg::QUEUE_NUM, u32::from(size));
@@ -114,6 +125,7 @@ impl Transport for Mmio {
             r.write::<u32>(low + 4, (addr >> 32) as u32);
         }
         r.write::<u32>(reg::QUEUE_READY, 1);
+        Ok(())
     }
 
     fn notify(&mut self, q: u16) {
@@ -121,6 +133,11 @@ impl Transport for Mmio {
     }
 
     fn config_u8(&mut self, offset: usize) -> u8 {
-        self.regs.read::<u8>(reg::CONFIG + offset as u64)
+        let at = reg::CONFIG.saturating_add(offset as u64);
+        if crate::virtio_pci_caps::access_inside(at, 1, WINDOW) {
+            self.regs.read::<u8>(at)
+        } else {
+            0xff
+        }
     }
 }

@@ -48,6 +48,8 @@ pub enum InitError {
     Resources(&'static str),
     /// Interrupt routing failed.
     Interrupt(&'static str),
+    /// The PCI capabilities describing the device's registers are unusable.
+    Capabilities(crate::virtio_pci_caps::CapError),
 }
 
 impl fmt::Display for InitError {
@@ -59,6 +61,7 @@ impl fmt::Display for InitError {
             InitError::Queue(q, why) => write!(f, "queue {q}: {why}"),
             InitError::Resources(why) => write!(f, "{why}"),
             InitError::Interrupt(why) => write!(f, "interrupt routing: {why}"),
+            InitError::Capabilities(e) => write!(f, "virtio-pci capabilities: {e}"),
         }
     }
 }
@@ -75,8 +78,16 @@ pub trait Transport: Send {
     fn set_status(&mut self, status: u8);
     /// The largest size queue `q` supports (0 = no such queue).
     fn queue_max(&mut self, q: u16) -> u16;
-    /// Gives queue `q` its size and area addresses and enables it.
-    fn setup_queue(&mut self, q: u16, size: u16, desc: u64, driver: u64, device: u64);
+    /// Gives queue `q` its size and area addresses and enables it; an error if the
+    /// device's answers make the queue unusable.
+    fn setup_queue(
+        &mut self,
+        q: u16,
+        size: u16,
+        desc: u64,
+        driver: u64,
+        device: u64,
+    ) -> Result<(), InitError>;
     /// Tells the device queue `q` has new buffers.
     fn notify(&mut self, q: u16);
     /// Reads a byte of the device-specific configuration.
@@ -197,17 +208,27 @@ impl RingMemory for DmaMemory {
     }
 }
 
-/// A device register window (MMIO), mapped uncached.
+/// A device register window (MMIO), mapped uncached: `len` bytes at `base`, all inside
+/// the one 2 MiB page [`MmioWindow::map`] mapped.
 #[derive(Debug, Clone, Copy)]
 pub struct MmioWindow {
     base: u64,
+    len: u32,
 }
 
 impl MmioWindow {
-    /// Maps the window at `base` (a 2 MiB page around it) and returns it.
-    pub fn map(base: u64) -> Result<MmioWindow, InitError> {
+    /// Maps the window of `len` bytes at `base` (the 2 MiB page around it) and returns
+    /// it; an error if the window does not lie inside that one page.
+    pub fn map(base: u64, len: u32) -> Result<MmioWindow, InitError> {
+        let page = crate::virtio_pci_caps::MAP_PAGE;
+        let last = base.checked_add(u64::from(len).max(1) - 1);
+        if len == 0 || last.is_none_or(|last| last / page != base / page) {
+            return Err(InitError::Resources(
+                "device register window crosses a 2 MiB page",
+            ));
+        }
         if crate::paging::map_mmio(base) {
-            Ok(MmioWindow { base })
+            Ok(MmioWindow { base, len })
         } else {
             Err(InitError::Resources(
                 "cannot map the device registers (page-table pool full)",
@@ -215,16 +236,41 @@ impl MmioWindow {
         }
     }
 
+    /// The window's length in bytes.
+    pub fn size(&self) -> u32 {
+        self.len
+    }
+
+    /// The address of a `T` at `offset`, which must lie inside the window.
+    fn at<T>(&self, offset: u64) -> u64 {
+        assert!(
+            crate::virtio_pci_caps::access_inside(offset, size_of::<T>(), self.len)
+                && offset.is_multiple_of(align_of::<T>() as u64),
+            "device register access at {offset:#x} outside its {}-byte window",
+            self.len
+        );
+        self.base + offset
+    }
+
     /// Reads the register of type `T` at `offset`.
+    ///
+    /// # Panics
+    /// If the register does not lie inside the window (a driver bug: offsets that come
+    /// from the device are checked against the window before they reach here).
     pub fn read<T: Copy>(&self, offset: u64) -> T {
-        // SAFETY: `base` is a device window mapped uncached by `map`; callers pass
-        // offsets of registers the device defines, naturally aligned.
-        unsafe { ((self.base + offset) as *const T).read_volatile() }
+        let addr = self.at::<T>(offset);
+        // SAFETY: `map` mapped the 2 MiB page holding the whole window uncached, and
+        // `at` checked that the aligned access lies inside the window.
+        unsafe { (addr as *const T).read_volatile() }
     }
 
     /// Writes the register of type `T` at `offset`.
+    ///
+    /// # Panics
+    /// As [`MmioWindow::read`].
     pub fn write<T: Copy>(&self, offset: u64, value: T) {
+        let addr = self.at::<T>(offset);
         // SAFETY: as in `read`.
-        unsafe { ((self.base + offset) as *mut T).write_volatile(value) }
+        unsafe { (addr as *mut T).write_volatile(value) }
     }
 }

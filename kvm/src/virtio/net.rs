@@ -16,13 +16,12 @@ use super::mmio::Mmio;
 use super::pci::{self as virtio_pci, Pci};
 use super::{DEVICE_NET, DmaMemory, InitError, Transport, begin_init, finish_init};
 use crate::mmio_devices::MmioDevice;
+use crate::virtio_net_rx::{self, HEADER, Rx};
 use crate::virtq::{Layout, Virtq};
 use crate::{apic, devirq, ioapic, pci};
 
 /// Feature: the device has a MAC address in its configuration.
 const F_MAC: u64 = 1 << 5;
-/// The virtio-net header in front of every frame (with `num_buffers`, virtio 1.x).
-const HEADER: usize = 12;
 /// Receive buffer: header + a full Ethernet frame (1514), rounded up.
 const RX_BUFFER: usize = 2048;
 /// Largest queue we use.
@@ -58,7 +57,7 @@ fn make_queue(t: &mut dyn Transport, q: u16) -> Result<Queue, InitError> {
         mem.paddr(layout.used()),
     );
     let vq = Virtq::new(mem, size).map_err(|_| InitError::Queue(q, "unusable size"))?;
-    t.setup_queue(q, size, desc, driver, device);
+    t.setup_queue(q, size, desc, driver, device)?;
     Ok(vq)
 }
 
@@ -95,8 +94,7 @@ impl<T: Transport> VirtioNet<T> {
     }
 
     fn post_rx(&mut self, buf: Box<[u8]>) -> Result<(), crate::virtq::Error> {
-        let (addr, len) = (buf.as_ptr() as u64, buf.len());
-        self.rx.push(addr, len, true, buf).map(drop)
+        virtio_net_rx::post(&mut self.rx, buf)
     }
 
     /// Frees the transmit buffers the device is done with.
@@ -142,23 +140,18 @@ impl<T: Transport> Nic for VirtioNet<T> {
     }
 
     fn receive(&mut self, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
-        let used = match self.rx.pop_used() {
-            Ok(None) => return Ok(false),
-            Ok(Some(u)) => u,
-            Err(e) => return Err(NicError::Device(e.to_string())),
-        };
-        let len = used.len as usize;
-        let result = if len < HEADER {
-            Err(NicError::Malformed("shorter than the virtio-net header"))
-        } else {
-            deliver(&used.token[HEADER..len]);
-            Ok(true)
-        };
-        // The buffer goes straight back to the device.
-        self.post_rx(used.token)
-            .map_err(|e| NicError::Device(e.to_string()))?;
-        self.transport.notify(RX_QUEUE);
-        result
+        // Every buffer that comes back is posted again (see `virtio_net_rx`); device
+        // errors are counted by libos (device_errors) like every other.
+        let r = virtio_net_rx::receive(&mut self.rx, deliver);
+        if r != Ok(Rx::Empty) {
+            self.transport.notify(RX_QUEUE);
+        }
+        match r {
+            Ok(Rx::Empty) => Ok(false),
+            Ok(Rx::Frame) => Ok(true),
+            Ok(Rx::Short) => Err(NicError::Malformed("shorter than the virtio-net header")),
+            Err(e) => Err(NicError::Device(e.to_string())),
+        }
     }
 }
 

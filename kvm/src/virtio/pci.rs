@@ -4,16 +4,10 @@
 
 use super::{InitError, MmioWindow, Transport};
 use crate::pci::Function;
+use crate::virtio_pci_caps::{self as caps, Bar};
 
 /// Red Hat's vendor id, which virtio devices use.
 pub const VENDOR: u16 = 0x1af4;
-/// Vendor-specific capability id.
-const CAP_VENDOR: u8 = 0x09;
-/// `cfg_type` of a virtio capability.
-const CFG_COMMON: u8 = 1;
-const CFG_NOTIFY: u8 = 2;
-const CFG_ISR: u8 = 3;
-const CFG_DEVICE: u8 = 4;
 
 /// Offsets in the common configuration structure.
 mod common {
@@ -55,46 +49,30 @@ pub struct Pci {
     common: MmioWindow,
     notify: MmioWindow,
     notify_multiplier: u32,
-    /// Per queue: its offset in the notify structure, in multiplier units.
-    notify_off: [u16; MAX_QUEUES],
+    /// Per queue set up: its register's byte offset in the notify structure (checked
+    /// against the structure's length).
+    notify_off: [Option<u64>; MAX_QUEUES],
     isr: MmioWindow,
     device: MmioWindow,
 }
 
 impl Pci {
-    /// Finds the virtio structures of `f`, maps them and enables the function.
+    /// Finds the virtio structures of `f`, checks them against their BARs (see
+    /// [`crate::virtio_pci_caps`]), maps them and enables the function.
     pub fn new(f: Function) -> Result<Pci, InitError> {
-        let (mut common, mut notify, mut isr, mut device) = (None, None, None, None);
-        let mut notify_multiplier = 0;
-        for cap in f.capabilities(CAP_VENDOR) {
-            let cfg_type = f.read8(cap + 3);
-            let bar = f.read8(cap + 4);
-            let offset = u64::from(f.read32(cap + 8));
-            let Some(base) = f.memory_bar_assigned(bar) else {
-                continue;
-            };
-            let window = || MmioWindow::map(base + offset);
-            match cfg_type {
-                CFG_COMMON if common.is_none() => common = Some(window()?),
-                CFG_NOTIFY if notify.is_none() => {
-                    notify = Some(window()?);
-                    notify_multiplier = f.read32(cap + 16);
-                }
-                CFG_ISR if isr.is_none() => isr = Some(window()?),
-                CFG_DEVICE if device.is_none() => device = Some(window()?),
-                _ => {}
-            }
-        }
-        let missing = |what| InitError::Legacy(what);
+        let config = f.config_space();
+        let bar = |n: u8| {
+            f.memory_bar_assigned(n)
+                .map(|(base, size)| Bar { base, size })
+        };
+        let found = caps::parse(&config, bar).map_err(InitError::Capabilities)?;
         let pci = Pci {
-            common: common.ok_or(missing(
-                "no common configuration capability (or its BAR is unassigned)",
-            ))?,
-            notify: notify.ok_or(missing("no notify capability"))?,
-            notify_multiplier,
-            notify_off: [0; MAX_QUEUES],
-            isr: isr.ok_or(missing("no ISR capability"))?,
-            device: device.ok_or(missing("no device configuration capability"))?,
+            common: MmioWindow::map(found.common.base, found.common.len)?,
+            notify: MmioWindow::map(found.notify.base, found.notify.len)?,
+            notify_multiplier: found.notify_multiplier,
+            notify_off: [None; MAX_QUEUES],
+            isr: MmioWindow::map(found.isr.base, found.isr.len)?,
+            device: MmioWindow::map(found.device.base, found.device.len)?,
         };
         f.enable();
         Ok(pci)
@@ -146,7 +124,14 @@ impl Transport for Pci {
         self.common.read::<u16>(common::QUEUE_SIZE)
     }
 
-    fn setup_queue(&mut self, q: u16, size: u16, desc: u64, driver: u64, device: u64) {
+    fn setup_queue(
+        &mut self,
+        q: u16,
+        size: u16,
+        desc: u64,
+        driver: u64,
+        device: u64,
+    ) -> Result<(), InitError> {
         let c = &self.common;
         c.write::<u16>(common::QUEUE_SELECT, q);
         c.write::<u16>(common::QUEUE_SIZE, size);
@@ -160,21 +145,33 @@ impl Transport for Pci {
             c.write::<u32>(field, addr as u32);
             c.write::<u32>(field + 4, (addr >> 32) as u32);
         }
-        if let Some(slot) = self.notify_off.get_mut(usize::from(q)) {
-            *slot = c.read::<u16>(common::QUEUE_NOTIFY_OFF);
-        }
+        let slot = self
+            .notify_off
+            .get_mut(usize::from(q))
+            .ok_or(InitError::Queue(q, "more queues than the driver keeps"))?;
+        let off = c.read::<u16>(common::QUEUE_NOTIFY_OFF);
+        *slot = Some(
+            caps::notify_offset(off, self.notify_multiplier, self.notify.size()).ok_or(
+                InitError::Queue(q, "notify register outside the notify structure"),
+            )?,
+        );
         c.write::<u16>(common::QUEUE_ENABLE, 1);
+        Ok(())
     }
 
     fn notify(&mut self, q: u16) {
-        let Some(&off) = self.notify_off.get(usize::from(q)) else {
-            return;
-        };
-        self.notify
-            .write::<u16>(u64::from(off) * u64::from(self.notify_multiplier), q);
+        if let Some(&Some(at)) = self.notify_off.get(usize::from(q)) {
+            self.notify.write::<u16>(at, q);
+        }
     }
 
     fn config_u8(&mut self, offset: usize) -> u8 {
-        self.device.read::<u8>(offset as u64)
+        // The structure is at least MIN_DEVICE (6, the MAC) bytes long; past its end
+        // reads as 0xff, like an absent register.
+        if caps::access_inside(offset as u64, 1, self.device.size()) {
+            self.device.read::<u8>(offset as u64)
+        } else {
+            0xff
+        }
     }
 }

@@ -22,6 +22,7 @@
 pub mod balance;
 mod queue;
 mod stack;
+pub mod stack_check;
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -293,6 +294,7 @@ pub fn schedule(irqs_off: &IrqsOff) {
         "BUG: scheduling while atomic"
     );
     let me = cpu.id() as usize;
+    stack_check::check(me, crate::arch::stack_pointer());
     let switch = with(irqs_off, |s| {
         cpu.need_resched.store(false, Relaxed);
         let prev = s.current[me];
@@ -336,6 +338,7 @@ pub fn schedule(irqs_off: &IrqsOff) {
             cpu.in_preemptible.store(next_task.in_preemptible, Relaxed);
         }
         let next_sp = next_task.sp;
+        stack_check::set_current(me, next.0, next_task.stack.as_ref().map(Stack::bottom));
         s.current[me] = next;
         SWITCHED_FROM[me].store(prev.0 + 1, Relaxed);
         Some((save, next_sp))

@@ -64,7 +64,7 @@ impl Drop for Stack {
             let ok = console::platform().is_some_and(|p| p.guard_page(self.base as u64, false));
             assert!(ok, "cannot unprotect a stack guard page");
         }
-        // SAFETY: `base` came from `alloc_zeroed` with this layout and is freed once.
+        // SAFETY: `base` came from `alloc` with this layout (in `new`) and is freed once.
         unsafe { dealloc(self.base, self.layout) }
     }
 }

@@ -6,6 +6,7 @@ mod bench_smp;
 mod bench_xen_boot;
 mod build;
 mod child;
+mod fuzz;
 mod gdb;
 mod host;
 mod initramfs;
@@ -239,6 +240,9 @@ enum Command {
     },
     /// Run clippy on the host crates and on the bare-metal target, denying warnings.
     Clippy,
+    /// Coverage-guided fuzzing (cargo-fuzz, nightly for this command only); writes
+    /// target/fuzz/report.md.
+    Fuzz(fuzz::Args),
     /// Check that non-instrumentable entry code calls nothing outside `.noinstr.text`.
     CheckNoinstr {
         /// The app whose image is checked.
@@ -482,6 +486,7 @@ fn main() -> ExitCode {
         } => libvirt_testbed::command(stop),
         Command::Symbolize { image, log } => symbolize::command(&image, log.as_deref()),
         Command::Clippy => host::clippy(),
+        Command::Fuzz(args) => fuzz::command(args),
         Command::CheckNoinstr { app, release } => noinstr::command(&app, release),
     };
     match outcome {
