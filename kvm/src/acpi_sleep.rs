@@ -286,35 +286,8 @@ fn integer(aml: &mut &[u8]) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::madt::test_tables::{Mem, fix_checksum, sdt};
     use proptest::prelude::*;
-
-    struct Mem {
-        base: u64,
-        bytes: Vec<u8>,
-    }
-
-    impl PhysMem for Mem {
-        fn read(&self, paddr: u64, len: usize) -> Option<&[u8]> {
-            let start = usize::try_from(paddr.checked_sub(self.base)?).ok()?;
-            self.bytes.get(start..start.checked_add(len)?)
-        }
-    }
-
-    fn fix_checksum(t: &mut [u8], at: usize) {
-        t[at] = 0;
-        let sum = t.iter().fold(0u8, |a, &b| a.wrapping_add(b));
-        t[at] = 0u8.wrapping_sub(sum);
-    }
-
-    fn sdt(sig: &[u8; 4], body: &[u8]) -> Vec<u8> {
-        let mut t = vec![0u8; SDT_HEADER_LEN];
-        t[..4].copy_from_slice(sig);
-        t.extend_from_slice(body);
-        let len = t.len() as u32;
-        t[4..8].copy_from_slice(&len.to_le_bytes());
-        fix_checksum(&mut t, 9);
-        t
-    }
 
     fn put_gas(f: &mut [u8], off: usize, space: u8, width: u8, addr: u64) {
         f[off] = space;

@@ -300,3 +300,17 @@ pub fn finish(ram: &[Region], cmdline: &'static str) -> ! {
     // SAFETY: `ram` is identity-mapped and writable; everything in use is in `reserved`.
     unsafe { libos::start(&boot) }
 }
+
+/// The boot identity map (first 4 GiB) as the ACPI parsers (`madt`, `acpi_sleep`) read
+/// it: only while boot memory is intact (the heap later reuses it).
+pub(crate) struct BootMem;
+
+impl crate::madt::PhysMem for BootMem {
+    fn read(&self, paddr: u64, len: usize) -> Option<&[u8]> {
+        let end = paddr.checked_add(len as u64)?;
+        if paddr < 0x1000 || end > 1 << 32 {
+            return None;
+        }
+        Some(phys_slice(paddr, len))
+    }
+}

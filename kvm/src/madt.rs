@@ -228,15 +228,15 @@ pub fn parse_madt(madt: &[u8], out: &mut [u32]) -> Result<Cpus, Error> {
     Ok(cpus)
 }
 
+/// Building blocks of ACPI tables for host tests (here and in `acpi_sleep`).
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
+pub(crate) mod test_tables {
+    use super::{PhysMem, SDT_HEADER_LEN};
 
     /// Guest memory: one buffer at `base`.
-    struct Mem {
-        base: u64,
-        bytes: Vec<u8>,
+    pub struct Mem {
+        pub base: u64,
+        pub bytes: Vec<u8>,
     }
 
     impl PhysMem for Mem {
@@ -246,13 +246,15 @@ mod tests {
         }
     }
 
-    fn fix_checksum(t: &mut [u8], at: usize) {
+    /// Sets byte `at` so that `t` sums to zero.
+    pub fn fix_checksum(t: &mut [u8], at: usize) {
         t[at] = 0;
         let sum = t.iter().fold(0u8, |a, &b| a.wrapping_add(b));
         t[at] = 0u8.wrapping_sub(sum);
     }
 
-    fn sdt(sig: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    /// A system description table `sig` with `body`, length and checksum set.
+    pub fn sdt(sig: &[u8; 4], body: &[u8]) -> Vec<u8> {
         let mut t = vec![0u8; SDT_HEADER_LEN];
         t[..4].copy_from_slice(sig);
         t.extend_from_slice(body);
@@ -261,6 +263,13 @@ mod tests {
         fix_checksum(&mut t, 9);
         t
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_tables::{Mem, fix_checksum, sdt};
+    use super::*;
+    use proptest::prelude::*;
 
     fn lapic(apic_id: u8, flags: u32) -> Vec<u8> {
         let mut e = vec![0, 8, apic_id, apic_id];

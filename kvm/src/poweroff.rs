@@ -11,25 +11,12 @@ use core::fmt::Write;
 use x86_64::instructions::port::Port;
 
 use crate::acpi_sleep::{self, Error, PowerOff, Register};
-use crate::madt::PhysMem;
-use crate::{boot, paging};
+use crate::boot::BootMem;
+use crate::paging;
 
 /// What [`discover`] found (`None` before it ran, and under uhyve).
 static FOUND: spinning_top::Spinlock<Option<Result<PowerOff, Error>>> =
     spinning_top::Spinlock::new(None);
-
-/// The boot identity map (first 4 GiB) as `acpi_sleep` reads it.
-struct BootMem;
-
-impl PhysMem for BootMem {
-    fn read(&self, paddr: u64, len: usize) -> Option<&[u8]> {
-        let end = paddr.checked_add(len as u64)?;
-        if paddr < 0x1000 || end > 1 << 32 {
-            return None;
-        }
-        Some(boot::phys_slice(paddr, len))
-    }
-}
 
 /// Reads how to power off while boot memory is intact.
 ///

@@ -15,7 +15,8 @@ use libos::println;
 use libos::smp::Ipi;
 
 use crate::apic::{self, Delivery};
-use crate::madt::{self, PhysMem};
+use crate::boot::BootMem;
+use crate::madt;
 use crate::{boot, gdt, idt, trampoline};
 
 /// Bytes of an AP's boot stack (its idle task runs on it, and so do bottom halves'
@@ -30,19 +31,6 @@ const ONLINE_TIMEOUT_NS: u64 = 3_000_000_000;
 static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 /// CPUs the MADT listed (capped at MAX_CPUS); 0 = unknown (one CPU).
 static LISTED: AtomicUsize = AtomicUsize::new(0);
-
-/// The boot identity map (first 4 GiB) as `madt` reads it.
-struct BootMem;
-
-impl PhysMem for BootMem {
-    fn read(&self, paddr: u64, len: usize) -> Option<&[u8]> {
-        let end = paddr.checked_add(len as u64)?;
-        if paddr < 0x1000 || end > 1 << 32 {
-            return None;
-        }
-        Some(boot::phys_slice(paddr, len))
-    }
-}
 
 /// Reads the CPU list while boot memory is still intact (the heap will reuse it).
 ///
