@@ -18,6 +18,7 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 
+use super::backlog::{self, Backlog};
 use super::config::NetConfig;
 use super::nic::{Nic, NicError};
 use crate::cmdline::LogLevel;
@@ -31,6 +32,9 @@ const ETHERNET_HEADER: usize = 14;
 /// How long a closed TCP socket may linger (FIN handshake, lost ACKs) before it is
 /// aborted and its memory freed.
 const CLOSE_TIMEOUT_NS: u64 = 10_000_000_000;
+/// Frames one poll takes from the card (NAPI's budget): a flood leaves the rest in the
+/// card's ring for the next pass, and the net task yields in between so other tasks run.
+pub(super) const RX_BUDGET: usize = 64;
 
 /// Counters of one interface.
 #[derive(Debug, Default)]
@@ -43,6 +47,7 @@ struct Stats {
     tx_dropped: AtomicU64,
     device_errors: AtomicU64,
     wakeups: AtomicU64,
+    deferrals: AtomicU64,
 }
 
 /// A copy of an interface's counters.
@@ -64,6 +69,8 @@ pub struct StatsSnapshot {
     pub device_errors: u64,
     /// Times the net task woke up.
     pub wakeups: u64,
+    /// Polls that used their whole receive budget and left frames for the next pass.
+    pub deferrals: u64,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -82,6 +89,7 @@ impl Stats {
             tx_dropped: r(&self.tx_dropped),
             device_errors: r(&self.device_errors),
             wakeups: r(&self.wakeups),
+            deferrals: r(&self.deferrals),
         }
     }
 }
@@ -98,6 +106,9 @@ pub(super) struct State {
     closing: Vec<(SocketHandle, u64)>,
     /// The next local port for an outgoing connection (IANA's dynamic range).
     next_port: u16,
+    /// The listeners' backlogs, tended after every poll.
+    pub(super) backlogs: Vec<Backlog>,
+    pub(super) next_backlog_id: u64,
 }
 
 /// One interface.
@@ -142,11 +153,7 @@ impl Stack {
         iface_config.random_seed = crate::arch::rdtsc()
             ^ u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]);
         let stats = Stats::default();
-        let mut port = Port {
-            nic: &mut *nic,
-            mtu,
-            stats: &stats,
-        };
+        let mut port = Port::new(&mut *nic, mtu, &stats);
         let mut iface = Interface::new(iface_config, &mut port, timestamp());
         let mut sockets = SocketSet::new(Vec::new());
         let mut dhcp = None;
@@ -178,6 +185,8 @@ impl Stack {
                 dhcp,
                 closing: Vec::new(),
                 next_port: FIRST_DYNAMIC_PORT + (crate::arch::rdtsc() % 8192) as u16,
+                backlogs: Vec::new(),
+                next_backlog_id: 0,
             }),
             wake: WaitQueue::new(),
             pending: AtomicBool::new(true),
@@ -225,29 +234,39 @@ impl Stack {
         self.wake.wake_one();
     }
 
-    /// One round: frames in and out, DHCP, reaping closed sockets, waking socket
-    /// waiters. Returns nanoseconds until smoltcp next needs a poll.
+    /// Wakes the socket waiters so they re-check (a stream of a listener at its cap
+    /// was dropped).
+    pub(super) fn notify_waiters(&self) {
+        self.events.fetch_add(1, Ordering::Release);
+        self.socket_waiters.wake_all();
+    }
+
+    /// One round: frames in (at most [`RX_BUDGET`]) and out, DHCP, tending backlogs,
+    /// reaping closed sockets, waking socket waiters. Returns nanoseconds until smoltcp
+    /// next needs a poll (0 if the budget ran out with frames left).
     fn poll(&self) -> Option<u64> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         let now = timestamp();
         let frames_before = self.stats.rx_frames.load(Ordering::Relaxed)
             + self.stats.tx_frames.load(Ordering::Relaxed);
-        let mut port = Port {
-            nic: &mut *st.nic,
-            mtu: st.mtu,
-            stats: &self.stats,
-        };
+        let mut port = Port::new(&mut *st.nic, st.mtu, &self.stats);
         let changed =
             st.iface.poll(now, &mut port, &mut st.sockets) == PollResult::SocketStateChanged;
+        let deferred = port.budget == 0;
         if let Some(h) = st.dhcp {
             self.poll_dhcp(st, h);
         }
+        backlog::tend(&mut st.backlogs, &mut st.sockets, time::now_ns());
         reap_closed(st);
-        let delay = st
-            .iface
-            .poll_delay(now, &st.sockets)
-            .map(|d| d.total_micros().saturating_mul(1000));
+        let delay = if deferred {
+            bump(&self.stats.deferrals, 1);
+            Some(0)
+        } else {
+            st.iface
+                .poll_delay(now, &st.sockets)
+                .map(|d| d.total_micros().saturating_mul(1000))
+        };
         drop(guard);
         let frames_after = self.stats.rx_frames.load(Ordering::Relaxed)
             + self.stats.tx_frames.load(Ordering::Relaxed);
@@ -295,18 +314,40 @@ impl Stack {
     /// the successful attempt (data to send, a window to open).
     ///
     /// Context: task context, irqs on.
-    pub(super) fn wait_for<R>(&self, mut attempt: impl FnMut(&mut State) -> Option<R>) -> R {
+    pub(super) fn wait_for<R>(&self, attempt: impl FnMut(&mut State) -> Option<R>) -> R {
+        self.wait_for_until(NEVER, attempt)
+            .expect("an untimed wait ends only with a result")
+    }
+
+    /// [`Stack::wait_for`] until the monotonic `deadline_ns` at most (`NEVER`: no
+    /// limit); `None` if it passed first.
+    ///
+    /// Context: task context, irqs on.
+    pub(super) fn wait_for_until<R>(
+        &self,
+        deadline_ns: u64,
+        mut attempt: impl FnMut(&mut State) -> Option<R>,
+    ) -> Option<R> {
         loop {
             let seen = self.events.load(Ordering::Acquire);
             let done = attempt(&mut self.state.lock());
             if let Some(r) = done {
                 self.kick();
-                return r;
+                return Some(r);
+            }
+            if deadline_ns != NEVER && time::now_ns() >= deadline_ns {
+                return None;
             }
             let irqs = IrqGuard::new();
-            // Irqs off: the net task cannot poll between this check and the sleep.
+            // Irqs off, and the count re-read once queued: a poll between this check
+            // and the sleep is not missed, whichever CPU runs the net task.
             if self.events.load(Ordering::Acquire) == seen {
-                sched::block_on(&irqs.token(), &self.socket_waiters);
+                sched::block_on_until_unless(
+                    &irqs.token(),
+                    &self.socket_waiters,
+                    deadline_ns,
+                    || self.events.load(Ordering::Acquire) != seen,
+                );
             }
         }
     }
@@ -423,6 +464,12 @@ fn run(stack: &'static Stack) {
         stack.pending.store(false, Ordering::Release);
         bump(&stack.stats.wakeups, 1);
         let delay = stack.poll();
+        if delay == Some(0) {
+            // Budget used up with frames left (or smoltcp wants another pass now):
+            // let the other ready tasks run once before the next pass.
+            sched::yield_now();
+            continue;
+        }
         let deadline = delay.map_or(NEVER, |d| time::now_ns().saturating_add(d));
         let irqs = IrqGuard::new();
         // Irqs off: an interrupt's wake-up cannot slip between this check and the sleep.
@@ -439,6 +486,19 @@ struct Port<'a> {
     nic: &'a mut dyn Nic,
     mtu: usize,
     stats: &'a Stats,
+    /// Frames this poll may still take ([`RX_BUDGET`] at the start).
+    budget: usize,
+}
+
+impl<'a> Port<'a> {
+    fn new(nic: &'a mut dyn Nic, mtu: usize, stats: &'a Stats) -> Self {
+        Port {
+            nic,
+            mtu,
+            stats,
+            budget: RX_BUDGET,
+        }
+    }
 }
 
 impl Port<'_> {
@@ -487,10 +547,11 @@ impl Device for Port<'_> {
     fn receive(&mut self, _: Instant) -> Option<(Received, Sender<'_>)> {
         // Only take a frame when a reply could go out; the card interrupts when
         // transmit buffers free up, so nothing stalls.
-        if !self.nic.can_transmit() {
+        if self.budget == 0 || !self.nic.can_transmit() {
             return None;
         }
         let frame = self.next_frame()?;
+        self.budget -= 1;
         Some((
             Received(frame),
             Sender {
@@ -609,11 +670,7 @@ mod tests {
             Ok(good.clone()),
         ]);
         let stats = Stats::default();
-        let mut port = Port {
-            nic: &mut card,
-            mtu: 1500,
-            stats: &stats,
-        };
+        let mut port = Port::new(&mut card, 1500, &stats);
         assert_eq!(port.next_frame(), Some(good));
         assert_eq!(port.next_frame(), None);
         let s = stats.snapshot();
@@ -627,11 +684,7 @@ mod tests {
             Ok(vec![0; 60]),
         ]);
         let stats = Stats::default();
-        let mut port = Port {
-            nic: &mut card,
-            mtu: 1500,
-            stats: &stats,
-        };
+        let mut port = Port::new(&mut card, 1500, &stats);
         assert_eq!(port.next_frame(), None);
         assert_eq!(stats.snapshot().device_errors, 1);
         // The next round goes on with the next frame.
@@ -643,23 +696,30 @@ mod tests {
         let mut card = nic(vec![Ok(vec![0; 60])]);
         card.room = 0;
         let stats = Stats::default();
-        let mut port = Port {
-            nic: &mut card,
-            mtu: 1500,
-            stats: &stats,
-        };
+        let mut port = Port::new(&mut card, 1500, &stats);
         assert!(port.receive(Instant::from_millis(0)).is_none());
         assert!(port.transmit(Instant::from_millis(0)).is_none());
         card.room = 2;
-        let mut port = Port {
-            nic: &mut card,
-            mtu: 1500,
-            stats: &stats,
-        };
+        let mut port = Port::new(&mut card, 1500, &stats);
         let (rx, tx) = port.receive(Instant::from_millis(0)).expect("a frame");
         assert_eq!(rx.consume(|f| f.len()), 60);
         tx.consume(42, |buf| buf.fill(7));
         assert_eq!(card.sent, vec![vec![7u8; 42]]);
         assert_eq!(stats.snapshot().tx_frames, 1);
+    }
+
+    #[test]
+    fn one_poll_takes_at_most_the_budget() {
+        let mut card = nic((0..RX_BUDGET + 10).map(|_| Ok(vec![0; 60])).collect());
+        card.room = usize::MAX;
+        let stats = Stats::default();
+        let mut port = Port::new(&mut card, 1500, &stats);
+        let mut taken = 0;
+        while port.receive(Instant::from_millis(0)).is_some() {
+            taken += 1;
+        }
+        assert_eq!((taken, port.budget), (RX_BUDGET, 0));
+        // The rest waits in the card for the next pass.
+        assert_eq!(card.rx.len(), 10);
     }
 }
