@@ -309,7 +309,7 @@ fn status_page() -> String {
     );
     for (name, n) in libos::net::stats() {
         s += &format!(
-            "{name}.rx_frames={}\n{name}.tx_frames={}\n{name}.rx_bytes={}\n{name}.tx_bytes={}\n{name}.rx_dropped={}\n{name}.tx_dropped={}\n{name}.device_errors={}\n{name}.wakeups={}\n{name}.deferrals={}\n",
+            "{name}.rx_frames={}\n{name}.tx_frames={}\n{name}.rx_bytes={}\n{name}.tx_bytes={}\n{name}.rx_dropped={}\n{name}.tx_dropped={}\n{name}.device_errors={}\n{name}.wakeups={}\n{name}.deferrals={}\n{name}.syn_dropped={}\n",
             n.rx_frames,
             n.tx_frames,
             n.rx_bytes,
@@ -318,7 +318,8 @@ fn status_page() -> String {
             n.tx_dropped,
             n.device_errors,
             n.wakeups,
-            n.deferrals
+            n.deferrals,
+            n.syn_dropped
         );
     }
     for t in libos::net::tcp_states() {

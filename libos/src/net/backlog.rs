@@ -18,6 +18,9 @@ use smoltcp::socket::tcp;
 
 use super::socket::{self, Counter, NetError, bump};
 
+/// How long a closed slot waits for its RST to go out before it listens again.
+const RST_GRACE_NS: u64 = 1_000_000_000;
+
 /// One listening socket of a backlog.
 #[derive(Debug)]
 pub(super) struct Slot {
@@ -26,6 +29,8 @@ pub(super) struct Slot {
     ready_since: Option<u64>,
     /// Reset by [`tend`] (queue timeout), not by the peer or the half-open timeout.
     refused: bool,
+    /// When the net task first saw it closed with its RST not yet sent.
+    closed_since: Option<u64>,
 }
 
 /// The backlog of one [`super::TcpListener`].
@@ -55,6 +60,7 @@ impl Backlog {
             handle: sockets.add(s),
             ready_since: None,
             refused: false,
+            closed_since: None,
         });
         Ok(())
     }
@@ -71,6 +77,26 @@ impl Backlog {
     }
 }
 
+/// Each listening port with the number of its slots free to take a SYN (in LISTEN).
+pub(super) fn syn_room(
+    backlogs: &[Backlog],
+    sockets: &mut SocketSet<'static>,
+) -> Vec<(u16, usize)> {
+    backlogs
+        .iter()
+        .map(|b| {
+            let free = b
+                .slots
+                .iter()
+                .filter(|slot| {
+                    sockets.get_mut::<tcp::Socket<'_>>(slot.handle).state() == tcp::State::Listen
+                })
+                .count();
+            (b.port, free)
+        })
+        .collect()
+}
+
 /// Re-arms closed slots, resets connections queued too long at the cap, refills
 /// missing slots. Context: the net task, holding the interface lock.
 pub(super) fn tend(backlogs: &mut [Backlog], sockets: &mut SocketSet<'static>, now_ns: u64) {
@@ -80,12 +106,17 @@ pub(super) fn tend(backlogs: &mut [Backlog], sockets: &mut SocketSet<'static>, n
             let s = sockets.get_mut::<tcp::Socket<'_>>(slot.handle);
             match s.state() {
                 tcp::State::Listen | tcp::State::SynReceived => slot.ready_since = None,
-                // Reset before accept (half-open timeout, the peer's RST, or ours). Wait
-                // until smoltcp has sent a pending RST (it forgets the peer then).
+                // Reset before accept (half-open timeout, the peer's RST, or ours). Give
+                // smoltcp a moment to send a pending RST (it forgets the peer then);
+                // not forever: an RST to a spoofed peer waits for an ARP answer that
+                // never comes, and would hold the slot for good.
                 tcp::State::Closed => {
-                    if s.remote_endpoint().is_some() {
+                    let since = *slot.closed_since.get_or_insert(now_ns);
+                    if s.remote_endpoint().is_some() && now_ns.saturating_sub(since) < RST_GRACE_NS
+                    {
                         continue;
                     }
+                    slot.closed_since = None;
                     if !core::mem::take(&mut slot.refused) {
                         bump(Counter::HalfOpenDropped);
                     }

@@ -48,6 +48,7 @@ struct Stats {
     device_errors: AtomicU64,
     wakeups: AtomicU64,
     deferrals: AtomicU64,
+    syn_dropped: AtomicU64,
 }
 
 /// A copy of an interface's counters.
@@ -71,6 +72,8 @@ pub struct StatsSnapshot {
     pub wakeups: u64,
     /// Polls that used their whole receive budget and left frames for the next pass.
     pub deferrals: u64,
+    /// Connection requests (SYNs) dropped because the listener's backlog was full.
+    pub syn_dropped: u64,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -90,6 +93,7 @@ impl Stats {
             device_errors: r(&self.device_errors),
             wakeups: r(&self.wakeups),
             deferrals: r(&self.deferrals),
+            syn_dropped: r(&self.syn_dropped),
         }
     }
 }
@@ -155,7 +159,13 @@ impl Stack {
         let stats = Stats::default();
         let mut port = Port::new(&mut *nic, mtu, &stats);
         let mut iface = Interface::new(iface_config, &mut port, timestamp());
-        let mut sockets = SocketSet::new(Vec::new());
+        // The socket table never grows later: a reallocation while the heap is
+        // exhausted would end the image. No more TCP sockets can exist than the heap
+        // has room for the buffers of, so that many slots (plus UDP and DHCP) suffice.
+        let slots = usize::try_from(crate::heap::total_bytes()).unwrap_or(0)
+            / (2 * super::socket::TCP_BUFFER)
+            + 16;
+        let mut sockets = SocketSet::new(Vec::with_capacity(slots));
         let mut dhcp = None;
         match config.ip {
             Some(ip) => {
@@ -243,14 +253,15 @@ impl Stack {
 
     /// One round: frames in (at most [`RX_BUDGET`]) and out, DHCP, tending backlogs,
     /// reaping closed sockets, waking socket waiters. Returns nanoseconds until smoltcp
-    /// next needs a poll (0 if the budget ran out with frames left).
-    fn poll(&self) -> Option<u64> {
+    /// next needs a poll, or `Deferred` if the budget ran out (frames may be left).
+    fn poll(&self) -> Next {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         let now = timestamp();
         let frames_before = self.stats.rx_frames.load(Ordering::Relaxed)
             + self.stats.tx_frames.load(Ordering::Relaxed);
         let mut port = Port::new(&mut *st.nic, st.mtu, &self.stats);
+        port.syn_room = backlog::syn_room(&st.backlogs, &mut st.sockets);
         let changed =
             st.iface.poll(now, &mut port, &mut st.sockets) == PollResult::SocketStateChanged;
         let deferred = port.budget == 0;
@@ -259,13 +270,15 @@ impl Stack {
         }
         backlog::tend(&mut st.backlogs, &mut st.sockets, time::now_ns());
         reap_closed(st);
-        let delay = if deferred {
+        let next = if deferred {
             bump(&self.stats.deferrals, 1);
-            Some(0)
+            Next::Deferred
         } else {
-            st.iface
-                .poll_delay(now, &st.sockets)
-                .map(|d| d.total_micros().saturating_mul(1000))
+            Next::After(
+                st.iface
+                    .poll_delay(now, &st.sockets)
+                    .map(|d| d.total_micros().saturating_mul(1000)),
+            )
         };
         drop(guard);
         let frames_after = self.stats.rx_frames.load(Ordering::Relaxed)
@@ -274,7 +287,7 @@ impl Stack {
             self.events.fetch_add(1, Ordering::Release);
             self.socket_waiters.wake_all();
         }
-        delay
+        next
     }
 
     fn poll_dhcp(&self, st: &mut State, h: SocketHandle) {
@@ -452,6 +465,18 @@ fn announce(name: &str, mac: [u8; 6], how: &str, gateway: Option<[u8; 4]>) {
     }
 }
 
+/// What the net task does after a poll.
+enum Next {
+    /// Sleep until news or this many nanoseconds (`None`: until news).
+    After(Option<u64>),
+    /// The receive budget ran out: give the other tasks [`DEFER_NS`], then poll again.
+    Deferred,
+}
+
+/// How long the net task leaves the CPU to other tasks after a poll that used its
+/// whole budget (the net task outranks apps: yielding alone would pick it again).
+const DEFER_NS: u64 = 250_000;
+
 /// Starts the interface's net task.
 pub(super) fn start(stack: &'static Stack) {
     // Detached: the task runs as long as the image.
@@ -463,13 +488,16 @@ fn run(stack: &'static Stack) {
     loop {
         stack.pending.store(false, Ordering::Release);
         bump(&stack.stats.wakeups, 1);
-        let delay = stack.poll();
-        if delay == Some(0) {
-            // Budget used up with frames left (or smoltcp wants another pass now):
-            // let the other ready tasks run once before the next pass.
-            sched::yield_now();
-            continue;
-        }
+        let delay = match stack.poll() {
+            Next::After(delay) => delay,
+            Next::Deferred => {
+                // Budget used up: the rest waits (in the card's ring) while the other
+                // tasks, whatever their priority, get the CPU for a while. A plain
+                // sleep: the interrupts of a flood must not wake us early.
+                sched::sleep_until(time::now_ns().saturating_add(DEFER_NS));
+                continue;
+            }
+        };
         let deadline = delay.map_or(NEVER, |d| time::now_ns().saturating_add(d));
         let irqs = IrqGuard::new();
         // Irqs off: an interrupt's wake-up cannot slip between this check and the sleep.
@@ -488,6 +516,8 @@ struct Port<'a> {
     stats: &'a Stats,
     /// Frames this poll may still take ([`RX_BUDGET`] at the start).
     budget: usize,
+    /// Listening ports and how many more SYNs their backlogs can take this poll.
+    syn_room: Vec<(u16, usize)>,
 }
 
 impl<'a> Port<'a> {
@@ -497,8 +527,52 @@ impl<'a> Port<'a> {
             mtu,
             stats,
             budget: RX_BUDGET,
+            syn_room: Vec::new(),
         }
     }
+
+    /// Whether smoltcp gets `frame`: a SYN to a listening port whose backlog has no
+    /// free slot left is dropped (and counted), as Linux drops SYNs when its queues are
+    /// full: the client retries after its SYN timeout instead of getting an RST.
+    fn admit(&mut self, frame: &[u8]) -> bool {
+        let Some(port) = tcp_syn_port(frame) else {
+            return true;
+        };
+        match self.syn_room.iter_mut().find(|(p, _)| *p == port) {
+            Some((_, 0)) => {
+                bump(&self.stats.syn_dropped, 1);
+                false
+            }
+            Some((_, free)) => {
+                *free -= 1;
+                true
+            }
+            None => true,
+        }
+    }
+}
+
+/// The destination port of an Ethernet frame carrying an IPv4 TCP segment with SYN
+/// set and ACK clear (a connection request); `None` for anything else (pure, checks
+/// every length before reading).
+fn tcp_syn_port(frame: &[u8]) -> Option<u16> {
+    const IPV4: [u8; 2] = [0x08, 0x00];
+    const TCP: u8 = 6;
+    if frame.get(12..14)? != IPV4 {
+        return None;
+    }
+    let ip = frame.get(ETHERNET_HEADER..)?;
+    let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+    // Not TCP, or a fragment other than the first.
+    let fragment_offset = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff;
+    if ihl < 20 || *ip.get(9)? != TCP || fragment_offset != 0 {
+        return None;
+    }
+    // A whole TCP header (20 bytes), or smoltcp drops the frame anyway.
+    let tcp = ip.get(ihl..ihl + 20)?;
+    let flags = tcp[13];
+    let (syn, ack) = (flags & 0x02 != 0, flags & 0x10 != 0);
+    (syn && !ack).then(|| u16::from_be_bytes([tcp[2], tcp[3]]))
 }
 
 impl Port<'_> {
@@ -547,11 +621,16 @@ impl Device for Port<'_> {
     fn receive(&mut self, _: Instant) -> Option<(Received, Sender<'_>)> {
         // Only take a frame when a reply could go out; the card interrupts when
         // transmit buffers free up, so nothing stalls.
-        if self.budget == 0 || !self.nic.can_transmit() {
-            return None;
-        }
-        let frame = self.next_frame()?;
-        self.budget -= 1;
+        let frame = loop {
+            if self.budget == 0 || !self.nic.can_transmit() {
+                return None;
+            }
+            let frame = self.next_frame()?;
+            self.budget -= 1;
+            if self.admit(&frame) {
+                break frame;
+            }
+        };
         Some((
             Received(frame),
             Sender {
@@ -721,5 +800,57 @@ mod tests {
         assert_eq!((taken, port.budget), (RX_BUDGET, 0));
         // The rest waits in the card for the next pass.
         assert_eq!(card.rx.len(), 10);
+    }
+
+    /// An Ethernet + IPv4 + TCP frame with `flags` to port `dst`.
+    fn tcp_frame(flags: u8, dst: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[14 + 9] = 6;
+        f[34 + 2..34 + 4].copy_from_slice(&dst.to_be_bytes());
+        f[34 + 13] = flags;
+        f
+    }
+
+    #[test]
+    fn syns_are_recognized_and_nothing_else() {
+        assert_eq!(tcp_syn_port(&tcp_frame(0x02, 80)), Some(80));
+        assert_eq!(tcp_syn_port(&tcp_frame(0x12, 80)), None); // SYN-ACK
+        assert_eq!(tcp_syn_port(&tcp_frame(0x10, 80)), None); // ACK
+        let mut udp = tcp_frame(0x02, 80);
+        udp[14 + 9] = 17;
+        assert_eq!(tcp_syn_port(&udp), None);
+        let mut frag = tcp_frame(0x02, 80);
+        frag[14 + 7] = 1;
+        assert_eq!(tcp_syn_port(&frag), None);
+        let mut bad_ihl = tcp_frame(0x02, 80);
+        bad_ihl[14] = 0x4f; // 60-byte header: beyond the frame
+        assert_eq!(tcp_syn_port(&bad_ihl), None);
+        // Every truncation is refused without a panic.
+        let full = tcp_frame(0x02, 80);
+        for n in 0..full.len() {
+            assert_eq!(tcp_syn_port(&full[..n]), None, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn syns_beyond_the_backlog_room_are_dropped() {
+        let mut card = nic(vec![
+            Ok(tcp_frame(0x02, 80)),
+            Ok(tcp_frame(0x02, 80)),
+            Ok(tcp_frame(0x02, 81)),
+            Ok(tcp_frame(0x10, 80)),
+        ]);
+        card.room = usize::MAX;
+        let stats = Stats::default();
+        let mut port = Port::new(&mut card, 1500, &stats);
+        port.syn_room = vec![(80, 1)];
+        let mut got = 0;
+        while port.receive(Instant::from_millis(0)).is_some() {
+            got += 1;
+        }
+        // One SYN to 80 fits; the second is dropped; other ports and ACKs pass.
+        assert_eq!((got, stats.snapshot().syn_dropped), (3, 1));
     }
 }
