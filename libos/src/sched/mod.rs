@@ -486,6 +486,11 @@ impl Drop for JoinHandle {
             with(&guard.token(), |s| {
                 if let Some(t) = s.tasks.get_mut(&self.id) {
                     t.detached = true;
+                    // Already dead and its stack freed (it ended before its handle was
+                    // dropped): nobody else removes it, as in `join`.
+                    if t.state == State::Dead && t.stack.is_none() {
+                        s.tasks.remove(&self.id);
+                    }
                 }
             });
         }
