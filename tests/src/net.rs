@@ -76,10 +76,9 @@ pub enum NetCheck {
         syns: u32,
     },
     /// `idle` connections that send nothing plus `slow` ones sending a head a byte a
-    /// second, twice: a warm-up wave, then a wave with `ab -n requests -c concurrency`
-    /// and `curl /` alongside (0 failures). After each wave the server's open
-    /// connections return to none; heap in use after the second is within 5 % of
-    /// after the first (no growth per wave).
+    /// second stay for a while, with `ab -n requests -c concurrency` and `curl /`
+    /// alongside (0 failures). Once they left, the server's open connections return to
+    /// none and its heap in use to within 5 % of before.
     IdleAndSlow {
         /// Idle clients.
         idle: u32,
