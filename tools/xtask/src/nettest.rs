@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use upcall_tests::Machine;
 use upcall_tests::net::{self, NetBed, NetCase, NetCheck, Proto, Ready};
 
-mod hostile;
+pub(crate) mod hostile;
 
 use crate::qemu::{self, Forward, RunOpts};
 use crate::symbolize::Symbols;
@@ -287,7 +287,7 @@ pub(crate) fn http_get_ok(port: u16, path: &str) -> Result<(), String> {
 }
 
 /// [`http_get_ok`] on `host`.
-fn http_get_ok_at(host: &str, port: u16, path: &str) -> Result<(), String> {
+pub(crate) fn http_get_ok_at(host: &str, port: u16, path: &str) -> Result<(), String> {
     let addr = (host, port)
         .to_socket_addrs()
         .map_err(|e| e.to_string())?
@@ -341,7 +341,7 @@ pub(crate) fn curl(port: u16, path: &str) -> Result<Vec<u8>, String> {
 }
 
 /// [`curl`] on `host`.
-fn curl_at(host: &str, port: u16, path: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn curl_at(host: &str, port: u16, path: &str) -> Result<Vec<u8>, String> {
     let url = format!("http://{host}:{port}{path}");
     let out = client(
         "curl",

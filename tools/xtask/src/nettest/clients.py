@@ -130,23 +130,52 @@ def stall(host, port, path, seconds):
     print("result held=%.1f" % seconds)
 
 
-def hold(host, port, n, seconds):
-    """Opens `n` connections that send nothing, holds them `seconds`, then closes them."""
+def hold(host, port, n, seconds, slow=0):
+    """Keeps `n` connections open that send nothing for `seconds` (one the server
+    refuses, resets or closes is opened again), then closes them. The last `slow` of
+    them send a request head instead, one byte a second."""
     raise_nofile(n + 256)
-    socks = []
-    refused = 0
-    for _ in range(n):
+    head = b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: " + b"a" * 64 + b"\r\n\r\n"
+    sent = [0] * n
+    next_byte = time.time() + 1.0
+
+    def opened():
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
-        if s.connect_ex((host, port)) not in (0, 115):
-            refused += 1
-            s.close()
-            continue
-        socks.append(s)
-    time.sleep(seconds)
+        s.connect_ex((host, port))
+        return s
+
+    socks = [opened() for _ in range(n)]
+    reopened = 0
+    start = time.time()
+    while time.time() - start < seconds:
+        time.sleep(0.2)
+        for i, s in enumerate(socks):
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            gone = err not in (0, 115)
+            if not gone:
+                try:
+                    gone = s.recv(1, socket.MSG_PEEK) == b""
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    gone = True
+            if gone:
+                s.close()
+                socks[i] = opened()
+                sent[i] = 0
+                reopened += 1
+        if slow and time.time() >= next_byte:
+            next_byte += 1.0
+            for i in range(n - slow, n):
+                try:
+                    socks[i].send(head[sent[i] % len(head):sent[i] % len(head) + 1])
+                    sent[i] += 1
+                except OSError:
+                    pass
     for s in socks:
         s.close()
-    print("result opened=%d refused=%d" % (len(socks), refused))
+    print("result opened=%d reopened=%d" % (len(socks), reopened))
 
 
 def udpflood(host, port, seconds):
@@ -177,7 +206,7 @@ def main():
     elif mode == "stall":
         stall(args[0], int(args[1]), args[2], float(args[3]))
     elif mode == "hold":
-        hold(args[0], int(args[1]), int(args[2]), float(args[3]))
+        hold(args[0], int(args[1]), int(args[2]), float(args[3]), int(args[4]) if len(args) > 4 else 0)
     elif mode == "udpflood":
         udpflood(args[0], int(args[1]), float(args[2]))
     else:

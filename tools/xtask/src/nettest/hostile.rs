@@ -22,13 +22,15 @@ const CLIENTS: &str = include_str!("clients.py");
 const SETTLE: Duration = Duration::from_secs(60);
 
 /// A TAP device with the host at `.1` of a /24 no other interface uses.
-struct Tap {
-    name: String,
-    guest: String,
+pub(crate) struct Tap {
+    /// The device's name.
+    pub(crate) name: String,
+    /// The guest's address (`.2`).
+    pub(crate) guest: String,
 }
 
 impl Tap {
-    fn create() -> Result<Tap, String> {
+    pub(crate) fn create() -> Result<Tap, String> {
         let ip = |args: &[&str]| -> Result<String, String> {
             let out = Command::new("ip")
                 .args(args)
@@ -87,31 +89,10 @@ pub(super) fn run_tap_case(
     image: &Path,
     machine: MachineArg,
 ) -> Result<String, String> {
-    let tap = Tap::create()?;
-    let args: Vec<String> = case
-        .args
-        .iter()
-        .map(|a| a.replace(net::TAP_GUEST, &tap.guest))
-        .collect();
-    let cmdline = qemu::kernel_cmdline(&args);
-    let mut opts = RunOpts::for_tests(machine, 0);
-    opts.memory = case.memory_mb;
-    // A placeholder forward makes qemu_args add the card; its netdev becomes the TAP.
-    opts.forwards = vec![Forward {
-        proto: qemu::Proto::Tcp,
-        host: 1,
-        guest: 1,
-    }];
-    let mut qemu_args = qemu::qemu_args(image, &cmdline, &opts);
-    let netdev = qemu_args
-        .iter()
-        .position(|a| a == "-netdev")
-        .ok_or("qemu_args added no -netdev")?;
-    qemu_args[netdev + 1] = format!("tap,id=net0,ifname={},script=no,downscript=no", tap.name);
+    let (tap, mut guest) = boot_on_tap(image, case.args, case.memory_mb, machine)?;
     let port = |p: Proto| case.ports.iter().find(|(q, _)| *q == p).map(|&(_, g)| g);
     let tcp = port(Proto::Tcp).ok_or("a network case needs a TCP port")?;
     let udp = port(Proto::Udp);
-    let mut guest = Guest::boot(image, qemu_args)?;
     let verdict = wait_ready(&mut guest, case.ready, &tap.guest, tcp).and_then(|()| {
         let mut notes = Vec::new();
         for check in case.checks {
@@ -148,6 +129,38 @@ pub(super) fn run_tap_case(
     result
 }
 
+/// Creates a TAP device and boots `image` on it with `args` ([`net::TAP_GUEST`]
+/// replaced by the guest's address) and `memory_mb`.
+pub(crate) fn boot_on_tap(
+    image: &Path,
+    args: &[&str],
+    memory_mb: u32,
+    machine: MachineArg,
+) -> Result<(Tap, Guest), String> {
+    let tap = Tap::create()?;
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace(net::TAP_GUEST, &tap.guest))
+        .collect();
+    let cmdline = qemu::kernel_cmdline(&args);
+    let mut opts = RunOpts::for_tests(machine, 0);
+    opts.memory = memory_mb;
+    // A placeholder forward makes qemu_args add the card; its netdev becomes the TAP.
+    opts.forwards = vec![Forward {
+        proto: qemu::Proto::Tcp,
+        host: 1,
+        guest: 1,
+    }];
+    let mut qemu_args = qemu::qemu_args(image, &cmdline, &opts);
+    let netdev = qemu_args
+        .iter()
+        .position(|a| a == "-netdev")
+        .ok_or("qemu_args added no -netdev")?;
+    qemu_args[netdev + 1] = format!("tap,id=net0,ifname={},script=no,downscript=no", tap.name);
+    let guest = Guest::boot(image, qemu_args)?;
+    Ok((tap, guest))
+}
+
 /// `python3 -c clients.py MODE ARGS…`.
 fn clients(args: &[String]) -> Command {
     let mut c = Command::new("python3");
@@ -178,7 +191,7 @@ fn result_line(stdout: &[u8], stderr: &[u8], ok: bool, args: &[String]) -> Resul
 }
 
 /// Starts a client in the background.
-fn spawn_client(args: &[String]) -> Result<Child, String> {
+pub(crate) fn spawn_client(args: &[String]) -> Result<Child, String> {
     clients(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -188,7 +201,7 @@ fn spawn_client(args: &[String]) -> Result<Child, String> {
 }
 
 /// Waits for a background client; returns its `result …` line.
-fn wait_client(child: Child, args: &[String]) -> Result<String, String> {
+pub(crate) fn wait_client(child: Child, args: &[String]) -> Result<String, String> {
     let out = child
         .wait_with_output()
         .map_err(|e| format!("client: {e}"))?;
@@ -196,17 +209,17 @@ fn wait_client(child: Child, args: &[String]) -> Result<String, String> {
 }
 
 /// A `key=N` field of a client's result line.
-fn field(line: &str, key: &str) -> Result<f64, String> {
+pub(crate) fn field(line: &str, key: &str) -> Result<f64, String> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
         .ok_or_else(|| format!("client result `{line}` lacks {key}="))
 }
 
-fn strings(words: &[&dyn std::fmt::Display]) -> Vec<String> {
+pub(crate) fn strings(words: &[&dyn std::fmt::Display]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
 
-fn status(host: &str, port: u16) -> Result<String, String> {
+pub(crate) fn status(host: &str, port: u16) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&curl_at(host, port, "/status")?).into_owned())
 }
 
@@ -214,7 +227,7 @@ fn status(host: &str, port: u16) -> Result<String, String> {
 /// (`connections_open=1`) and no closed socket waiting for its connection to end
 /// (`eth0.tcp.closing_by_app=0`: their buffers are still heap in use), or [`SETTLE`]
 /// passes; returns the last page.
-fn settle(host: &str, port: u16) -> Result<String, String> {
+pub(crate) fn settle(host: &str, port: u16) -> Result<String, String> {
     let start = Instant::now();
     loop {
         let page = status(host, port)?;
@@ -428,7 +441,7 @@ fn heap_exhausted(
     port: u16,
     clients: u32,
 ) -> Result<String, String> {
-    let args = strings(&[&"hold", &host, &port, &clients, &20]);
+    let args = strings(&[&"hold", &host, &port, &clients, &12]);
     let r = run_client(&args)?;
     if let Some(how) = guest.exited() {
         return Err(format!("the server ended ({how}) when its heap ran out"));
