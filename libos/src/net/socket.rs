@@ -587,6 +587,8 @@ impl Drop for TcpStream {
 pub struct UdpSocket {
     stack: &'static Stack,
     handle: SocketHandle,
+    /// Longest `recv_from` and `send_to` wait (`None`: no limit, the default).
+    timeouts: Timeouts,
 }
 
 impl UdpSocket {
@@ -605,36 +607,55 @@ impl UdpSocket {
         let mut s = udp::Socket::new(buffer()?, buffer()?);
         s.bind(port).map_err(|_| NetError::BadPort(port))?;
         let handle = stack.with(|st| st.sockets.add(s));
-        Ok(UdpSocket { stack, handle })
-    }
-
-    /// Receives one datagram (waiting for one); a datagram longer than `buf` is
-    /// truncated to it. Returns (bytes, sender).
-    pub fn recv_from(&mut self, buf: &mut [u8]) -> Result<(usize, Endpoint), NetError> {
-        let h = self.handle;
-        self.stack.wait_for(|st| {
-            let s = st.sockets.get_mut::<udp::Socket<'static>>(h);
-            let (data, meta) = s.recv().ok()?;
-            let n = data.len().min(buf.len());
-            buf[..n].copy_from_slice(&data[..n]);
-            Some(Ok((n, Endpoint::from_smoltcp(meta.endpoint))))
+        Ok(UdpSocket {
+            stack,
+            handle,
+            timeouts: Timeouts {
+                read: None,
+                write: None,
+                keep_alive: None,
+            },
         })
     }
 
-    /// Sends one datagram to `to` (waiting for buffer room).
+    /// Sets how long `recv_from` (`read`) and `send_to` (`write`) may wait;
+    /// `keep_alive` is ignored.
+    pub fn set_timeouts(&mut self, t: Timeouts) {
+        self.timeouts = t;
+    }
+
+    /// Receives one datagram (waiting for one, at most the read timeout: then
+    /// [`NetError::TimedOut`]); a datagram longer than `buf` is truncated to it.
+    /// Returns (bytes, sender).
+    pub fn recv_from(&mut self, buf: &mut [u8]) -> Result<(usize, Endpoint), NetError> {
+        let h = self.handle;
+        self.stack
+            .wait_for_until(deadline(self.timeouts.read), |st| {
+                let s = st.sockets.get_mut::<udp::Socket<'static>>(h);
+                let (data, meta) = s.recv().ok()?;
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                Some(Ok((n, Endpoint::from_smoltcp(meta.endpoint))))
+            })
+            .unwrap_or_else(|| Err(TcpStream::timed_out()))
+    }
+
+    /// Sends one datagram to `to` (waiting for buffer room, at most the write timeout).
     pub fn send_to(&mut self, data: &[u8], to: Endpoint) -> Result<(), NetError> {
         if data.len() > UDP_BUFFER {
             return Err(NetError::TooLarge(data.len()));
         }
         let h = self.handle;
-        self.stack.wait_for(|st| {
-            let s = st.sockets.get_mut::<udp::Socket<'static>>(h);
-            match s.send_slice(data, to.to_smoltcp()) {
-                Ok(()) => Some(Ok(())),
-                Err(udp::SendError::BufferFull) => None,
-                Err(udp::SendError::Unaddressable) => Some(Err(NetError::Closed)),
-            }
-        })
+        self.stack
+            .wait_for_until(deadline(self.timeouts.write), |st| {
+                let s = st.sockets.get_mut::<udp::Socket<'static>>(h);
+                match s.send_slice(data, to.to_smoltcp()) {
+                    Ok(()) => Some(Ok(())),
+                    Err(udp::SendError::BufferFull) => None,
+                    Err(udp::SendError::Unaddressable) => Some(Err(NetError::Closed)),
+                }
+            })
+            .unwrap_or_else(|| Err(TcpStream::timed_out()))
     }
 }
 

@@ -223,16 +223,33 @@ pub(crate) fn status(host: &str, port: u16) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&curl_at(host, port, "/status")?).into_owned())
 }
 
+/// Closed sockets waiting for their connection to end, over every interface
+/// (`NAME.tcp.closing_by_app=N`).
+fn closing_by_app(page: &str) -> Result<u64, String> {
+    let counts: Vec<u64> = page
+        .lines()
+        .filter_map(|l| {
+            let (key, n) = l.split_once('=')?;
+            key.ends_with(".tcp.closing_by_app")
+                .then(|| n.trim().parse().ok())?
+        })
+        .collect();
+    if counts.is_empty() {
+        return Err(format!("/status lacks `NAME.tcp.closing_by_app=N`: {page}"));
+    }
+    Ok(counts.iter().sum())
+}
+
 /// Polls `/status` until the server has no connection open but the one asking
 /// (`connections_open=1`) and no closed socket waiting for its connection to end
-/// (`eth0.tcp.closing_by_app=0`: their buffers are still heap in use), or [`SETTLE`]
+/// (`NAME.tcp.closing_by_app=0`: their buffers are still heap in use), or [`SETTLE`]
 /// passes; returns the last page.
 pub(crate) fn settle(host: &str, port: u16) -> Result<String, String> {
     let start = Instant::now();
     loop {
         let page = status(host, port)?;
         let open = status_value(&page, "connections_open=")?;
-        let closing = status_value(&page, "eth0.tcp.closing_by_app=")?;
+        let closing = closing_by_app(&page)?;
         if open <= 1 && closing == 0 {
             return Ok(page);
         }
