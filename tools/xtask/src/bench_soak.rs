@@ -46,6 +46,8 @@ struct Run {
     /// Heap in use with no client connected, before and after the load.
     quiet_before: u64,
     quiet_after: u64,
+    /// Why `ab` gave up a window, if it did.
+    ab_errors: Vec<String>,
 }
 
 /// Heap in use once no connection is open or closing (see `hostile::settle`).
@@ -134,7 +136,7 @@ fn soak_guest(
     slow: u32,
     duration: Duration,
 ) -> Result<Run, String> {
-    let outcome = (|| -> Result<(Vec<Sample>, String, u64, u64), String> {
+    let outcome = (|| -> Result<(Vec<Sample>, String, u64, u64, Vec<String>), String> {
         nettest::wait_until(&mut guest, port, &|p| {
             nettest::http_get_ok_at(host, p, "/status")
         })?;
@@ -144,6 +146,7 @@ fn soak_guest(
         let mut child = spawn_client(&hostile_args)?;
         let start = Instant::now();
         let mut samples = Vec::new();
+        let mut errors: Vec<String> = Vec::new();
         let url = format!("http://{host}:{port}/");
         let sampled = (|| -> Result<(), String> {
             while start.elapsed() < duration {
@@ -163,13 +166,35 @@ fn soak_guest(
                         &url,
                     ]),
                 )?;
-                let r = upcall_tests::net::parse_ab(&String::from_utf8_lossy(&out.stdout))?;
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                // ab gives up a whole run on a socket error (a reset, a time-out):
+                // that window counts as one failure, with ab's words kept.
+                let (complete, failed, rps) = match upcall_tests::net::parse_ab(&stdout) {
+                    Ok(r) => (r.complete, r.failed + r.non_2xx, r.requests_per_second),
+                    Err(_) => {
+                        let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                        let done = stdout
+                            .lines()
+                            .find_map(|l| {
+                                l.trim()
+                                    .strip_prefix("Total of ")?
+                                    .split(' ')
+                                    .next()?
+                                    .parse()
+                                    .ok()
+                            })
+                            .unwrap_or(0);
+                        eprintln!("bench soak: {bed}: ab gave up: {why} ({done} requests done)");
+                        errors.push(why);
+                        (done, 1, done as f64 / f64::from(WINDOW_S))
+                    }
+                };
                 let page = hostile::status(host, port)?;
                 let s = Sample {
                     t: start.elapsed().as_secs_f64(),
-                    complete: r.complete,
-                    failed: r.failed + r.non_2xx,
-                    rps: r.requests_per_second,
+                    complete,
+                    failed,
+                    rps,
                     heap_used: nettest::status_value(&page, "heap_used=")?,
                     open: nettest::status_value(&page, "connections_open=")?,
                 };
@@ -196,13 +221,13 @@ fn soak_guest(
         sampled?;
         let hostile = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let quiet_after = quiet_heap(host, port)?;
-        Ok((samples, hostile, quiet_before, quiet_after))
+        Ok((samples, hostile, quiet_before, quiet_after, errors))
     })();
     let (console, early) = guest.stop();
     if let Some(how) = early {
         return Err(format!("the guest stopped by itself ({how}):\n{console}"));
     }
-    let (samples, hostile, quiet_before, quiet_after) =
+    let (samples, hostile, quiet_before, quiet_after, ab_errors) =
         outcome.map_err(|e| format!("{e}\n--- console ---\n{console}"))?;
     Ok(Run {
         bed,
@@ -212,6 +237,7 @@ fn soak_guest(
         hostile,
         quiet_before,
         quiet_after,
+        ab_errors,
     })
 }
 
@@ -302,6 +328,12 @@ fn report(runs: &[Run], minutes: u32) -> Outcome {
             run.quiet_after / 1024,
             if flat { "no growth" } else { "GROWTH" }
         );
+        for e in &run.ab_errors {
+            md += &format!("- `ab` gave up a window: `{e}`\n");
+        }
+        if !run.ab_errors.is_empty() {
+            md += "\n";
+        }
         for s in &run.samples {
             md += &format!(
                 "| {:.0} | {:.0} | {} | {} | {} |\n",
@@ -323,6 +355,7 @@ fn report(runs: &[Run], minutes: u32) -> Outcome {
             "quiet_heap_before": run.quiet_before,
             "quiet_heap_after": run.quiet_after,
             "quiet_heap_growth_percent": growth,
+            "ab_errors": run.ab_errors,
             "samples": run.samples.iter().map(|s| json!({
                 "t_s": s.t, "requests_per_second": s.rps, "complete": s.complete,
                 "failed": s.failed, "heap_used": s.heap_used, "connections_open": s.open,
