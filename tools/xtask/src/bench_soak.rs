@@ -50,6 +50,10 @@ struct Run {
     ab_errors: Vec<String>,
 }
 
+/// What a run measured: samples, the hostile client's report, quiet heap before and
+/// after, `ab`'s errors.
+type Measured = (Vec<Sample>, String, u64, u64, Vec<String>);
+
 /// Heap in use once no connection is open or closing (see `hostile::settle`).
 fn quiet_heap(host: &str, port: u16) -> Result<u64, String> {
     let page = hostile::settle(host, port)?;
@@ -136,7 +140,7 @@ fn soak_guest(
     slow: u32,
     duration: Duration,
 ) -> Result<Run, String> {
-    let outcome = (|| -> Result<(Vec<Sample>, String, u64, u64, Vec<String>), String> {
+    let outcome = (|| -> Result<Measured, String> {
         nettest::wait_until(&mut guest, port, &|p| {
             nettest::http_get_ok_at(host, p, "/status")
         })?;
