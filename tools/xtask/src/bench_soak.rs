@@ -114,7 +114,21 @@ pub fn soak(minutes: u32, xen: bool) -> Outcome {
         };
         let cmdline =
             qemu::kernel_cmdline(&HTTPD_ARGS.iter().map(|a| a.to_string()).collect::<Vec<_>>());
-        let qemu_args = crate::xl_run::xl_qemu_args(&tb, &image, &cmdline, 128, 1, &[fwd])?;
+        // Its own domain description: the default xl time limit (300 s) is shorter
+        // than a soak.
+        let domain = crate::xl_run::XlDomain {
+            image: image.clone(),
+            cmdline,
+            memory_mb: 128,
+            actions: Vec::new(),
+            timeout_secs: minutes * 60 + 600,
+            stream: true,
+            settle: false,
+            net: Some(vec![fwd]),
+            ramdisk: None,
+            vcpus: 1,
+        };
+        let qemu_args = crate::xl_run::xl_run_qemu_args(&tb, &[domain])?.qemu_args;
         let guest = Guest::boot(&image, qemu_args).or_else(fail)?;
         let run = soak_guest(
             guest,
