@@ -8,9 +8,14 @@
 
 extern crate alloc;
 
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use libos::net::{Endpoint, TcpListener, TcpStream, UdpSocket};
 use libos::println;
 use libos::sched::{self, Priority};
+
+/// Connections refused because no task could be started (heap short).
+static REFUSED: AtomicU64 = AtomicU64::new(0);
 
 /// The application's entry.
 pub fn main(args: &libos::Args) -> i32 {
@@ -73,8 +78,11 @@ pub fn main(args: &libos::Args) -> i32 {
         match listener.accept() {
             // A short heap refuses this one connection instead of ending the image.
             Ok(stream) => {
-                if sched::try_spawn("tcp-echo", Priority::Normal, move || serve(stream)).is_err() {
-                    println!("echo: out of memory: connection refused");
+                if sched::try_spawn("tcp-echo", Priority::Normal, move || serve(stream)).is_err()
+                    && REFUSED.fetch_add(1, Relaxed) == 0
+                {
+                    // Once: a flood of refusals must not flood the console too.
+                    println!("echo: out of memory: connection refused (reported once)");
                 }
             }
             Err(e) => {
