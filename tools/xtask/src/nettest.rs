@@ -469,10 +469,13 @@ fn run_check(
             let port = udp.ok_or("UDP echo needs a UDP port")?;
             udp_echo(port, count).map(Some)
         }
+        // These two need only TCP to the app: they run on forwarded ports too.
+        NetCheck::StalledReader => hostile::stalled_reader(host, tcp).map(Some),
+        NetCheck::CapHeld { hold, extra } => {
+            hostile::cap_held(None, host, tcp, hold, extra).map(Some)
+        }
         NetCheck::HalfOpenFlood { .. }
         | NetCheck::IdleAndSlow { .. }
-        | NetCheck::StalledReader
-        | NetCheck::CapHeld { .. }
         | NetCheck::HeapExhausted { .. }
         | NetCheck::UdpFlood { .. } => {
             Err("a hostile-client check runs on the TAP bed only".into())
