@@ -16,6 +16,8 @@ static HEAP: TalcLock<RawSpinlock, Manual> = TalcLock::new(Manual);
 
 /// Bytes handed to talc by [`init`].
 static HEAP_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes of live allocations (as requested; talc's per-chunk overhead not counted).
+static USED_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Gives every region to the allocator.
 ///
@@ -41,6 +43,11 @@ pub fn total_bytes() -> u64 {
     HEAP_BYTES.load(Ordering::Relaxed)
 }
 
+/// Bytes of live allocations (as requested by their layouts).
+pub fn used_bytes() -> u64 {
+    USED_BYTES.load(Ordering::Relaxed)
+}
+
 /// The global allocator: forwards to the libos heap.
 #[derive(Debug, Clone, Copy)]
 pub struct GlobalHeap;
@@ -56,19 +63,31 @@ unsafe impl GlobalAlloc for GlobalHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _irqs = irqs_off();
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { HEAP.alloc(layout) }
+        let p = unsafe { HEAP.alloc(layout) };
+        if !p.is_null() {
+            USED_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        }
+        p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let _irqs = irqs_off();
         // SAFETY: `ptr` came from `alloc` on the same heap with this layout (caller).
-        unsafe { HEAP.dealloc(ptr, layout) }
+        unsafe { HEAP.dealloc(ptr, layout) };
+        USED_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _irqs = irqs_off();
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { HEAP.realloc(ptr, layout, new_size) }
+        let p = unsafe { HEAP.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            // The old block is gone and a `new_size` one is live (on failure the old
+            // one stays, unchanged).
+            USED_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+            USED_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        }
+        p
     }
 }
 

@@ -201,6 +201,13 @@ pub fn kvm_qemu_cases() -> Vec<Case> {
             "crash::crash_middle",
             "crash::crash_outer",
         ]),
+        // An unhandled heap exhaustion: the report names the failed allocation's size.
+        case("crash/oom", "crash", &["oom"]).status(PANIC).expect(&[
+            "crash: exhausting a heap of",
+            "memory allocation of 1048576 bytes failed",
+            "crash::exhaust_heap",
+            "crash::main",
+        ]),
         case("crash/pagefault", "crash", &["pagefault"]).status(EXCEPTION).expect(&[
             "CPU exception 14 (#PF page fault)",
             "cr2=0x00007fffdead0000 (not present, read, kernel mode)",
@@ -543,6 +550,13 @@ pub fn xen_cases() -> Vec<Case> {
                 "crash::crash_inner",
                 "crash::main",
                 "xen_pv_main",
+            ]),
+        on("xen/dom0/crash/oom", "crash", &["oom"], Bed::XenDom0)
+            .status(PANIC)
+            .expect(&[
+                "memory allocation of 1048576 bytes failed",
+                "crash::exhaust_heap",
+                "crash::main",
             ]),
         on(
             "xen/dom0/crash/pagefault",

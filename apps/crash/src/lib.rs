@@ -8,11 +8,13 @@
 //! timer interrupt handler, on the irq stack), `untraced-irq` (enables interrupts
 //! without telling irq-state tracing; debug builds catch it at the next interrupt),
 //! `smp-panic` (a task on every CPU panics at the same moment: the first report stops
-//! the other CPUs, so exactly one is printed), `sched-in-irq` (the timer interrupt
-//! handler calls the scheduler, which must refuse, naming the context),
-//! `guard-migrate` (2+ CPUs: the task making a stack is moved to another CPU between
-//! the local TLB flush of the new guard page and the shootdown, as preemption could;
-//! the stack's task then writes to its guard page on that CPU, which must fault).
+//! the other CPUs, so exactly one is printed), `oom` (allocates 1 MiB blocks until the
+//! heap is exhausted and does not handle the failure: the report names the failed
+//! allocation's size), `sched-in-irq` (the timer interrupt handler calls the scheduler,
+//! which must refuse, naming the context), `guard-migrate` (2+ CPUs: the task making a
+//! stack is moved to another CPU between the local TLB flush of the new guard page and
+//! the shootdown, as preemption could; the stack's task then writes to its guard page
+//! on that CPU, which must fault).
 //! Each must end the image non-zero with a report and a backtrace naming the functions
 //! below.
 #![no_std]
@@ -25,7 +27,7 @@ use libos::sched::{self, Priority};
 /// An address that is canonical but never mapped (above all RAM).
 const UNMAPPED: usize = 0x0000_7fff_dead_0000;
 
-const MODES: &str = "task | pagefault | ud | overflow | task-overflow | nullptr | irq | untraced-irq | smp-panic | sched-in-irq | guard-migrate";
+const MODES: &str = "task | pagefault | ud | overflow | task-overflow | nullptr | irq | untraced-irq | smp-panic | oom | sched-in-irq | guard-migrate";
 
 /// The application's entry.
 pub fn main(args: &libos::Args) -> i32 {
@@ -50,12 +52,33 @@ pub fn main(args: &libos::Args) -> i32 {
         "irq" => panic_in_timer_interrupt(),
         "untraced-irq" => untraced_irq_enable(),
         "smp-panic" => panic_on_every_cpu(),
+        "oom" => exhaust_heap(),
         "sched-in-irq" => schedule_in_timer_interrupt(),
         "guard-migrate" => guard_page_after_migration(),
         other => {
             println!("crash: unknown mode `{other}` (MODE: {MODES})");
             2
         }
+    }
+}
+
+/// Allocates 1 MiB blocks, keeping them, until an allocation fails. The failure is
+/// not handled (an infallible `Vec` allocation): Rust's allocation-error handler
+/// panics with "memory allocation of 1048576 bytes failed".
+#[inline(never)]
+fn exhaust_heap() -> i32 {
+    const BLOCK: usize = 1 << 20;
+    let total = libos::heap::total_bytes();
+    println!(
+        "crash: exhausting a heap of {} MiB in 1 MiB blocks",
+        total >> 20
+    );
+    // Room for every block's handle up front, so the failing allocation is a block.
+    let mut kept: alloc::vec::Vec<alloc::vec::Vec<u8>> =
+        alloc::vec::Vec::with_capacity((total as usize / BLOCK) + 1);
+    loop {
+        kept.push(alloc::vec::Vec::with_capacity(BLOCK));
+        core::hint::black_box(&mut kept);
     }
 }
 

@@ -1,27 +1,38 @@
 //! `echo`: TCP and UDP echo (RFC 862) on port 7 (`port=N` to change). Each TCP
 //! connection gets its own task; UDP datagrams go back to their sender. Serves until
 //! the guest is stopped. With `connect=A.B.C.D:PORT` it first says hello to that
-//! server over an outgoing TCP connection and prints the line it answers.
+//! server over an outgoing TCP connection and prints the line it answers. With
+//! `sleeper=MS` a task sleeps MS at a time and prints how late it woke (flood tests).
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use libos::net::{Endpoint, TcpListener, TcpStream, UdpSocket};
 use libos::println;
 use libos::sched::{self, Priority};
+
+/// Connections refused because no task could be started (heap short).
+static REFUSED: AtomicU64 = AtomicU64::new(0);
 
 /// The application's entry.
 pub fn main(args: &libos::Args) -> i32 {
     let mut port = 7u16;
     let mut hello_to = None;
+    let mut sleeper_ms: Option<u64> = None;
     for arg in args.iter() {
         if let Some(p) = arg.strip_prefix("port=").and_then(|p| p.parse().ok()) {
             port = p;
         } else if let Some(e) = arg.strip_prefix("connect=").and_then(parse_endpoint) {
             hello_to = Some(e);
+        } else if let Some(ms) = arg.strip_prefix("sleeper=").and_then(|m| m.parse().ok()) {
+            sleeper_ms = Some(ms);
         } else {
-            println!("echo: unknown argument `{arg}` (expected port=N or connect=A.B.C.D:PORT)");
+            println!(
+                "echo: unknown argument `{arg}` (expected port=N, connect=A.B.C.D:PORT or sleeper=MS)"
+            );
             return 2;
         }
     }
@@ -57,12 +68,23 @@ pub fn main(args: &libos::Args) -> i32 {
             }
         }
     }));
+    if let Some(ms) = sleeper_ms {
+        drop(sched::spawn("sleeper", Priority::Normal, move || {
+            sleeper(ms)
+        }));
+    }
     println!("echo: serving tcp and udp port {port}");
     loop {
         match listener.accept() {
-            Ok(stream) => drop(sched::spawn("tcp-echo", Priority::Normal, move || {
-                serve(stream)
-            })),
+            // A short heap refuses this one connection instead of ending the image.
+            Ok(stream) => {
+                if sched::try_spawn("tcp-echo", Priority::Normal, move || serve(stream)).is_err()
+                    && REFUSED.fetch_add(1, Relaxed) == 0
+                {
+                    // Once: a flood of refusals must not flood the console too.
+                    println!("echo: out of memory: connection refused (reported once)");
+                }
+            }
             Err(e) => {
                 println!("echo: accept: {e}");
                 return 1;
@@ -94,6 +116,30 @@ fn say_hello(to: Endpoint) -> Result<alloc::string::String, libos::net::NetError
     Ok(alloc::string::String::from_utf8_lossy(&line)
         .trim_end()
         .into())
+}
+
+/// Sleeps `ms` at a time forever; every 100 wake-ups prints how late the wake-ups
+/// were (the worst and the mean, in microseconds), so a test can see that a flood
+/// leaves time for other tasks (reported, not judged on wall time).
+fn sleeper(ms: u64) {
+    let period = ms * 1_000_000;
+    let mut round = 0u64;
+    loop {
+        let (mut worst, mut sum) = (0u64, 0u64);
+        for _ in 0..100 {
+            let due = libos::time::now_ns() + period;
+            sched::sleep_until(due);
+            let late = libos::time::now_ns().saturating_sub(due);
+            worst = worst.max(late);
+            sum += late;
+        }
+        round += 1;
+        println!(
+            "echo: sleeper round {round}: 100 wake-ups, lateness max {} us mean {} us",
+            worst / 1000,
+            sum / 100 / 1000
+        );
+    }
 }
 
 /// Echoes one connection until the client closes it.

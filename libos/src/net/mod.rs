@@ -12,6 +12,7 @@
 //! command line, otherwise from DHCP. Sockets use the first registered interface.
 #![forbid(unsafe_code)]
 
+mod backlog;
 pub mod config;
 mod nic;
 mod socket;
@@ -23,7 +24,12 @@ use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 pub use config::{Cidr, NetConfig};
 pub use nic::{Nic, NicError};
-pub use socket::{Endpoint, NetError, TcpListener, TcpStream, UdpSocket};
+pub use socket::{
+    CONNECTION_COST, DEFAULT_BACKLOG, DEFAULT_HALF_OPEN_TIMEOUT, DEFAULT_QUEUE_TIMEOUT,
+    DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT, Endpoint, ListenOptions, NetError, TCP_BUFFER,
+    TcpCounters, TcpListener, TcpStream, Timeouts, UdpSocket, default_max_connections,
+    tcp_counters,
+};
 pub use stack::StatsSnapshot;
 
 use crate::irqflags::IrqGuard;

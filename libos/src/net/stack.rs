@@ -18,6 +18,7 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 
+use super::backlog::{self, Backlog};
 use super::config::NetConfig;
 use super::nic::{Nic, NicError};
 use crate::cmdline::LogLevel;
@@ -31,6 +32,9 @@ const ETHERNET_HEADER: usize = 14;
 /// How long a closed TCP socket may linger (FIN handshake, lost ACKs) before it is
 /// aborted and its memory freed.
 const CLOSE_TIMEOUT_NS: u64 = 10_000_000_000;
+/// Frames one poll takes from the card (NAPI's budget): a flood leaves the rest in the
+/// card's ring for the next pass, and the net task yields in between so other tasks run.
+pub(super) const RX_BUDGET: usize = 64;
 
 /// Counters of one interface.
 #[derive(Debug, Default)]
@@ -43,6 +47,8 @@ struct Stats {
     tx_dropped: AtomicU64,
     device_errors: AtomicU64,
     wakeups: AtomicU64,
+    deferrals: AtomicU64,
+    syn_dropped: AtomicU64,
 }
 
 /// A copy of an interface's counters.
@@ -64,6 +70,10 @@ pub struct StatsSnapshot {
     pub device_errors: u64,
     /// Times the net task woke up.
     pub wakeups: u64,
+    /// Polls that used their whole receive budget and left frames for the next pass.
+    pub deferrals: u64,
+    /// Connection requests (SYNs) dropped because the listener's backlog was full.
+    pub syn_dropped: u64,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -82,6 +92,8 @@ impl Stats {
             tx_dropped: r(&self.tx_dropped),
             device_errors: r(&self.device_errors),
             wakeups: r(&self.wakeups),
+            deferrals: r(&self.deferrals),
+            syn_dropped: r(&self.syn_dropped),
         }
     }
 }
@@ -98,6 +110,9 @@ pub(super) struct State {
     closing: Vec<(SocketHandle, u64)>,
     /// The next local port for an outgoing connection (IANA's dynamic range).
     next_port: u16,
+    /// The listeners' backlogs, tended after every poll.
+    pub(super) backlogs: Vec<Backlog>,
+    pub(super) next_backlog_id: u64,
 }
 
 /// One interface.
@@ -142,13 +157,15 @@ impl Stack {
         iface_config.random_seed = crate::arch::rdtsc()
             ^ u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]);
         let stats = Stats::default();
-        let mut port = Port {
-            nic: &mut *nic,
-            mtu,
-            stats: &stats,
-        };
+        let mut port = Port::new(&mut *nic, mtu, &stats);
         let mut iface = Interface::new(iface_config, &mut port, timestamp());
-        let mut sockets = SocketSet::new(Vec::new());
+        // The socket table never grows later: a reallocation while the heap is
+        // exhausted would end the image. No more TCP sockets can exist than the heap
+        // has room for the buffers of, so that many slots (plus UDP and DHCP) suffice.
+        let slots = usize::try_from(crate::heap::total_bytes()).unwrap_or(0)
+            / (2 * super::socket::TCP_BUFFER)
+            + 16;
+        let mut sockets = SocketSet::new(Vec::with_capacity(slots));
         let mut dhcp = None;
         match config.ip {
             Some(ip) => {
@@ -178,6 +195,8 @@ impl Stack {
                 dhcp,
                 closing: Vec::new(),
                 next_port: FIRST_DYNAMIC_PORT + (crate::arch::rdtsc() % 8192) as u16,
+                backlogs: Vec::new(),
+                next_backlog_id: 0,
             }),
             wake: WaitQueue::new(),
             pending: AtomicBool::new(true),
@@ -225,29 +244,42 @@ impl Stack {
         self.wake.wake_one();
     }
 
-    /// One round: frames in and out, DHCP, reaping closed sockets, waking socket
-    /// waiters. Returns nanoseconds until smoltcp next needs a poll.
-    fn poll(&self) -> Option<u64> {
+    /// Wakes the socket waiters so they re-check (a stream of a listener at its cap
+    /// was dropped).
+    pub(super) fn notify_waiters(&self) {
+        self.events.fetch_add(1, Ordering::Release);
+        self.socket_waiters.wake_all();
+    }
+
+    /// One round: frames in (at most [`RX_BUDGET`]) and out, DHCP, tending backlogs,
+    /// reaping closed sockets, waking socket waiters. Returns nanoseconds until smoltcp
+    /// next needs a poll, or `Deferred` if the budget ran out (frames may be left).
+    fn poll(&self) -> Next {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         let now = timestamp();
         let frames_before = self.stats.rx_frames.load(Ordering::Relaxed)
             + self.stats.tx_frames.load(Ordering::Relaxed);
-        let mut port = Port {
-            nic: &mut *st.nic,
-            mtu: st.mtu,
-            stats: &self.stats,
-        };
+        let mut port = Port::new(&mut *st.nic, st.mtu, &self.stats);
+        port.syn_room = backlog::syn_room(&st.backlogs, &mut st.sockets);
         let changed =
             st.iface.poll(now, &mut port, &mut st.sockets) == PollResult::SocketStateChanged;
+        let deferred = port.budget == 0;
         if let Some(h) = st.dhcp {
             self.poll_dhcp(st, h);
         }
+        backlog::tend(&mut st.backlogs, &mut st.sockets, time::now_ns());
         reap_closed(st);
-        let delay = st
-            .iface
-            .poll_delay(now, &st.sockets)
-            .map(|d| d.total_micros().saturating_mul(1000));
+        let next = if deferred {
+            bump(&self.stats.deferrals, 1);
+            Next::Deferred
+        } else {
+            Next::After(
+                st.iface
+                    .poll_delay(now, &st.sockets)
+                    .map(|d| d.total_micros().saturating_mul(1000)),
+            )
+        };
         drop(guard);
         let frames_after = self.stats.rx_frames.load(Ordering::Relaxed)
             + self.stats.tx_frames.load(Ordering::Relaxed);
@@ -255,7 +287,7 @@ impl Stack {
             self.events.fetch_add(1, Ordering::Release);
             self.socket_waiters.wake_all();
         }
-        delay
+        next
     }
 
     fn poll_dhcp(&self, st: &mut State, h: SocketHandle) {
@@ -295,18 +327,40 @@ impl Stack {
     /// the successful attempt (data to send, a window to open).
     ///
     /// Context: task context, irqs on.
-    pub(super) fn wait_for<R>(&self, mut attempt: impl FnMut(&mut State) -> Option<R>) -> R {
+    pub(super) fn wait_for<R>(&self, attempt: impl FnMut(&mut State) -> Option<R>) -> R {
+        self.wait_for_until(NEVER, attempt)
+            .expect("an untimed wait ends only with a result")
+    }
+
+    /// [`Stack::wait_for`] until the monotonic `deadline_ns` at most (`NEVER`: no
+    /// limit); `None` if it passed first.
+    ///
+    /// Context: task context, irqs on.
+    pub(super) fn wait_for_until<R>(
+        &self,
+        deadline_ns: u64,
+        mut attempt: impl FnMut(&mut State) -> Option<R>,
+    ) -> Option<R> {
         loop {
             let seen = self.events.load(Ordering::Acquire);
             let done = attempt(&mut self.state.lock());
             if let Some(r) = done {
                 self.kick();
-                return r;
+                return Some(r);
+            }
+            if deadline_ns != NEVER && time::now_ns() >= deadline_ns {
+                return None;
             }
             let irqs = IrqGuard::new();
-            // Irqs off: the net task cannot poll between this check and the sleep.
+            // Irqs off, and the count re-read once queued: a poll between this check
+            // and the sleep is not missed, whichever CPU runs the net task.
             if self.events.load(Ordering::Acquire) == seen {
-                sched::block_on(&irqs.token(), &self.socket_waiters);
+                sched::block_on_until_unless(
+                    &irqs.token(),
+                    &self.socket_waiters,
+                    deadline_ns,
+                    || self.events.load(Ordering::Acquire) != seen,
+                );
             }
         }
     }
@@ -411,6 +465,18 @@ fn announce(name: &str, mac: [u8; 6], how: &str, gateway: Option<[u8; 4]>) {
     }
 }
 
+/// What the net task does after a poll.
+enum Next {
+    /// Sleep until news or this many nanoseconds (`None`: until news).
+    After(Option<u64>),
+    /// The receive budget ran out: give the other tasks [`DEFER_NS`], then poll again.
+    Deferred,
+}
+
+/// How long the net task leaves the CPU to other tasks after a poll that used its
+/// whole budget (the net task outranks apps: yielding alone would pick it again).
+const DEFER_NS: u64 = 250_000;
+
 /// Starts the interface's net task.
 pub(super) fn start(stack: &'static Stack) {
     // Detached: the task runs as long as the image.
@@ -422,7 +488,16 @@ fn run(stack: &'static Stack) {
     loop {
         stack.pending.store(false, Ordering::Release);
         bump(&stack.stats.wakeups, 1);
-        let delay = stack.poll();
+        let delay = match stack.poll() {
+            Next::After(delay) => delay,
+            Next::Deferred => {
+                // Budget used up: the rest waits (in the card's ring) while the other
+                // tasks, whatever their priority, get the CPU for a while. A plain
+                // sleep: the interrupts of a flood must not wake us early.
+                sched::sleep_until(time::now_ns().saturating_add(DEFER_NS));
+                continue;
+            }
+        };
         let deadline = delay.map_or(NEVER, |d| time::now_ns().saturating_add(d));
         let irqs = IrqGuard::new();
         // Irqs off: an interrupt's wake-up cannot slip between this check and the sleep.
@@ -439,6 +514,65 @@ struct Port<'a> {
     nic: &'a mut dyn Nic,
     mtu: usize,
     stats: &'a Stats,
+    /// Frames this poll may still take ([`RX_BUDGET`] at the start).
+    budget: usize,
+    /// Listening ports and how many more SYNs their backlogs can take this poll.
+    syn_room: Vec<(u16, usize)>,
+}
+
+impl<'a> Port<'a> {
+    fn new(nic: &'a mut dyn Nic, mtu: usize, stats: &'a Stats) -> Self {
+        Port {
+            nic,
+            mtu,
+            stats,
+            budget: RX_BUDGET,
+            syn_room: Vec::new(),
+        }
+    }
+
+    /// Whether smoltcp gets `frame`: a SYN to a listening port whose backlog has no
+    /// free slot left is dropped (and counted), as Linux drops SYNs when its queues are
+    /// full: the client retries after its SYN timeout instead of getting an RST.
+    fn admit(&mut self, frame: &[u8]) -> bool {
+        let Some(port) = tcp_syn_port(frame) else {
+            return true;
+        };
+        match self.syn_room.iter_mut().find(|(p, _)| *p == port) {
+            Some((_, 0)) => {
+                bump(&self.stats.syn_dropped, 1);
+                false
+            }
+            Some((_, free)) => {
+                *free -= 1;
+                true
+            }
+            None => true,
+        }
+    }
+}
+
+/// The destination port of an Ethernet frame carrying an IPv4 TCP segment with SYN
+/// set and ACK clear (a connection request); `None` for anything else (pure, checks
+/// every length before reading).
+fn tcp_syn_port(frame: &[u8]) -> Option<u16> {
+    const IPV4: [u8; 2] = [0x08, 0x00];
+    const TCP: u8 = 6;
+    if frame.get(12..14)? != IPV4 {
+        return None;
+    }
+    let ip = frame.get(ETHERNET_HEADER..)?;
+    let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+    // Not TCP, or a fragment other than the first.
+    let fragment_offset = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff;
+    if ihl < 20 || *ip.get(9)? != TCP || fragment_offset != 0 {
+        return None;
+    }
+    // A whole TCP header (20 bytes), or smoltcp drops the frame anyway.
+    let tcp = ip.get(ihl..ihl + 20)?;
+    let flags = tcp[13];
+    let (syn, ack) = (flags & 0x02 != 0, flags & 0x10 != 0);
+    (syn && !ack).then(|| u16::from_be_bytes([tcp[2], tcp[3]]))
 }
 
 impl Port<'_> {
@@ -487,10 +621,16 @@ impl Device for Port<'_> {
     fn receive(&mut self, _: Instant) -> Option<(Received, Sender<'_>)> {
         // Only take a frame when a reply could go out; the card interrupts when
         // transmit buffers free up, so nothing stalls.
-        if !self.nic.can_transmit() {
-            return None;
-        }
-        let frame = self.next_frame()?;
+        let frame = loop {
+            if self.budget == 0 || !self.nic.can_transmit() {
+                return None;
+            }
+            let frame = self.next_frame()?;
+            self.budget -= 1;
+            if self.admit(&frame) {
+                break frame;
+            }
+        };
         Some((
             Received(frame),
             Sender {
@@ -609,11 +749,7 @@ mod tests {
             Ok(good.clone()),
         ]);
         let stats = Stats::default();
-        let mut port = Port {
-            nic: &mut card,
-            mtu: 1500,
-            stats: &stats,
-        };
+        let mut port = Port::new(&mut card, 1500, &stats);
         assert_eq!(port.next_frame(), Some(good));
         assert_eq!(port.next_frame(), None);
         let s = stats.snapshot();
@@ -627,11 +763,7 @@ mod tests {
             Ok(vec![0; 60]),
         ]);
         let stats = Stats::default();
-        let mut port = Port {
-            nic: &mut card,
-            mtu: 1500,
-            stats: &stats,
-        };
+        let mut port = Port::new(&mut card, 1500, &stats);
         assert_eq!(port.next_frame(), None);
         assert_eq!(stats.snapshot().device_errors, 1);
         // The next round goes on with the next frame.
@@ -643,23 +775,82 @@ mod tests {
         let mut card = nic(vec![Ok(vec![0; 60])]);
         card.room = 0;
         let stats = Stats::default();
-        let mut port = Port {
-            nic: &mut card,
-            mtu: 1500,
-            stats: &stats,
-        };
+        let mut port = Port::new(&mut card, 1500, &stats);
         assert!(port.receive(Instant::from_millis(0)).is_none());
         assert!(port.transmit(Instant::from_millis(0)).is_none());
         card.room = 2;
-        let mut port = Port {
-            nic: &mut card,
-            mtu: 1500,
-            stats: &stats,
-        };
+        let mut port = Port::new(&mut card, 1500, &stats);
         let (rx, tx) = port.receive(Instant::from_millis(0)).expect("a frame");
         assert_eq!(rx.consume(|f| f.len()), 60);
         tx.consume(42, |buf| buf.fill(7));
         assert_eq!(card.sent, vec![vec![7u8; 42]]);
         assert_eq!(stats.snapshot().tx_frames, 1);
+    }
+
+    #[test]
+    fn one_poll_takes_at_most_the_budget() {
+        let mut card = nic((0..RX_BUDGET + 10).map(|_| Ok(vec![0; 60])).collect());
+        card.room = usize::MAX;
+        let stats = Stats::default();
+        let mut port = Port::new(&mut card, 1500, &stats);
+        let mut taken = 0;
+        while port.receive(Instant::from_millis(0)).is_some() {
+            taken += 1;
+        }
+        assert_eq!((taken, port.budget), (RX_BUDGET, 0));
+        // The rest waits in the card for the next pass.
+        assert_eq!(card.rx.len(), 10);
+    }
+
+    /// An Ethernet + IPv4 + TCP frame with `flags` to port `dst`.
+    fn tcp_frame(flags: u8, dst: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[14 + 9] = 6;
+        f[34 + 2..34 + 4].copy_from_slice(&dst.to_be_bytes());
+        f[34 + 13] = flags;
+        f
+    }
+
+    #[test]
+    fn syns_are_recognized_and_nothing_else() {
+        assert_eq!(tcp_syn_port(&tcp_frame(0x02, 80)), Some(80));
+        assert_eq!(tcp_syn_port(&tcp_frame(0x12, 80)), None); // SYN-ACK
+        assert_eq!(tcp_syn_port(&tcp_frame(0x10, 80)), None); // ACK
+        let mut udp = tcp_frame(0x02, 80);
+        udp[14 + 9] = 17;
+        assert_eq!(tcp_syn_port(&udp), None);
+        let mut frag = tcp_frame(0x02, 80);
+        frag[14 + 7] = 1;
+        assert_eq!(tcp_syn_port(&frag), None);
+        let mut bad_ihl = tcp_frame(0x02, 80);
+        bad_ihl[14] = 0x4f; // 60-byte header: beyond the frame
+        assert_eq!(tcp_syn_port(&bad_ihl), None);
+        // Every truncation is refused without a panic.
+        let full = tcp_frame(0x02, 80);
+        for n in 0..full.len() {
+            assert_eq!(tcp_syn_port(&full[..n]), None, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn syns_beyond_the_backlog_room_are_dropped() {
+        let mut card = nic(vec![
+            Ok(tcp_frame(0x02, 80)),
+            Ok(tcp_frame(0x02, 80)),
+            Ok(tcp_frame(0x02, 81)),
+            Ok(tcp_frame(0x10, 80)),
+        ]);
+        card.room = usize::MAX;
+        let stats = Stats::default();
+        let mut port = Port::new(&mut card, 1500, &stats);
+        port.syn_room = vec![(80, 1)];
+        let mut got = 0;
+        while port.receive(Instant::from_millis(0)).is_some() {
+            got += 1;
+        }
+        // One SYN to 80 fits; the second is dropped; other ports and ACKs pass.
+        assert_eq!((got, stats.snapshot().syn_dropped), (3, 1));
     }
 }

@@ -31,7 +31,7 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use balance::{CpuView, QueueView};
 pub use queue::{Priority, RunQueue};
-pub use stack::Stack;
+pub use stack::{OutOfMemory, Stack};
 
 use crate::irqflags::{self, IrqGuard, IrqsOff};
 use crate::percpu::{self, CpuId, MAX_CPUS, PerCpu, this_cpu};
@@ -541,6 +541,11 @@ impl Drop for JoinHandle {
             with(&guard.token(), |s| {
                 if let Some(t) = s.tasks.get_mut(&self.id) {
                     t.detached = true;
+                    // Already dead and its stack freed (it ended before its handle was
+                    // dropped): nobody else removes it, as in `join`.
+                    if t.state == State::Dead && t.stack.is_none() {
+                        s.tasks.remove(&self.id);
+                    }
                 }
             });
         }
@@ -548,9 +553,23 @@ impl Drop for JoinHandle {
 }
 
 /// Starts `f` as a new task with priority `prio`.
+///
+/// # Panics
+/// If the heap cannot hold the task's stack ([`try_spawn`] returns an error instead).
 pub fn spawn(name: &'static str, prio: Priority, f: impl FnOnce() + Send + 'static) -> JoinHandle {
+    try_spawn(name, prio, f).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts `f` as a new task with priority `prio`, or returns an error (dropping `f`)
+/// if the heap cannot hold the task's stack, the one large allocation of a spawn: a
+/// server can refuse one connection instead of ending the image.
+pub fn try_spawn(
+    name: &'static str,
+    prio: Priority,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle, OutOfMemory> {
     crate::time::ensure_init();
-    let stack = Stack::new(TASK_STACK_SIZE);
+    let stack = Stack::try_new(TASK_STACK_SIZE)?;
     let guard = IrqGuard::new();
     let irqs_off = guard.token();
     let id = with(&irqs_off, |s| {
@@ -569,7 +588,7 @@ pub fn spawn(name: &'static str, prio: Priority, f: impl FnOnce() + Send + 'stat
     drop(guard);
     // A higher-priority task may preempt right away under full.
     drop(crate::preempt::preempt_disable());
-    JoinHandle { id, joined: false }
+    Ok(JoinHandle { id, joined: false })
 }
 
 /// Gives up the CPU to other ready tasks (of any priority ≥ Low).

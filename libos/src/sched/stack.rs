@@ -6,6 +6,16 @@ use crate::console;
 
 pub(crate) const PAGE: usize = 4096;
 
+/// The heap could not hold a stack of this many bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfMemory(pub usize);
+
+impl core::fmt::Display for OutOfMemory {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "out of memory allocating a {}-byte stack", self.0)
+    }
+}
+
 /// A stack: `size` usable bytes above one guard page, all page-aligned.
 #[derive(Debug)]
 pub struct Stack {
@@ -24,21 +34,26 @@ impl Stack {
     /// # Panics
     /// If the heap is exhausted.
     pub fn new(size: usize) -> Stack {
+        Stack::try_new(size).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Allocates a stack of `size` bytes (rounded up to pages) plus a guard page, or
+    /// says that the heap cannot hold it.
+    pub fn try_new(size: usize) -> Result<Stack, OutOfMemory> {
         let size = size.next_multiple_of(PAGE);
-        let layout = Layout::from_size_align(size + PAGE, PAGE).expect("stack layout");
+        let layout = Layout::from_size_align(size + PAGE, PAGE).map_err(|_| OutOfMemory(size))?;
         // SAFETY: the layout has a non-zero size. (Not zeroed: a stack is written before
         // it is read, and zeroing costs boot time.)
         let base = unsafe { alloc(layout) };
-        assert!(
-            !base.is_null(),
-            "out of memory allocating a {size}-byte stack"
-        );
+        if base.is_null() {
+            return Err(OutOfMemory(size));
+        }
         let guarded = console::platform().is_some_and(|p| p.guard_page(base as u64, true));
-        Stack {
+        Ok(Stack {
             base,
             layout,
             guarded,
-        }
+        })
     }
 
     /// The lowest usable address (above the guard page).

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_preempt;
 mod bench_smp;
+mod bench_soak;
 mod bench_xen_boot;
 mod build;
 mod child;
@@ -306,6 +307,17 @@ enum BenchKind {
         #[arg(long)]
         kvm_only: bool,
     },
+    /// `httpd` under steady `ab -k` load mixed with idle and slow clients: requests/s,
+    /// failed requests and heap in use over time, heap slope, plot (KVM over a TAP
+    /// device; `--xen` adds an xl domU). Needs root (TAP).
+    Soak {
+        /// Minutes per bed (60 for a full run).
+        #[arg(long, default_value_t = 2)]
+        minutes: u32,
+        /// Also soak an xl domU on the Xen test bed.
+        #[arg(long)]
+        xen: bool,
+    },
 }
 
 /// Guest memory (MiB) of `cargo xtask run` unless the app or `--memory` says otherwise.
@@ -452,6 +464,9 @@ fn main() -> ExitCode {
         Command::Bench {
             which: BenchKind::Net { kvm_only },
         } => netbench::net(kvm_only),
+        Command::Bench {
+            which: BenchKind::Soak { minutes, xen },
+        } => bench_soak::soak(minutes, xen),
         Command::Testbed {
             which: TestbedKind::Xen,
         } => xen_testbed::command(),

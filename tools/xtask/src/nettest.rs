@@ -3,7 +3,7 @@
 //! the guest and judge its console. The cases are data in `upcall_tests::net`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use upcall_tests::Machine;
 use upcall_tests::net::{self, NetBed, NetCase, NetCheck, Proto, Ready};
+
+pub(crate) mod hostile;
 
 use crate::qemu::{self, Forward, RunOpts};
 use crate::symbolize::Symbols;
@@ -66,10 +68,13 @@ pub(crate) fn free_port(proto: qemu::Proto) -> Result<u16, String> {
 
 fn run_case(case: &NetCase) -> Result<String, String> {
     let platform = match case.bed {
-        NetBed::Qemu(_) => Platform::Kvm,
+        NetBed::Qemu(_) | NetBed::Tap(_) => Platform::Kvm,
         NetBed::XenXl => Platform::Xen,
     };
     let image = build::build(case.app, platform, case.release).map_err(|f| f.message)?;
+    if let NetBed::Tap(machine) = case.bed {
+        return hostile::run_tap_case(case, &image, machine_arg(machine));
+    }
     let forwards = case
         .ports
         .iter()
@@ -104,6 +109,7 @@ fn run_case(case: &NetCase) -> Result<String, String> {
             opts.forwards = forwards.clone();
             qemu::qemu_args(&image, &cmdline, &opts)
         }
+        NetBed::Tap(_) => unreachable!("TAP cases run in hostile::run_tap_case"),
         NetBed::XenXl => {
             let tb = xen_testbed::ensure_xl_testbed().map_err(|f| f.message)?;
             crate::xl_run::xl_qemu_args(
@@ -118,11 +124,12 @@ fn run_case(case: &NetCase) -> Result<String, String> {
         }
     };
     let mut guest = Guest::boot(&image, qemu_args)?;
-    let verdict = wait_ready(&mut guest, case.ready, tcp).and_then(|()| {
+    let verdict = wait_ready(&mut guest, case.ready, LOCALHOST, tcp).and_then(|()| {
         let mut notes = Vec::new();
         for check in case.checks {
             notes.extend(run_check(
                 check,
+                LOCALHOST,
                 tcp,
                 port(qemu::Proto::Udp),
                 listener.as_ref(),
@@ -130,6 +137,17 @@ fn run_case(case: &NetCase) -> Result<String, String> {
         }
         Ok(notes)
     });
+    finish(case, guest, verdict)
+}
+
+const LOCALHOST: &str = "127.0.0.1";
+
+/// Stops the guest and judges the run: the checks' verdict, no early exit, the console.
+fn finish(
+    case: &NetCase,
+    guest: Guest,
+    verdict: Result<Vec<String>, String>,
+) -> Result<String, String> {
     let (console, early_exit) = guest.stop();
     crate::test::save_log(case.name, &console);
     let with_console = |why: String| {
@@ -233,10 +251,10 @@ impl Guest {
 }
 
 /// Retries `ready`'s probe until it succeeds, the guest ends, or the deadline passes.
-fn wait_ready(guest: &mut Guest, ready: Ready, port: u16) -> Result<(), String> {
+fn wait_ready(guest: &mut Guest, ready: Ready, host: &str, port: u16) -> Result<(), String> {
     match ready {
-        Ready::Http => wait_until(guest, port, &|p| http_get_ok(p, "/status")),
-        Ready::Echo => wait_until(guest, port, &echo_probe),
+        Ready::Http => wait_until(guest, port, &|p| http_get_ok_at(host, p, "/status")),
+        Ready::Echo => wait_until(guest, port, &|p| echo_probe(host, p)),
     }
 }
 
@@ -267,7 +285,18 @@ pub(crate) fn wait_until(
 /// `GET path` answers `200`. (QEMU accepts on a forwarded port at once, before the
 /// guest runs, so readiness is an answer from the app, not a connection.)
 pub(crate) fn http_get_ok(port: u16, path: &str) -> Result<(), String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    http_get_ok_at(LOCALHOST, port, path)
+}
+
+/// [`http_get_ok`] on `host`.
+pub(crate) fn http_get_ok_at(host: &str, port: u16, path: &str) -> Result<(), String> {
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(3)))
         .map_err(|e| e.to_string())?;
     s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
@@ -284,8 +313,8 @@ pub(crate) fn http_get_ok(port: u16, path: &str) -> Result<(), String> {
     }
 }
 
-fn echo_probe(port: u16) -> Result<(), String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+fn echo_probe(host: &str, port: u16) -> Result<(), String> {
+    let mut s = TcpStream::connect((host, port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(3)))
         .map_err(|e| e.to_string())?;
     s.write_all(b"ping").map_err(|e| e.to_string())?;
@@ -310,7 +339,12 @@ pub(crate) fn client(program: &str, args: &[String]) -> Result<std::process::Out
 }
 
 pub(crate) fn curl(port: u16, path: &str) -> Result<Vec<u8>, String> {
-    let url = format!("http://127.0.0.1:{port}{path}");
+    curl_at(LOCALHOST, port, path)
+}
+
+/// [`curl`] on `host`.
+pub(crate) fn curl_at(host: &str, port: u16, path: &str) -> Result<Vec<u8>, String> {
+    let url = format!("http://{host}:{port}{path}");
     let out = client(
         "curl",
         &[
@@ -334,10 +368,12 @@ pub(crate) fn curl(port: u16, path: &str) -> Result<Vec<u8>, String> {
 /// Runs one check; `Some(note)` is printed with the result.
 fn run_check(
     check: &NetCheck,
+    host: &str,
     tcp: u16,
     udp: Option<u16>,
     listener: Option<&HostListener>,
 ) -> Result<Option<String>, String> {
+    let curl = |port: u16, path: &str| curl_at(host, port, path);
     match *check {
         NetCheck::Outbound { line } => {
             let l = listener.ok_or("an outbound check needs @HOST_LISTENER@ in the args")?;
@@ -397,7 +433,7 @@ fn run_check(
             concurrency,
             keep_alive,
         } => {
-            let url = format!("http://127.0.0.1:{tcp}/");
+            let url = format!("http://{host}:{tcp}/");
             let started = Instant::now();
             let mut args: Vec<String> = vec!["-q".into(), "-s".into(), "60".into()];
             if keep_alive {
@@ -430,10 +466,21 @@ fn run_check(
                 r.transfer_kib_per_second
             )))
         }
-        NetCheck::TcpEcho { bytes } => tcp_echo(tcp, bytes).map(Some),
+        NetCheck::TcpEcho { bytes } => tcp_echo(host, tcp, bytes).map(Some),
         NetCheck::UdpEcho { count } => {
             let port = udp.ok_or("UDP echo needs a UDP port")?;
             udp_echo(port, count).map(Some)
+        }
+        // These two need only TCP to the app: they run on forwarded ports too.
+        NetCheck::StalledReader => hostile::stalled_reader(host, tcp).map(Some),
+        NetCheck::CapHeld { hold, extra } => {
+            hostile::cap_held(None, host, tcp, hold, extra).map(Some)
+        }
+        NetCheck::HalfOpenFlood { .. }
+        | NetCheck::IdleAndSlow { .. }
+        | NetCheck::HeapExhausted { .. }
+        | NetCheck::UdpFlood { .. } => {
+            Err("a hostile-client check runs on the TAP bed only".into())
         }
     }
 }
@@ -543,11 +590,11 @@ fn random_bytes(n: usize) -> Vec<u8> {
     out
 }
 
-fn tcp_echo(port: u16, bytes: usize) -> Result<String, String> {
+fn tcp_echo(host: &str, port: u16, bytes: usize) -> Result<String, String> {
     let payload = random_bytes(bytes);
     let want = Sha256::digest(&payload);
     let started = Instant::now();
-    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    let stream = TcpStream::connect((host, port)).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;
