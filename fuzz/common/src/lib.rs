@@ -14,6 +14,7 @@
 
 extern crate alloc;
 
+pub mod httpd;
 pub mod input;
 pub mod netfront;
 pub mod parsers;
@@ -37,6 +38,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("netfront", netfront::netfront),
     ("virtio_net_rx", virtio::virtio_net_rx),
     ("virtio_pci_caps", virtio::virtio_pci_caps),
+    ("httpd", httpd::httpd),
 ];
 
 /// The target called `name`.

@@ -132,6 +132,15 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             p
         }),
         // send, answer, read; with a watch event now and then.
+        // Knob 0x47: head limit 120 bytes, body limit 100, reads of 4 bytes. Two
+        // keep-alive requests, the first with a body to skip.
+        ("httpd", {
+            let mut v = vec![0x47];
+            v.extend_from_slice(
+                b"POST /a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n",
+            );
+            v
+        }),
         ("xenstore", steps(&[0, 2, 8, 7, 9, 12, 2, 11, 3, 1, 15, 4, 1], 20)),
         // take, answer RX, receive; transmit, take, answer TX, reclaim.
         ("netfront", steps(&[0, 1, 3, 9, 5, 0, 3, 7, 2, 40, 9], 30)),
