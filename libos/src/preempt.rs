@@ -323,11 +323,31 @@ impl SectionResched {
     }
 }
 
+#[cfg(feature = "bug-injection")]
 static SECTION_RESCHED: AtomicU8 = AtomicU8::new(SectionResched::Raw as u8);
 
-/// Installs `hcall_resched=` (called once by `libos::start`).
+/// Installs `hcall_resched=` (called once by `libos::start`; without the
+/// `bug-injection` feature there is nothing to install).
 pub(crate) fn configure_section_resched(how: SectionResched) {
+    #[cfg(feature = "bug-injection")]
     SECTION_RESCHED.store(how as u8, Relaxed);
+    #[cfg(not(feature = "bug-injection"))]
+    let _ = how;
+}
+
+/// The `hcall_resched=` in force. Without the `bug-injection` feature it is the
+/// constant `Raw`, so the bug paths it selects compile to nothing in every image but
+/// the test variants.
+#[inline(always)]
+fn section_resched() -> u8 {
+    #[cfg(feature = "bug-injection")]
+    {
+        SECTION_RESCHED.load(Relaxed)
+    }
+    #[cfg(not(feature = "bug-injection"))]
+    {
+        SectionResched::Raw as u8
+    }
 }
 
 /// Whether the exit must skip the hardirqs-on report after a section reschedule
@@ -335,13 +355,13 @@ pub(crate) fn configure_section_resched(how: SectionResched) {
 /// non-instrumentable exit reads it.
 #[inline(always)]
 pub(crate) fn section_exit_forgets_trace() -> bool {
-    SECTION_RESCHED.load(Relaxed) == SectionResched::Untraced as u8
+    section_resched() == SectionResched::Untraced as u8
 }
 
 /// Whether the scheduler must leave the in-preemptible flag on the CPU
 /// (`hcall_resched=cpuflag`, test-only: the migration bug).
 pub(crate) fn section_flag_stays_on_cpu() -> bool {
-    SECTION_RESCHED.load(Relaxed) == SectionResched::StaysOnCpu as u8
+    section_resched() == SectionResched::StaysOnCpu as u8
 }
 
 /// Runs `f`, a long operation that may be preempted whatever the preemption model:
@@ -396,7 +416,7 @@ pub fn in_preemptible() -> bool {
 pub(crate) fn section_exit_resched(irqs_off: &IrqsOff, work: &mut dyn FnMut(ExitResched)) {
     let _ = irqs_off;
     this_cpu().in_preemptible.store(false, Relaxed);
-    if SECTION_RESCHED.load(Relaxed) == SectionResched::FollowsModel as u8 {
+    if section_resched() == SectionResched::FollowsModel as u8 {
         work(ExitResched::Model);
     } else {
         work(ExitResched::Raw);
