@@ -115,8 +115,8 @@ pub fn boot(runs: usize) -> Outcome {
     let elf = std::fs::read(&hello).or_else(|e| fail(format!("read hello: {e}")))?;
     let (largest, per_crate) = goals::largest_functions(&elf, 20);
 
-    let mut md = format!(
-        "| VMM | median hello | median do-nothing | ratio (goals below) |\n|---|---|---|---|\n"
+    let mut md = String::from(
+        "| VMM | median hello | median do-nothing | ratio (goals below) |\n|---|---|---|---|\n",
     );
     let mut per_vmm = Vec::new();
     let mut hello_medians = Vec::new();
