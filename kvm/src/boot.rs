@@ -107,8 +107,9 @@ impl Platform for Kvm {
     }
 
     fn timer_init(&self) {
-        apic::init();
+        // kvmclock first: its scale is one of the TSC-frequency sources.
         kvmclock::init();
+        apic::init(kvmclock::scale());
     }
 
     fn set_timer(&self, deadline_ns: u64) {
@@ -119,14 +120,17 @@ impl Platform for Kvm {
 
     fn describe_timer(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         let (deadline, x2apic) = apic::modes();
+        let (tsc_hz, tsc_source) = apic::tsc_frequency();
         write!(
             out,
-            "clock {}, timer {} on {}",
+            "clock {}, tsc {} MHz ({}), timer {} on {}",
             if kvmclock::active() {
                 "kvmclock"
             } else {
-                "tsc (calibrated against the APIC timer)"
+                "tsc"
             },
+            tsc_hz / 1_000_000,
+            tsc_source.name(),
             if deadline {
                 "tsc-deadline"
             } else {

@@ -20,6 +20,7 @@ pub mod bootargs;
 pub mod madt;
 pub mod mmio_devices;
 pub mod start_info;
+pub mod tsc_freq;
 pub mod virtio_net_rx;
 pub mod virtio_pci_caps;
 pub mod virtq;
