@@ -10,7 +10,6 @@ use libos::{BootInfo, Platform, println};
 use crate::mmio_devices::{self, MmioDevice};
 use crate::{
     apic, devirq, exit, gdt, idt, kvmclock, paging, pvh, serial, shootdown, smp, stacks, uhyve,
-    virtio,
 };
 
 /// The VMM the image was booted by (it decides the console and the exit path).
@@ -159,13 +158,16 @@ impl Platform for Kvm {
     }
 
     fn start_services(&self) {
+        // Without the driver (an app that declares it does not use the network), the
+        // transports stay unprobed.
+        #[cfg(feature = "virtio-net")]
         if self.vmm == Vmm::Qemu {
             let (list, n) = {
                 // Spin locks in task context are taken with irqs off.
                 let _irqs = libos::irqflags::IrqGuard::new();
                 *MMIO_DEVICES.lock()
             };
-            virtio::probe_all(&list[..n]);
+            crate::virtio::probe_all(&list[..n]);
         }
     }
 }

@@ -48,6 +48,7 @@ mod kvmclock;
 #[cfg(target_os = "none")]
 mod paging;
 #[cfg(target_os = "none")]
+#[cfg_attr(not(feature = "virtio-net"), allow(dead_code))]
 mod pci;
 #[cfg(target_os = "none")]
 mod poweroff;
@@ -70,4 +71,5 @@ mod traps;
 #[cfg(target_os = "none")]
 mod uhyve;
 #[cfg(target_os = "none")]
+#[cfg_attr(not(feature = "virtio-net"), allow(dead_code, unused_imports))]
 mod virtio;
