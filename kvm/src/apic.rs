@@ -1,12 +1,14 @@
 //! Local APIC: one-shot timer (TSC-deadline where the CPU has it), EOI, and the TSC
-//! clock calibrated against the APIC timer.
+//! clock: its frequency as the hypervisor or CPUID states it (`tsc_freq`), calibrated
+//! against the APIC timer only where nothing is stated.
 //!
 //! x2APIC (MSR access) is used when CPUID offers it, otherwise xAPIC (MMIO at the base
 //! from `IA32_APIC_BASE`, mapped uncached by `paging`). The APIC timer of QEMU's and
 //! KVM's emulated APIC counts at 1 GHz with divide-by-1 (their bus clock is defined as
-//! 1 ns per cycle), so one count is one nanosecond; the TSC is calibrated against it.
+//! 1 ns per cycle), so one count is one nanosecond; where calibration is needed, the TSC
+//! is measured against it.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 
 use x86_64::registers::model_specific::Msr;
 
@@ -73,6 +75,8 @@ static MMIO_BASE: AtomicU64 = AtomicU64::new(XAPIC_DEFAULT_BASE);
 static NS_PER_TSC_FP: AtomicU64 = AtomicU64::new(0);
 static TSC_BASE: AtomicU64 = AtomicU64::new(0);
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+/// `tsc_freq::Source as u8` of TSC_HZ.
+static TSC_SOURCE: AtomicU8 = AtomicU8::new(0);
 
 fn write(reg: Reg, value: u32) {
     if X2APIC.load(Relaxed) {
@@ -110,13 +114,24 @@ pub fn mmio_base() -> u64 {
     base
 }
 
-/// Enables the APIC, calibrates the TSC and prepares the one-shot timer.
+/// Enables the APIC, sets the TSC frequency (stated by the platform, else calibrated)
+/// and prepares the one-shot timer. `kvmclock` is kvmclock's scale where it is in use.
 ///
 /// Context: boot CPU, irqs off, once.
-pub fn init() {
+pub fn init(kvmclock: Option<(u32, i8)>) {
     let (x2apic, tsc_deadline) = features();
     enable_local(x2apic);
-    calibrate_tsc();
+    let offers = crate::tsc_freq::Offers::from_cpuid(
+        |leaf| {
+            let r = core::arch::x86_64::__cpuid(leaf);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        },
+        kvmclock,
+    );
+    match crate::tsc_freq::pick(&offers) {
+        Some((source, hz)) => set_tsc_hz(hz, libos::arch::rdtsc(), source),
+        None => calibrate_tsc(),
+    }
     TSC_DEADLINE.store(tsc_deadline, Relaxed);
     program_lvt_timer();
 }
@@ -189,9 +204,9 @@ fn enable_local(x2apic: bool) {
     write(Reg::DivideConfig, DIVIDE_BY_1);
 }
 
-/// Measures the TSC rate against the APIC timer's 1 GHz count over 2 ms.
+/// Measures the TSC rate against the APIC timer's 1 GHz count over 500 µs.
 fn calibrate_tsc() {
-    const SPAN: u32 = 2_000_000;
+    const SPAN: u32 = 500_000;
     write(Reg::LvtTimer, LVT_MASKED | u32::from(TIMER_VECTOR));
     write(Reg::InitialCount, u32::MAX);
     let c0 = read(Reg::CurrentCount);
@@ -205,12 +220,33 @@ fn calibrate_tsc() {
     write(Reg::InitialCount, 0);
     let elapsed_ns = u64::from(c0 - c1);
     let tsc_hz = (t1 - t0) * 1_000_000_000 / elapsed_ns;
+    set_tsc_hz(tsc_hz, t0, crate::tsc_freq::Source::Calibrated);
+}
+
+fn set_tsc_hz(tsc_hz: u64, base: u64, source: crate::tsc_freq::Source) {
     TSC_HZ.store(tsc_hz, Relaxed);
     NS_PER_TSC_FP.store(
         (1_000_000_000u128 << 32).div_ceil(u128::from(tsc_hz.max(1))) as u64,
         Relaxed,
     );
-    TSC_BASE.store(t0, Relaxed);
+    TSC_BASE.store(base, Relaxed);
+    TSC_SOURCE.store(source as u8, Relaxed);
+}
+
+/// The TSC frequency in Hz and where it came from.
+pub fn tsc_frequency() -> (u64, crate::tsc_freq::Source) {
+    use crate::tsc_freq::Source;
+    let source = [
+        Source::HypervisorLeaf,
+        Source::Kvmclock,
+        Source::Cpuid15,
+        Source::Cpuid16,
+        Source::Calibrated,
+    ]
+    .into_iter()
+    .find(|&s| s as u8 == TSC_SOURCE.load(Relaxed))
+    .unwrap_or(Source::Calibrated);
+    (TSC_HZ.load(Relaxed), source)
 }
 
 /// (TSC-deadline mode in use, x2APIC mode in use).

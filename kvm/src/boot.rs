@@ -10,7 +10,6 @@ use libos::{BootInfo, Platform, println};
 use crate::mmio_devices::{self, MmioDevice};
 use crate::{
     apic, devirq, exit, gdt, idt, kvmclock, paging, pvh, serial, shootdown, smp, stacks, uhyve,
-    virtio,
 };
 
 /// The VMM the image was booted by (it decides the console and the exit path).
@@ -107,8 +106,9 @@ impl Platform for Kvm {
     }
 
     fn timer_init(&self) {
-        apic::init();
+        // kvmclock first: its scale is one of the TSC-frequency sources.
         kvmclock::init();
+        apic::init(kvmclock::scale());
     }
 
     fn set_timer(&self, deadline_ns: u64) {
@@ -119,14 +119,17 @@ impl Platform for Kvm {
 
     fn describe_timer(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         let (deadline, x2apic) = apic::modes();
+        let (tsc_hz, tsc_source) = apic::tsc_frequency();
         write!(
             out,
-            "clock {}, timer {} on {}",
+            "clock {}, tsc {} MHz ({}), timer {} on {}",
             if kvmclock::active() {
                 "kvmclock"
             } else {
-                "tsc (calibrated against the APIC timer)"
+                "tsc"
             },
+            tsc_hz / 1_000_000,
+            tsc_source.name(),
             if deadline {
                 "tsc-deadline"
             } else {
@@ -155,13 +158,16 @@ impl Platform for Kvm {
     }
 
     fn start_services(&self) {
+        // Without the driver (an app that declares it does not use the network), the
+        // transports stay unprobed.
+        #[cfg(feature = "virtio-net")]
         if self.vmm == Vmm::Qemu {
             let (list, n) = {
                 // Spin locks in task context are taken with irqs off.
                 let _irqs = libos::irqflags::IrqGuard::new();
                 *MMIO_DEVICES.lock()
             };
-            virtio::probe_all(&list[..n]);
+            crate::virtio::probe_all(&list[..n]);
         }
     }
 }

@@ -55,6 +55,26 @@ pub fn init() -> bool {
     true
 }
 
+/// kvmclock's (`tsc_to_system_mul`, `tsc_shift`) once KVM has written a consistent
+/// record (it does before the vCPU resumes from `init`'s MSR write), else `None`.
+pub fn scale() -> Option<(u32, i8)> {
+    if !active() {
+        return None;
+    }
+    let rec = (&raw const TIME_INFO).cast::<PvclockRecord>();
+    // SAFETY: TIME_INFO is registered with KVM, which writes it concurrently: volatile
+    // reads, and the version check rejects a torn pair.
+    let (v1, mul, shift, v2) = unsafe {
+        let v1 = (&raw const (*rec).version).read_volatile();
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+        let mul = (&raw const (*rec).tsc_to_system_mul).read_volatile();
+        let shift = (&raw const (*rec).tsc_shift).read_volatile();
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+        (v1, mul, shift, (&raw const (*rec).version).read_volatile())
+    };
+    (v1 == v2 && v1 % 2 == 0 && mul != 0).then_some((mul, shift))
+}
+
 /// Whether kvmclock is the clock source.
 pub fn active() -> bool {
     ACTIVE.load(Relaxed)

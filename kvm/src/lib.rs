@@ -20,6 +20,7 @@ pub mod bootargs;
 pub mod madt;
 pub mod mmio_devices;
 pub mod start_info;
+pub mod tsc_freq;
 pub mod virtio_net_rx;
 pub mod virtio_pci_caps;
 pub mod virtq;
@@ -47,6 +48,7 @@ mod kvmclock;
 #[cfg(target_os = "none")]
 mod paging;
 #[cfg(target_os = "none")]
+#[cfg_attr(not(feature = "virtio-net"), allow(dead_code))]
 mod pci;
 #[cfg(target_os = "none")]
 mod poweroff;
@@ -69,4 +71,5 @@ mod traps;
 #[cfg(target_os = "none")]
 mod uhyve;
 #[cfg(target_os = "none")]
+#[cfg_attr(not(feature = "virtio-net"), allow(dead_code, unused_imports))]
 mod virtio;

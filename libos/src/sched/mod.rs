@@ -288,10 +288,11 @@ pub fn schedule(irqs_off: &IrqsOff) {
         nesting == 0,
         "BUG: scheduling from interrupt context (in an interrupt handler or bottom half, irq nesting {nesting})"
     );
-    assert_eq!(
-        cpu.preempt_count.load(Relaxed),
-        0,
-        "BUG: scheduling while atomic"
+    // (`assert!`, not `assert_eq!`: the latter links `Debug` formatting into every image.)
+    let count = cpu.preempt_count.load(Relaxed);
+    assert!(
+        count == 0,
+        "BUG: scheduling while atomic (preempt count {count})"
     );
     let me = cpu.id() as usize;
     stack_check::check(me, crate::arch::stack_pointer());

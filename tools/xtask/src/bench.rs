@@ -16,8 +16,27 @@ use crate::qemu::{self, RunOpts};
 use crate::vmm::Vmm;
 use crate::{MachineArg, Outcome, Platform, build, fail, host, stub_elf};
 
-/// The ratio we aim for (`hello` / do-nothing).
-const GOAL_RATIO: f64 = 1.10;
+use crate::bench_goals::{self as goals, Row};
+
+/// The ratio we aim for (`hello` / do-nothing) on QEMU microvm.
+const GOAL_RATIO: f64 = goals::BOOT_RATIO_QEMU;
+
+/// The size of `image` with its symbols and debug sections removed (binutils `strip`).
+fn stripped_bytes(image: &Path) -> Result<u64, crate::Failure> {
+    let out = image.with_extension("stripped");
+    let status = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&out)
+        .arg(image)
+        .status()
+        .or_else(|e| fail(format!("run strip: {e}")))?;
+    if !status.success() {
+        return fail(format!("strip {} failed: {status}", image.display()));
+    }
+    let len = std::fs::metadata(&out).map_or(0, |m| m.len());
+    let _ = std::fs::remove_file(&out);
+    Ok(len)
+}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -91,13 +110,17 @@ pub fn boot(runs: usize) -> Outcome {
     let first = entry_to_main_instructions(&hello)?;
     let second = entry_to_main_instructions(&hello)?;
     let size = std::fs::metadata(&hello).map_or(0, |m| m.len());
+    let stripped = stripped_bytes(&hello)?;
     let loaded = loaded_bytes(&hello);
+    let elf = std::fs::read(&hello).or_else(|e| fail(format!("read hello: {e}")))?;
+    let (largest, per_crate) = goals::largest_functions(&elf, 20);
 
-    let mut md = format!(
-        "| VMM | median hello | median do-nothing | ratio (goal ≤ {GOAL_RATIO:.2}) |\n|---|---|---|---|\n"
+    let mut md = String::from(
+        "| VMM | median hello | median do-nothing | ratio (goals below) |\n|---|---|---|---|\n",
     );
     let mut per_vmm = Vec::new();
     let mut hello_medians = Vec::new();
+    let mut goal_rows = Vec::new();
     for (v, &vmm) in vmms.iter().enumerate() {
         let [stub_t, hello_t] = times[v].clone();
         let (m_stub, m_hello) = (median(stub_t), median(hello_t));
@@ -112,6 +135,20 @@ pub fn boot(runs: usize) -> Outcome {
             m_stub.as_secs_f64() * 1e3
         ));
         hello_medians.push(m_hello.as_secs_f64());
+        goal_rows.push(match vmm {
+            Vmm::Qemu => Row::ratio(
+                "hello boot-to-exit / do-nothing, QEMU microvm (medians)",
+                ratio,
+                goals::BOOT_RATIO_QEMU,
+                "",
+            ),
+            Vmm::Uhyve => Row::ratio(
+                "hello boot-to-exit / do-nothing, uhyve (medians)",
+                ratio,
+                goals::BOOT_RATIO_UHYVE,
+                "",
+            ),
+        });
         per_vmm.push(json!({
             "vmm": name,
             "median_ms": { "hello": m_hello.as_secs_f64() * 1e3, "do_nothing": m_stub.as_secs_f64() * 1e3 },
@@ -138,14 +175,38 @@ pub fn boot(runs: usize) -> Outcome {
         "\n| metric | value |\n|---|---|\n\
          | runs (interleaved) | {runs} |\n\
          | instructions entry → main (QEMU -icount) | {first}{} |\n\
-         | hello release image | {size} bytes ({loaded} loaded) |\n",
+         | hello release image | {size} bytes as built, {stripped} stripped ({loaded} loaded) |\n",
         if first == second {
             " (repeatable)"
         } else {
             " (NOT repeatable)"
         },
     ));
+    goal_rows.push(Row::count(
+        "instructions entry → main (QEMU -icount)",
+        first,
+        goals::ENTRY_TO_MAIN_INSTRUCTIONS,
+        "",
+    ));
+    goal_rows.push(Row::count(
+        "hello release image, stripped (bytes)",
+        stripped,
+        goals::STRIPPED_BYTES,
+        "100 KiB",
+    ));
+    goal_rows.push(Row::count(
+        "hello release image, as built (bytes)",
+        size,
+        goals::AS_BUILT_BYTES,
+        "128 KiB",
+    ));
+    md.push_str(&goals::markdown(&goal_rows));
+    md.push_str(&goals::size_markdown(&largest, &per_crate));
     let report = json!({
+        "goals": goals::json(&goal_rows),
+        "hello_stripped_bytes": stripped,
+        "largest_functions": largest.iter().map(|f| json!({ "name": f.name, "crate": f.krate, "bytes": f.bytes })).collect::<Vec<_>>(),
+        "text_bytes_per_crate": per_crate.iter().map(|(k, b)| json!({ "crate": k, "bytes": b })).collect::<Vec<_>>(),
         "runs": runs,
         "goal_ratio": GOAL_RATIO,
         "vmms": per_vmm,
@@ -224,7 +285,34 @@ pub fn entry() -> Outcome {
         md.push_str(&format!("| {name} | {instr} | {repeat} | {cyc} |\n"));
         rows.push(json!({ "operation": name, "instructions": instr, "repeatable": repeat, "tsc_cycles": cyc }));
     }
+    let find = |name: &str| first.iter().find(|(n, _)| n == name).map(|r| r.1);
+    let mut goal_rows = Vec::new();
+    if let Some(v) = find("task_switch") {
+        goal_rows.push(Row::count(
+            "task switch (two tasks yielding), instructions",
+            v,
+            goals::TASK_SWITCH_INSTRUCTIONS,
+            "",
+        ));
+    }
+    if let Some(v) = find("exception_round_trip") {
+        goal_rows.push(Row::count(
+            "exception round trip, instructions",
+            v,
+            goals::EXCEPTION_ROUND_TRIP_INSTRUCTIONS,
+            "no regression",
+        ));
+    }
+    if let Some(v) = find("sleep_wake_100us") {
+        goal_rows.push(Row::count(
+            "timer sleep/wake 100 µs: instructions beyond the 100,000 ns slept",
+            v.saturating_sub(goals::SLEEP_NS),
+            goals::SLEEP_OVERHEAD_INSTRUCTIONS,
+            "half the 3,170 at filing",
+        ));
+    }
+    md.push_str(&goals::markdown(&goal_rows));
     let accel = format!("{:?}", qemu::pick_accel(None)).to_lowercase();
-    let report = json!({ "vmm": "qemu -M microvm", "accel_for_cycles": accel, "results": rows });
+    let report = json!({ "vmm": "qemu -M microvm", "accel_for_cycles": accel, "results": rows, "goals": goals::json(&goal_rows) });
     write_results("entry", &report, &md)
 }

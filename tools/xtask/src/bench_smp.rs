@@ -28,7 +28,9 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::qemu::{self, RunOpts};
-use crate::{Accel, Failure, MachineArg, Outcome, Platform, bench, build, fail};
+use crate::{
+    Accel, Failure, MachineArg, Outcome, Platform, bench, bench_goals as goals, build, fail,
+};
 
 /// The vCPU counts compared.
 const CPUS: [u32; 3] = [1, 2, 4];
@@ -277,7 +279,24 @@ pub fn run(runs: usize) -> Outcome {
         timed[0][0].checksum
     )
     .expect("write to String");
+    // Issue 17's row: the idle IPI round trip, counted, on the largest CPU count.
+    let ipi_rows: Vec<goals::Row> = counted
+        .iter()
+        .rev()
+        .find_map(|(cpus, c, _)| Some((cpus, c.ipi_cycles?)))
+        .map(|(_, v)| {
+            goals::Row::count(
+                "idle IPI round trip, instructions (-icount, most vCPUs)",
+                v,
+                goals::IPI_ROUND_TRIP_INSTRUCTIONS,
+                "",
+            )
+        })
+        .into_iter()
+        .collect();
+    md.push_str(&goals::markdown(&ipi_rows));
     let report = json!({
+        "goals": goals::json(&ipi_rows),
         "app": "smpbench",
         "vmm": "qemu -M microvm, tcg",
         "host_cores": host_cores,

@@ -1,6 +1,7 @@
 //! `cargo xtask`: every Upcall workflow (build, run, test, bench) in one CLI.
 
 mod bench;
+mod bench_goals;
 mod bench_preempt;
 mod bench_smp;
 mod bench_soak;
