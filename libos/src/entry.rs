@@ -90,7 +90,10 @@ pub fn irqentry_enter(regs: &Regs) -> IrqState {
     }
     irqflags::trace_hardirqs_off();
     cpu.interrupts.fetch_add(1, Relaxed);
-    instrumentation(&mut || crate::sched::stack_check::check(cpu.id() as usize, regs.rsp));
+    if crate::sched::stack_check::enabled() {
+        // (Only where the platform has no IST to report an overflow with: Xen PV.)
+        instrumentation(&mut || crate::sched::stack_check::check(cpu.id() as usize, regs.rsp));
+    }
     #[cfg(feature = "noinstr-violation-demo")]
     noinstr_violation_demo();
     IrqState {
@@ -303,7 +306,8 @@ extern "C" fn irq_stack_body(regs: &mut Regs, f: extern "C" fn(&mut Regs), botto
     }
 }
 
-/// Calls [`irq_stack_body`]`(regs, f, bottom_halves)` with the stack pointer at `top`.
+/// Calls [`irq_stack_body`]`(regs, f, bottom_halves)` (with `bottom_halves`) or
+/// `f(regs)` (without) with the stack pointer at `top`.
 ///
 /// # Safety
 /// `top` must be the top of a stack nobody uses, 16-byte aligned, with irqs off.
@@ -313,7 +317,15 @@ unsafe fn call_on_stack(
     regs: &mut Regs,
     bottom_halves: bool,
 ) {
+    // An exception's handler is called directly; an interrupt's through the body that
+    // runs the bottom halves after it (it takes `f` and the flag in rsi/rdx, which `f`
+    // itself ignores).
     let body: extern "C" fn(&mut Regs, extern "C" fn(&mut Regs), bool) = irq_stack_body;
+    let target = if bottom_halves {
+        body as usize
+    } else {
+        f as usize
+    };
     // SAFETY: (caller) the stack is free. We save rsp in the stack's top word, call the
     // body with rsp 16-byte aligned, and restore rsp from that word; rbp is untouched, so
     // its frame links to ours on the interrupted stack and backtraces cross over.
@@ -324,7 +336,7 @@ unsafe fn call_on_stack(
             "call rax",
             "mov rsp, [r12 - 8]",
             in("r12") top,
-            in("rax") body,
+            in("rax") target,
             in("rdi") core::ptr::from_mut(regs),
             in("rsi") f,
             in("rdx") u64::from(bottom_halves),

@@ -35,6 +35,7 @@ pub fn enable() {
 }
 
 /// Whether the checks are on.
+#[inline(always)]
 pub fn enabled() -> bool {
     ENABLED.load(Relaxed)
 }
