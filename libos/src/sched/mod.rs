@@ -71,8 +71,8 @@ struct Task {
     /// Dropped JoinHandle: free everything once dead.
     detached: bool,
     /// The per-CPU in-preemptible flag while this task is switched out: saved by the
-    /// CPU switching away from it, loaded by the CPU switching to it (Per Bilse, "Re: [PATCH] Updates to Xen hypercall preemption", LKML /
-    /// xen-devel, 2023-06-21). Under
+    /// CPU switching away from it, loaded by the CPU switching to it (Per Bilse, "Re:
+    /// [PATCH] Updates to Xen hypercall preemption", LKML / xen-devel, 2023-06-21). Under
     /// the lock, and final by the time the task can be picked (`on_cpu` clear).
     in_preemptible: bool,
     /// A CPU still runs on this task's stack: set by the CPU switching to it, cleared
@@ -319,8 +319,9 @@ pub fn schedule(irqs_off: &IrqsOff) {
             s.tasks.get_mut(&prev).expect("exists").state = State::Running;
             return None;
         }
-        // The in-preemptible flag is the task's, not the CPU's (see `Task::in_preemptible`): park it with
-        // the task, load the next task's, on whichever CPU each of them ran before.
+        // The in-preemptible flag is the task's, not the CPU's (see
+        // `Task::in_preemptible`): park it with the task, load the next task's, on
+        // whichever CPU each of them ran before.
         // (`hcall_resched=cpuflag` skips both to reproduce the bug for tests.)
         let follows_task = !crate::preempt::section_flag_stays_on_cpu();
         let prev_task = s.tasks.get_mut(&prev).expect("exists");
