@@ -286,7 +286,7 @@ fn integer(aml: &mut &[u8]) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::madt::test_tables::{Mem, fix_checksum, sdt};
+    use crate::madt::test_tables::{Mem, fix_checksum, rsdp, sdt};
     use proptest::prelude::*;
 
     fn put_gas(f: &mut [u8], off: usize, space: u8, width: u8, addr: u64) {
@@ -341,31 +341,22 @@ mod tests {
     /// RSDP v2 at 0xe0040 → XSDT → [FADT, MADT-ish] in one buffer; DSDT at +0x800.
     fn machine(fadt: impl Fn(u64) -> Vec<u8>, dsdt: Vec<u8>) -> Mem {
         let base = 0xe0000u64;
-        let mut bytes = vec![0u8; 0x1000];
         let (root_at, fadt_at, other_at, dsdt_at) =
             (base + 0x80, base + 0x100, base + 0x400, base + 0x800);
         let root = sdt(
             b"XSDT",
             &[other_at.to_le_bytes(), fadt_at.to_le_bytes()].concat(),
         );
-        let mut rsdp = vec![0u8; 36];
-        rsdp[..8].copy_from_slice(b"RSD PTR ");
-        rsdp[15] = 2;
-        rsdp[16..20].copy_from_slice(&(root_at as u32).to_le_bytes());
-        rsdp[20..24].copy_from_slice(&36u32.to_le_bytes());
-        rsdp[24..32].copy_from_slice(&root_at.to_le_bytes());
-        fix_checksum(&mut rsdp[..20], 8);
-        fix_checksum(&mut rsdp, 32);
-        let mut put = |at: u64, b: &[u8]| {
-            let i = (at - base) as usize;
-            bytes[i..i + b.len()].copy_from_slice(b);
+        let mut mem = Mem {
+            base,
+            bytes: vec![0u8; 0x1000],
         };
-        put(base + 0x40, &rsdp);
-        put(root_at, &root);
-        put(fadt_at, &fadt(dsdt_at));
-        put(other_at, &sdt(b"APIC", &[0; 8]));
-        put(dsdt_at, &dsdt);
-        Mem { base, bytes }
+        mem.put(base + 0x40, &rsdp(root_at, true));
+        mem.put(root_at, &root);
+        mem.put(fadt_at, &fadt(dsdt_at));
+        mem.put(other_at, &sdt(b"APIC", &[0; 8]));
+        mem.put(dsdt_at, &dsdt);
+        mem
     }
 
     #[test]

@@ -231,7 +231,7 @@ pub fn parse_madt(madt: &[u8], out: &mut [u32]) -> Result<Cpus, Error> {
 /// Building blocks of ACPI tables for host tests (here and in `acpi_sleep`).
 #[cfg(test)]
 pub(crate) mod test_tables {
-    use super::{PhysMem, SDT_HEADER_LEN};
+    use super::{PhysMem, RSDP_SIG, RSDP_V1_LEN, RSDP_V2_LEN, SDT_HEADER_LEN};
 
     /// Guest memory: one buffer at `base`.
     pub struct Mem {
@@ -253,6 +253,30 @@ pub(crate) mod test_tables {
         t[at] = 0u8.wrapping_sub(sum);
     }
 
+    impl Mem {
+        /// Copies `b` into the buffer at physical address `at`.
+        pub fn put(&mut self, at: u64, b: &[u8]) {
+            let i = (at - self.base) as usize;
+            self.bytes[i..i + b.len()].copy_from_slice(b);
+        }
+    }
+
+    /// An RSDP pointing at the root table at `root_at`: v2 with both addresses when
+    /// `xsdt`, else v1 (RSDT only); both checksums set.
+    pub fn rsdp(root_at: u64, xsdt: bool) -> Vec<u8> {
+        let mut rsdp = vec![0u8; RSDP_V2_LEN];
+        rsdp[..8].copy_from_slice(RSDP_SIG);
+        rsdp[15] = if xsdt { 2 } else { 0 };
+        rsdp[16..20].copy_from_slice(&(root_at as u32).to_le_bytes());
+        rsdp[20..24].copy_from_slice(&(RSDP_V2_LEN as u32).to_le_bytes());
+        if xsdt {
+            rsdp[24..32].copy_from_slice(&root_at.to_le_bytes());
+        }
+        fix_checksum(&mut rsdp[..RSDP_V1_LEN], 8);
+        fix_checksum(&mut rsdp, 32);
+        rsdp
+    }
+
     /// A system description table `sig` with `body`, length and checksum set.
     pub fn sdt(sig: &[u8; 4], body: &[u8]) -> Vec<u8> {
         let mut t = vec![0u8; SDT_HEADER_LEN];
@@ -267,7 +291,7 @@ pub(crate) mod test_tables {
 
 #[cfg(test)]
 mod tests {
-    use super::test_tables::{Mem, fix_checksum, sdt};
+    use super::test_tables::{Mem, fix_checksum, rsdp, sdt};
     use super::*;
     use proptest::prelude::*;
 
@@ -297,7 +321,6 @@ mod tests {
     /// RSDP (v2) at 0xe0000 → XSDT → [FACP dummy, MADT], laid out in one buffer.
     fn machine(madt: Vec<u8>, xsdt: bool) -> Mem {
         let base = 0xe0000u64;
-        let mut bytes = vec![0u8; 0x1000];
         let facp_at = base + 0x100;
         let madt_at = base + 0x200;
         let root_at = base + 0x80;
@@ -311,25 +334,15 @@ mod tests {
             let (f, m) = (facp_at as u32, madt_at as u32);
             sdt(b"RSDT", &[f.to_le_bytes(), m.to_le_bytes()].concat())
         };
-        let mut rsdp = vec![0u8; RSDP_V2_LEN];
-        rsdp[..8].copy_from_slice(RSDP_SIG);
-        rsdp[15] = if xsdt { 2 } else { 0 };
-        rsdp[16..20].copy_from_slice(&(root_at as u32).to_le_bytes());
-        rsdp[20..24].copy_from_slice(&(RSDP_V2_LEN as u32).to_le_bytes());
-        if xsdt {
-            rsdp[24..32].copy_from_slice(&root_at.to_le_bytes());
-        }
-        fix_checksum(&mut rsdp[..RSDP_V1_LEN], 8);
-        fix_checksum(&mut rsdp, 32);
-        let mut put = |at: u64, b: &[u8]| {
-            let i = (at - base) as usize;
-            bytes[i..i + b.len()].copy_from_slice(b);
+        let mut mem = Mem {
+            base,
+            bytes: vec![0u8; 0x1000],
         };
-        put(base + 0x40, &rsdp);
-        put(root_at, &root);
-        put(facp_at, &facp);
-        put(madt_at, &madt);
-        Mem { base, bytes }
+        mem.put(base + 0x40, &rsdp(root_at, xsdt));
+        mem.put(root_at, &root);
+        mem.put(facp_at, &facp);
+        mem.put(madt_at, &madt);
+        mem
     }
 
     #[test]
