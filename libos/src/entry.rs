@@ -201,10 +201,8 @@ fn exit_work(irqs_off: &IrqsOff, how: preempt::ExitResched) {
             break;
         }
         if work & WORK_SOFTIRQ != 0 {
-            // Bottom halves raised outside an interrupt handler (from task context, or
-            // by an interrupt that arrived during the loop): run them on the irq stack.
-            let mut scratch = Regs::default();
-            run_irq_on_irqstack_cond(softirq_trampoline, &mut scratch);
+            // Raised by an interrupt that arrived during the loop (or from task code).
+            do_softirq();
         }
         if work & WORK_NOTIFY != 0 {
             irqflags::local_irq_enable();
@@ -218,8 +216,17 @@ fn exit_work(irqs_off: &IrqsOff, how: preempt::ExitResched) {
     irqflags::assert_irqs_disabled();
 }
 
+/// Runs bottom halves raised outside an interrupt handler (from task context, or
+/// left to the exit work or the idle loop), on the irq stack as an interrupt's would.
+///
+/// Context: irqs off, not on the irq stack; returns with irqs off.
+pub(crate) fn do_softirq() {
+    let mut scratch = Regs::default();
+    run_irq_on_irqstack_cond(no_handler, &mut scratch);
+}
+
 /// Nothing to do but the bottom halves [`run_irq_on_irqstack_cond`] runs after it.
-extern "C" fn softirq_trampoline(_: &mut Regs) {}
+extern "C" fn no_handler(_: &mut Regs) {}
 
 /// Deepest irq-stack nesting seen, and the entries that found the stack already in use.
 static MAX_NESTING: AtomicU32 = AtomicU32::new(0);

@@ -471,9 +471,7 @@ pub(crate) fn idle_loop() -> ! {
             this_cpu().in_idle.store(false, Relaxed);
         }
         if crate::softirq::pending() {
-            // Raised from task context: run them on the irq stack as an interrupt would.
-            let mut scratch = crate::regs::Regs::default();
-            crate::entry::run_irq_on_irqstack_cond(nothing, &mut scratch);
+            crate::entry::do_softirq();
         }
         if crate::notify::pending() {
             // Raised by an interrupt that hit idle: its exit leaves them to idle, which
@@ -485,10 +483,6 @@ pub(crate) fn idle_loop() -> ! {
         schedule(&irqs_off);
     }
 }
-
-/// A handler with nothing to do: the bottom halves `run_irq_on_irqstack_cond` runs
-/// after it are the work.
-extern "C" fn nothing(_: &mut crate::regs::Regs) {}
 
 /// A handle to wait for a spawned task.
 #[derive(Debug)]
