@@ -307,6 +307,14 @@ fn set_p2m(pfn: u64, mfn: u64) {
 /// Pages between two reschedule points in the balloon's own loops.
 const RESCHED_EVERY: usize = 1024;
 
+/// The reschedule point of the balloon's per-page loops, at page `i` (see
+/// [`set_ptes`] for why they need one).
+fn page_loop_resched(i: usize) {
+    if i.is_multiple_of(RESCHED_EVERY) {
+        libos::preempt::cond_resched();
+    }
+}
+
 /// Sets the PTEs of `vas` to `pte(i)` in batches, with a reschedule point after each
 /// batch: a balloon of many pages spends long in these (non-preemptible) hypercalls and
 /// loops besides the long preemptible one, and under `none` `cond_resched` is the only
@@ -374,9 +382,7 @@ pub fn balloon_out(addr: u64, pages: usize, issue: Issue) -> Result<(), libos::b
     let mut mfns = alloc::vec::Vec::with_capacity(pages);
     for (i, p) in pfns.clone().enumerate() {
         mfns.push(mfn_of_pfn(p));
-        if i % RESCHED_EVERY == 0 {
-            libos::preempt::cond_resched();
-        }
+        page_loop_resched(i);
     }
     set_ptes(pfns.clone().map(|p| p * PAGE), |_| 0).map_err(Error::Hypervisor)?;
     // No vCPU may keep a translation to a frame we give away: a stale one would, after
@@ -384,9 +390,7 @@ pub fn balloon_out(addr: u64, pages: usize, issue: Issue) -> Result<(), libos::b
     flush_tlb_all_vcpus().map_err(Error::Hypervisor)?;
     for (i, p) in pfns.clone().enumerate() {
         set_p2m(p, INVALID_MFN);
-        if i % RESCHED_EVERY == 0 {
-            libos::preempt::cond_resched();
-        }
+        page_loop_resched(i);
     }
     let rc = memory_op(XENMEM_DECREASE_RESERVATION, &mut mfns, issue);
     if rc == pages as i64 {
@@ -426,9 +430,7 @@ impl crate::balloon_ops::Reservation for Xen {
     fn map(&mut self, first: u64, mfns: &[u64]) -> Result<(), i64> {
         for (i, &mfn) in mfns.iter().enumerate() {
             set_p2m(first + i as u64, mfn);
-            if i % RESCHED_EVERY == 0 {
-                libos::preempt::cond_resched();
-            }
+            page_loop_resched(i);
         }
         set_ptes((0..mfns.len() as u64).map(|i| (first + i) * PAGE), |i| {
             (mfns[i] << 12) | PTE_KERNEL_RW
