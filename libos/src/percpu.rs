@@ -252,31 +252,6 @@ pub(crate) fn preempt_count_add(delta: i32) -> (bool, bool) {
     }
 }
 
-/// Sets `bits` in this CPU's pending bottom halves (`PerCpu::softirq_pending`) in one
-/// `gs:`-relative instruction: a task migrated between finding "its" CPU and setting
-/// the bits cannot raise them on the CPU it left (which may be halted, with nothing to
-/// make it look). Always inlined, like [`this_cpu`].
-#[inline(always)]
-pub(crate) fn softirq_raise(bits: u32) {
-    #[cfg(not(test))]
-    {
-        // SAFETY: gs:[OFFSET] is this CPU's `softirq_pending` (see `this_cpu`), an
-        // AtomicU32; a locked `or` is an atomic read-modify-write of it.
-        unsafe {
-            core::arch::asm!(
-                "lock or dword ptr gs:[{off}], {b:e}",
-                off = const core::mem::offset_of!(PerCpu, softirq_pending),
-                b = in(reg) bits,
-                options(nostack),
-            );
-        }
-    }
-    #[cfg(test)]
-    {
-        CPUS[0].softirq_pending.fetch_or(bits, Relaxed);
-    }
-}
-
 /// Whether a reschedule has been requested on this CPU.
 pub fn need_resched() -> bool {
     this_cpu().need_resched.load(Relaxed)

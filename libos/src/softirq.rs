@@ -18,10 +18,13 @@ fn pending_set() -> &'static AtomicU32 {
     &crate::percpu::this_cpu().softirq_pending
 }
 
-/// Marks `which` pending on this CPU (any context; one instruction, so a migrating
-/// task cannot raise it on the CPU it left).
+/// Marks `which` pending on this CPU (any context).
 pub fn raise(which: u32) {
-    crate::percpu::softirq_raise(which);
+    // Irqs off between finding this CPU's set and setting the bit: from task context a
+    // migration in between would raise it on the CPU the task left, which may be
+    // halted with nothing to make it look.
+    let _irqs = irqflags::IrqGuard::new();
+    pending_set().fetch_or(which, Relaxed);
 }
 
 /// Whether any bottom half is pending on this CPU.
