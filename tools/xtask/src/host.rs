@@ -50,7 +50,7 @@ pub fn cargo() -> Command {
 
 /// Runs a command to completion, failing with `what` if it does not succeed.
 pub fn run_checked(cmd: &mut Command, what: &str) -> Result<(), Failure> {
-    match crate::child::status(cmd) {
+    match crate::vmm::child::status(cmd) {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => fail(format!("{what} failed ({s})")),
         Err(e) => fail(format!("{what}: cannot start {:?}: {e}", cmd.get_program())),

@@ -1,45 +1,27 @@
 //! `cargo xtask`: every Upcall workflow (build, run, test, bench) in one CLI.
 
 mod bench;
-mod bench_goals;
-mod bench_preempt;
-mod bench_smp;
-mod bench_soak;
-mod bench_xen_boot;
 mod build;
-mod child;
 mod fuzz;
 mod gdb;
 mod host;
-mod initramfs;
-mod libvirt;
-mod libvirt_bench;
-mod libvirt_test;
-mod libvirt_testbed;
-mod netbench;
-mod nettest;
 mod new;
 mod noinstr;
-mod qemu;
 mod run;
 mod stub_elf;
 mod symbolize;
 mod test;
+mod testbed;
 mod toolchain;
-mod uhyve;
-mod usertest;
 mod vmm;
-mod xen_net;
 mod xen_stub_elf;
-mod xen_testbed;
-mod xl_batch;
-mod xl_output;
-mod xl_run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+use vmm::{child, libvirt, qemu};
 
 /// Upcall's developer tool. Run `cargo xtask <command> --help` for details.
 #[derive(Debug, Parser)]
@@ -449,28 +431,28 @@ fn main() -> ExitCode {
         } => test::run(filter.as_deref(), exact, no_host, known_issues),
         Command::Bench {
             which: BenchKind::Boot { runs },
-        } => bench::boot(runs),
+        } => bench::boot::boot(runs),
         Command::Bench {
             which: BenchKind::Entry,
-        } => bench::entry(),
+        } => bench::boot::entry(),
         Command::Bench {
             which: BenchKind::Preempt,
-        } => bench_preempt::preempt(),
+        } => bench::preempt::preempt(),
         Command::Bench {
             which: BenchKind::XenBoot { runs, memory },
-        } => bench_xen_boot::run(runs, memory),
+        } => bench::xen_boot::run(runs, memory),
         Command::Bench {
             which: BenchKind::Smp { runs },
-        } => bench_smp::run(runs),
+        } => bench::smp::run(runs),
         Command::Bench {
             which: BenchKind::Net { kvm_only },
-        } => netbench::net(kvm_only),
+        } => bench::net::net(kvm_only),
         Command::Bench {
             which: BenchKind::Soak { minutes, xen },
-        } => bench_soak::soak(minutes, xen),
+        } => bench::soak::soak(minutes, xen),
         Command::Testbed {
             which: TestbedKind::Xen,
-        } => xen_testbed::command(),
+        } => testbed::xen::command(),
         Command::Libvirt {
             app,
             platform,
@@ -499,7 +481,7 @@ fn main() -> ExitCode {
             }),
         Command::Testbed {
             which: TestbedKind::Libvirt { stop },
-        } => libvirt_testbed::command(stop),
+        } => testbed::libvirt::command(stop),
         Command::Symbolize { image, log } => symbolize::command(&image, log.as_deref()),
         Command::Clippy => host::clippy(),
         Command::Fuzz(args) => fuzz::command(args),

@@ -3,9 +3,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::qemu::{self, NO_STATUS, QEMU, RunOpts};
+use crate::testbed::xen as xen_testbed;
+use crate::vmm::qemu::{self, NO_STATUS, QEMU, RunOpts};
 use crate::vmm::{self, RunResult, Vmm};
-use crate::{Failure, Outcome, Platform, build, fail, uhyve, xen_testbed, xl_run};
+use crate::vmm::{uhyve, xl_run};
+use crate::{Failure, Outcome, Platform, build, fail};
 
 /// Boots an image on `vmm`.
 pub fn boot(

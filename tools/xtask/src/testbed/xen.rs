@@ -20,8 +20,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use crate::initramfs::{Fnv, Node, Tree};
-use crate::qemu::{self, QEMU};
+use crate::testbed::initramfs::{Fnv, Node, Tree};
+use crate::vmm::qemu::{self, QEMU};
 use crate::{Failure, Outcome, fail, host, vmm};
 
 /// The Debian package with the hypervisor.
@@ -51,7 +51,7 @@ const DOM0_PACKAGES: &[&str] = &[
     "zlib1g",
     "libzstd1",
     "libgcc-s1",
-    crate::xen_net::PACKAGE,
+    crate::testbed::xen_net::PACKAGE,
 ];
 /// Where xen-utils keeps its programs.
 const XEN_BIN: &str = "usr/lib/xen-4.17/bin";
@@ -82,8 +82,8 @@ const FORMAT: &str = "xen-testbed-3";
 /// The Linux dom0's `/init` (`xen_dom0_init.sh`): starts the Xen daemons, then for each directory listed in
 /// `/domains`, one after another: `xl create`s its `kernel` with its `cfg`, streams the
 /// domain's console log (framed by `xen-testbed: domain NAME begins` and
-/// `xen-testbed: domain NAME exit status N`, see [`crate::xl_output`]; the files
-/// come from [`crate::xl_run`]), runs the
+/// `xen-testbed: domain NAME exit status N`, see [`crate::vmm::xl_output`]; the files
+/// come from [`crate::vmm::xl_run`]), runs the
 /// domain's toolstack actions when its console shows their text, and destroys it after
 /// its timeout. Finally it ends QEMU with the last domain's exit status through
 /// isa-debug-exit (port 0xf4, reached through `/dev/port`).
@@ -294,7 +294,7 @@ fn xl_testbed() -> Result<XlTestbed, Failure> {
     );
     let kernel_files: Vec<&str> = KERNEL_FILES
         .iter()
-        .chain(crate::xen_net::KERNEL_FILES)
+        .chain(crate::testbed::xen_net::KERNEL_FILES)
         .copied()
         .collect();
     let kernel = unpack(&debs[0], &kernel_files)?;
@@ -405,13 +405,13 @@ fn dom0_tree(kernel: &Path, unpacked: &BTreeMap<&str, PathBuf>) -> Result<Tree, 
         };
         t.insert(&format!("modules/{name}"), Node::File(path, 0o644));
     }
-    let Some(xenstore_utils) = unpacked.get(crate::xen_net::PACKAGE) else {
+    let Some(xenstore_utils) = unpacked.get(crate::testbed::xen_net::PACKAGE) else {
         return fail(format!(
             "Xen test bed: {} was not unpacked",
-            crate::xen_net::PACKAGE
+            crate::testbed::xen_net::PACKAGE
         ));
     };
-    crate::xen_net::add_to_tree(&mut t, kernel, xenstore_utils)?;
+    crate::testbed::xen_net::add_to_tree(&mut t, kernel, xenstore_utils)?;
     t.check_libraries()?;
     Ok(t)
 }

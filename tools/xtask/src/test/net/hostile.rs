@@ -13,7 +13,7 @@ use upcall_tests::net::{self, NetCase, NetCheck, Proto};
 
 use super::{Guest, curl_at, finish, run_check, status_value, tcp_echo, wait_ready};
 use crate::MachineArg;
-use crate::qemu::{self, Forward, RunOpts};
+use crate::vmm::qemu::{self, Forward, RunOpts};
 
 /// The client programs.
 const CLIENTS: &str = include_str!("clients.py");

@@ -25,9 +25,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::libvirt_testbed::{self, URI};
 use crate::symbolize::Symbols;
-use crate::{Failure, MachineArg, Outcome, Platform, build, fail, host, qemu};
+use crate::testbed::libvirt::{self as libvirt_testbed, URI};
+use crate::vmm::qemu;
+use crate::{Failure, MachineArg, Outcome, Platform, build, fail, host};
 
 /// Status for "the guest ended without reporting an exit status".
 const NO_STATUS: u8 = 125;
@@ -294,7 +295,7 @@ pub fn command(app: &str, args: &[String], o: &Opts) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     // Ctrl-C and SIGTERM only set the flag: the run loop then cleans up and ends.
-    crate::child::defer_signals_to(flag);
+    crate::vmm::child::defer_signals_to(flag);
     let symbols = Symbols::load(&d.image).ok();
     let r = run(&d, &xml, o.timeout, &stop, &mut |line| {
         println!(

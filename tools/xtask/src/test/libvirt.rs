@@ -16,9 +16,10 @@ use std::time::Instant;
 use upcall_tests::libvirt::{End, LibvirtCase, PlainCase};
 use upcall_tests::{Bed, Machine};
 
-use crate::libvirt::{self, Opts};
-use crate::qemu::{self, RunOpts};
-use crate::{MachineArg, Platform, build, libvirt_testbed, vmm};
+use crate::testbed::libvirt as libvirt_testbed;
+use crate::vmm::libvirt::{self, Opts};
+use crate::vmm::qemu::{self, RunOpts};
+use crate::{MachineArg, Platform, build, vmm};
 
 /// Seconds a run may take (SeaBIOS under TCG, a loaded host).
 const CASE_TIMEOUT: u64 = 120;

@@ -15,9 +15,10 @@ use upcall_tests::net::{self, NetBed, NetCase, NetCheck, Proto, Ready};
 
 pub(crate) mod hostile;
 
-use crate::qemu::{self, Forward, RunOpts};
 use crate::symbolize::Symbols;
-use crate::{MachineArg, Platform, build, host, xen_testbed};
+use crate::testbed::xen as xen_testbed;
+use crate::vmm::qemu::{self, Forward, RunOpts};
+use crate::{MachineArg, Platform, build, host};
 
 /// How long an app may take from QEMU start to answering (boot, DHCP; SeaBIOS).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -112,7 +113,7 @@ fn run_case(case: &NetCase) -> Result<String, String> {
         NetBed::Tap(_) => unreachable!("TAP cases run in hostile::run_tap_case"),
         NetBed::XenXl => {
             let tb = xen_testbed::ensure_xl_testbed().map_err(|f| f.message)?;
-            crate::xl_run::xl_qemu_args(
+            crate::vmm::xl_run::xl_qemu_args(
                 &tb,
                 &image,
                 &cmdline,
@@ -174,7 +175,7 @@ fn finish(
 
 /// A running guest whose console is collected in the background.
 pub(crate) struct Guest {
-    child: crate::child::Tracked,
+    child: crate::vmm::child::Tracked,
     console: Arc<Mutex<String>>,
     reader: std::thread::JoinHandle<()>,
 }
@@ -184,7 +185,7 @@ impl Guest {
     pub(crate) fn boot(image: &Path, qemu_args: Vec<String>) -> Result<Guest, String> {
         qemu::ensure_qemu().map_err(|f| f.message)?;
         let symbols = Symbols::load(image).map_err(|f| f.message)?;
-        let mut child = crate::child::spawn(
+        let mut child = crate::vmm::child::spawn(
             Command::new(qemu::QEMU)
                 .args(qemu_args)
                 .stdin(Stdio::null())

@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::child::{self, Tracked};
-use crate::nettest::{free_port, http_get_ok};
-use crate::qemu::Proto;
+use crate::test::net::{free_port, http_get_ok};
+use crate::vmm::child::{self, Tracked};
+use crate::vmm::qemu::Proto;
 
 /// How long a booted app has to show it is up.
 const READY: Duration = Duration::from_secs(120);
@@ -275,7 +275,7 @@ fn sigterm_qemu(case: &'static str) -> Result<String, String> {
 /// QEMU.
 fn sigterm_xen_dom0(case: &'static str) -> Result<String, String> {
     crate::build::build("sleeper", crate::Platform::Xen, false).map_err(|f| f.message)?;
-    crate::xen_testbed::ensure_hypervisor().map_err(|f| f.message)?;
+    crate::testbed::xen::ensure_hypervisor().map_err(|f| f.message)?;
     let mut x = Xtask::start(case, &["run", "sleeper", "--platform", "xen", "--dom0"])?;
     x.wait_for("`sleeper: ready`", &|out| out.contains("sleeper: ready"))?;
     let vms = children_of(x.proc.child_mut().id());

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::nettest::hostile::{self, spawn_client, strings};
-use crate::nettest::{self, Guest};
-use crate::{MachineArg, Outcome, Platform, build, fail, host, qemu, xen_testbed};
+use crate::test::net::hostile::{self, spawn_client, strings};
+use crate::test::net::{self as nettest, Guest};
+use crate::testbed::xen as xen_testbed;
+use crate::vmm::qemu;
+use crate::{MachineArg, Outcome, Platform, build, fail, host};
 
 /// Length of one load window.
 const WINDOW_S: u32 = 15;
@@ -116,7 +118,7 @@ pub fn soak(minutes: u32, xen: bool) -> Outcome {
             qemu::kernel_cmdline(&HTTPD_ARGS.iter().map(|a| a.to_string()).collect::<Vec<_>>());
         // Its own domain description: the default xl time limit (300 s) is shorter
         // than a soak.
-        let domain = crate::xl_run::XlDomain {
+        let domain = crate::vmm::xl_run::XlDomain {
             image: image.clone(),
             cmdline,
             memory_mb: 128,
@@ -128,7 +130,7 @@ pub fn soak(minutes: u32, xen: bool) -> Outcome {
             ramdisk: None,
             vcpus: 1,
         };
-        let qemu_args = crate::xl_run::xl_run_qemu_args(&tb, &[domain])?.qemu_args;
+        let qemu_args = crate::vmm::xl_run::xl_run_qemu_args(&tb, &[domain])?.qemu_args;
         let guest = Guest::boot(&image, qemu_args).or_else(fail)?;
         let run = soak_guest(
             guest,

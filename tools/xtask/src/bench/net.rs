@@ -16,11 +16,12 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use upcall_tests::net::{LoadResult, parse_ab};
 
-use crate::initramfs::{Node, Tree};
-use crate::nettest::{self, Guest};
-use crate::qemu::{self, Forward, Proto, RunOpts};
-use crate::xl_run::{self, XlDomain};
-use crate::{Failure, MachineArg, Outcome, Platform, build, fail, host, xen_testbed};
+use crate::test::net::{self as nettest, Guest};
+use crate::testbed::initramfs::{Node, Tree};
+use crate::testbed::xen as xen_testbed;
+use crate::vmm::qemu::{self, Forward, Proto, RunOpts};
+use crate::vmm::xl_run::{self, XlDomain};
+use crate::{Failure, MachineArg, Outcome, Platform, build, fail, host};
 
 /// Guest memory for both guests, MiB.
 const MEMORY: u32 = 256;
@@ -370,5 +371,5 @@ pub fn net(kvm_only: bool) -> Outcome {
         beds.push(xen.json);
     }
     let report = json!({ "memory_mib": MEMORY, "beds": beds });
-    crate::bench::write_results("net", &report, &md)
+    crate::bench::boot::write_results("net", &report, &md)
 }

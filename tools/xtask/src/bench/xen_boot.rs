@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::xl_run::XlDomain;
-use crate::{Outcome, Platform, build, fail, host, xen_stub_elf, xl_batch, xl_output};
+use crate::vmm::xl_run::XlDomain;
+use crate::vmm::{xl_batch, xl_output};
+use crate::{Outcome, Platform, build, fail, host, xen_stub_elf};
 
 /// The ratio we aim for (`hello` / minimal PV kernel).
 const GOAL_RATIO: f64 = 1.05;
@@ -133,5 +134,5 @@ pub fn run(runs: usize, memory_mb: u32) -> Outcome {
         "image_bytes": { "minimal": stub_bytes, "hello_release": hello_bytes },
         "dom0_boot_and_all_runs_s": batch.elapsed.as_secs_f64(),
     });
-    crate::bench::write_results("xen-boot", &report, &md)
+    crate::bench::boot::write_results("xen-boot", &report, &md)
 }

@@ -1,4 +1,4 @@
-//! Running domains as xl domUs of the Linux-dom0 test bed (see [`crate::xen_testbed`]):
+//! Running domains as xl domUs of the Linux-dom0 test bed (see [`crate::testbed::xen`]):
 //! their xl configs and settings, the per-run initramfs that carries them to dom0's
 //! `/init` (`xen_dom0_init.sh`), and the QEMU command line.
 
@@ -7,8 +7,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::initramfs::{Cpio, Fnv};
-use crate::xen_testbed::{
+use crate::testbed::initramfs::{Cpio, Fnv};
+use crate::testbed::xen::{
     LINUX_CMDLINE, LINUX_DOM0_MEM_MB, XEN_CMDLINE, XlTestbed, cache_dir, initrd_arg, machine_args,
     mkdir, read, temp_path,
 };
@@ -58,7 +58,7 @@ pub struct XlDomain {
     pub settle: bool,
     /// `Some`: the domain gets a vif on dom0's bridge to QEMU's user network, and these
     /// host ports are forwarded to it (see `xen_net`).
-    pub net: Option<Vec<crate::qemu::Forward>>,
+    pub net: Option<Vec<crate::vmm::qemu::Forward>>,
     /// An initramfs for the kernel (xl's `ramdisk`; a Linux guest's, for comparisons).
     pub ramdisk: Option<PathBuf>,
 }
@@ -86,7 +86,7 @@ pub fn xl_qemu_args(
     extra: &str,
     app_mem_mb: u32,
     vcpus: u32,
-    forwards: &[crate::qemu::Forward],
+    forwards: &[crate::vmm::qemu::Forward],
 ) -> Result<Vec<String>, Failure> {
     let domain = XlDomain {
         image: app.to_path_buf(),
@@ -106,7 +106,7 @@ pub fn xl_qemu_args(
 /// QEMU arguments booting Xen + the Linux dom0 of `tb`, whose init runs `domains` one
 /// after another in one boot (each as described for [`xl_qemu_args`]; QEMU's exit
 /// status is the last one's). Split the console output per domain with
-/// [`crate::xl_output::split`]. A single domain is named after its image file, several
+/// [`crate::vmm::xl_output::split`]. A single domain is named after its image file, several
 /// get `-1`, `-2`, … appended (so each has its own console log).
 ///
 /// Writes a per-run initramfs (the base one plus a small cpio archive holding
@@ -137,7 +137,7 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
             d.vcpus,
         )?;
         if d.net.is_some() {
-            config.push_str(crate::xen_net::VIF_CONFIG);
+            config.push_str(crate::testbed::xen_net::VIF_CONFIG);
         }
         let ramdisk = match &d.ramdisk {
             Some(path) => {
@@ -156,7 +156,7 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
         });
         names.push(name);
     }
-    let forwards: Vec<crate::qemu::Forward> = domains
+    let forwards: Vec<crate::vmm::qemu::Forward> = domains
         .iter()
         .flat_map(|d| d.net.iter().flatten().copied())
         .collect();
@@ -186,7 +186,7 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
         initrd_arg(&[(&tb.vmlinux, LINUX_CMDLINE), (&initramfs, "")]),
     ]);
     if networked {
-        a.extend(crate::xen_net::qemu_args(&forwards));
+        a.extend(crate::testbed::xen_net::qemu_args(&forwards));
     }
     Ok(XlRun {
         qemu_args: a,
@@ -320,7 +320,7 @@ fn run_initramfs(
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
     h.add(&mtime.unwrap_or_default().as_nanos().to_le_bytes());
     if networked {
-        h.add(crate::xen_net::NET_SH.as_bytes());
+        h.add(crate::testbed::xen_net::NET_SH.as_bytes());
     }
     for d in domains {
         for part in [
@@ -352,7 +352,7 @@ fn run_initramfs(
         let list: String = domains.iter().map(|d| format!("/{}\n", d.dir)).collect();
         cpio.file("domains", 0o644, list.as_bytes())?;
         if networked {
-            cpio.file("net.sh", 0o644, crate::xen_net::NET_SH.as_bytes())?;
+            cpio.file("net.sh", 0o644, crate::testbed::xen_net::NET_SH.as_bytes())?;
         }
         cpio.dir("dom")?;
         for d in domains {

@@ -12,11 +12,11 @@ use std::time::Duration;
 use object::{Object, ObjectSegment};
 use serde_json::json;
 
-use crate::qemu::{self, RunOpts};
 use crate::vmm::Vmm;
+use crate::vmm::qemu::{self, RunOpts};
 use crate::{MachineArg, Outcome, Platform, build, fail, host, stub_elf};
 
-use crate::bench_goals::{self as goals, Row};
+use crate::bench::goals::{self as goals, Row};
 
 /// The ratio we aim for (`hello` / do-nothing) on QEMU microvm.
 const GOAL_RATIO: f64 = goals::BOOT_RATIO_QEMU;
@@ -82,7 +82,7 @@ pub fn boot(runs: usize) -> Outcome {
 
     // The VMMs this machine can run: QEMU microvm always, uhyve where /dev/kvm exists.
     let mut vmms = vec![Vmm::Qemu];
-    match crate::uhyve::ensure_uhyve() {
+    match crate::vmm::uhyve::ensure_uhyve() {
         Ok(_) => vmms.push(Vmm::Uhyve),
         Err(f) => eprintln!("bench boot: uhyve skipped: {}", f.message),
     }
@@ -127,7 +127,7 @@ pub fn boot(runs: usize) -> Outcome {
         let ratio = m_hello.as_secs_f64() / m_stub.as_secs_f64();
         let name = match vmm {
             Vmm::Qemu => format!("QEMU microvm ({accel:?})"),
-            Vmm::Uhyve => format!("uhyve {}", crate::uhyve::VERSION),
+            Vmm::Uhyve => format!("uhyve {}", crate::vmm::uhyve::VERSION),
         };
         md.push_str(&format!(
             "| {name} | {:.1} ms | {:.1} ms | {ratio:.3} |\n",
@@ -161,7 +161,7 @@ pub fn boot(runs: usize) -> Outcome {
             uhyve_hello / qemu_hello
         ));
     }
-    let libvirt = match crate::libvirt_bench::boot_row(runs) {
+    let libvirt = match crate::bench::libvirt::boot_row(runs) {
         Ok(row) => row,
         Err(f) => {
             eprintln!("bench boot: libvirt row failed: {}", f.message);

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::qemu::{self, RunOpts};
+use crate::vmm::qemu::{self, RunOpts};
 use crate::vmm::{RunResult, Vmm};
 use crate::{Failure, MachineArg, Outcome, Platform, bench, build, fail, host, run};
 
@@ -229,7 +229,7 @@ pub fn preempt() -> Outcome {
         "goals": goals,
         "balloon_mib_per_s": { "preemptible": pre, "plain": plain, "ratio": pre / plain },
     });
-    bench::write_results("preempt", &report, &md)
+    bench::boot::write_results("preempt", &report, &md)
 }
 
 /// One latency run (under `-icount`) of `bed` with `args`.

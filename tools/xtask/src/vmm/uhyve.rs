@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::qemu::{RunOpts, kernel_cmdline};
+use crate::vmm::qemu::{RunOpts, kernel_cmdline};
 use crate::vmm::{self, RunResult};
 use crate::{Failure, fail, host};
 

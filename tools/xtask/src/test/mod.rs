@@ -1,6 +1,10 @@
 //! `cargo xtask test`: host unit tests, then every integration case on every test bed
 //! this machine can run, then one line `N passed, N failed`.
 
+pub mod libvirt;
+pub mod net;
+pub mod user;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -8,9 +12,9 @@ use std::time::Instant;
 
 use upcall_tests::{Bed, Case, Machine};
 
-use crate::qemu::{self, RunOpts};
 use crate::vmm::Vmm;
-use crate::xl_run::{XlAction, XlDomain};
+use crate::vmm::qemu::{self, RunOpts};
+use crate::vmm::xl_run::{XlAction, XlDomain};
 use crate::{MachineArg, Outcome, Platform, build, host};
 
 /// Seconds a single boot may take before it counts as hung (SeaBIOS under TCG is slow).
@@ -98,7 +102,7 @@ pub fn save_log(name: &str, console: &str) {
 
 /// The command that runs case `name` and nothing else.
 pub fn rerun_command(name: &str) -> String {
-    crate::qemu::shell_words(
+    crate::vmm::qemu::shell_words(
         "cargo",
         &["xtask", "test", "--no-host", "--exact", "--filter", name].map(String::from),
     )
@@ -107,7 +111,7 @@ pub fn rerun_command(name: &str) -> String {
 /// Runs the host unit tests; adds their counts from cargo's `test result:` lines.
 fn host_tests(t: &mut Tally) {
     println!("== host unit tests (cargo test --workspace)");
-    let out = crate::child::output(
+    let out = crate::vmm::child::output(
         host::cargo()
             .args(["test", "--workspace", "--quiet"])
             .stderr(Stdio::inherit()),
@@ -315,7 +319,7 @@ fn run_xl_cases(
             b + 1,
             domains.len()
         );
-        let run = match crate::xl_batch::boot(&domains) {
+        let run = match crate::vmm::xl_batch::boot(&domains) {
             Ok(run) => run,
             Err(f) => {
                 for case in runnable {
@@ -447,9 +451,9 @@ pub fn run(filter: Option<&str>, exact: bool, no_host: bool, known_issues: bool)
             &wanted,
             &mut images,
         );
-        crate::nettest::run(&wanted, &mut |name, result| t.record(name, result));
-        crate::usertest::run(&wanted, &mut |name, result| t.record(name, result));
-        crate::libvirt_test::run(&wanted, &mut |name, result| t.record(name, result));
+        crate::test::net::run(&wanted, &mut |name, result| t.record(name, result));
+        crate::test::user::run(&wanted, &mut |name, result| t.record(name, result));
+        crate::test::libvirt::run(&wanted, &mut |name, result| t.record(name, result));
         if wanted("size/hello-release-under-256KiB") {
             release_size(&mut t);
         }
@@ -460,12 +464,12 @@ pub fn run(filter: Option<&str>, exact: bool, no_host: bool, known_issues: bool)
         .filter(|c| wanted(&c.name))
         .collect();
     if !uhyve_cases.is_empty() {
-        match crate::uhyve::ensure_uhyve() {
+        match crate::vmm::uhyve::ensure_uhyve() {
             // Without /dev/kvm this test bed does not exist here: say so, count nothing.
             Err(f) if f.status == 2 => println!("== uhyve: skipped ({})", f.message),
             Err(f) => t.record("uhyve available", Err(f.message)),
             Ok(_) => {
-                println!("== KVM platform on uhyve {}", crate::uhyve::VERSION);
+                println!("== KVM platform on uhyve {}", crate::vmm::uhyve::VERSION);
                 run_cases(&mut t, &uhyve_cases, &wanted, &mut images);
             }
         }

@@ -2,6 +2,14 @@
 //! timeout, collect what it printed. `qemu` and `uhyve` build the command lines and
 //! decode the exit statuses.
 
+pub mod child;
+pub mod libvirt;
+pub mod qemu;
+pub mod uhyve;
+pub mod xl_batch;
+pub mod xl_output;
+pub mod xl_run;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -83,7 +91,7 @@ pub fn run_captured_symbols(
 ) -> Result<Captured, Failure> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let start = Instant::now();
-    let mut child = crate::child::spawn(
+    let mut child = crate::vmm::child::spawn(
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),

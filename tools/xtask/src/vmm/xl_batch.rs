@@ -5,11 +5,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::qemu::{self, QEMU};
 use crate::symbolize::Symbols;
-use crate::xen_testbed;
-use crate::xl_run::{self, XlDomain};
-use crate::{Failure, vmm, xl_output};
+use crate::testbed::xen as xen_testbed;
+use crate::vmm::qemu::{self, QEMU};
+use crate::vmm::xl_output;
+use crate::vmm::xl_run::{self, XlDomain};
+use crate::{Failure, vmm};
 
 /// Seconds allowed for Xen and the Linux dom0 to boot, beyond the domains' own
 /// timeouts, before the whole run counts as hung.

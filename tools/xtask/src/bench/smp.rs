@@ -27,10 +27,9 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::qemu::{self, RunOpts};
-use crate::{
-    Accel, Failure, MachineArg, Outcome, Platform, bench, bench_goals as goals, build, fail,
-};
+use crate::bench::{self, goals};
+use crate::vmm::qemu::{self, RunOpts};
+use crate::{Accel, Failure, MachineArg, Outcome, Platform, build, fail};
 
 /// The vCPU counts compared.
 const CPUS: [u32; 3] = [1, 2, 4];
@@ -309,7 +308,7 @@ pub fn run(runs: usize) -> Outcome {
         "checksum": timed[0][0].checksum,
         "results": rows,
     });
-    bench::write_results("smp", &report, &md)
+    bench::boot::write_results("smp", &report, &md)
 }
 
 #[cfg(test)]

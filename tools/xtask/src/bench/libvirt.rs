@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::libvirt::{self, Opts};
-use crate::qemu::{self, RunOpts};
-use crate::{Failure, MachineArg, Platform, build, fail, libvirt_testbed};
+use crate::testbed::libvirt as libvirt_testbed;
+use crate::vmm::libvirt::{self, Opts};
+use crate::vmm::qemu::{self, RunOpts};
+use crate::{Failure, MachineArg, Platform, build, fail};
 
 /// Medians in milliseconds.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,10 @@
+//! Benchmarks (`cargo xtask bench …`): each writes `target/bench/<name>.{json,md}`.
+
+pub mod boot;
+pub mod goals;
+pub mod libvirt;
+pub mod net;
+pub mod preempt;
+pub mod smp;
+pub mod soak;
+pub mod xen_boot;
