@@ -3,7 +3,8 @@
 //! `libvirt_test`; each [`Case`] here uses `bed` for the machine and `status` for the
 //! app's exit status as the console line `upcall: exit status N` reports it.
 
-use crate::{Case, Machine, PANIC, SELFTEST_SMP, case};
+use crate::expect::SELFTEST_SMP;
+use crate::{Case, Machine, PANIC, case};
 
 /// How a plain-QEMU run without `isa-debug-exit` must end.
 #[derive(Debug, Clone)]

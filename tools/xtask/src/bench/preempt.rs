@@ -143,7 +143,11 @@ pub fn preempt() -> Outcome {
             &[crate::test::BUG_INJECTION],
         )?;
         for &wake in WAKES {
-            for &(model, opts) in MODELS {
+            for &upcall_tests::Model {
+                name: model,
+                args: opts,
+            } in MODELS
+            {
                 for &resched in RESCHED {
                     done += 1;
                     eprint!("\rbench preempt: run {done}/{total}: {wake} {model} {resched}     ");

@@ -1,0 +1,219 @@
+//! Xen in QEMU, the app as dom0 (the fast path): boot, crashes, the grant table, the
+//! preemptible-hypercall latency proof under `-icount`, every preemption model, SMP.
+
+use crate::expect::{
+    BUG, SCHED_IN_IRQ, SELFTEST_SMP, SMP_PANIC_ONCE, STRESS_CLEAN, UNTRACED, WITHIN,
+};
+use crate::model::{BUG_MODELS, LATENCY_MODELS, PREEMPT_MODELS, SMP_2_4, WAKES};
+use crate::{Bed, Bound, Case, EXCEPTION, PANIC, case};
+
+/// `hello a "b c"` on Xen.
+pub(crate) const HELLO_XEN: &[&str] = &["Hello from Upcall on xen", "arg[0] = a", "arg[1] = b c"];
+/// `selftest` on Xen under a preemption model.
+pub(crate) const SELFTEST_XEN: &[&str] =
+    &["selftest on xen", "preemption model: ", " passed, 0 failed"];
+/// What the grant-table self-test at start-up prints (`loglevel=debug`).
+pub(crate) const GRANT_TABLE: &[&str] =
+    &["grant table: 4 frames, 2048 entries; grant Some(8) and revoke ok"];
+
+/// The Xen dom0 balloon load under `-icount`: 24 MiB, each hypercall ≥ 20 ticks
+/// without preemption at hz=100; 80 samples span about three balloon cycles.
+const DOM0_BALLOON: &[&str] = &["hz=100", "load=balloon", "balloon_mib=24", "samples=80"];
+/// [`DOM0_BALLOON`] with fewer samples, for the event-woken variants.
+const DOM0_BALLOON_EVENT: &[&str] = &["hz=100", "load=balloon", "balloon_mib=24", "samples=30"];
+/// The same with the bug: each sample waits out a whole hypercall.
+const DOM0_BALLOON_BUG: &[&str] = &[
+    "hz=100",
+    "load=balloon",
+    "balloon_mib=24",
+    "samples=15",
+    "hcall_resched=model",
+];
+
+/// A case as dom0.
+fn dom0(name: &str, app: &'static str, args: &[&str]) -> Case {
+    case(name, app, args).on(Bed::XenDom0)
+}
+
+/// The cases as dom0.
+pub fn cases() -> Vec<Case> {
+    let mut cases = vec![
+        dom0("xen/dom0/hello", "hello", &["a", "b c"]).expect(HELLO_XEN),
+        // Xen PV has no IST: libos's stack check reports the overflow before the guard
+        // page (which would end the domain without a word).
+        dom0("xen/dom0/crash/task-overflow", "crash", &["task-overflow"])
+            .status(PANIC)
+            .expect(&["stack overflow in task", "crash::overflow_task_stack"]),
+        dom0("xen/dom0/crash/task", "crash", &["task"])
+            .status(PANIC)
+            .expect(&[
+                "deliberate panic 3 calls deep",
+                "crash::crash_inner",
+                "crash::main",
+                "xen_pv_main",
+            ]),
+        dom0("xen/dom0/crash/oom", "crash", &["oom"])
+            .status(PANIC)
+            .expect(&[
+                "memory allocation of 1048576 bytes failed",
+                "crash::exhaust_heap",
+                "crash::main",
+            ]),
+        dom0("xen/dom0/crash/pagefault", "crash", &["pagefault"])
+            .status(EXCEPTION)
+            .expect(&[
+                "#PF page fault",
+                "cr2=0x00007fffdead0000",
+                "crash::read_unmapped",
+            ]),
+        dom0("xen/dom0/crash/ud", "crash", &["ud"])
+            .status(EXCEPTION)
+            .expect(&["#UD invalid opcode", "crash::invalid_opcode"]),
+        dom0(
+            "xen/dom0/crash/sched-in-irq-refused",
+            "crash",
+            &["sched-in-irq"],
+        )
+        .status(PANIC)
+        .expect(SCHED_IN_IRQ),
+        dom0("xen/dom0/crash/irq", "crash", &["irq"])
+            .status(PANIC)
+            .expect(&[
+                "deliberate panic in the timer interrupt handler",
+                "upcall_xen::events::upcall",
+                "--- irq stack ends",
+                "crash::panic_in_timer_interrupt",
+            ]),
+        dom0("xen/dom0/crash/untraced-irq", "crash", &["untraced-irq"])
+            .status(PANIC)
+            .expect(&[
+                "interrupts were enabled without trace_hardirqs_on",
+                "crash::spin_for_interrupts",
+            ]),
+        dom0("xen/dom0/grant-table", "hello", &["loglevel=debug"]).expect(GRANT_TABLE),
+    ];
+    // Preemptible hypercalls: balloon 24 MiB out and in, each a single long hypercall
+    // (about 27 ticks at hz=100 under `-icount`), while a high-priority task measures
+    // its wake-up latency, under every model and across a run-time switch.
+    for m in LATENCY_MODELS {
+        cases.push(
+            dom0(
+                &format!("xen/dom0/latency/balloon/{}", m.name),
+                "latency",
+                m.args,
+            )
+            .args(DOM0_BALLOON)
+            .icount()
+            .bounds(WITHIN)
+            .expect(&["data intact", "max_wake_latency_ticks="]),
+        );
+    }
+    // The same with the sampler woken by a non-timer event channel's bottom half, or by
+    // a notify callback: its wake-up lands while the balloon hypercall runs.
+    for &(wake, wake_arg) in WAKES {
+        for m in LATENCY_MODELS {
+            cases.push(
+                dom0(
+                    &format!("xen/dom0/latency/balloon-{wake}/{}", m.name),
+                    "latency",
+                    m.args,
+                )
+                .args(DOM0_BALLOON_EVENT)
+                .arg(wake_arg)
+                .icount()
+                .bounds(WITHIN)
+                .expect(&["data intact", "max_wake_latency_ticks="]),
+            );
+        }
+    }
+    for m in BUG_MODELS {
+        cases.push(
+            dom0(
+                &format!("xen/dom0/latency/model-resched-bug-detected/{}", m.name),
+                "latency",
+                m.args,
+            )
+            .args(DOM0_BALLOON_BUG)
+            .icount()
+            .bounds(BUG),
+        );
+    }
+    cases.push(
+        dom0(
+            "xen/dom0/latency/untraced-irqs-on-detected",
+            "latency",
+            &[
+                "preempt=none",
+                "hz=500",
+                "load=balloon",
+                "balloon_mib=40",
+                "hcall_resched=untraced",
+            ],
+        )
+        .status(PANIC)
+        .expect(UNTRACED),
+    );
+    cases.extend(PREEMPT_MODELS.iter().map(|m| {
+        dom0(&format!("xen/dom0/selftest/{}", m.name), "selftest", m.args).expect(SELFTEST_XEN)
+    }));
+    cases.extend(smp_cases());
+    cases
+}
+
+/// Secondary vCPUs as dom0: selftest's SMP checks under every preemption model on 2
+/// and 4 vCPUs, the migration stress test on 2, the per-CPU flag bug caught and a
+/// panic on every vCPU at once (halt-all by `VCPUOP_down`). Named `xen/dom0/smp2/…`
+/// (`smp4`) so both `--filter xen` and `--filter smp` pick them.
+fn smp_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &(smp, cpus) in SMP_2_4 {
+        cases.extend(PREEMPT_MODELS.iter().map(|m| {
+            dom0(
+                &format!("xen/dom0/{smp}/selftest/{}", m.name),
+                "selftest",
+                m.args,
+            )
+            .arg(format!("expect-cpus={cpus}"))
+            .smp(cpus)
+            .expect(SELFTEST_SMP)
+        }));
+    }
+    for model in ["none", "full"] {
+        cases.push(
+            dom0(
+                &format!("xen/dom0/smp2/smpstress/{model}"),
+                "smpstress",
+                &[],
+            )
+            .arg(format!("preempt={model}"))
+            .smp(2)
+            .bounds(STRESS_CLEAN)
+            .expect(&["smpstress: ok"]),
+        );
+    }
+    // The per-CPU flag bug (Bilse, xen-devel, 2023-06-21) reproduced on Xen (the flag
+    // stays with the vCPU): caught.
+    cases.push(
+        dom0(
+            "xen/dom0/smp2/smpstress/cpu-flag-bug-detected",
+            "smpstress",
+            &["preempt=full", "hcall_resched=cpuflag"],
+        )
+        .smp(2)
+        .status(1)
+        .bounds(&[("flag_errors", Bound::AtLeast(1))])
+        .expect(&["smpstress: FAILED"]),
+    );
+    cases.push(
+        dom0(
+            "xen/dom0/smp2/crash/panic-on-every-cpu",
+            "crash",
+            &["smp-panic"],
+        )
+        .smp(2)
+        .status(PANIC)
+        .expect(&["2 CPUs online", "deliberate panic on CPU", "backtrace:"])
+        .at_most_once(SMP_PANIC_ONCE),
+    );
+    cases
+}
