@@ -95,7 +95,7 @@ pub fn boot_row(runs: usize) -> Result<Option<Row>, Failure> {
         platform: Platform::Kvm,
         machine: MachineArg::Microvm,
         smp: 1,
-        memory_mb: 128,
+        memory_mb: Some(128),
         net: None,
         release: true,
         run: true,

@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use upcall_tests::Bed;
 use upcall_tests::libvirt::{End, LibvirtCase, PlainCase};
-use upcall_tests::{Bed, Machine};
 
 use crate::testbed::libvirt as libvirt_testbed;
 use crate::vmm::libvirt::{self, Opts};
@@ -28,8 +28,7 @@ const TAP_NET: &str = "tap:192.168.77.1/192.168.77.2";
 
 fn machine_arg(bed: Bed) -> MachineArg {
     match bed {
-        Bed::Qemu(Machine::PcQboot) => MachineArg::Qboot,
-        Bed::Qemu(Machine::PcSeabios) => MachineArg::Pc,
+        Bed::Qemu(m) => m.into(),
         _ => MachineArg::Microvm,
     }
 }
@@ -133,7 +132,7 @@ fn run_libvirt(c: &LibvirtCase, n: u32) -> Result<String, String> {
         platform: Platform::Kvm,
         machine: machine_arg(c.case.bed),
         smp: c.case.smp,
-        memory_mb: 128,
+        memory_mb: Some(128),
         net: serves.map(|_| TAP_NET.parse().expect("valid tap net")),
         release: c.case.release,
         run: true,

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Instant;
 
-use upcall_tests::{Bed, Case, Machine};
+use upcall_tests::{Bed, Case};
 
+use crate::cli::TestArgs;
 use crate::vmm::Vmm;
 use crate::vmm::qemu::{self, RunOpts};
 use crate::vmm::xl_run::{XlAction, XlDomain};
@@ -153,14 +154,6 @@ fn host_tests(t: &mut Tally) {
     println!("ok   host unit tests ({passed} passed)");
 }
 
-fn machine_arg(m: Machine) -> MachineArg {
-    match m {
-        Machine::Microvm => MachineArg::Microvm,
-        Machine::PcQboot => MachineArg::Qboot,
-        Machine::PcSeabios => MachineArg::Pc,
-    }
-}
-
 /// `-icount shift=` for timing-judged cases: 8 ns of virtual time per instruction
 /// (fast enough that Xen and the guest run at a few hundred virtual MHz).
 const LATENCY_ICOUNT_SHIFT: u32 = 3;
@@ -205,7 +198,7 @@ fn run_case(
     let image = image_for(case, images)?;
     let args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
     let machine = match case.bed {
-        Bed::Qemu(m) => machine_arg(m),
+        Bed::Qemu(m) => m.into(),
         _ => MachineArg::Microvm,
     };
     let mut opts = RunOpts::for_tests(machine, CASE_TIMEOUT).with_smp(case.smp);
@@ -422,7 +415,13 @@ fn release_size(t: &mut Tally) {
 }
 
 /// `cargo xtask test`.
-pub fn run(filter: Option<&str>, exact: bool, no_host: bool, known_issues: bool) -> Outcome {
+pub fn run(a: &TestArgs) -> Outcome {
+    let TestArgs {
+        ref filter,
+        exact,
+        no_host,
+        known_issues,
+    } = *a;
     let start = Instant::now();
     let mut t = Tally::default();
     if !no_host {
@@ -434,7 +433,9 @@ pub fn run(filter: Option<&str>, exact: bool, no_host: bool, known_issues: bool)
         }
     }
     let wanted = |name: &str| {
-        filter.is_none_or(|f| if exact { name == f } else { name.contains(f) })
+        filter
+            .as_deref()
+            .is_none_or(|f| if exact { name == f } else { name.contains(f) })
             && (known_issues || upcall_tests::known_issue(name).is_none())
     };
     let mut images = HashMap::new();

@@ -219,23 +219,32 @@ pub fn domain_xml(d: &Domain) -> Result<String, String> {
 }
 
 /// Options of `cargo xtask libvirt`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Opts {
-    /// KVM or Xen.
+    /// Platform the image is built for.
+    #[arg(long, value_enum, default_value_t = Platform::Kvm)]
     pub platform: Platform,
-    /// Machine and firmware (KVM).
+    /// Machine type and firmware (KVM): `pc` is SeaBIOS, what Nova and oVirt use.
+    #[arg(long, value_enum, default_value_t = MachineArg::Pc)]
     pub machine: MachineArg,
     /// Virtual CPUs.
+    #[arg(long, default_value_t = 1, value_parser = qemu::parse_smp)]
     pub smp: u32,
-    /// Memory in MiB.
-    pub memory_mb: u32,
-    /// A tap network.
+    /// Memory in MiB [default: the app's declared memory, else 128].
+    #[arg(long = "memory", value_name = "MEMORY")]
+    pub memory_mb: Option<u32>,
+    /// A managed tap: the host side gets HOST_IP/24, the guest `ip=GUEST_IP/24
+    /// gw=HOST_IP` (KVM, machine pc or qboot).
+    #[arg(long, value_name = "tap:HOST_IP/GUEST_IP")]
     pub net: Option<TapNet>,
-    /// Build with `--release`.
+    /// Build with --release.
+    #[arg(long)]
     pub release: bool,
-    /// Start it on this host's libvirt.
+    /// Start it (`virsh create`), follow its console, exit with the app's status.
+    #[arg(long)]
     pub run: bool,
-    /// Destroy the domain after this many seconds (0 = never).
+    /// With --run: destroy the domain after this many seconds (0 = never).
+    #[arg(long, default_value_t = 0)]
     pub timeout: u64,
 }
 
@@ -254,7 +263,7 @@ fn names(app: &str, run: bool, n: u32) -> (String, String) {
 
 /// Makes the [`Domain`] for `app` (building it).
 pub fn prepare(app: &str, args: &[String], o: &Opts, n: u32) -> Result<Domain, Failure> {
-    host::check_app(app)?;
+    let memory_mb = build::App::in_repo(app)?.memory_mb(o.memory_mb)?;
     let image = build::build(app, o.platform, o.release)?;
     let image = image
         .canonicalize()
@@ -269,7 +278,7 @@ pub fn prepare(app: &str, args: &[String], o: &Opts, n: u32) -> Result<Domain, F
         machine: o.machine,
         kvm_accel: host::has_hw_virt(),
         smp: o.smp,
-        memory_mb: o.memory_mb,
+        memory_mb,
         image,
         cmdline: cmdline(o.net, args),
         net: o.net.map(|n| (n, tap)),

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use upcall_tests::Machine;
 use upcall_tests::net::{self, NetBed, NetCase, NetCheck, Proto, Ready};
 
 pub(crate) mod hostile;
@@ -18,7 +17,7 @@ pub(crate) mod hostile;
 use crate::symbolize::Symbols;
 use crate::testbed::xen as xen_testbed;
 use crate::vmm::qemu::{self, Forward, RunOpts};
-use crate::{MachineArg, Platform, build, host};
+use crate::{Platform, build, host};
 
 /// How long an app may take from QEMU start to answering (boot, DHCP; SeaBIOS).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -49,14 +48,6 @@ pub fn run(wanted: &dyn Fn(&str) -> bool, record: &mut dyn FnMut(&str, Result<St
     }
 }
 
-fn machine_arg(m: Machine) -> MachineArg {
-    match m {
-        Machine::Microvm => MachineArg::Microvm,
-        Machine::PcQboot => MachineArg::Qboot,
-        Machine::PcSeabios => MachineArg::Pc,
-    }
-}
-
 /// A free port on the host's 127.0.0.1 (the kernel picks it; QEMU binds it right after).
 pub(crate) fn free_port(proto: qemu::Proto) -> Result<u16, String> {
     let port = match proto {
@@ -74,7 +65,7 @@ fn run_case(case: &NetCase) -> Result<String, String> {
     };
     let image = build::build(case.app, platform, case.release).map_err(|f| f.message)?;
     if let NetBed::Tap(machine) = case.bed {
-        return hostile::run_tap_case(case, &image, machine_arg(machine));
+        return hostile::run_tap_case(case, &image, machine.into());
     }
     let forwards = case
         .ports
@@ -106,7 +97,7 @@ fn run_case(case: &NetCase) -> Result<String, String> {
     let cmdline = qemu::kernel_cmdline(&args);
     let qemu_args = match case.bed {
         NetBed::Qemu(machine) => {
-            let mut opts = RunOpts::for_tests(machine_arg(machine), 0);
+            let mut opts = RunOpts::for_tests(machine.into(), 0);
             opts.forwards = forwards.clone();
             qemu::qemu_args(&image, &cmdline, &opts)
         }
