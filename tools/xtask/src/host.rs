@@ -107,6 +107,14 @@ pub fn clippy() -> Outcome {
     Ok(0)
 }
 
+/// Whether xtask runs as root.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
 /// Makes sure `program` is on `PATH`: on Debian as root, installs `packages` with
 /// apt-get (saying so); otherwise fails (exit status 2) with the exact command to run.
 pub fn ensure_program(program: &str, packages: &[&str]) -> Result<(), Failure> {
@@ -114,12 +122,8 @@ pub fn ensure_program(program: &str, packages: &[&str]) -> Result<(), Failure> {
         return Ok(());
     }
     let debian = Path::new("/etc/debian_version").exists();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
     let list = packages.join(" ");
-    if debian && root {
+    if debian && is_root() {
         eprintln!("xtask: {program} not found; installing Debian package(s) {list} (apt-get)...");
         run_checked(
             Command::new("apt-get").args(["update", "-qq"]),

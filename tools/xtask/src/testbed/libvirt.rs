@@ -36,19 +36,12 @@ fn step(what: &str) {
     eprintln!("libvirt test bed: {what}");
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
 /// Why libvirt cannot run here, if it cannot (a reason to skip its tests).
 pub fn unavailable() -> Option<String> {
     if !Path::new("/etc/debian_version").exists() {
         return Some("not a Debian host (the test bed installs Debian's libvirt)".into());
     }
-    if !is_root() {
+    if !host::is_root() {
         return Some("not root (libvirtd, its qemu:///system driver and taps need root)".into());
     }
     if !Path::new("/dev/net/tun").exists() {

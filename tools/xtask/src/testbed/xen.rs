@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use crate::testbed::initramfs::{Fnv, Node, Tree};
 use crate::vmm::qemu::{self, QEMU};
-use crate::{Failure, Outcome, fail, host, vmm};
+use crate::{Failure, Outcome, fail, host};
 
 /// The Debian package with the hypervisor.
 const XEN_PACKAGE: &str = "xen-hypervisor-4.17-amd64";
@@ -517,7 +517,7 @@ pub(crate) fn ensure_debs(packages: &[String]) -> Result<Vec<PathBuf>, Failure> 
 
 /// `apt-get update` where that is possible (root), else a failure naming the command.
 fn apt_update() -> Result<(), Failure> {
-    if !is_root() {
+    if !host::is_root() {
         return fail("Xen test bed: apt cannot find the packages; run `sudo apt-get update`");
     }
     eprintln!("xtask: Xen test bed: apt-get update");
@@ -525,14 +525,6 @@ fn apt_update() -> Result<(), Failure> {
         Command::new("apt-get").args(["update", "-qq"]),
         "apt-get update",
     )
-}
-
-/// Whether we run as root.
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
 /// Unpacks `deb` (only the members matching the `tar` wildcards `only`, if given) into
@@ -628,7 +620,7 @@ fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<(), Failure> {
         [0x28, 0xb5, 0x2f, 0xfd, ..] => ("zstd", &["-dcq"], "zstd"),
         _ => return bad("payload compressed with a method this tool does not handle"),
     };
-    ensure_tool(tool, package)?;
+    host::ensure_program(tool, &[package])?;
     let file = fs::File::create(out).or_else(|e| fail(format!("create {}: {e}", out.display())))?;
     let mut child = Command::new(tool)
         .args(args)
@@ -653,25 +645,6 @@ fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<(), Failure> {
         ));
     }
     check_elf(out)
-}
-
-/// Makes sure `tool` is on `PATH`, installing Debian `package` as root if it is not.
-fn ensure_tool(tool: &str, package: &str) -> Result<(), Failure> {
-    if vmm::which(tool).is_some() {
-        return Ok(());
-    }
-    if !is_root() {
-        return fail(format!(
-            "{tool} not found; install it with: sudo apt-get install {package}"
-        ));
-    }
-    eprintln!("xtask: {tool} not found; installing Debian package {package} (apt-get)...");
-    host::run_checked(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends", package])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        &format!("apt-get install {package}"),
-    )
 }
 
 /// Fails unless `path` starts with the ELF magic.
