@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::cli::RunArgs;
-use crate::testbed::xen as xen_testbed;
+use crate::testbed::{dom0, xen as xen_testbed};
 use crate::vmm::qemu::{self, NO_STATUS, QEMU, RunOpts};
 use crate::vmm::{self, RunResult, Vmm};
 use crate::vmm::{uhyve, xl_run};
@@ -90,7 +90,7 @@ fn xen_qemu_args(
             xen_testbed::dom0_qemu_args(&xen, image, cmdline, opts.memory, opts.smp)
         }
         XenBoot::Xl => {
-            let tb = xen_testbed::ensure_xl_testbed()?;
+            let tb = dom0::ensure_xl_testbed()?;
             xl_run::xl_qemu_args(
                 &tb,
                 image,

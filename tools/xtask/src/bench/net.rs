@@ -18,7 +18,7 @@ use upcall_tests::net::{LoadResult, parse_ab};
 
 use crate::test::net::{self as nettest, Guest};
 use crate::testbed::initramfs::{Node, Tree};
-use crate::testbed::xen as xen_testbed;
+use crate::testbed::{debian, dom0};
 use crate::vmm::qemu::{self, Forward, Proto, RunOpts};
 use crate::vmm::xl_run::{self, XlDomain};
 use crate::{Failure, MachineArg, Outcome, Platform, build, fail, host};
@@ -91,13 +91,13 @@ const WORKLOADS: &[Workload] = &[
 /// The Linux guest: (kernel, initramfs), assembled under `target/bench/linux-guest`.
 fn linux_guest() -> Result<(PathBuf, PathBuf), Failure> {
     let dir = host::target_dir().join("bench/linux-guest-2");
-    let kernel_pkg = xen_testbed::kernel_package()?;
-    let debs = xen_testbed::ensure_debs(&[kernel_pkg, "busybox-static".to_string()])?;
+    let kernel_pkg = debian::kernel_package()?;
+    let debs = debian::ensure_debs(&[kernel_pkg, "busybox-static".to_string()])?;
     let unpacked = dir.join("unpacked");
     if !unpacked.join("bin/busybox").is_file() {
         std::fs::create_dir_all(&unpacked)
             .or_else(|e| fail(format!("create {}: {e}", unpacked.display())))?;
-        xen_testbed::extract(
+        debian::extract(
             &debs[0],
             &[
                 "./boot/vmlinuz-*",
@@ -109,7 +109,7 @@ fn linux_guest() -> Result<(PathBuf, PathBuf), Failure> {
             ],
             &unpacked,
         )?;
-        xen_testbed::extract(&debs[1], &["./bin/busybox"], &unpacked)?;
+        debian::extract(&debs[1], &["./bin/busybox"], &unpacked)?;
     }
     let kernel =
         find_file(&unpacked.join("boot"), &|n| n.starts_with("vmlinuz-"))?.ok_or_else(|| {
@@ -191,7 +191,7 @@ impl<'a> Setup<'a> {
             what,
             image,
             qemu_args: Box::new(move |fwd| {
-                let tb = xen_testbed::ensure_xl_testbed().map_err(|f| f.message)?;
+                let tb = dom0::ensure_xl_testbed().map_err(|f| f.message)?;
                 let domain = XlDomain {
                     image: image.to_path_buf(),
                     cmdline: cmdline.to_string(),
@@ -350,7 +350,7 @@ pub fn net(kvm_only: bool) -> Outcome {
     beds.push(kvm.json);
     if !kvm_only {
         let httpd_xen = build::build("httpd", Platform::Xen, true)?;
-        let tb = xen_testbed::ensure_xl_testbed()?;
+        let tb = dom0::ensure_xl_testbed()?;
         let xen = compare(
             "Xen: xl domUs of the Linux dom0 test bed (TCG), netfront vs netback bridged to user networking",
             &Setup::xen(

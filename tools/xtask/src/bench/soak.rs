@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::test::net::hostile::{self, spawn_client, strings};
 use crate::test::net::{self as nettest, Guest};
-use crate::testbed::xen as xen_testbed;
+use crate::testbed::dom0;
 use crate::vmm::qemu;
 use crate::{MachineArg, Outcome, Platform, build, fail, host};
 
@@ -107,7 +107,7 @@ pub fn soak(minutes: u32, xen: bool) -> Outcome {
     if xen {
         eprintln!("bench soak: Xen xl domU for {minutes} min");
         let image = build::build("httpd", Platform::Xen, true)?;
-        let tb = xen_testbed::ensure_xl_testbed()?;
+        let tb = dom0::ensure_xl_testbed()?;
         let port = nettest::free_port(qemu::Proto::Tcp).or_else(fail)?;
         let fwd = qemu::Forward {
             proto: qemu::Proto::Tcp,

@@ -2,7 +2,7 @@
 //! the app, for `hello` (release) against the minimal PV kernel of [`xen_stub_elf`],
 //! both as xl domUs of the same Linux-dom0 boot, runs interleaved.
 //!
-//! Measured inside dom0, by the test bed's init (see `xen_testbed::INIT`): the shell's
+//! Measured inside dom0, by the test bed's init (see `testbed::dom0::INIT`): the shell's
 //! `$EPOCHREALTIME` (microseconds, no process started) just before `xl create` is
 //! forked, and again when the domain's xenconsoled log first becomes non-empty (polled
 //! every 2 ms with shell builtins only). So a run covers the toolstack building the

@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::testbed::xen::{read, rename, temp_path};
+use crate::testbed::files::{read, rename, temp_path};
 use crate::{Failure, fail};
 
 /// A file system tree to archive, by path (no leading `/`). Sorted, so a directory

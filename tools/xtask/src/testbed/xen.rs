@@ -7,20 +7,19 @@
 //! the first run takes a minute, later ones are instant. `docs/xen.md` describes the
 //! bed. `rm -rf target/testbed/xen` starts over.
 //!
-//! The xl path's dom0 initramfs is built once (keyed on the packages and the init
-//! script); each run appends a small second cpio archive holding `/app`, its xl config
-//! and its settings, which Linux unpacks over the first.
+//! The xl path's Linux dom0 is assembled in [`crate::testbed::dom0`] from Debian
+//! packages ([`crate::testbed::debian`]).
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use crate::testbed::initramfs::{Fnv, Node, Tree};
+use crate::testbed::debian::{ensure_debs, unpack};
+use crate::testbed::dom0::ensure_xl_testbed;
+use crate::testbed::files::{rename, temp_path};
+use crate::testbed::kernel::check_elf;
 use crate::vmm::qemu::{self, QEMU};
 use crate::{Failure, Outcome, fail, host};
 
@@ -28,45 +27,6 @@ use crate::{Failure, Outcome, fail, host};
 const XEN_PACKAGE: &str = "xen-hypervisor-4.17-amd64";
 /// The gzipped hypervisor ELF inside [`XEN_PACKAGE`].
 const XEN_GZ: &str = "boot/xen-4.17-amd64.gz";
-/// The Debian meta package naming the current kernel package.
-const KERNEL_META: &str = "linux-image-amd64";
-/// Packages whose files go into the dom0 initramfs (besides the kernel's modules).
-const DOM0_PACKAGES: &[&str] = &[
-    "busybox-static",
-    "xen-utils-4.17",
-    "libxenmisc4.17",
-    "libxencall1",
-    "libxenevtchn1",
-    "libxenforeignmemory1",
-    "libxengnttab1",
-    "libxenstore4",
-    "libxentoollog1",
-    "libxenhypfs1",
-    "libxendevicemodel1",
-    "libxentoolcore1",
-    "libyajl2",
-    "libc6",
-    "liblzma5",
-    "libuuid1",
-    "zlib1g",
-    "libzstd1",
-    "libgcc-s1",
-    crate::testbed::xen_net::PACKAGE,
-];
-/// Where xen-utils keeps its programs.
-const XEN_BIN: &str = "usr/lib/xen-4.17/bin";
-/// The xen-utils programs dom0 runs.
-const XEN_TOOLS: &[&str] = &["xl", "xenstored", "xenconsoled", "xen-init-dom0"];
-/// Kernel modules dom0 loads, in load order (xenfs needs xen-privcmd).
-const MODULES: &[&str] = &[
-    "xen-privcmd",
-    "xen-evtchn",
-    "xen-gntdev",
-    "xen-gntalloc",
-    "xenfs",
-];
-/// Files of the kernel package that are unpacked (`tar` wildcards).
-const KERNEL_FILES: &[&str] = &["./boot/vmlinuz-*", "./lib/modules/*/kernel/drivers/xen/*"];
 /// Xen's command line, less `dom0_mem`. (Not `sync_console`: Xen then waits 3 s at boot.
 /// Under QEMU the UART is always ready, so Xen writes each byte out at once anyway.)
 pub(crate) const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all";
@@ -76,22 +36,9 @@ const FAST_XEN_OVERHEAD_MB: u32 = 192;
 pub(crate) const LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen rdinit=/init quiet";
 /// Linux dom0's memory (MiB) on the xl path.
 pub(crate) const LINUX_DOM0_MEM_MB: u32 = 512;
-/// Bumped whenever the initramfs layout changes, to rebuild cached ones.
-const FORMAT: &str = "xen-testbed-3";
-
-/// The Linux dom0's `/init` (`xen_dom0_init.sh`): starts the Xen daemons, then for each directory listed in
-/// `/domains`, one after another: `xl create`s its `kernel` with its `cfg`, streams the
-/// domain's console log (framed by `xen-testbed: domain NAME begins` and
-/// `xen-testbed: domain NAME exit status N`, see [`crate::vmm::xl_output`]; the files
-/// come from [`crate::vmm::xl_run`]), runs the
-/// domain's toolstack actions when its console shows their text, and destroys it after
-/// its timeout. Finally it ends QEMU with the last domain's exit status through
-/// isa-debug-exit (port 0xf4, reached through `/dev/port`).
-const INIT: &str = include_str!("xen_dom0_init.sh");
-
 /// Serializes cache updates within this process (tests may boot in parallel threads;
 /// across processes, every cache entry appears by an atomic rename).
-static LOCK: Mutex<()> = Mutex::new(());
+pub(crate) static LOCK: Mutex<()> = Mutex::new(());
 
 /// Where the Xen test bed lives (a cache; re-runs are instant).
 pub fn cache_dir() -> PathBuf {
@@ -104,26 +51,6 @@ pub fn cache_dir() -> PathBuf {
 pub fn ensure_hypervisor() -> Result<PathBuf, Failure> {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     hypervisor()
-}
-
-/// The Linux-dom0 test bed for `xl create`.
-#[derive(Debug, Clone)]
-pub struct XlTestbed {
-    /// The hypervisor (plain ELF).
-    pub xen: PathBuf,
-    /// The dom0 kernel's ELF, cut out of Debian's bzImage.
-    pub vmlinux: PathBuf,
-    /// The dom0 initramfs (uncompressed cpio) without any app.
-    pub initramfs: PathBuf,
-}
-
-/// Prepares the Linux-dom0 test bed for `xl create`: the hypervisor, Debian's kernel as
-/// an ELF, and an initramfs with busybox, the xen-utils daemons and `xl`, their
-/// libraries, the Xen kernel modules and the test bed's `/init`. Cached, keyed on the
-/// package files and the init script.
-pub fn ensure_xl_testbed() -> Result<XlTestbed, Failure> {
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    xl_testbed()
 }
 
 /// QEMU arguments that boot Xen with `kernel` (a 64-bit PV ELF) as dom0 with kernel
@@ -242,7 +169,7 @@ fn double_commas(s: &str) -> String {
 }
 
 /// [`ensure_hypervisor`] with the lock held.
-fn hypervisor() -> Result<PathBuf, Failure> {
+pub(crate) fn hypervisor() -> Result<PathBuf, Failure> {
     let out = cache_dir().join("xen-4.17-amd64");
     if out.is_file() {
         return Ok(out);
@@ -263,431 +190,6 @@ fn hypervisor() -> Result<PathBuf, Failure> {
     check_elf(&tmp)?;
     rename(&tmp, &out)?;
     Ok(out)
-}
-
-/// [`ensure_xl_testbed`] with the lock held.
-fn xl_testbed() -> Result<XlTestbed, Failure> {
-    let xen = hypervisor()?;
-    let mut packages = vec![kernel_package()?];
-    packages.extend(DOM0_PACKAGES.iter().map(|p| p.to_string()));
-    let debs = ensure_debs(&packages)?;
-    let mut key = Fnv::new();
-    key.add(FORMAT.as_bytes());
-    key.add(INIT.as_bytes());
-    for deb in &debs {
-        key.add(deb.file_name().unwrap_or_default().as_encoded_bytes());
-    }
-    let name = format!("xl-{:016x}", key.finish());
-    let dir = cache_dir().join(&name);
-    let tb = XlTestbed {
-        xen,
-        vmlinux: dir.join("vmlinux"),
-        initramfs: dir.join("initramfs.cpio"),
-    };
-    if tb.vmlinux.is_file() && tb.initramfs.is_file() {
-        return Ok(tb);
-    }
-    let start = Instant::now();
-    eprintln!(
-        "xtask: Xen test bed: assembling the Linux dom0 in {} (once)",
-        dir.display()
-    );
-    let kernel_files: Vec<&str> = KERNEL_FILES
-        .iter()
-        .chain(crate::testbed::xen_net::KERNEL_FILES)
-        .copied()
-        .collect();
-    let kernel = unpack(&debs[0], &kernel_files)?;
-    let mut unpacked = BTreeMap::new();
-    for (package, deb) in packages.iter().zip(&debs).skip(1) {
-        unpacked.insert(package.as_str(), unpack(deb, &[])?);
-    }
-    let tmp = temp_path(&dir);
-    mkdir(&tmp)?;
-    let built = (|| {
-        let vmlinuz = only_file(&kernel.join("boot"), "vmlinuz-")?;
-        eprintln!(
-            "xtask: Xen test bed: extracting vmlinux from {}",
-            vmlinuz.display()
-        );
-        extract_vmlinux(&vmlinuz, &tmp.join("vmlinux"))?;
-        eprintln!("xtask: Xen test bed: writing the dom0 initramfs");
-        dom0_tree(&kernel, &unpacked)?.write(&tmp.join("initramfs.cpio"))
-    })();
-    if built.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
-        built?;
-    }
-    if let Err(e) = fs::rename(&tmp, &dir) {
-        // Another process may have finished first: use its copy.
-        let _ = fs::remove_dir_all(&tmp);
-        if !(tb.vmlinux.is_file() && tb.initramfs.is_file()) {
-            return fail(format!(
-                "rename {} to {}: {e}",
-                tmp.display(),
-                dir.display()
-            ));
-        }
-    }
-    // Earlier versions of the dom0 (a new kernel package, a changed init) are garbage.
-    for entry in fs::read_dir(cache_dir()).into_iter().flatten().flatten() {
-        let other = entry.file_name().to_string_lossy().into_owned();
-        if other.starts_with("xl-") && other != name && !other.contains(".tmp") {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-    eprintln!(
-        "xtask: Xen test bed: dom0 assembled in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    Ok(tb)
-}
-
-/// The file in `dir` whose name starts with `prefix`; fails unless there is exactly one.
-pub(crate) fn only_file(dir: &Path, prefix: &str) -> Result<PathBuf, Failure> {
-    let found: Vec<PathBuf> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-        .map(|e| e.path())
-        .collect();
-    match &found[..] {
-        [one] => Ok(one.clone()),
-        _ => fail(format!(
-            "Xen test bed: expected one {prefix}* in {}, found {}",
-            dir.display(),
-            found.len()
-        )),
-    }
-}
-
-/// The dom0's root file system: busybox, the Xen tools and every library of the
-/// library packages, the Xen modules, device and mount-point directories, `/init`.
-fn dom0_tree(kernel: &Path, unpacked: &BTreeMap<&str, PathBuf>) -> Result<Tree, Failure> {
-    let mut t = Tree::default();
-    for dir in [
-        "proc", "sys", "dev", "tmp", "run", "etc/xen", "var/log", "var/lib",
-    ] {
-        t.insert(dir, Node::Dir);
-    }
-    t.insert("dev/console", Node::CharDev(5, 1));
-    t.insert("bin/sh", Node::Symlink("busybox".into()));
-    t.insert("init", Node::Data(INIT.as_bytes().to_vec(), 0o755));
-    t.insert("etc/xen/xl.conf", Node::Data(Vec::new(), 0o644));
-    for (package, dir) in unpacked {
-        match *package {
-            "busybox-static" => t.add_file(dir, "bin/busybox")?,
-            "xen-utils-4.17" => {
-                for tool in XEN_TOOLS {
-                    t.add_file(dir, &format!("{XEN_BIN}/{tool}"))?;
-                }
-            }
-            _ => t.add_tree(dir, &|path: &str| {
-                (path.starts_with("lib/")
-                    || path.starts_with("lib64/")
-                    || path.starts_with("usr/lib/x86_64-linux-gnu/"))
-                    && !path.contains("/gconv/")
-            })?,
-        }
-    }
-    let modules = only_file(&kernel.join("lib/modules"), "")?.join("kernel/drivers/xen");
-    for module in MODULES {
-        let name = format!("{module}.ko");
-        let path = [modules.join(&name), modules.join(module).join(&name)]
-            .into_iter()
-            .find(|p| p.is_file());
-        let Some(path) = path else {
-            return fail(format!(
-                "Xen test bed: kernel module {name} not found under {}",
-                modules.display()
-            ));
-        };
-        t.insert(&format!("modules/{name}"), Node::File(path, 0o644));
-    }
-    let Some(xenstore_utils) = unpacked.get(crate::testbed::xen_net::PACKAGE) else {
-        return fail(format!(
-            "Xen test bed: {} was not unpacked",
-            crate::testbed::xen_net::PACKAGE
-        ));
-    };
-    crate::testbed::xen_net::add_to_tree(&mut t, kernel, xenstore_utils)?;
-    t.check_libraries()?;
-    Ok(t)
-}
-
-/// The kernel package that [`KERNEL_META`] depends on: the one already downloaded, else
-/// asked of `apt-cache`.
-pub(crate) fn kernel_package() -> Result<String, Failure> {
-    let debs = cache_dir().join("debs");
-    let mut have: Vec<String> = fs::read_dir(&debs)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("linux-image-") && n.ends_with(".deb"))
-        .filter_map(|n| n.split('_').next().map(str::to_string))
-        .filter(|p| p != KERNEL_META)
-        .collect();
-    have.sort();
-    if let Some(p) = have.pop() {
-        return Ok(p);
-    }
-    for attempt in 0..2 {
-        let out = Command::new("apt-cache")
-            .args(["depends", KERNEL_META])
-            .output()
-            .or_else(|e| fail(format!("cannot start apt-cache: {e}")))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let dep = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("Depends: "))
-            .find(|p| p.starts_with("linux-image-"));
-        if let Some(p) = dep {
-            return Ok(p.to_string());
-        }
-        if attempt == 0 {
-            apt_update()?;
-        }
-    }
-    fail(format!(
-        "Xen test bed: apt-cache does not know {KERNEL_META} (is this Debian?)"
-    ))
-}
-
-/// The `.deb` files of `packages` (same order), downloading the missing ones into
-/// [`cache_dir`]`/debs` with one `apt-get download`.
-pub(crate) fn ensure_debs(packages: &[String]) -> Result<Vec<PathBuf>, Failure> {
-    let dir = cache_dir().join("debs");
-    mkdir(&dir)?;
-    let find = |package: &str| -> Option<PathBuf> {
-        let mut found: Vec<PathBuf> = fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.starts_with(&format!("{package}_")) && n.ends_with(".deb")
-            })
-            .map(|e| e.path())
-            .collect();
-        found.sort();
-        found.pop()
-    };
-    let missing: Vec<&String> = packages.iter().filter(|p| find(p).is_none()).collect();
-    if !missing.is_empty() {
-        let names: Vec<&str> = missing.iter().map(|p| p.as_str()).collect();
-        eprintln!(
-            "xtask: Xen test bed: apt-get download {} (into {})",
-            names.join(" "),
-            dir.display()
-        );
-        let download = || {
-            Command::new("apt-get")
-                // As root, apt downloads as user _apt, who may not write to `dir`.
-                .args(["download", "-qq", "-o", "APT::Sandbox::User=root"])
-                .args(&names)
-                .current_dir(&dir)
-                .status()
-        };
-        match download() {
-            Ok(s) if s.success() => {}
-            Ok(_) => {
-                // Stale or missing package lists are the usual cause.
-                apt_update()?;
-                host::run_checked(
-                    Command::new("apt-get")
-                        .args(["download", "-qq", "-o", "APT::Sandbox::User=root"])
-                        .args(&names)
-                        .current_dir(&dir),
-                    "apt-get download",
-                )?;
-            }
-            Err(e) => return fail(format!("cannot start apt-get: {e}")),
-        }
-    }
-    packages
-        .iter()
-        .map(|p| match find(p) {
-            Some(deb) => Ok(deb),
-            None => fail(format!("apt-get download did not produce {p}_*.deb")),
-        })
-        .collect()
-}
-
-/// `apt-get update` where that is possible (root), else a failure naming the command.
-fn apt_update() -> Result<(), Failure> {
-    if !host::is_root() {
-        return fail("Xen test bed: apt cannot find the packages; run `sudo apt-get update`");
-    }
-    eprintln!("xtask: Xen test bed: apt-get update");
-    host::run_checked(
-        Command::new("apt-get").args(["update", "-qq"]),
-        "apt-get update",
-    )
-}
-
-/// Unpacks `deb` (only the members matching the `tar` wildcards `only`, if given) into
-/// [`cache_dir`]`/unpacked/<deb name>`, unless already there; returns that directory.
-fn unpack(deb: &Path, only: &[&str]) -> Result<PathBuf, Failure> {
-    let mut stem = deb
-        .file_stem()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    if !only.is_empty() {
-        // A different selection is a different cache entry.
-        let mut h = Fnv::new();
-        only.iter().for_each(|o| h.add(o.as_bytes()));
-        stem.push_str(&format!("-{:08x}", h.finish() as u32));
-    }
-    let dir = cache_dir().join("unpacked").join(&stem);
-    if dir.is_dir() {
-        return Ok(dir);
-    }
-    let name = deb.file_name().unwrap_or_default().to_string_lossy();
-    eprintln!("xtask: Xen test bed: unpacking {name}");
-    let tmp = temp_path(&dir);
-    mkdir(&tmp)?;
-    let unpacked = extract(deb, only, &tmp);
-    if unpacked.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
-        unpacked?;
-    }
-    rename(&tmp, &dir)?;
-    Ok(dir)
-}
-
-/// `dpkg-deb -x deb dir`, or only the members matching `only` through `tar`.
-pub(crate) fn extract(deb: &Path, only: &[&str], dir: &Path) -> Result<(), Failure> {
-    let name = deb.file_name().unwrap_or_default().to_string_lossy();
-    if only.is_empty() {
-        host::run_checked(
-            Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir),
-            &format!("dpkg-deb -x {name}"),
-        )
-    } else {
-        let mut dpkg = Command::new("dpkg-deb")
-            .arg("--fsys-tarfile")
-            .arg(deb)
-            .stdout(Stdio::piped())
-            .spawn()
-            .or_else(|e| fail(format!("cannot start dpkg-deb: {e}")))?;
-        let tar = host::run_checked(
-            Command::new("tar")
-                .arg("-x")
-                .arg("-C")
-                .arg(dir)
-                .arg("--wildcards")
-                .args(only)
-                .stdin(dpkg.stdout.take().expect("stdout is piped")),
-            &format!("tar -x of {name}"),
-        );
-        let dpkg = dpkg.wait();
-        tar?;
-        if !dpkg.is_ok_and(|s| s.success()) {
-            return fail(format!("dpkg-deb --fsys-tarfile {name} failed"));
-        }
-        Ok(())
-    }
-}
-
-/// Cuts the kernel's ELF out of a bzImage: the setup header locates the compressed
-/// payload, whose last four bytes are the ELF's size; the payload is decompressed with
-/// the matching tool (installed from Debian if missing and we are root).
-fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<(), Failure> {
-    let data = read(bzimage)?;
-    let bad = |what: &str| fail(format!("{}: {what}", bzimage.display()));
-    if data.len() < 0x250 || &data[0x202..0x206] != b"HdrS" {
-        return bad("not a bzImage (no HdrS setup header)");
-    }
-    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().expect("4 bytes"));
-    let setup_sects = match data[0x1f1] {
-        0 => 4,
-        n => usize::from(n),
-    };
-    let start = (setup_sects + 1) * 512 + u32_at(0x248) as usize;
-    let Some(payload) = data.get(start..start + u32_at(0x24c) as usize) else {
-        return bad("payload outside the file");
-    };
-    if payload.len() < 8 {
-        return bad("empty payload");
-    }
-    let size = u32::from_le_bytes(payload[payload.len() - 4..].try_into().expect("4 bytes"));
-    let (tool, args, package): (&str, &[&str], &str) = match payload {
-        [0x1f, 0x8b, ..] => ("gzip", &["-dc"], "gzip"),
-        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => ("xz", &["-dc", "--single-stream"], "xz-utils"),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => ("zstd", &["-dcq"], "zstd"),
-        _ => return bad("payload compressed with a method this tool does not handle"),
-    };
-    host::ensure_program(tool, &[package])?;
-    let file = fs::File::create(out).or_else(|e| fail(format!("create {}: {e}", out.display())))?;
-    let mut child = Command::new(tool)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(file)
-        .stderr(Stdio::null())
-        .spawn()
-        .or_else(|e| fail(format!("cannot start {tool}: {e}")))?;
-    // The trailing size makes some tools complain after they wrote everything: the
-    // result is judged by its size, not by their exit status.
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(payload);
-    let _ = child.wait();
-    let got = fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-    if got != u64::from(size) {
-        return fail(format!(
-            "{tool} unpacked {got} bytes of {}'s payload, expected {size}",
-            bzimage.display()
-        ));
-    }
-    check_elf(out)
-}
-
-/// Fails unless `path` starts with the ELF magic.
-fn check_elf(path: &Path) -> Result<(), Failure> {
-    let mut magic = [0u8; 4];
-    let ok = fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok();
-    if ok && &magic == b"\x7fELF" {
-        Ok(())
-    } else {
-        fail(format!("{} is not an ELF file", path.display()))
-    }
-}
-
-/// Reads a whole file, failing with its name.
-pub(crate) fn read(path: &Path) -> Result<Vec<u8>, Failure> {
-    fs::read(path).or_else(|e| fail(format!("read {}: {e}", path.display())))
-}
-
-/// Creates a directory and its parents.
-pub(crate) fn mkdir(dir: &Path) -> Result<(), Failure> {
-    fs::create_dir_all(dir).or_else(|e| fail(format!("create {}: {e}", dir.display())))
-}
-
-/// Renames, failing with both names.
-pub(crate) fn rename(from: &Path, to: &Path) -> Result<(), Failure> {
-    fs::rename(from, to).or_else(|e| {
-        fail(format!(
-            "rename {} to {}: {e}",
-            from.display(),
-            to.display()
-        ))
-    })
-}
-
-/// A sibling of `path` private to this call, renamed onto `path` when complete.
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}-{n}", std::process::id()));
-    path.with_file_name(name)
 }
 
 #[cfg(test)]
@@ -731,16 +233,5 @@ mod tests {
         ] {
             assert!(s.contains(part), "{part} missing from {s}");
         }
-    }
-
-    #[test]
-    fn init_is_valid_shell() {
-        let mut sh = Command::new("sh")
-            .arg("-n")
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("sh runs");
-        sh.stdin.take().unwrap().write_all(INIT.as_bytes()).unwrap();
-        assert!(sh.wait().unwrap().success(), "sh -n rejects INIT");
     }
 }

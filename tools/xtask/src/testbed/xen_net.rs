@@ -92,7 +92,7 @@ say "network: br0 = eth0 + vifs; domU leases 10.0.2.15 from QEMU"
 /// kernel package at `kernel`), the `xenstore` tool (from `xenstore_utils`), the vif
 /// script.
 pub fn add_to_tree(t: &mut Tree, kernel: &Path, xenstore_utils: &Path) -> Result<(), Failure> {
-    let modules = crate::testbed::xen::only_file(&kernel.join("lib/modules"), "")?.join("kernel");
+    let modules = crate::testbed::files::only_file(&kernel.join("lib/modules"), "")?.join("kernel");
     for rel in MODULES {
         let path = modules.join(rel);
         if !path.is_file() {

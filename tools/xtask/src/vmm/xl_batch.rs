@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::symbolize::Symbols;
-use crate::testbed::xen as xen_testbed;
+use crate::testbed::dom0;
 use crate::vmm::qemu::{self, QEMU};
 use crate::vmm::xl_output;
 use crate::vmm::xl_run::{self, XlDomain};
@@ -45,7 +45,7 @@ pub struct BatchRun {
 /// killed if the run takes longer than [`BOOT_SECS`] plus the domains' timeouts.
 pub fn boot(domains: &[XlDomain]) -> Result<BatchRun, Failure> {
     qemu::ensure_qemu()?;
-    let tb = xen_testbed::ensure_xl_testbed()?;
+    let tb = dom0::ensure_xl_testbed()?;
     let run = xl_run::xl_run_qemu_args(&tb, domains)?;
     let timeout = BOOT_SECS
         + domains

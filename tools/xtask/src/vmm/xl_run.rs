@@ -7,10 +7,11 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::testbed::dom0::XlTestbed;
+use crate::testbed::files::{mkdir, read, temp_path};
 use crate::testbed::initramfs::{Cpio, Fnv};
 use crate::testbed::xen::{
-    LINUX_CMDLINE, LINUX_DOM0_MEM_MB, XEN_CMDLINE, XlTestbed, cache_dir, initrd_arg, machine_args,
-    mkdir, read, temp_path,
+    LINUX_CMDLINE, LINUX_DOM0_MEM_MB, XEN_CMDLINE, cache_dir, initrd_arg, machine_args,
 };
 use crate::{Failure, fail};
 

@@ -15,7 +15,7 @@ use upcall_tests::net::{self, NetBed, NetCase, NetCheck, Proto, Ready};
 pub(crate) mod hostile;
 
 use crate::symbolize::Symbols;
-use crate::testbed::xen as xen_testbed;
+use crate::testbed::dom0;
 use crate::vmm::qemu::{self, Forward, RunOpts};
 use crate::{Platform, build, host};
 
@@ -103,7 +103,7 @@ fn run_case(case: &NetCase) -> Result<String, String> {
         }
         NetBed::Tap(_) => unreachable!("TAP cases run in hostile::run_tap_case"),
         NetBed::XenXl => {
-            let tb = xen_testbed::ensure_xl_testbed().map_err(|f| f.message)?;
+            let tb = dom0::ensure_xl_testbed().map_err(|f| f.message)?;
             crate::vmm::xl_run::xl_qemu_args(
                 &tb,
                 &image,
