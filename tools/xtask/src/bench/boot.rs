@@ -7,7 +7,6 @@
 //! guest instructions. Results go to `target/bench/boot.{json,md}`.
 
 use std::path::Path;
-use std::time::Duration;
 
 use object::{Object, ObjectSegment};
 use serde_json::json;
@@ -17,6 +16,7 @@ use crate::vmm::qemu::{self, RunOpts};
 use crate::{MachineArg, Outcome, Platform, build, fail, host, stub_elf};
 
 use crate::bench::goals::{self as goals, Row};
+use crate::bench::stats::median;
 
 /// The ratio we aim for (`hello` / do-nothing) on QEMU microvm.
 const GOAL_RATIO: f64 = goals::BOOT_RATIO_QEMU;
@@ -36,11 +36,6 @@ fn stripped_bytes(image: &Path) -> Result<u64, crate::Failure> {
     let len = std::fs::metadata(&out).map_or(0, |m| m.len());
     let _ = std::fs::remove_file(&out);
     Ok(len)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn loaded_bytes(image: &Path) -> u64 {

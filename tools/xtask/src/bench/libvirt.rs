@@ -57,9 +57,8 @@ impl Row {
     }
 }
 
-fn median_ms(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1e3
+fn median_ms(v: Vec<Duration>) -> f64 {
+    crate::bench::stats::median(v).as_secs_f64() * 1e3
 }
 
 fn qemu_first_line(image: &std::path::Path) -> Result<Duration, Failure> {

@@ -7,4 +7,5 @@ pub mod net;
 pub mod preempt;
 pub mod smp;
 pub mod soak;
+pub mod stats;
 pub mod xen_boot;

@@ -21,12 +21,14 @@ use std::path::Path;
 
 use serde_json::json;
 
+use crate::bench::stats;
 use crate::vmm::qemu::{self, RunOpts};
 use crate::vmm::{RunResult, Vmm};
 use crate::{Failure, MachineArg, Outcome, Platform, bench, build, fail, host, run};
 
 /// The models, as `(label, libos options)`: the tests' (the last switches at run time).
 use upcall_tests::LATENCY_MODELS as MODELS;
+use upcall_tests::kv;
 
 /// The reschedule variants compared.
 const RESCHED: &[&str] = &["raw", "model"];
@@ -65,7 +67,7 @@ struct Distribution {
 impl Distribution {
     /// The `p`th percentile (nearest rank below).
     fn pct(&self, p: usize) -> f64 {
-        self.ticks[(self.ticks.len() - 1) * p / 100]
+        stats::percentile(&self.ticks, p)
     }
     fn max(&self) -> f64 {
         *self.ticks.last().expect("non-empty")
@@ -94,14 +96,6 @@ fn parse_latency(output: &str) -> Option<Distribution> {
     }
     ticks.sort_by(f64::total_cmp);
     Some(Distribution { ticks })
-}
-
-/// `key=N` from the output.
-fn value(output: &str, key: &str) -> Option<f64> {
-    let prefix = format!("{key}=");
-    output
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(prefix.as_str())?.parse().ok())
 }
 
 fn boot(platform: Platform, image: &Path, args: &[String]) -> Result<RunResult, Failure> {
@@ -270,8 +264,8 @@ fn balloon_throughput() -> Result<(f64, f64), Failure> {
     let r = boot(Platform::Xen, &image, &args)?;
     match (
         r.status,
-        value(&r.output, "balloon_mib_per_s_preemptible"),
-        value(&r.output, "balloon_mib_per_s_plain"),
+        kv::last(&r.output, "balloon_mib_per_s_preemptible"),
+        kv::last(&r.output, "balloon_mib_per_s_plain"),
     ) {
         (Some(0), Some(pre), Some(plain)) if plain > 0.0 => Ok((pre, plain)),
         _ => fail(format!(

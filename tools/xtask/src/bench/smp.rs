@@ -21,12 +21,13 @@
 //!
 //! Results: `target/bench/smp.{json,md}`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde_json::json;
+use upcall_tests::kv;
 
+use crate::bench::stats::median;
 use crate::bench::{self, goals};
 use crate::vmm::qemu::{self, RunOpts};
 use crate::{Accel, Failure, MachineArg, Outcome, Platform, build, fail};
@@ -58,23 +59,14 @@ struct Sample {
     ipi_handler_runs: u64,
 }
 
-/// Every `key=value` word of the output (the last value wins).
-fn words(output: &str) -> BTreeMap<&str, &str> {
-    output
-        .split_whitespace()
-        .filter_map(|w| w.split_once('='))
-        .collect()
-}
-
 fn parse_sample(output: &str) -> Option<Sample> {
     if !output.contains("smpbench: done") {
         return None;
     }
-    let w = words(output);
-    let num = |k: &str| w.get(k)?.parse::<u64>().ok();
+    let num = |k: &str| kv::last::<u64>(output, k);
     let round_trips = num("ipi_round_trips")?;
     Some(Sample {
-        checksum: w.get("checksum")?.to_string(),
+        checksum: kv::last(output, "checksum")?,
         completion_cycles: num("completion_cycles")?,
         cpus_online: num("cpus")?,
         cpus_used: num("cpus_used")?,
@@ -123,11 +115,6 @@ fn boot(image: &Path, cpus: u32, counted: bool) -> Result<Sample, Failure> {
         ));
     }
     Ok(sample)
-}
-
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
-    v[v.len() / 2]
 }
 
 /// The host's 1-minute load average (`/proc/loadavg`), or "?".

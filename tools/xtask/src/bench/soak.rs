@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::bench::stats;
 use crate::test::net::hostile::{self, spawn_client, strings};
 use crate::test::net::{self as nettest, Guest};
 use crate::testbed::dom0;
@@ -60,22 +61,6 @@ type Measured = (Vec<Sample>, String, u64, u64, Vec<String>);
 fn quiet_heap(host: &str, port: u16) -> Result<u64, String> {
     let page = hostile::settle(host, port)?;
     nettest::status_value(&page, "heap_used=")
-}
-
-/// Least-squares slope of `y` over `x`.
-fn slope(points: &[(f64, f64)]) -> f64 {
-    let n = points.len() as f64;
-    if points.len() < 2 {
-        return 0.0;
-    }
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let (num, den) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
-        (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
-    });
-    if den == 0.0 { 0.0 } else { num / den }
 }
 
 /// `cargo xtask bench soak`.
@@ -329,7 +314,7 @@ fn report(runs: &[Run], minutes: u32) -> Outcome {
             .iter()
             .map(|s| (s.t / 60.0, s.heap_used as f64))
             .collect();
-        let per_min = slope(&points);
+        let per_min = stats::slope(&points);
         let growth = (run.quiet_after as f64 - run.quiet_before as f64)
             / run.quiet_before.max(1) as f64
             * 100.0;
@@ -401,16 +386,4 @@ fn report(runs: &[Run], minutes: u32) -> Outcome {
     println!("{md}");
     println!("bench soak: wrote {}/soak.{{md,json,svg}}", dir.display());
     Ok(if goal_met { 0 } else { 1 })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::slope;
-
-    #[test]
-    fn slope_of_a_line_and_of_noise() {
-        assert!((slope(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]) - 2.0).abs() < 1e-9);
-        assert_eq!(slope(&[(0.0, 4.0), (1.0, 4.0), (2.0, 4.0)]), 0.0);
-        assert_eq!(slope(&[(1.0, 4.0)]), 0.0);
-    }
 }

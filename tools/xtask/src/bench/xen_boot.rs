@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use crate::bench::stats::median;
 use crate::vmm::xl_run::XlDomain;
 use crate::vmm::{xl_batch, xl_output};
 use crate::{Outcome, Platform, build, fail, host, xen_stub_elf};
@@ -22,11 +23,6 @@ use crate::{Outcome, Platform, build, fail, host, xen_stub_elf};
 const GOAL_RATIO: f64 = 1.05;
 /// Seconds a single domain may take.
 const DOMAIN_TIMEOUT: u32 = 60;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn size_of(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())

@@ -559,9 +559,9 @@ fn net_task_wakeups(page: &str) -> Result<u64, String> {
     Ok(counts.iter().sum())
 }
 
+/// The number `/status` reports as `key` (given with its `=`, e.g. `requests=`).
 pub(crate) fn status_value(page: &str, key: &str) -> Result<u64, String> {
-    page.lines()
-        .find_map(|l| l.strip_prefix(key)?.parse::<u64>().ok())
+    upcall_tests::kv::last(page, key.trim_end_matches('='))
         .ok_or_else(|| format!("/status lacks `{key}N`: {page}"))
 }
 
