@@ -198,6 +198,55 @@ impl Case {
     }
 }
 
+/// `selftest` with its SMP checks (`expect-cpus=N`) under every preemption model on 2
+/// and 4 CPUs on `bed`, named `{prefix}smp2/selftest/MODEL` (`smp4`).
+pub(crate) fn smp_selftests(prefix: &str, bed: Bed) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &(smp, cpus) in model::SMP_2_4 {
+        for m in model::PREEMPT_MODELS {
+            cases.push(
+                case(
+                    format!("{prefix}{smp}/selftest/{}", m.name),
+                    "selftest",
+                    m.args,
+                )
+                .on(bed)
+                .arg(format!("expect-cpus={cpus}"))
+                .smp(cpus)
+                .expect(expect::SELFTEST_SMP),
+            );
+        }
+    }
+    cases
+}
+
+/// The migration stress test under `preempt=MODEL` on `cpus` CPUs of `bed`, named
+/// `{prefix}{smp}/smpstress/MODEL`: nothing wrong found, and tasks did migrate.
+pub(crate) fn smpstress(prefix: &str, bed: Bed, (smp, cpus): (&str, u32), model: &str) -> Case {
+    case(format!("{prefix}{smp}/smpstress/{model}"), "smpstress", &[])
+        .on(bed)
+        .arg(format!("preempt={model}"))
+        .smp(cpus)
+        .bounds(expect::STRESS_CLEAN)
+        .expect(&["smpstress: ok"])
+}
+
+/// The per-CPU flag bug reproduced on 2 CPUs of `bed` (Bilse, "Updates to Xen
+/// hypercall preemption", xen-devel, 2023-06-21: the flag stays with the CPU): the
+/// stress test sees it.
+pub(crate) fn cpu_flag_bug_detected(name: &str, bed: Bed) -> Case {
+    case(
+        name,
+        "smpstress",
+        &["preempt=full", "hcall_resched=cpuflag"],
+    )
+    .on(bed)
+    .smp(2)
+    .status(1)
+    .bounds(&[("flag_errors", Bound::AtLeast(1))])
+    .expect(&["smpstress: FAILED"])
+}
+
 /// The cases for the Xen platform: as dom0 (every preemption model) and as an `xl`
 /// domU (the users' path).
 pub fn xen_cases() -> Vec<Case> {

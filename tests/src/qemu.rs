@@ -3,12 +3,14 @@
 
 use crate::expect::{
     BUG, HELLO, SCHED_IN_IRQ, SELFTEST, SELFTEST_MODEL, SELFTEST_SMP, SMP_PANIC, SMP_PANIC_ONCE,
-    STRESS_CLEAN, UNTRACED, WITHIN,
+    UNTRACED, WITHIN,
 };
 use crate::model::{
     BUG_MODELS, HZ_250, LATENCY_MODELS, Model, NONE, PREEMPT_MODELS, SMP_2_4, WAKES,
 };
-use crate::{Bound, Case, EXCEPTION, Machine, PANIC, case};
+use crate::{
+    Bed, Case, EXCEPTION, Machine, PANIC, case, cpu_flag_bug_detected, smp_selftests, smpstress,
+};
 
 /// The cases for the KVM platform on QEMU.
 pub fn kvm_qemu_cases() -> Vec<Case> {
@@ -124,17 +126,7 @@ fn preemption_cases() -> Vec<Case> {
 /// every preemption model on 2 and 4 CPUs, the migration stress test, and the latency
 /// proof on 2 CPUs. (`expect-cpus=N` makes selftest check that all N came online.)
 pub fn smp_cases() -> Vec<Case> {
-    let mut cases = Vec::new();
-    for &(smp, cpus) in SMP_2_4 {
-        for m in PREEMPT_MODELS {
-            cases.push(
-                case(format!("{smp}/selftest/{}", m.name), "selftest", m.args)
-                    .arg(format!("expect-cpus={cpus}"))
-                    .smp(cpus)
-                    .expect(SELFTEST_SMP),
-            );
-        }
-    }
+    let mut cases = smp_selftests("", Bed::Qemu(Machine::Microvm));
     cases.push(
         case("smp2/selftest/pc-qboot", "selftest", &["expect-cpus=2"])
             .on(Machine::PcQboot)
@@ -148,35 +140,21 @@ pub fn smp_cases() -> Vec<Case> {
             " passed, 0 failed",
         ]),
     );
-    for (smp, cpus, model) in [
-        ("smp2", 2, "none"),
-        ("smp2", 2, "voluntary"),
-        ("smp2", 2, "full"),
-        ("smp2", 2, "dynamic"),
-        ("smp4", 4, "none"),
-        ("smp4", 4, "full"),
+    for (smp, model) in [
+        (("smp2", 2), "none"),
+        (("smp2", 2), "voluntary"),
+        (("smp2", 2), "full"),
+        (("smp2", 2), "dynamic"),
+        (("smp4", 4), "none"),
+        (("smp4", 4), "full"),
     ] {
-        cases.push(
-            case(format!("{smp}/smpstress/{model}"), "smpstress", &[])
-                .arg(format!("preempt={model}"))
-                .smp(cpus)
-                .bounds(STRESS_CLEAN)
-                .expect(&["smpstress: ok"]),
-        );
+        cases.push(smpstress("", Bed::Qemu(Machine::Microvm), smp, model));
     }
-    // The per-CPU flag bug reproduced (Bilse, "Updates to Xen hypercall preemption",
-    // xen-devel, 2023-06-21: the flag stays with the CPU): the stress test sees it.
-    cases.push(
-        case(
-            "smp2/smpstress/cpu-flag-bug-detected",
-            "smpstress",
-            &["preempt=full", "hcall_resched=cpuflag"],
-        )
-        .smp(2)
-        .status(1)
-        .bounds(&[("flag_errors", Bound::AtLeast(1))])
-        .expect(&["smpstress: FAILED"]),
-    );
+    // The per-CPU flag bug reproduced: the stress test sees it.
+    cases.push(cpu_flag_bug_detected(
+        "smp2/smpstress/cpu-flag-bug-detected",
+        Bed::Qemu(Machine::Microvm),
+    ));
     // A task moved to another CPU between the local flush of a new stack's guard page
     // and the shootdown (a test hook moves it, as preemption could, unless it is
     // pinned there): the stack's guard page must still fault on that CPU.

@@ -1,11 +1,9 @@
 //! Xen in QEMU, the app as dom0 (the fast path): boot, crashes, the grant table, the
 //! preemptible-hypercall latency proof under `-icount`, every preemption model, SMP.
 
-use crate::expect::{
-    BUG, SCHED_IN_IRQ, SELFTEST_SMP, SMP_PANIC_ONCE, STRESS_CLEAN, UNTRACED, WITHIN,
-};
-use crate::model::{BUG_MODELS, LATENCY_MODELS, PREEMPT_MODELS, SMP_2_4, WAKES};
-use crate::{Bed, Bound, Case, EXCEPTION, PANIC, case};
+use crate::expect::{BUG, SCHED_IN_IRQ, SMP_PANIC_ONCE, UNTRACED, WITHIN};
+use crate::model::{BUG_MODELS, LATENCY_MODELS, Model, PREEMPT_MODELS};
+use crate::{Bed, Case, EXCEPTION, PANIC, case, cpu_flag_bug_detected, smp_selftests, smpstress};
 
 /// `hello a "b c"` on Xen.
 pub(crate) const HELLO_XEN: &[&str] = &["Hello from Upcall on xen", "arg[0] = a", "arg[1] = b c"];
@@ -19,8 +17,22 @@ pub(crate) const GRANT_TABLE: &[&str] =
 /// The Xen dom0 balloon load under `-icount`: 24 MiB, each hypercall ≥ 20 ticks
 /// without preemption at hz=100; 80 samples span about three balloon cycles.
 const DOM0_BALLOON: &[&str] = &["hz=100", "load=balloon", "balloon_mib=24", "samples=80"];
-/// [`DOM0_BALLOON`] with fewer samples, for the event-woken variants.
-const DOM0_BALLOON_EVENT: &[&str] = &["hz=100", "load=balloon", "balloon_mib=24", "samples=30"];
+/// [`DOM0_BALLOON`] with fewer samples, the sampler woken by an event channel.
+const DOM0_BALLOON_EVENT_WOKEN: &[&str] = &[
+    "hz=100",
+    "load=balloon",
+    "balloon_mib=24",
+    "samples=30",
+    "wake=event",
+];
+/// [`DOM0_BALLOON`] with fewer samples, the sampler woken by a notify callback.
+const DOM0_BALLOON_NOTIFY_WOKEN: &[&str] = &[
+    "hz=100",
+    "load=balloon",
+    "balloon_mib=24",
+    "samples=30",
+    "wake=notify",
+];
 /// The same with the bug: each sample waits out a whole hypercall.
 const DOM0_BALLOON_BUG: &[&str] = &[
     "hz=100",
@@ -33,6 +45,18 @@ const DOM0_BALLOON_BUG: &[&str] = &[
 /// A case as dom0.
 fn dom0(name: &str, app: &'static str, args: &[&str]) -> Case {
     case(name, app, args).on(Bed::XenDom0)
+}
+
+/// `latency` under model `m` with the balloon load `args` and `-icount`, named
+/// `xen/dom0/latency/{name}/MODEL`.
+fn balloon_latency(name: &str, m: Model, args: &[&str]) -> Case {
+    dom0(
+        &format!("xen/dom0/latency/{name}/{}", m.name),
+        "latency",
+        m.args,
+    )
+    .args(args)
+    .icount()
 }
 
 /// The cases as dom0.
@@ -94,50 +118,26 @@ pub fn cases() -> Vec<Case> {
     ];
     // Preemptible hypercalls: balloon 24 MiB out and in, each a single long hypercall
     // (about 27 ticks at hz=100 under `-icount`), while a high-priority task measures
-    // its wake-up latency, under every model and across a run-time switch.
-    for m in LATENCY_MODELS {
-        cases.push(
-            dom0(
-                &format!("xen/dom0/latency/balloon/{}", m.name),
-                "latency",
-                m.args,
-            )
-            .args(DOM0_BALLOON)
-            .icount()
-            .bounds(WITHIN)
-            .expect(&["data intact", "max_wake_latency_ticks="]),
-        );
-    }
-    // The same with the sampler woken by a non-timer event channel's bottom half, or by
-    // a notify callback: its wake-up lands while the balloon hypercall runs.
-    for &(wake, wake_arg) in WAKES {
-        for m in LATENCY_MODELS {
-            cases.push(
-                dom0(
-                    &format!("xen/dom0/latency/balloon-{wake}/{}", m.name),
-                    "latency",
-                    m.args,
-                )
-                .args(DOM0_BALLOON_EVENT)
-                .arg(wake_arg)
-                .icount()
+    // its wake-up latency, under every model and across a run-time switch; then the
+    // same with the sampler woken by a non-timer event channel's bottom half, or by a
+    // notify callback: its wake-up lands while the balloon hypercall runs.
+    for (load, args) in [
+        ("balloon", DOM0_BALLOON),
+        ("balloon-event", DOM0_BALLOON_EVENT_WOKEN),
+        ("balloon-notify", DOM0_BALLOON_NOTIFY_WOKEN),
+    ] {
+        cases.extend(LATENCY_MODELS.iter().map(|&m| {
+            balloon_latency(load, m, args)
                 .bounds(WITHIN)
-                .expect(&["data intact", "max_wake_latency_ticks="]),
-            );
-        }
+                .expect(&["data intact", "max_wake_latency_ticks="])
+        }));
     }
-    for m in BUG_MODELS {
-        cases.push(
-            dom0(
-                &format!("xen/dom0/latency/model-resched-bug-detected/{}", m.name),
-                "latency",
-                m.args,
-            )
-            .args(DOM0_BALLOON_BUG)
-            .icount()
-            .bounds(BUG),
-        );
-    }
+    // With the model-following reschedule, each sample waits out a whole hypercall.
+    cases.extend(
+        BUG_MODELS.iter().map(|&m| {
+            balloon_latency("model-resched-bug-detected", m, DOM0_BALLOON_BUG).bounds(BUG)
+        }),
+    );
     cases.push(
         dom0(
             "xen/dom0/latency/untraced-irqs-on-detected",
@@ -160,50 +160,28 @@ pub fn cases() -> Vec<Case> {
     cases
 }
 
+/// selftest's SMP checks under every preemption model on 2 and 4 vCPUs and the
+/// migration stress test on 2 under `none` and `full`, on a Xen `bed`, named
+/// `{prefix}smp2/…` (`smp4`).
+pub(crate) fn xen_smp(prefix: &str, bed: Bed) -> Vec<Case> {
+    let mut cases = smp_selftests(prefix, bed);
+    for model in ["none", "full"] {
+        cases.push(smpstress(prefix, bed, ("smp2", 2), model));
+    }
+    cases
+}
+
 /// Secondary vCPUs as dom0: selftest's SMP checks under every preemption model on 2
 /// and 4 vCPUs, the migration stress test on 2, the per-CPU flag bug caught and a
 /// panic on every vCPU at once (halt-all by `VCPUOP_down`). Named `xen/dom0/smp2/…`
 /// (`smp4`) so both `--filter xen` and `--filter smp` pick them.
 fn smp_cases() -> Vec<Case> {
-    let mut cases = Vec::new();
-    for &(smp, cpus) in SMP_2_4 {
-        cases.extend(PREEMPT_MODELS.iter().map(|m| {
-            dom0(
-                &format!("xen/dom0/{smp}/selftest/{}", m.name),
-                "selftest",
-                m.args,
-            )
-            .arg(format!("expect-cpus={cpus}"))
-            .smp(cpus)
-            .expect(SELFTEST_SMP)
-        }));
-    }
-    for model in ["none", "full"] {
-        cases.push(
-            dom0(
-                &format!("xen/dom0/smp2/smpstress/{model}"),
-                "smpstress",
-                &[],
-            )
-            .arg(format!("preempt={model}"))
-            .smp(2)
-            .bounds(STRESS_CLEAN)
-            .expect(&["smpstress: ok"]),
-        );
-    }
-    // The per-CPU flag bug (Bilse, xen-devel, 2023-06-21) reproduced on Xen (the flag
-    // stays with the vCPU): caught.
-    cases.push(
-        dom0(
-            "xen/dom0/smp2/smpstress/cpu-flag-bug-detected",
-            "smpstress",
-            &["preempt=full", "hcall_resched=cpuflag"],
-        )
-        .smp(2)
-        .status(1)
-        .bounds(&[("flag_errors", Bound::AtLeast(1))])
-        .expect(&["smpstress: FAILED"]),
-    );
+    let mut cases = xen_smp("xen/dom0/", Bed::XenDom0);
+    // The per-CPU flag bug reproduced on Xen (the flag stays with the vCPU): caught.
+    cases.push(cpu_flag_bug_detected(
+        "xen/dom0/smp2/smpstress/cpu-flag-bug-detected",
+        Bed::XenDom0,
+    ));
     cases.push(
         dom0(
             "xen/dom0/smp2/crash/panic-on-every-cpu",

@@ -3,8 +3,8 @@
 //! the destroy-on-timeout, crashes, the preemptible-hypercall latency proof with
 //! wall-clock bounds, every preemption model on 2 and 4 vCPUs.
 
-use crate::expect::{BUG, SELFTEST_SMP, STRESS_CLEAN, WITHIN};
-use crate::model::{LATENCY_MODELS, NONE, PREEMPT_MODELS, SMP_2_4};
+use crate::expect::{BUG, WITHIN};
+use crate::model::{LATENCY_MODELS, NONE};
 use crate::xen_dom0::{GRANT_TABLE, HELLO_XEN, SELFTEST_XEN};
 use crate::{Bed, Bound, Case, PANIC, XL_MEMORY_MB, XlAction, XlBed, case};
 
@@ -14,8 +14,8 @@ use crate::{Bed, Bound, Case, PANIC, XL_MEMORY_MB, XlAction, XlBed, case};
 /// wall-clock ones: a 10 ms tick leaves a vCPU thread 20 ms of host scheduling delay
 /// before a sample counts as late.
 const XL_BALLOON: &[&str] = &["hz=100", "load=balloon", "samples=60"];
-/// [`XL_BALLOON`] with fewer samples, for the event-woken variant.
-const XL_BALLOON_EVENT: &[&str] = &["hz=100", "load=balloon", "samples=30"];
+/// [`XL_BALLOON`] with fewer samples, the sampler woken by an event channel.
+const XL_BALLOON_EVENT_WOKEN: &[&str] = &["hz=100", "load=balloon", "samples=30", "wake=event"];
 /// The same with the bug: each sample waits out a whole hypercall.
 const XL_BALLOON_BUG: &[&str] = &[
     "hz=100",
@@ -188,34 +188,25 @@ pub fn cases() -> Vec<Case> {
         .status(PANIC)
         .expect(&["stack overflow in task", "crash::overflow_task_stack"]),
     ];
-    for m in LATENCY_MODELS {
-        cases.push(
-            xl(
-                &format!("xen/xl/latency/balloon-event/{}", m.name),
-                "latency",
-                m.args,
-                latency_bed,
-            )
-            .args(XL_BALLOON_EVENT)
-            .arg("wake=event")
-            .bounds(WITHIN)
-            .expect(&["data intact", "max_wake_latency_ticks="]),
-        );
-    }
     // As an xl domU the bound is a wall-clock one (multi-threaded TCG cannot count
     // instructions): see [`XL_BALLOON`].
-    for m in LATENCY_MODELS {
-        cases.push(
-            xl(
-                &format!("xen/xl/latency/balloon/{}", m.name),
-                "latency",
-                m.args,
-                latency_bed,
-            )
-            .args(XL_BALLOON)
-            .bounds(WITHIN)
-            .expect(&["data intact", "max_wake_latency_ticks="]),
-        );
+    for (load, args) in [
+        ("balloon-event", XL_BALLOON_EVENT_WOKEN),
+        ("balloon", XL_BALLOON),
+    ] {
+        for m in LATENCY_MODELS {
+            cases.push(
+                xl(
+                    &format!("xen/xl/latency/{load}/{}", m.name),
+                    "latency",
+                    m.args,
+                    latency_bed,
+                )
+                .args(args)
+                .bounds(WITHIN)
+                .expect(&["data intact", "max_wake_latency_ticks="]),
+            );
+        }
     }
     cases.extend(smp_cases());
     cases
@@ -226,33 +217,5 @@ pub fn cases() -> Vec<Case> {
 /// migration stress test on 2. Named `xen/xl/smp2/…` (`smp4`) so both `--filter xen`
 /// and `--filter smp` pick them.
 fn smp_cases() -> Vec<Case> {
-    let mut cases = Vec::new();
-    for &(smp, cpus) in SMP_2_4 {
-        cases.extend(PREEMPT_MODELS.iter().map(|m| {
-            xl(
-                &format!("xen/xl/{smp}/selftest/{}", m.name),
-                "selftest",
-                m.args,
-                Bed::XenXl,
-            )
-            .arg(format!("expect-cpus={cpus}"))
-            .smp(cpus)
-            .expect(SELFTEST_SMP)
-        }));
-    }
-    for model in ["none", "full"] {
-        cases.push(
-            xl(
-                &format!("xen/xl/smp2/smpstress/{model}"),
-                "smpstress",
-                &[],
-                Bed::XenXl,
-            )
-            .arg(format!("preempt={model}"))
-            .smp(2)
-            .bounds(STRESS_CLEAN)
-            .expect(&["smpstress: ok"]),
-        );
-    }
-    cases
+    crate::xen_dom0::xen_smp("xen/xl/", Bed::XenXl)
 }

@@ -107,6 +107,20 @@ pub fn clippy() -> Outcome {
     Ok(0)
 }
 
+/// `name` with every character but ASCII letters, digits and those in `keep` replaced
+/// by `_` (for file and domain names made of case and app names).
+pub fn safe_name(name: &str, keep: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || keep.contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Whether xtask runs as root.
 pub fn is_root() -> bool {
     Command::new("id")

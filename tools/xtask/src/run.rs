@@ -66,16 +66,8 @@ pub fn boot_xen_with(
     let mut cmd = Command::new(QEMU);
     cmd.args(qemu_args);
     // Xen's own log is noise for a user watching the app; tests still see it.
-    let c = vmm::run_captured_filtered(cmd, image, opts.timeout, echo, &["(XEN)"])?;
-    if !c.stderr.trim().is_empty() {
-        eprint!("{}", c.stderr);
-    }
-    Ok(RunResult {
-        status: qemu::decode_status(c.code),
-        output: c.stdout,
-        timed_out: c.timed_out,
-        elapsed: c.elapsed,
-    })
+    vmm::run_captured_filtered(cmd, image, opts.timeout, echo, &["(XEN)"])?
+        .into_result(|_| None, qemu::decode_status)
 }
 
 fn xen_qemu_args(

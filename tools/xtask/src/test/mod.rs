@@ -74,16 +74,7 @@ impl Tally {
 /// Where the full console of case `name` is kept: `target/test-logs/<name>.log` (a
 /// case name's `/` make subdirectories).
 pub fn log_path(name: &str) -> PathBuf {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_./+=".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = host::safe_name(name, "-_./+=");
     // No `..` components: the name stays inside test-logs.
     let safe = safe.replace("..", "__");
     host::target_dir()

@@ -57,6 +57,30 @@ pub struct Captured {
     pub elapsed: Duration,
 }
 
+impl Captured {
+    /// Shows the VMM's own messages (its stderr) to the user and fails if `crashed`
+    /// says they show the VMM failing; otherwise the run with the guest's exit status
+    /// as `status` decodes it from the VMM's.
+    pub fn into_result(
+        self,
+        crashed: impl Fn(&Captured) -> Option<String>,
+        status: impl Fn(Option<i32>) -> Option<i32>,
+    ) -> Result<RunResult, Failure> {
+        if !self.stderr.trim().is_empty() {
+            eprint!("{}", self.stderr);
+            if let Some(why) = crashed(&self) {
+                return fail(why);
+            }
+        }
+        Ok(RunResult {
+            status: status(self.code),
+            output: self.stdout,
+            timed_out: self.timed_out,
+            elapsed: self.elapsed,
+        })
+    }
+}
+
 /// Runs `cmd` (a VMM booting `image`), streaming stdout when `echo`, killing it after
 /// `timeout` seconds (0 = never).
 pub fn run_captured(

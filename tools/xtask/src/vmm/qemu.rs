@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::vmm::{self, RunResult};
-use crate::{Accel, Failure, MachineArg, fail, host};
+use crate::{Accel, Failure, MachineArg, host};
 
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -296,21 +296,15 @@ pub fn run_image(
     ensure_qemu()?;
     let mut cmd = Command::new(QEMU);
     cmd.args(qemu_args(image, cmdline, opts));
-    let c = vmm::run_captured(cmd, image, opts.timeout, echo)?;
-    if !c.stderr.trim().is_empty() {
-        eprint!("{}", c.stderr);
+    vmm::run_captured(cmd, image, opts.timeout, echo)?.into_result(
         // QEMU's own failures (bad option, missing file) exit 1, which would decode as a
         // guest exit status 0: do not let them pass as success.
-        if c.stderr.contains(&format!("{QEMU}:")) && c.code == Some(1) && c.stdout.is_empty() {
-            return fail(format!("{QEMU} failed to start the guest"));
-        }
-    }
-    Ok(RunResult {
-        status: decode_status(c.code),
-        output: c.stdout,
-        timed_out: c.timed_out,
-        elapsed: c.elapsed,
-    })
+        |c| {
+            (c.stderr.contains(&format!("{QEMU}:")) && c.code == Some(1) && c.stdout.is_empty())
+                .then(|| format!("{QEMU} failed to start the guest"))
+        },
+        decode_status,
+    )
 }
 
 #[cfg(test)]

@@ -68,19 +68,14 @@ pub fn run_image(
     // uhyve's own warnings (ASLR off, "not a hermit application") are noise here.
     cmd.args(uhyve_args(image, args, opts))
         .env("RUST_LOG", "error");
-    let c = vmm::run_captured(cmd, image, opts.timeout, echo)?;
-    if !c.stderr.trim().is_empty() {
-        eprint!("{}", c.stderr);
-        if c.stderr.contains("panicked at") {
-            return fail("uhyve itself crashed (see its message above)");
-        }
-    }
-    Ok(RunResult {
-        status: c.code,
-        output: c.stdout,
-        timed_out: c.timed_out,
-        elapsed: c.elapsed,
-    })
+    vmm::run_captured(cmd, image, opts.timeout, echo)?.into_result(
+        |c| {
+            c.stderr
+                .contains("panicked at")
+                .then(|| "uhyve itself crashed (see its message above)".to_string())
+        },
+        |code| code,
+    )
 }
 
 #[cfg(test)]

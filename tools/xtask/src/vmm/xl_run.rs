@@ -232,17 +232,7 @@ fn domain_env(name: &str, d: &XlDomain, actions: &[XlAction]) -> Result<String, 
 /// take.
 fn domain_name(app: &Path) -> String {
     let stem = app.file_stem().map(|s| s.to_string_lossy().into_owned());
-    let name: String = stem
-        .unwrap_or_default()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = crate::host::safe_name(&stem.unwrap_or_default(), "-_.");
     if name.is_empty() || name.starts_with('.') {
         format!("app{name}")
     } else {
