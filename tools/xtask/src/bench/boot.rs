@@ -7,6 +7,7 @@
 //! guest instructions. Results go to `target/bench/boot.{json,md}`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use object::{Object, ObjectSegment};
 use serde_json::json;
@@ -16,6 +17,7 @@ use crate::vmm::qemu::{self, RunOpts};
 use crate::{MachineArg, Outcome, Platform, build, fail, host, stub_elf};
 
 use crate::bench::goals::{self as goals, Row};
+use crate::bench::report::{Report, Table, cell};
 use crate::bench::stats::median;
 
 /// The ratio we aim for (`hello` / do-nothing) on QEMU microvm.
@@ -110,10 +112,12 @@ pub fn boot(runs: usize) -> Outcome {
     let elf = std::fs::read(&hello).or_else(|e| fail(format!("read hello: {e}")))?;
     let (largest, per_crate) = goals::largest_functions(&elf, 20);
 
-    let mut md = String::from(
-        "| VMM | median hello | median do-nothing | ratio (goals below) |\n|---|---|---|---|\n",
-    );
-    let mut per_vmm = Vec::new();
+    let mut vmm_table = Table::new(&[
+        ("VMM", "vmm"),
+        ("median hello", "median_ms_hello"),
+        ("median do-nothing", "median_ms_do_nothing"),
+        ("ratio (goals below)", "ratio_hello_over_do_nothing"),
+    ]);
     let mut hello_medians = Vec::new();
     let mut goal_rows = Vec::new();
     for (v, &vmm) in vmms.iter().enumerate() {
@@ -124,11 +128,16 @@ pub fn boot(runs: usize) -> Outcome {
             Vmm::Qemu => format!("QEMU microvm ({accel:?})"),
             Vmm::Uhyve => format!("uhyve {}", crate::vmm::uhyve::VERSION),
         };
-        md.push_str(&format!(
-            "| {name} | {:.1} ms | {:.1} ms | {ratio:.3} |\n",
-            m_hello.as_secs_f64() * 1e3,
-            m_stub.as_secs_f64() * 1e3
-        ));
+        let ms = |t: Duration| {
+            let ms = t.as_secs_f64() * 1e3;
+            cell(format!("{ms:.1} ms"), ms)
+        };
+        vmm_table.row([
+            name.into(),
+            ms(m_hello),
+            ms(m_stub),
+            cell(format!("{ratio:.3}"), ratio),
+        ]);
         hello_medians.push(m_hello.as_secs_f64());
         goal_rows.push(match vmm {
             Vmm::Qemu => Row::ratio(
@@ -144,18 +153,19 @@ pub fn boot(runs: usize) -> Outcome {
                 "",
             ),
         });
-        per_vmm.push(json!({
-            "vmm": name,
-            "median_ms": { "hello": m_hello.as_secs_f64() * 1e3, "do_nothing": m_stub.as_secs_f64() * 1e3 },
-            "ratio_hello_over_do_nothing": ratio,
-        }));
     }
-    if let [qemu_hello, uhyve_hello] = hello_medians[..] {
-        md.push_str(&format!(
-            "\nhello on uhyve vs QEMU microvm, same run: {:.3}×\n",
-            uhyve_hello / qemu_hello
+    let mut report = Report::new("boot");
+    report.table("vmms", &vmm_table);
+    let uhyve_over_qemu = match hello_medians[..] {
+        [qemu_hello, uhyve_hello] => Some(uhyve_hello / qemu_hello),
+        _ => None,
+    };
+    if let Some(r) = uhyve_over_qemu {
+        report.text(format!(
+            "\nhello on uhyve vs QEMU microvm, same run: {r:.3}×\n"
         ));
     }
+    report.value("uhyve_over_qemu_hello", uhyve_over_qemu);
     let libvirt = match crate::bench::libvirt::boot_row(runs) {
         Ok(row) => row,
         Err(f) => {
@@ -164,19 +174,36 @@ pub fn boot(runs: usize) -> Outcome {
         }
     };
     if let Some(row) = libvirt {
-        md.push_str(&row.markdown());
+        report.text("\n").table("libvirt", &row.table());
     }
-    md.push_str(&format!(
-        "\n| metric | value |\n|---|---|\n\
-         | runs (interleaved) | {runs} |\n\
-         | instructions entry → main (QEMU -icount) | {first}{} |\n\
-         | hello release image | {size} bytes as built, {stripped} stripped ({loaded} loaded) |\n",
-        if first == second {
-            " (repeatable)"
-        } else {
-            " (NOT repeatable)"
-        },
-    ));
+    let mut metrics = Table::new(&[("metric", "metric"), ("value", "value")]);
+    metrics.row(["runs (interleaved)".into(), (runs as u64).into()]);
+    metrics.row([
+        "instructions entry → main (QEMU -icount)".into(),
+        cell(
+            format!(
+                "{first}{}",
+                if first == second {
+                    " (repeatable)"
+                } else {
+                    " (NOT repeatable)"
+                }
+            ),
+            first,
+        ),
+    ]);
+    metrics.row([
+        "hello release image".into(),
+        cell(
+            format!("{size} bytes as built, {stripped} stripped ({loaded} loaded)"),
+            json!({ "as_built": size, "stripped": stripped, "loaded": loaded }),
+        ),
+    ]);
+    report
+        .text("\n")
+        .table("metrics", &metrics)
+        .value("icount_repeatable", first == second)
+        .value("goal_ratio", GOAL_RATIO);
     goal_rows.push(Row::count(
         "instructions entry → main (QEMU -icount)",
         first,
@@ -195,41 +222,17 @@ pub fn boot(runs: usize) -> Outcome {
         goals::AS_BUILT_BYTES,
         "128 KiB",
     ));
-    md.push_str(&goals::markdown(&goal_rows));
-    md.push_str(&goals::size_markdown(&largest, &per_crate));
-    let report = json!({
-        "goals": goals::json(&goal_rows),
-        "hello_stripped_bytes": stripped,
-        "largest_functions": largest.iter().map(|f| json!({ "name": f.name, "crate": f.krate, "bytes": f.bytes })).collect::<Vec<_>>(),
-        "text_bytes_per_crate": per_crate.iter().map(|(k, b)| json!({ "crate": k, "bytes": b })).collect::<Vec<_>>(),
-        "runs": runs,
-        "goal_ratio": GOAL_RATIO,
-        "vmms": per_vmm,
-        "uhyve_over_qemu_hello": (hello_medians.len() == 2).then(|| hello_medians[1] / hello_medians[0]),
-        "entry_to_main_instructions_icount": first,
-        "icount_repeatable": first == second,
-        "hello_release_bytes": size,
-        "hello_loaded_bytes": loaded,
-        "libvirt": libvirt.map(|r| r.json()),
-    });
-    write_results("boot", &report, &md)
-}
-
-/// Writes `target/bench/<name>.json` and `.md` and prints the table.
-pub(crate) fn write_results(name: &str, report: &serde_json::Value, md: &str) -> Outcome {
-    let dir = host::target_dir().join("bench");
-    std::fs::create_dir_all(&dir).or_else(|e| fail(format!("create {}: {e}", dir.display())))?;
-    let write = |file: String, text: &str| {
-        std::fs::write(dir.join(&file), text).or_else(|e| fail(format!("write {file}: {e}")))
-    };
-    write(
-        format!("{name}.json"),
-        &serde_json::to_string_pretty(report).expect("JSON serializes"),
-    )?;
-    write(format!("{name}.md"), md)?;
-    print!("{md}");
-    println!("written: target/bench/{name}.json, target/bench/{name}.md");
-    Ok(0)
+    report.text("\n").table("goals", &goals::table(&goal_rows));
+    let (largest_table, crates_table) = goals::size_tables(&largest, &per_crate);
+    report
+        .text(format!(
+            "\n{} largest functions of `hello` (symbol sizes):\n\n",
+            largest.len()
+        ))
+        .table("largest_functions", &largest_table)
+        .text("\nText bytes per crate:\n\n")
+        .table("text_bytes_per_crate", &crates_table);
+    report.write()
 }
 
 /// `bench NAME per_op=N` lines of an entrybench run.
@@ -270,15 +273,21 @@ pub fn entry() -> Outcome {
     let first = run_entrybench(&image, true)?;
     let second = run_entrybench(&image, true)?;
     let cycles = run_entrybench(&image, false)?;
-    let mut md = String::from(
-        "| operation | instructions (-icount) | repeatable | TSC cycles (one run) |\n|---|---|---|---|\n",
-    );
-    let mut rows = Vec::new();
+    let mut results = Table::new(&[
+        ("operation", "operation"),
+        ("instructions (-icount)", "instructions"),
+        ("repeatable", "repeatable"),
+        ("TSC cycles (one run)", "tsc_cycles"),
+    ]);
     for (name, instr) in &first {
         let repeat = second.iter().any(|(n, v)| n == name && v == instr);
         let cyc = cycles.iter().find(|(n, _)| n == name).map_or(0, |r| r.1);
-        md.push_str(&format!("| {name} | {instr} | {repeat} | {cyc} |\n"));
-        rows.push(json!({ "operation": name, "instructions": instr, "repeatable": repeat, "tsc_cycles": cyc }));
+        results.row([
+            name.clone().into(),
+            (*instr).into(),
+            repeat.into(),
+            cyc.into(),
+        ]);
     }
     let find = |name: &str| first.iter().find(|(n, _)| n == name).map(|r| r.1);
     let mut goal_rows = Vec::new();
@@ -306,8 +315,12 @@ pub fn entry() -> Outcome {
             "half the 3,170 at filing",
         ));
     }
-    md.push_str(&goals::markdown(&goal_rows));
     let accel = format!("{:?}", qemu::pick_accel(None)).to_lowercase();
-    let report = json!({ "vmm": "qemu -M microvm", "accel_for_cycles": accel, "results": rows, "goals": goals::json(&goal_rows) });
-    write_results("entry", &report, &md)
+    Report::new("entry")
+        .table("results", &results)
+        .text("\n")
+        .table("goals", &goals::table(&goal_rows))
+        .value("vmm", "qemu -M microvm")
+        .value("accel_for_cycles", accel)
+        .write()
 }

@@ -5,10 +5,9 @@
 //! whether it is met, so progress is measurable in one command. Goals are checked here,
 //! in benchmarks, never asserted as timings in tests.
 
-use std::fmt::Write as _;
-
 use object::{Object, ObjectSymbol, SymbolKind};
-use serde_json::json;
+
+use crate::bench::report::{Table, cell};
 
 /// One measured row: lower is better, met when `value <= goal`.
 pub struct Row {
@@ -61,30 +60,31 @@ pub const ENTRY_TO_MAIN_INSTRUCTIONS: u64 = 60_000;
 pub const STRIPPED_BYTES: u64 = 100 * 1024;
 pub const AS_BUILT_BYTES: u64 = 128 * 1024;
 
-/// Markdown table of `rows`.
-pub fn markdown(rows: &[Row]) -> String {
-    let mut md = String::from("\n| measure (issue 17) | value | goal | met |\n|---|---|---|---|\n");
+/// The table of `rows`: measure, value, goal (with its note), met.
+pub fn table(rows: &[Row]) -> Table {
+    let mut t = Table::new(&[
+        ("measure (issue 17)", "measure"),
+        ("value", "value"),
+        ("goal", "goal_at_most"),
+        ("met", "met"),
+        ("", "note"),
+    ]);
     for r in rows {
         let d = r.decimals;
-        writeln!(
-            md,
-            "| {} | {:.d$} | ≤ {:.d$}{}{} | {} |",
-            r.measure,
-            r.value,
-            r.goal,
-            if r.note.is_empty() { "" } else { " — " },
-            r.note,
-            if r.met() { "yes" } else { "**no**" },
-        )
-        .expect("write to String");
+        let note = if r.note.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", r.note)
+        };
+        t.row([
+            r.measure.into(),
+            cell(format!("{:.d$}", r.value), r.value),
+            cell(format!("≤ {:.d$}{note}", r.goal), r.goal),
+            cell(if r.met() { "yes" } else { "**no**" }, r.met()),
+            r.note.into(),
+        ]);
     }
-    md
-}
-
-pub fn json(rows: &[Row]) -> serde_json::Value {
-    rows.iter()
-        .map(|r| json!({ "measure": r.measure, "value": r.value, "goal_at_most": r.goal, "met": r.met(), "note": r.note }))
-        .collect()
+    t
 }
 
 /// The crate a demangled Rust symbol comes from: the first path segment, looking
@@ -168,20 +168,21 @@ pub fn largest_functions(elf: &[u8], n: usize) -> (Vec<Function>, Vec<(String, u
     (funcs, per_crate)
 }
 
-/// Markdown of the size breakdown.
-pub fn size_markdown(funcs: &[Function], per_crate: &[(String, u64)]) -> String {
-    let mut md = format!(
-        "\n{} largest functions of `hello` (symbol sizes):\n\n| bytes | crate | function |\n|---|---|---|\n",
-        funcs.len()
-    );
+/// The size breakdown: the largest functions, then the text bytes per crate.
+pub fn size_tables(funcs: &[Function], per_crate: &[(String, u64)]) -> (Table, Table) {
+    let mut largest = Table::new(&[("bytes", "bytes"), ("crate", "crate"), ("function", "name")]);
     for f in funcs {
-        writeln!(md, "| {} | {} | `{}` |", f.bytes, f.krate, f.name).expect("write to String");
+        largest.row([
+            f.bytes.into(),
+            f.krate.clone().into(),
+            cell(format!("`{}`", f.name), f.name.clone()),
+        ]);
     }
-    md.push_str("\nText bytes per crate:\n\n| crate | bytes |\n|---|---|\n");
+    let mut crates = Table::new(&[("crate", "crate"), ("bytes", "bytes")]);
     for (k, b) in per_crate {
-        writeln!(md, "| {k} | {b} |").expect("write to String");
+        crates.row([k.clone().into(), (*b).into()]);
     }
-    md
+    (largest, crates)
 }
 
 #[cfg(test)]
@@ -209,7 +210,7 @@ mod tests {
         assert!(Row::count("a", 400, 400, "").met());
         assert!(!Row::count("a", 401, 400, "").met());
         assert!(!Row::ratio("r", f64::NAN, 1.05, "").met());
-        let md = markdown(&[Row::ratio("r", 1.2, 1.05, "n")]);
+        let md = table(&[Row::ratio("r", 1.2, 1.05, "n")]).markdown();
         assert!(md.contains("| r | 1.200 | ≤ 1.050 — n | **no** |"), "{md}");
     }
 

@@ -7,8 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
+use crate::bench::report::{Table, cell};
 use crate::testbed::libvirt as libvirt_testbed;
 use crate::vmm::libvirt::{self, Opts};
 use crate::vmm::qemu::{self, RunOpts};
@@ -31,29 +30,30 @@ impl Row {
         self.libvirt_ms / self.qemu_ms
     }
 
-    /// The Markdown lines for `target/bench/boot.md`.
-    pub fn markdown(&self) -> String {
-        format!(
-            "\n| start → first console line, hello (release), microvm | median |\n|---|---|\n\
-             | libvirt (`virsh create`, {}) | {:.1} ms |\n\
-             | plain QEMU | {:.1} ms |\n\
-             | ratio libvirt / QEMU (same run, {} interleaved runs) | {:.2}× |\n",
-            libvirt_testbed::URI,
-            self.libvirt_ms,
-            self.qemu_ms,
-            self.runs,
-            self.ratio()
-        )
-    }
-
-    /// The JSON for `target/bench/boot.json`.
-    pub fn json(&self) -> serde_json::Value {
-        json!({
-            "machine": "microvm",
-            "median_ms": { "libvirt_create_to_first_line": self.libvirt_ms, "qemu_start_to_first_line": self.qemu_ms },
-            "ratio_libvirt_over_qemu": self.ratio(),
-            "runs": self.runs,
-        })
+    /// Its table in `target/bench/boot.{md,json}`.
+    pub fn table(&self) -> Table {
+        let ms = |v: f64| cell(format!("{v:.1} ms"), v);
+        let mut t = Table::new(&[
+            (
+                "start → first console line, hello (release), microvm",
+                "measure",
+            ),
+            ("median", "value"),
+        ]);
+        t.row([
+            format!("libvirt (`virsh create`, {})", libvirt_testbed::URI).into(),
+            ms(self.libvirt_ms),
+        ]);
+        t.row(["plain QEMU".into(), ms(self.qemu_ms)]);
+        t.row([
+            format!(
+                "ratio libvirt / QEMU (same run, {} interleaved runs)",
+                self.runs
+            )
+            .into(),
+            cell(format!("{:.2}×", self.ratio()), self.ratio()),
+        ]);
+        t
     }
 }
 

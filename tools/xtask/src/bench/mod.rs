@@ -5,6 +5,7 @@ pub mod goals;
 pub mod libvirt;
 pub mod net;
 pub mod preempt;
+pub mod report;
 pub mod smp;
 pub mod soak;
 pub mod stats;

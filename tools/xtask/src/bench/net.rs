@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use upcall_tests::net::{LoadResult, parse_ab};
 
+use crate::bench::report::{Report, Table, cell};
 use crate::test::net::{self as nettest, Guest};
 use crate::testbed::initramfs::{Node, Tree};
 use crate::testbed::{debian, dom0};
@@ -273,8 +274,29 @@ fn measure(setup: &Setup<'_>) -> Result<(Vec<LoadResult>, Option<String>), Strin
 
 /// One platform's pair of guests, measured and tabled.
 struct Comparison {
-    md: String,
-    json: serde_json::Value,
+    bed: String,
+    table: Table,
+    frames: u64,
+    requests: u64,
+}
+
+impl Comparison {
+    /// Its section of the report, its table under `{key}_workloads`.
+    fn add_to(&self, report: &mut Report, key: &str) {
+        report
+            .text(format!("## {}\n\n", self.bed))
+            .table(&format!("{key}_workloads"), &self.table)
+            .text(format!(
+                "\nUpcall frames (rx + tx) over the whole run: {} for {} requests ({:.1} per \
+                 request).\n\n",
+                self.frames,
+                self.requests,
+                self.frames as f64 / self.requests as f64
+            ))
+            .value(&format!("{key}_bed"), self.bed.clone())
+            .value(&format!("{key}_upcall_frames"), self.frames)
+            .value(&format!("{key}_upcall_requests"), self.requests);
+    }
 }
 
 fn compare(
@@ -289,33 +311,46 @@ fn compare(
     let requests: u64 = WORKLOADS.iter().map(|w| u64::from(w.requests)).sum::<u64>() + 1;
     let frames = nettest::status_value(&status, &format!("{iface}.rx_frames=")).unwrap_or(0)
         + nettest::status_value(&status, &format!("{iface}.tx_frames=")).unwrap_or(0);
-    let mut md = format!(
-        "## {bed}\n\n\
-         | workload | upcall req/s | linux req/s | ratio | upcall KiB/s | linux KiB/s | ratio | failed or non-2xx (upcall / linux) |\n|---|---|---|---|---|---|---|---|\n"
-    );
-    let mut rows = Vec::new();
+    let mut table = Table::new(&[
+        ("workload", "workload"),
+        ("upcall req/s", "upcall_requests_per_second"),
+        ("linux req/s", "linux_requests_per_second"),
+        ("ratio", "ratio_requests_per_second"),
+        ("upcall KiB/s", "upcall_transfer_kib_per_second"),
+        ("linux KiB/s", "linux_transfer_kib_per_second"),
+        ("ratio", "ratio_transfer"),
+        ("failed or non-2xx (upcall / linux)", "failed_or_non_2xx"),
+    ]);
     for ((w, u), l) in WORKLOADS.iter().zip(&u_rows).zip(&l_rows) {
         let rps = u.requests_per_second / l.requests_per_second;
         let kib = u.transfer_kib_per_second / l.transfer_kib_per_second;
-        md.push_str(&format!(
-            "| {} ({} requests, concurrency {}) | {:.0} | {:.0} | {rps:.2} | {:.0} | {:.0} | {kib:.2} | {} / {} |\n",
-            w.name, w.requests, w.concurrency, u.requests_per_second, l.requests_per_second, u.transfer_kib_per_second, l.transfer_kib_per_second,
-            u.failed + u.non_2xx, l.failed + l.non_2xx
-        ));
-        rows.push(json!({
-            "workload": w.name, "path": w.path, "requests": w.requests, "concurrency": w.concurrency,
-            "upcall": { "requests_per_second": u.requests_per_second, "transfer_kib_per_second": u.transfer_kib_per_second, "failed": u.failed, "non_2xx": u.non_2xx },
-            "linux": { "requests_per_second": l.requests_per_second, "transfer_kib_per_second": l.transfer_kib_per_second, "failed": l.failed, "non_2xx": l.non_2xx },
-            "ratio_requests_per_second": rps, "ratio_transfer": kib,
-        }));
+        let n = |v: f64| cell(format!("{v:.0}"), v);
+        let ratio = |v: f64| cell(format!("{v:.2}"), v);
+        table.row([
+            cell(
+                format!(
+                    "{} ({} requests, concurrency {})",
+                    w.name, w.requests, w.concurrency
+                ),
+                json!({ "name": w.name, "path": w.path, "requests": w.requests, "concurrency": w.concurrency }),
+            ),
+            n(u.requests_per_second),
+            n(l.requests_per_second),
+            ratio(rps),
+            n(u.transfer_kib_per_second),
+            n(l.transfer_kib_per_second),
+            ratio(kib),
+            cell(
+                format!("{} / {}", u.failed + u.non_2xx, l.failed + l.non_2xx),
+                json!({ "upcall": u.failed + u.non_2xx, "linux": l.failed + l.non_2xx }),
+            ),
+        ]);
     }
-    md.push_str(&format!(
-        "\nUpcall frames (rx + tx) over the whole run: {frames} for {requests} requests ({:.1} per request).\n\n",
-        frames as f64 / requests as f64
-    ));
     Ok(Comparison {
-        md,
-        json: json!({ "bed": bed, "workloads": rows, "upcall_frames": frames, "upcall_requests": requests }),
+        bed: bed.to_string(),
+        table,
+        frames,
+        requests,
     })
 }
 
@@ -324,12 +359,14 @@ pub fn net(kvm_only: bool) -> Outcome {
     qemu::ensure_qemu()?;
     host::ensure_program("ab", &["apache2-utils"])?;
     let (kernel, initrd) = linux_guest()?;
-    let mut md = format!(
-        "# bench net: upcall httpd vs Linux (Debian kernel, busybox httpd)\n\n\
-         Same run, same setup per platform, {MEMORY} MiB each; `ab` without keep-alive \
-         (busybox httpd has none). Ratios > 1 favour Upcall.\n\n"
-    );
-    let mut beds = Vec::new();
+    let mut report = Report::new("net");
+    report
+        .text(format!(
+            "# bench net: upcall httpd vs Linux (Debian kernel, busybox httpd)\n\n\
+             Same run, same setup per platform, {MEMORY} MiB each; `ab` without keep-alive \
+             (busybox httpd has none). Ratios > 1 favour Upcall.\n\n"
+        ))
+        .value("memory_mib", MEMORY);
     let httpd = build::build("httpd", Platform::Kvm, true)?;
     let initrd_arg = vec!["-initrd".to_string(), initrd.display().to_string()];
     let kvm = compare(
@@ -346,8 +383,7 @@ pub fn net(kvm_only: bool) -> Outcome {
         ),
         "eth0",
     )?;
-    md.push_str(&kvm.md);
-    beds.push(kvm.json);
+    kvm.add_to(&mut report, "kvm");
     if !kvm_only {
         let httpd_xen = build::build("httpd", Platform::Xen, true)?;
         let tb = dom0::ensure_xl_testbed()?;
@@ -367,9 +403,7 @@ pub fn net(kvm_only: bool) -> Outcome {
             ),
             "netfront",
         )?;
-        md.push_str(&xen.md);
-        beds.push(xen.json);
+        xen.add_to(&mut report, "xen");
     }
-    let report = json!({ "memory_mib": MEMORY, "beds": beds });
-    crate::bench::boot::write_results("net", &report, &md)
+    report.write()
 }

@@ -21,10 +21,11 @@ use std::path::Path;
 
 use serde_json::json;
 
+use crate::bench::report::{Report, Table, cell};
 use crate::bench::stats;
 use crate::vmm::qemu::{self, RunOpts};
 use crate::vmm::{RunResult, Vmm};
-use crate::{Failure, MachineArg, Outcome, Platform, bench, build, fail, host, run};
+use crate::{Failure, MachineArg, Outcome, Platform, build, fail, host, run};
 
 /// The models, as `(label, libos options)`: the tests' (the last switches at run time).
 use upcall_tests::LATENCY_MODELS as MODELS;
@@ -119,14 +120,24 @@ fn run_with(
 pub fn preempt() -> Outcome {
     qemu::ensure_qemu()?;
     let mut rows = Vec::new();
-    let mut md = String::from(
+    let mut report = Report::new("preempt");
+    report.text(
         "Wake-up lateness of a high-priority task, in ticks (QEMU `-icount`), while a \
          low-priority one runs long preemptible work; woken by the timer or by a bottom \
          half (`event`). `raw`: Upcall's reschedule; `model`: the reschedule follows the \
-         model (Linux's bug). Goal: max ≤ 1 tick with `raw`.\n\n\
-         | platform | wake | model | resched | p50 | p90 | p99 | max |\n\
-         |---|---|---|---|---|---|---|---|\n",
+         model (Linux's bug). Goal: max ≤ 1 tick with `raw`.\n\n",
     );
+    let mut latency = Table::new(&[
+        ("platform", "platform"),
+        ("wake", "wake"),
+        ("model", "model"),
+        ("resched", "resched"),
+        ("p50", "p50_ticks"),
+        ("p90", "p90_ticks"),
+        ("p99", "p99_ticks"),
+        ("max", "max_ticks"),
+        ("", "samples_ticks"),
+    ]);
     let total = BEDS.len() * WAKES.len() * MODELS.len() * RESCHED.len();
     let mut done = 0;
     for bed in BEDS {
@@ -152,16 +163,18 @@ pub fn preempt() -> Outcome {
                         .chain([format!("hcall_resched={resched}"), format!("wake={wake}")])
                         .collect();
                     let d = sample(bed, &image, &args)?;
-                    writeln!(
-                        md,
-                        "| {} | {wake} | {model} | {resched} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                        bed.name,
-                        d.pct(50),
-                        d.pct(90),
-                        d.pct(99),
-                        d.max()
-                    )
-                    .expect("write to String");
+                    let ticks = |t: f64| cell(format!("{t:.2}"), t);
+                    latency.row([
+                        bed.name.into(),
+                        wake.into(),
+                        model.into(),
+                        resched.into(),
+                        ticks(d.pct(50)),
+                        ticks(d.pct(90)),
+                        ticks(d.pct(99)),
+                        ticks(d.max()),
+                        cell("", d.ticks.clone()),
+                    ]);
                     rows.push(Row {
                         bed: bed.name,
                         wake,
@@ -174,8 +187,16 @@ pub fn preempt() -> Outcome {
         }
     }
     eprintln!();
-    md.push_str("\nGoal (raw reschedule, max ≤ 1 tick, every model):\n\n");
-    let mut goals = Vec::new();
+    report
+        .table("latency", &latency)
+        .text("\nGoal (raw reschedule, max ≤ 1 tick, every model):\n\n");
+    let mut goals = Table::new(&[
+        ("platform", "platform"),
+        ("woken by", "wake"),
+        ("worst max (ticks)", "worst_max_ticks"),
+        ("goal (ticks)", "goal_max_ticks"),
+        ("met", "met"),
+    ]);
     for bed in BEDS {
         for &wake in WAKES {
             let worst = rows
@@ -184,50 +205,34 @@ pub fn preempt() -> Outcome {
                 .map(|r| r.d.max())
                 .fold(0.0, f64::max);
             let met = worst <= GOAL_MAX_TICKS;
-            writeln!(
-                md,
-                "- {} woken by {wake}: worst max {worst:.2} ticks: {}",
-                bed.name,
-                if met { "met" } else { "NOT met" }
-            )
-            .expect("write to String");
-            goals.push(json!({
-                "platform": bed.name, "wake": wake, "worst_max_ticks": worst,
-                "goal_max_ticks": GOAL_MAX_TICKS, "met": met,
-            }));
+            goals.row([
+                bed.name.into(),
+                wake.into(),
+                cell(format!("{worst:.2}"), worst),
+                cell(format!("≤ {GOAL_MAX_TICKS}"), GOAL_MAX_TICKS),
+                cell(if met { "met" } else { "NOT met" }, met),
+            ]);
         }
     }
+    report.table("goals", &goals);
     let (pre, plain) = balloon_throughput()?;
-    writeln!(
-        md,
-        "\nBalloon throughput on Xen dom0 (40 MiB out and back in per cycle, median of 7, \
-         interleaved): preemptible {pre:.0} MiB/s, plain {plain:.0} MiB/s, ratio {:.3}.",
-        pre / plain
-    )
-    .expect("write to String");
-    md.push_str("\nPlot: target/bench/preempt.svg\n");
+    report
+        .text(format!(
+            "\nBalloon throughput on Xen dom0 (40 MiB out and back in per cycle, median of 7, \
+             interleaved): preemptible {pre:.0} MiB/s, plain {plain:.0} MiB/s, ratio {:.3}.\n",
+            pre / plain
+        ))
+        .value(
+            "balloon_mib_per_s",
+            json!({ "preemptible": pre, "plain": plain, "ratio": pre / plain }),
+        )
+        .text("\nPlot: target/bench/preempt.svg\n");
     let svg = plot(&rows);
     let dir = host::target_dir().join("bench");
     std::fs::create_dir_all(&dir).or_else(|e| fail(format!("create {}: {e}", dir.display())))?;
     std::fs::write(dir.join("preempt.svg"), svg)
         .or_else(|e| fail(format!("write preempt.svg: {e}")))?;
-    let runs: Vec<_> = rows
-        .iter()
-        .map(|r| {
-            let d = &r.d;
-            json!({
-                "platform": r.bed, "wake": r.wake, "model": r.model, "resched": r.resched,
-                "p50_ticks": d.pct(50), "p90_ticks": d.pct(90), "p99_ticks": d.pct(99),
-                "max_ticks": d.max(), "samples_ticks": d.ticks,
-            })
-        })
-        .collect();
-    let report = json!({
-        "latency": runs,
-        "goals": goals,
-        "balloon_mib_per_s": { "preemptible": pre, "plain": plain, "ratio": pre / plain },
-    });
-    bench::boot::write_results("preempt", &report, &md)
+    report.write()
 }
 
 /// One latency run (under `-icount`) of `bed` with `args`.

@@ -21,14 +21,14 @@
 //!
 //! Results: `target/bench/smp.{json,md}`.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use serde_json::json;
 use upcall_tests::kv;
 
+use crate::bench::goals;
+use crate::bench::report::{Report, Table, cell};
 use crate::bench::stats::median;
-use crate::bench::{self, goals};
 use crate::vmm::qemu::{self, RunOpts};
 use crate::{Accel, Failure, MachineArg, Outcome, Platform, build, fail};
 
@@ -176,7 +176,8 @@ pub fn run(runs: usize) -> Outcome {
     let load_after = load_average();
     let base = median(timed[0].iter().map(|s| s.completion_cycles).collect());
     let base_counted = counted[0].1.completion_cycles;
-    let mut md = format!(
+    let mut report = Report::new("smp");
+    report.text(format!(
         "`smpbench`: {WORKERS} worker tasks × {UNITS_TIMED} units of register-only work \
          (fixed total), QEMU microvm, TCG; host: {host_cores} cores. Timed: \
          `-accel tcg,thread=multi` (one host thread per vCPU), {runs} runs of each CPU \
@@ -185,86 +186,92 @@ pub fn run(runs: usize) -> Outcome {
          {UNITS_COUNTED} units: the guest TSC counts instructions of all vCPUs run \
          round-robin on one host thread, so these repeat exactly but show work and \
          overhead, not parallel speed. Host load average (1 min) before and after: \
-         {load_before} / {load_after}.\n\n\
-         | vCPUs | completion (cycles, median) | speed-up vs 1 | host allows | efficiency | \
-         CPUs used | IPI round trip (cycles, median) | instructions, job (-icount) | \
-         vs 1 vCPU | steals / migrations (-icount) | IPI round trip (instructions) | \
-         repeatable |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n"
-    );
-    let mut rows = Vec::new();
+         {load_before} / {load_after}.\n\n"
+    ));
+    let mut results = Table::new(&[
+        ("vCPUs", "vcpus"),
+        ("completion (cycles, median)", "completion_cycles_median"),
+        ("speed-up vs 1", "speedup_vs_1"),
+        ("host allows", "host_allows"),
+        ("efficiency", "efficiency"),
+        ("CPUs used", "cpus_used_min"),
+        (
+            "IPI round trip (cycles, median)",
+            "ipi_round_trip_cycles_median",
+        ),
+        ("instructions, job (-icount)", "job_instructions"),
+        ("vs 1 vCPU", "job_instructions_vs_1"),
+        ("steals / migrations (-icount)", "steals_migrations"),
+        (
+            "IPI round trip (instructions)",
+            "ipi_round_trip_instructions",
+        ),
+        ("repeatable", "repeatable"),
+        ("", "completion_cycles_all"),
+        ("", "ipi_round_trip_cycles_all"),
+    ]);
     for (k, &cpus) in CPUS.iter().enumerate() {
         let completion = median(timed[k].iter().map(|s| s.completion_cycles).collect());
         let ipi: Vec<u64> = timed[k].iter().filter_map(|s| s.ipi_cycles).collect();
-        let ipi = (!ipi.is_empty()).then(|| median(ipi));
+        let ipi_median = (!ipi.is_empty()).then(|| median(ipi.clone()));
         let used = timed[k].iter().map(|s| s.cpus_used).min().unwrap_or(0);
         let speedup = base as f64 / completion as f64;
         let ideal = ideal_speedup(cpus, host_cores);
         let (_, c, repeatable) = &counted[k];
-        let dash = || "–".to_string();
-        writeln!(
-            md,
-            "| {cpus} | {completion} | {speedup:.2}× | {ideal:.0}× | {:.0} % | {used} | {} | {} | {:.4} | {} / {} | {} | {} |",
-            100.0 * speedup / ideal,
-            ipi.map_or_else(dash, |v| v.to_string()),
-            c.completion_cycles,
-            c.completion_cycles as f64 / base_counted as f64,
-            c.steals,
-            c.migrations,
-            c.ipi_cycles.map_or_else(dash, |v| v.to_string()),
-            if *repeatable { "yes" } else { "NO" },
-        )
-        .expect("write to String");
-        rows.push(json!({
-            "vcpus": cpus,
-            "timed": {
-                "completion_cycles_median": completion,
-                "completion_cycles_all": timed[k].iter().map(|s| s.completion_cycles).collect::<Vec<_>>(),
-                "speedup_vs_1": speedup,
-                "host_allows": ideal,
-                "efficiency": speedup / ideal,
-                "cpus_used_min": used,
-                "ipi_round_trip_cycles_median": ipi,
-                "ipi_round_trip_cycles_all": timed[k].iter().filter_map(|s| s.ipi_cycles).collect::<Vec<_>>(),
-            },
-            "counted": {
-                "job_instructions": c.completion_cycles,
-                "job_instructions_vs_1": c.completion_cycles as f64 / base_counted as f64,
-                "ipi_round_trip_instructions": c.ipi_cycles,
-                "steals": c.steals,
-                "migrations": c.migrations,
-                "repeatable": repeatable,
-            },
-        }));
+        let or_dash =
+            |v: Option<u64>| cell(v.map_or_else(|| "–".to_string(), |v| v.to_string()), v);
+        let vs_1 = c.completion_cycles as f64 / base_counted as f64;
+        results.row([
+            u64::from(cpus).into(),
+            completion.into(),
+            cell(format!("{speedup:.2}×"), speedup),
+            cell(format!("{ideal:.0}×"), ideal),
+            cell(format!("{:.0} %", 100.0 * speedup / ideal), speedup / ideal),
+            used.into(),
+            or_dash(ipi_median),
+            c.completion_cycles.into(),
+            cell(format!("{vs_1:.4}"), vs_1),
+            cell(
+                format!("{} / {}", c.steals, c.migrations),
+                json!({ "steals": c.steals, "migrations": c.migrations }),
+            ),
+            or_dash(c.ipi_cycles),
+            cell(if *repeatable { "yes" } else { "NO" }, *repeatable),
+            cell(
+                "",
+                timed[k]
+                    .iter()
+                    .map(|s| s.completion_cycles)
+                    .collect::<Vec<_>>(),
+            ),
+            cell("", ipi),
+        ]);
     }
+    report.table("results", &results);
     let oversubscribed: Vec<u32> = CPUS
         .iter()
         .copied()
         .filter(|&c| c as usize > host_cores)
         .collect();
     if !oversubscribed.is_empty() {
-        writeln!(
-            md,
+        report.text(format!(
             "\nThis host has {host_cores} cores: {} vCPUs share them, so their speed-up is \
              capped at {host_cores}× (\"host allows\"); more vCPUs than cores only add \
              switching between vCPU threads, and an IPI waits until the host runs the \
-             target's thread.",
+             target's thread.\n",
             oversubscribed
                 .iter()
                 .map(u32::to_string)
                 .collect::<Vec<_>>()
                 .join(" and ")
-        )
-        .expect("write to String");
+        ));
     }
-    writeln!(
-        md,
+    report.text(format!(
         "\nExact in every run: the workers' checksum ({}, the same on every CPU count) and \
          the call-function handler's runs ({IPIS} per run). Not deterministic: the timed \
-         cycles (host scheduling, other load on the host, TCG translation).",
+         cycles (host scheduling, other load on the host, TCG translation).\n",
         timed[0][0].checksum
-    )
-    .expect("write to String");
+    ));
     // Issue 17's row: the idle IPI round trip, counted, on the largest CPU count.
     let ipi_rows: Vec<goals::Row> = counted
         .iter()
@@ -280,22 +287,23 @@ pub fn run(runs: usize) -> Outcome {
         })
         .into_iter()
         .collect();
-    md.push_str(&goals::markdown(&ipi_rows));
-    let report = json!({
-        "goals": goals::json(&ipi_rows),
-        "app": "smpbench",
-        "vmm": "qemu -M microvm, tcg",
-        "host_cores": host_cores,
-        "workers": WORKERS,
-        "units_timed": UNITS_TIMED,
-        "units_counted": UNITS_COUNTED,
-        "ipis_per_run": IPIS,
-        "runs": runs,
-        "host_load_average_1min": { "before": load_before, "after": load_after },
-        "checksum": timed[0][0].checksum,
-        "results": rows,
-    });
-    bench::boot::write_results("smp", &report, &md)
+    report
+        .text("\n")
+        .table("goals", &goals::table(&ipi_rows))
+        .value("app", "smpbench")
+        .value("vmm", "qemu -M microvm, tcg")
+        .value("host_cores", host_cores)
+        .value("workers", WORKERS)
+        .value("units_timed", UNITS_TIMED)
+        .value("units_counted", UNITS_COUNTED)
+        .value("ipis_per_run", IPIS)
+        .value("runs", runs)
+        .value(
+            "host_load_average_1min",
+            json!({ "before": load_before, "after": load_after }),
+        )
+        .value("checksum", timed[0][0].checksum.clone())
+        .write()
 }
 
 #[cfg(test)]

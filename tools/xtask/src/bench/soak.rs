@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::bench::report::{Report, Table, cell};
 use crate::bench::stats;
 use crate::test::net::hostile::{self, spawn_client, strings};
 use crate::test::net::{self as nettest, Guest};
@@ -295,15 +296,16 @@ fn svg(runs: &[Run]) -> String {
 fn report(runs: &[Run], minutes: u32) -> Outcome {
     let dir = host::target_dir().join("bench");
     std::fs::create_dir_all(&dir).or_else(|e| fail(format!("create {}: {e}", dir.display())))?;
-    let mut md = format!(
+    let mut report = Report::new("soak");
+    report.text(format!(
         "# Soak: httpd under `ab -k -c {CONCURRENCY}` with idle and slow clients, {minutes} min\n\n\
          Server: `{}`. Each row is one {WINDOW_S} s `ab` window; heap and open connections are \
          sampled from `/status` after it. Goal: 0 failed requests, no heap growth.\n\n",
         HTTPD_ARGS.join(" ")
-    );
-    let mut json_runs = Vec::new();
+    ));
     let mut goal_met = true;
-    for run in runs {
+    let mut summaries = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
         let failed: u64 = run.samples.iter().map(|s| s.failed).sum();
         let complete: u64 = run.samples.iter().map(|s| s.complete).sum();
         // Under load, heap in use follows the open connections (~136 KiB each), so
@@ -320,11 +322,10 @@ fn report(runs: &[Run], minutes: u32) -> Outcome {
             * 100.0;
         let flat = growth.abs() <= 5.0;
         goal_met &= failed == 0 && flat;
-        md += &format!(
+        report.text(format!(
             "## {}\n\n{} idle + {} slow clients (reopened when closed); hostile client: `{}`\n\n\
              {complete} requests, **{failed} failed**. Heap in use with no client: {} KiB before, \
-             {} KiB after ({growth:+.1} %: {}); slope of heap in use under load: {per_min:+.0} B/min.\n\n\
-             | t (s) | requests/s | failed | heap in use (KiB) | open connections |\n|---|---|---|---|---|\n",
+             {} KiB after ({growth:+.1} %: {}); slope of heap in use under load: {per_min:+.0} B/min.\n\n",
             run.bed,
             run.idle,
             run.slow,
@@ -332,25 +333,35 @@ fn report(runs: &[Run], minutes: u32) -> Outcome {
             run.quiet_before / 1024,
             run.quiet_after / 1024,
             if flat { "no growth" } else { "GROWTH" }
-        );
+        ));
         for e in &run.ab_errors {
-            md += &format!("- `ab` gave up a window: `{e}`\n");
+            report.text(format!("- `ab` gave up a window: `{e}`\n"));
         }
         if !run.ab_errors.is_empty() {
-            md += "\n";
+            report.text("\n");
         }
+        let mut samples = Table::new(&[
+            ("t (s)", "t_s"),
+            ("requests/s", "requests_per_second"),
+            ("failed", "failed"),
+            ("heap in use (KiB)", "heap_used"),
+            ("open connections", "connections_open"),
+            ("", "complete"),
+        ]);
         for s in &run.samples {
-            md += &format!(
-                "| {:.0} | {:.0} | {} | {} | {} |\n",
-                s.t,
-                s.rps,
-                s.failed,
-                s.heap_used / 1024,
-                s.open
-            );
+            samples.row([
+                cell(format!("{:.0}", s.t), s.t),
+                cell(format!("{:.0}", s.rps), s.rps),
+                s.failed.into(),
+                cell(s.heap_used / 1024, s.heap_used),
+                s.open.into(),
+                s.complete.into(),
+            ]);
         }
-        md += "\n";
-        json_runs.push(json!({
+        report
+            .table(&format!("run{i}_samples"), &samples)
+            .text("\n");
+        summaries.push(json!({
             "bed": run.bed,
             "idle_clients": run.idle,
             "slow_clients": run.slow,
@@ -361,29 +372,20 @@ fn report(runs: &[Run], minutes: u32) -> Outcome {
             "quiet_heap_after": run.quiet_after,
             "quiet_heap_growth_percent": growth,
             "ab_errors": run.ab_errors,
-            "samples": run.samples.iter().map(|s| json!({
-                "t_s": s.t, "requests_per_second": s.rps, "complete": s.complete,
-                "failed": s.failed, "heap_used": s.heap_used, "connections_open": s.open,
-            })).collect::<Vec<_>>(),
+            "samples": format!("run{i}_samples"),
         }));
     }
-    md += &format!(
-        "Goal (0 failed, quiet heap within 5 %): **{}**. Plot: `soak.svg`.\n",
-        if goal_met { "met" } else { "NOT met" }
-    );
-    let json = json!({ "minutes": minutes, "window_s": WINDOW_S, "runs": json_runs, "goal_met": goal_met });
-    for (name, text) in [
-        ("soak.md", md.clone()),
-        (
-            "soak.json",
-            serde_json::to_string_pretty(&json).unwrap_or_default(),
-        ),
-        ("soak.svg", svg(runs)),
-    ] {
-        let path = dir.join(name);
-        std::fs::write(&path, text).or_else(|e| fail(format!("write {}: {e}", path.display())))?;
-    }
-    println!("{md}");
-    println!("bench soak: wrote {}/soak.{{md,json,svg}}", dir.display());
+    report
+        .text(format!(
+            "Goal (0 failed, quiet heap within 5 %): **{}**. Plot: `soak.svg`.\n",
+            if goal_met { "met" } else { "NOT met" }
+        ))
+        .value("minutes", minutes)
+        .value("window_s", WINDOW_S)
+        .value("runs", summaries)
+        .value("goal_met", goal_met);
+    let path = dir.join("soak.svg");
+    std::fs::write(&path, svg(runs)).or_else(|e| fail(format!("write {}: {e}", path.display())))?;
+    report.write()?;
     Ok(if goal_met { 0 } else { 1 })
 }

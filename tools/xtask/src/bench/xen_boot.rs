@@ -12,8 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
-
+use crate::bench::report::{Report, Table, cell};
 use crate::bench::stats::median;
 use crate::vmm::xl_run::XlDomain;
 use crate::vmm::{xl_batch, xl_output};
@@ -90,45 +89,59 @@ pub fn run(runs: usize, memory_mb: u32) -> Outcome {
     let (m_stub, m_hello) = (median(stub_t.clone()), median(hello_t.clone()));
     let ratio = m_hello / m_stub;
     let (stub_bytes, hello_bytes) = (size_of(&stub), size_of(&hello));
-    let ms = |v: &[f64]| {
-        v.iter()
-            .map(|t| format!("{:.0}", t * 1e3))
+    let ms_list = |v: &[f64]| {
+        let ms: Vec<f64> = v.iter().map(|t| t * 1e3).collect();
+        let text = ms
+            .iter()
+            .map(|t| format!("{t:.0}"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        cell(text, ms)
     };
-    let md = format!(
-        "Time from `xl create` to the domain's first console output, measured in the Linux \
-         dom0 with the shell's `$EPOCHREALTIME` (µs) around `xl create` and a 2 ms poll \
-         of the xenconsoled log (builtins only); both images as xl domUs of {memory_mb} MiB \
-         in one dom0 boot, {runs} interleaved runs each (Xen 4.17 in QEMU TCG, dom0 on \
-         CPU 0, domUs on CPU 1).\n\n\
-         | image | median | runs (ms) | image size |\n|---|---|---|---|\n\
-         | minimal PV kernel (xtask-generated) | {:.1} ms | {} | {stub_bytes} bytes |\n\
-         | hello (release) | {:.1} ms | {} | {hello_bytes} bytes |\n\n\
-         ratio of medians hello / minimal: **{ratio:.3}** (goal ≤ {GOAL_RATIO:.2}; {})\n",
-        m_stub * 1e3,
-        ms(&stub_t),
-        m_hello * 1e3,
-        ms(&hello_t),
-        if ratio <= GOAL_RATIO {
-            "met"
-        } else {
-            "NOT met"
-        },
-    );
-    let report = json!({
-        "what": "xl create to first console output, dom0 EPOCHREALTIME, 2 ms log poll",
-        "runs": runs,
-        "memory_mib": memory_mb,
-        "goal_ratio": GOAL_RATIO,
-        "ratio_hello_over_minimal": ratio,
-        "median_ms": { "minimal": m_stub * 1e3, "hello": m_hello * 1e3 },
-        "runs_ms": {
-            "minimal": stub_t.iter().map(|t| t * 1e3).collect::<Vec<_>>(),
-            "hello": hello_t.iter().map(|t| t * 1e3).collect::<Vec<_>>(),
-        },
-        "image_bytes": { "minimal": stub_bytes, "hello_release": hello_bytes },
-        "dom0_boot_and_all_runs_s": batch.elapsed.as_secs_f64(),
-    });
-    crate::bench::boot::write_results("xen-boot", &report, &md)
+    let median_ms = |t: f64| cell(format!("{:.1} ms", t * 1e3), t * 1e3);
+    let mut images = Table::new(&[
+        ("image", "image"),
+        ("median", "median_ms"),
+        ("runs (ms)", "runs_ms"),
+        ("image size", "bytes"),
+    ]);
+    images.row([
+        "minimal PV kernel (xtask-generated)".into(),
+        median_ms(m_stub),
+        ms_list(&stub_t),
+        cell(format!("{stub_bytes} bytes"), stub_bytes),
+    ]);
+    images.row([
+        "hello (release)".into(),
+        median_ms(m_hello),
+        ms_list(&hello_t),
+        cell(format!("{hello_bytes} bytes"), hello_bytes),
+    ]);
+    Report::new("xen-boot")
+        .text(format!(
+            "Time from `xl create` to the domain's first console output, measured in the Linux \
+             dom0 with the shell's `$EPOCHREALTIME` (µs) around `xl create` and a 2 ms poll \
+             of the xenconsoled log (builtins only); both images as xl domUs of {memory_mb} MiB \
+             in one dom0 boot, {runs} interleaved runs each (Xen 4.17 in QEMU TCG, dom0 on \
+             CPU 0, domUs on CPU 1).\n\n"
+        ))
+        .table("images", &images)
+        .text(format!(
+            "\nratio of medians hello / minimal: **{ratio:.3}** (goal ≤ {GOAL_RATIO:.2}; {})\n",
+            if ratio <= GOAL_RATIO {
+                "met"
+            } else {
+                "NOT met"
+            },
+        ))
+        .value(
+            "what",
+            "xl create to first console output, dom0 EPOCHREALTIME, 2 ms log poll",
+        )
+        .value("runs", runs)
+        .value("memory_mib", memory_mb)
+        .value("goal_ratio", GOAL_RATIO)
+        .value("ratio_hello_over_minimal", ratio)
+        .value("dom0_boot_and_all_runs_s", batch.elapsed.as_secs_f64())
+        .write()
 }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# dom0 init of Upcall's Xen test bed (used by tools/xtask/src/xen_testbed.rs).
+# dom0 init of Upcall's Xen test bed (used by tools/xtask/src/testbed/dom0.rs).
 export PATH=/usr/lib/xen-4.17/bin:/bin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 say() { echo "xen-testbed: $*"; }

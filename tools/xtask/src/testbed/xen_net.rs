@@ -52,7 +52,7 @@ pub const GUEST_IP: &str = "10.0.2.15";
 /// `/etc/xen/scripts/vif-bridge` for busybox: libxl runs it with `online`/`offline`
 /// (or `add`/`remove`) and `$vif`, `$XENBUS_PATH` in the environment.
 const VIF_SCRIPT: &str = r#"#!/bin/sh
-# vif hotplug of Upcall's Xen test bed (tools/xtask/src/xen_net.rs).
+# vif hotplug of Upcall's Xen test bed (tools/xtask/src/testbed/xen_net.rs).
 export PATH=/usr/lib/xen-4.17/bin:/usr/bin:/bin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 case "$1" in
@@ -72,7 +72,7 @@ esac
 
 /// `/net.sh`, sourced by the dom0 init when a run has networking: loads the modules and
 /// builds the bridge. Uses the init's `run` and `say`.
-pub const NET_SH: &str = r#"# dom0 network of Upcall's Xen test bed (tools/xtask/src/xen_net.rs).
+pub const NET_SH: &str = r#"# dom0 network of Upcall's Xen test bed (tools/xtask/src/testbed/xen_net.rs).
 for m in xen-netback llc stp bridge e1000; do
     run insmod /modules/$m.ko
 done
