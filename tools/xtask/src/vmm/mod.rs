@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod libvirt;
+pub mod libvirt_xml;
 pub mod qemu;
 pub mod uhyve;
 pub mod xl_batch;
