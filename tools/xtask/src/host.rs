@@ -57,6 +57,21 @@ pub fn run_checked(cmd: &mut Command, what: &str) -> Result<(), Failure> {
     }
 }
 
+/// Runs `cmd` for its output: fails naming `what` if it cannot start, and with its
+/// stderr if it does not succeed.
+pub fn output_checked(cmd: &mut Command, what: &str) -> Result<std::process::Output, Failure> {
+    let out = cmd
+        .output()
+        .or_else(|e| fail(format!("cannot run {what}: {e}")))?;
+    if !out.status.success() {
+        return fail(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out)
+}
+
 /// Whether the CPU offers hardware virtualization (vmx or svm) and /dev/kvm exists.
 pub fn has_hw_virt() -> bool {
     let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

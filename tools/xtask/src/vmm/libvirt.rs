@@ -342,16 +342,10 @@ pub fn run_with(
     // `virsh event` subscribes right after connecting: give it that moment.
     std::thread::sleep(Duration::from_millis(300));
     let created_at = Instant::now();
-    let created = virsh()
-        .args(["create", &xml_path.display().to_string()])
-        .output()
-        .or_else(|e| fail(format!("cannot run virsh create: {e}")))?;
-    if !created.status.success() {
-        return fail(format!(
-            "virsh create failed: {}",
-            String::from_utf8_lossy(&created.stderr).trim()
-        ));
-    }
+    host::output_checked(
+        virsh().args(["create", &xml_path.display().to_string()]),
+        "virsh create",
+    )?;
     let start = Instant::now();
     let mut r = RunEnd::default();
     let mut console = Follower::default();
