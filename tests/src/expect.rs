@@ -17,6 +17,15 @@ pub const SELFTEST_SMP: &[&str] = &[
     " passed, 0 failed",
 ];
 
+/// `crash -- pagefault`: the read of an unmapped address, reported.
+pub const PAGEFAULT: &[&str] = &[
+    "#PF page fault",
+    "cr2=0x00007fffdead0000",
+    "crash::read_unmapped",
+];
+/// `crash -- ud`: an invalid opcode, reported.
+pub const INVALID_OPCODE: &[&str] = &["#UD invalid opcode", "crash::invalid_opcode"];
+
 /// The stress test found nothing wrong, and tasks did migrate inside their sections.
 pub const STRESS_CLEAN: &[(&str, Bound)] = &[
     ("flag_errors", Bound::AtMost(0)),

@@ -1,6 +1,9 @@
 //! uhyve: the same image as on QEMU, entered through hermit-entry (needs /dev/kvm).
 
-use crate::expect::{HELLO, SELFTEST_MODEL, SELFTEST_SMP, SMP_PANIC, SMP_PANIC_ONCE, STRESS_CLEAN};
+use crate::expect::{
+    HELLO, INVALID_OPCODE, PAGEFAULT, SELFTEST_MODEL, SELFTEST_SMP, SMP_PANIC, SMP_PANIC_ONCE,
+    STRESS_CLEAN,
+};
 use crate::model::PREEMPT_MODELS;
 use crate::{Bed, Case, EXCEPTION, PANIC, case};
 
@@ -27,14 +30,10 @@ pub fn uhyve_cases() -> Vec<Case> {
             ]),
         uhyve("uhyve/crash/pagefault", "crash", &["pagefault"])
             .status(EXCEPTION)
-            .expect(&[
-                "#PF page fault",
-                "cr2=0x00007fffdead0000",
-                "crash::read_unmapped",
-            ]),
+            .expect(PAGEFAULT),
         uhyve("uhyve/crash/ud", "crash", &["ud"])
             .status(EXCEPTION)
-            .expect(&["#UD invalid opcode", "crash::invalid_opcode"]),
+            .expect(INVALID_OPCODE),
         uhyve("uhyve/crash/irq", "crash", &["irq"])
             .status(PANIC)
             .expect(&[

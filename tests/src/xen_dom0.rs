@@ -1,7 +1,9 @@
 //! Xen in QEMU, the app as dom0 (the fast path): boot, crashes, the grant table, the
 //! preemptible-hypercall latency proof under `-icount`, every preemption model, SMP.
 
-use crate::expect::{BUG, SCHED_IN_IRQ, SMP_PANIC_ONCE, UNTRACED, WITHIN};
+use crate::expect::{
+    BUG, INVALID_OPCODE, PAGEFAULT, SCHED_IN_IRQ, SMP_PANIC_ONCE, UNTRACED, WITHIN,
+};
 use crate::model::{BUG_MODELS, LATENCY_MODELS, Model, PREEMPT_MODELS};
 use crate::{Bed, Case, EXCEPTION, PANIC, case, cpu_flag_bug_detected, smp_selftests, smpstress};
 
@@ -85,14 +87,10 @@ pub fn cases() -> Vec<Case> {
             ]),
         dom0("xen/dom0/crash/pagefault", "crash", &["pagefault"])
             .status(EXCEPTION)
-            .expect(&[
-                "#PF page fault",
-                "cr2=0x00007fffdead0000",
-                "crash::read_unmapped",
-            ]),
+            .expect(PAGEFAULT),
         dom0("xen/dom0/crash/ud", "crash", &["ud"])
             .status(EXCEPTION)
-            .expect(&["#UD invalid opcode", "crash::invalid_opcode"]),
+            .expect(INVALID_OPCODE),
         dom0(
             "xen/dom0/crash/sched-in-irq-refused",
             "crash",
