@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         Command::Test(a) => test::run(&a),
         Command::Bench { which } => match which {
             BenchKind::Boot { runs } => bench::boot::boot(runs),
-            BenchKind::Entry => bench::boot::entry(),
+            BenchKind::Entry => bench::entry::entry(),
             BenchKind::Preempt => bench::preempt::preempt(),
             BenchKind::XenBoot { runs, memory } => bench::xen_boot::run(runs, memory),
             BenchKind::Smp { runs } => bench::smp::run(runs),

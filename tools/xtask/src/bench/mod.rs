@@ -1,6 +1,7 @@
 //! Benchmarks (`cargo xtask bench …`): each writes `target/bench/<name>.{json,md}`.
 
 pub mod boot;
+pub mod entry;
 pub mod goals;
 pub mod libvirt;
 pub mod net;
