@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
 use libos::percpu::{CpuId, MAX_CPUS, this_cpu};
 use libos::regs::Regs;
 
+use crate::abi;
 use crate::evtchn_demux;
 use crate::hypercall::hypercall;
 use crate::{pv, vcpu};
@@ -76,8 +77,8 @@ pub fn notify(port: u32) {
     // SAFETY: EVTCHNOP_send reads `struct evtchn_send { u32 port }`.
     unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_event_channel_op,
-            u64::from(xen_sys::EVTCHNOP_send),
+            abi::__HYPERVISOR_event_channel_op,
+            u64::from(abi::EVTCHNOP_send),
             (&raw mut arg) as u64,
             0,
             0,
@@ -148,7 +149,7 @@ pub fn init() -> Result<(), i64> {
     // that expect Xen's bounce frames; no syscall entry (0).
     let rc = unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_set_callbacks,
+            abi::__HYPERVISOR_set_callbacks,
             xen_upcall_entry as *const () as u64,
             xen_failsafe_entry as *const () as u64,
             0,
@@ -157,14 +158,6 @@ pub fn init() -> Result<(), i64> {
         )
     };
     if rc == 0 { Ok(()) } else { Err(rc) }
-}
-
-/// `struct evtchn_bind_virq`.
-#[repr(C)]
-struct BindVirq {
-    virq: u32,
-    vcpu: u32,
-    port: u32,
 }
 
 /// The event and failsafe callbacks' addresses (a secondary vCPU's initial context
@@ -186,16 +179,16 @@ pub fn bind_timer(cpu: CpuId) -> Result<u32, i64> {
     if rc != 0 {
         return Err(rc);
     }
-    let mut arg = BindVirq {
-        virq: xen_sys::VIRQ_TIMER,
+    let mut arg = abi::evtchn_bind_virq {
+        virq: abi::VIRQ_TIMER,
         vcpu: cpu,
         port: 0,
     };
     // SAFETY: EVTCHNOP_bind_virq reads virq/vcpu and writes port in `arg`.
     let rc = unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_event_channel_op,
-            u64::from(xen_sys::EVTCHNOP_bind_virq),
+            abi::__HYPERVISOR_event_channel_op,
+            u64::from(abi::EVTCHNOP_bind_virq),
             (&raw mut arg) as u64,
             0,
             0,
@@ -211,13 +204,6 @@ pub fn bind_timer(cpu: CpuId) -> Result<u32, i64> {
     Ok(arg.port)
 }
 
-/// `struct evtchn_bind_ipi`.
-#[repr(C)]
-struct BindIpi {
-    vcpu: u32,
-    port: u32,
-}
-
 fn bind_ipi(cpu: CpuId) -> Result<u32, i64> {
     let port = bind_ipi_masked(cpu)?;
     unmask_port(port);
@@ -226,12 +212,12 @@ fn bind_ipi(cpu: CpuId) -> Result<u32, i64> {
 
 /// Binds an IPI channel to vCPU `cpu`, leaving it masked.
 fn bind_ipi_masked(cpu: CpuId) -> Result<u32, i64> {
-    let mut arg = BindIpi { vcpu: cpu, port: 0 };
+    let mut arg = abi::evtchn_bind_ipi { vcpu: cpu, port: 0 };
     // SAFETY: EVTCHNOP_bind_ipi reads vcpu and writes port in `arg`.
     let rc = unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_event_channel_op,
-            u64::from(xen_sys::EVTCHNOP_bind_ipi),
+            abi::__HYPERVISOR_event_channel_op,
+            u64::from(abi::EVTCHNOP_bind_ipi),
             (&raw mut arg) as u64,
             0,
             0,
@@ -277,16 +263,16 @@ pub fn send_ipi(cpu: CpuId, call_function: bool) -> bool {
 /// Allocates a port that domain `remote` may bind to (a frontend's channel to its
 /// backend); returns the port, still masked until [`register`]ed.
 pub fn alloc_unbound(remote: u16) -> Result<u32, i64> {
-    let mut arg = xen_sys::evtchn_alloc_unbound {
-        dom: 0x7ff0, // DOMID_SELF
+    let mut arg = abi::evtchn_alloc_unbound {
+        dom: abi::DOMID_SELF,
         remote_dom: remote,
         port: 0,
     };
     // SAFETY: EVTCHNOP_alloc_unbound reads dom/remote_dom and writes port in `arg`.
     let rc = unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_event_channel_op,
-            u64::from(xen_sys::EVTCHNOP_alloc_unbound),
+            abi::__HYPERVISOR_event_channel_op,
+            u64::from(abi::EVTCHNOP_alloc_unbound),
             (&raw mut arg) as u64,
             0,
             0,
@@ -327,12 +313,12 @@ fn unmask_port(port: u32) {
     shared_word(mask, w).fetch_and(!bit, SeqCst);
     if shared_word(pending, w).load(SeqCst) & bit != 0 {
         shared_word(mask, w).fetch_or(bit, SeqCst);
-        let mut arg = xen_sys::evtchn_unmask { port };
+        let mut arg = abi::evtchn_unmask { port };
         // SAFETY: EVTCHNOP_unmask reads `struct evtchn_unmask { u32 port }`.
         unsafe {
             hypercall(
-                xen_sys::__HYPERVISOR_event_channel_op,
-                u64::from(xen_sys::EVTCHNOP_unmask),
+                abi::__HYPERVISOR_event_channel_op,
+                u64::from(abi::EVTCHNOP_unmask),
                 (&raw mut arg) as u64,
                 0,
                 0,
@@ -470,7 +456,7 @@ pub fn set_timer(deadline_ns: u64) {
         deadline_ns.max(1)
     };
     // SAFETY: set_timer_op takes an absolute system time in ns (0 = cancel).
-    unsafe { hypercall(xen_sys::__HYPERVISOR_set_timer_op, arg, 0, 0, 0, 0) };
+    unsafe { hypercall(abi::__HYPERVISOR_set_timer_op, arg, 0, 0, 0, 0) };
 }
 
 /// Blocks until an event is pending. Xen's `SCHEDOP_block` unmasks events and checks for
@@ -481,8 +467,8 @@ pub fn block() {
     // SAFETY: SCHEDOP_block takes no argument.
     unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_sched_op,
-            u64::from(xen_sys::SCHEDOP_block),
+            abi::__HYPERVISOR_sched_op,
+            u64::from(abi::SCHEDOP_block),
             0,
             0,
             0,
@@ -496,5 +482,5 @@ pub fn block() {
 /// the guest through Xen's event check (Linux's `xen_force_evtchn_callback`).
 pub fn force_callback() {
     // SAFETY: xen_version(XENVER_version, NULL) has no side effects.
-    unsafe { hypercall(xen_sys::__HYPERVISOR_xen_version, 0, 0, 0, 0, 0) };
+    unsafe { hypercall(abi::__HYPERVISOR_xen_version, 0, 0, 0, 0, 0) };
 }

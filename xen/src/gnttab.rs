@@ -4,14 +4,13 @@
 
 use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
+use crate::abi;
 use crate::grant_ref::{self, ENTRY_LEN, RefAllocator};
 use crate::hypercall::{hypercall, update_va_mapping};
 use crate::memory;
 
-const GNTTABOP_SETUP_TABLE: u64 = 2;
 /// Frames of grant table we map (512 v1 entries each).
 pub const FRAMES: usize = 4;
-const DOMID_SELF: u16 = 0x7ff0;
 
 #[repr(C, align(4096))]
 struct Frames([[u8; 4096]; FRAMES]);
@@ -21,20 +20,11 @@ static ENTRIES: AtomicU32 = AtomicU32::new(0);
 static REFS: spinning_top::Spinlock<RefAllocator> =
     spinning_top::Spinlock::new(RefAllocator::new(0));
 
-/// `struct gnttab_setup_table`.
-#[repr(C)]
-struct SetupTable {
-    dom: u16,
-    nr_frames: u32,
-    status: i16,
-    frame_list: u64,
-}
-
 /// Sets up and maps the grant table; returns the number of entries.
 pub fn init() -> Result<u32, &'static str> {
     let mut frames = [0u64; FRAMES];
-    let mut arg = SetupTable {
-        dom: DOMID_SELF,
+    let mut arg = abi::gnttab_setup_table {
+        dom: abi::DOMID_SELF,
         nr_frames: FRAMES as u32,
         status: 0,
         frame_list: frames.as_mut_ptr() as u64,
@@ -43,8 +33,8 @@ pub fn init() -> Result<u32, &'static str> {
     // numbers into `frames` and a status into `arg`.
     let rc = unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_grant_table_op,
-            GNTTABOP_SETUP_TABLE,
+            abi::__HYPERVISOR_grant_table_op,
+            u64::from(abi::GNTTABOP_setup_table),
             (&raw mut arg) as u64,
             1,
             0,
@@ -76,7 +66,8 @@ fn entry(gref: u32) -> *mut u8 {
 }
 
 fn flags(gref: u32) -> &'static AtomicU16 {
-    // SAFETY: the flags word of a mapped v1 entry, shared with Xen, accessed atomically.
+    const _: () = assert!(core::mem::offset_of!(crate::abi::grant_entry_v1, flags) == 0);
+    // SAFETY: the flags word (offset 0) of a mapped v1 entry, shared with Xen, accessed atomically.
     unsafe { AtomicU16::from_ptr(entry(gref).cast::<u16>()) }
 }
 
@@ -88,8 +79,12 @@ pub fn grant_access(domid: u16, addr: u64, readonly: bool) -> Option<u32> {
     // SAFETY: entry `gref` is ours (allocated) and not yet published (flags 0): write
     // domid and frame, then publish with a release store of the flags.
     unsafe {
-        e.add(2).cast::<u16>().write_volatile(domid);
-        e.add(4).cast::<u32>().write_volatile(mfn as u32);
+        e.add(grant_ref::DOMID_OFFSET)
+            .cast::<u16>()
+            .write_volatile(domid);
+        e.add(grant_ref::FRAME_OFFSET)
+            .cast::<u32>()
+            .write_volatile(mfn as u32);
     }
     flags(gref).store(grant_ref::grant_flags(readonly), Ordering::Release);
     Some(gref)

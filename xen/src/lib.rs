@@ -14,6 +14,7 @@
 
 extern crate alloc;
 
+pub mod abi;
 pub mod balloon_ops;
 pub mod evtchn_demux;
 pub mod grant_ref;

@@ -6,8 +6,8 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::Relaxed};
 use libos::balloon::{Error as BalloonError, Issue};
 use libos::memory::Region;
 use libos::{BootInfo, Platform, println};
-use xen_sys::shared_info;
 
+use crate::abi::{self, shared_info};
 use crate::start_info::{self, StartInfo};
 use crate::{console, hypercall, traps, vcpu};
 
@@ -26,15 +26,15 @@ core::arch::global_asm!(
     .popsection
     .endm
 
-    XEN_NOTE 6, .asciz "Upcall"                         /* GUEST_OS */
-    XEN_NOTE 5, .asciz "xen-3.0"                        /* XEN_VERSION */
-    XEN_NOTE 8, .asciz "generic"                        /* LOADER */
-    XEN_NOTE 3, .quad 0                                 /* VIRT_BASE */
-    XEN_NOTE 4, .quad 0                                 /* PADDR_OFFSET */
-    XEN_NOTE 1, .quad xen_start                         /* ENTRY */
-    XEN_NOTE 2, .quad hypercall_page                    /* HYPERCALL_PAGE */
-    XEN_NOTE 10, .asciz "!writable_page_tables|pae_pgdir_above_4gb" /* FEATURES */
-    XEN_NOTE 17, .long (1 << 11)                        /* SUPPORTED_FEATURES: dom0 */
+    XEN_NOTE {guest_os}, .asciz "Upcall"
+    XEN_NOTE {xen_version}, .asciz "xen-3.0"
+    XEN_NOTE {loader}, .asciz "generic"
+    XEN_NOTE {virt_base}, .quad 0
+    XEN_NOTE {paddr_offset}, .quad 0
+    XEN_NOTE {entry}, .quad xen_start
+    XEN_NOTE {hypercall_page}, .quad hypercall_page
+    XEN_NOTE {features}, .asciz "!writable_page_tables|pae_pgdir_above_4gb"
+    XEN_NOTE {supported_features}, .long 1 << {dom0}
 
     .section .text.boot, "ax"
     .global xen_start
@@ -61,7 +61,17 @@ xen_entry_tsc: .quad 0
     .balign 4096
     .skip 64 * 1024
 xen_boot_stack_top:
-"#
+"#,
+    guest_os = const abi::XEN_ELFNOTE_GUEST_OS,
+    xen_version = const abi::XEN_ELFNOTE_XEN_VERSION,
+    loader = const abi::XEN_ELFNOTE_LOADER,
+    virt_base = const abi::XEN_ELFNOTE_VIRT_BASE,
+    paddr_offset = const abi::XEN_ELFNOTE_PADDR_OFFSET,
+    entry = const abi::XEN_ELFNOTE_ENTRY,
+    hypercall_page = const abi::XEN_ELFNOTE_HYPERCALL_PAGE,
+    features = const abi::XEN_ELFNOTE_FEATURES,
+    supported_features = const abi::XEN_ELFNOTE_SUPPORTED_FEATURES,
+    dom0 = const abi::XENFEAT_dom0,
 );
 
 unsafe extern "C" {
@@ -164,9 +174,9 @@ impl Platform for Xen {
             };
         }
         let reason = if code == 0 {
-            hypercall::SHUTDOWN_poweroff
+            abi::SHUTDOWN_poweroff
         } else {
-            hypercall::SHUTDOWN_crash
+            abi::SHUTDOWN_crash
         };
         loop {
             hypercall::shutdown(reason);
@@ -194,7 +204,7 @@ impl Platform for Xen {
         if hypercall::set_gs_kernel_base(base) != 0 {
             // Nothing can print yet (the console needs per-CPU data): crash the domain,
             // which `xl` and the test bed report.
-            hypercall::shutdown(hypercall::SHUTDOWN_crash);
+            hypercall::shutdown(abi::SHUTDOWN_crash);
         }
     }
 
@@ -295,7 +305,7 @@ pub(crate) fn platform() -> &'static dyn Platform {
 
 // `now_ns` reads Xen's vcpu_time_info through libos's shared pvclock record type.
 const _: () =
-    assert!(size_of::<libos::pvclock::PvclockRecord>() == size_of::<xen_sys::vcpu_time_info>());
+    assert!(size_of::<libos::pvclock::PvclockRecord>() == size_of::<abi::vcpu_time_info>());
 
 /// Exit status when boot information is unusable.
 const BOOT_FAILURE: i32 = 3;

@@ -8,8 +8,17 @@
 //!
 //! Layout (`VIRT_BASE` 0, so virtual = pseudo-physical, as for Upcall's images): code at
 //! 1 MiB, the hypercall page (filled in by Xen) at +4 KiB, data (message, hypercall
-//! arguments, the notes) at +8 KiB, a 4 KiB stack (bss) at +12 KiB. The ABI facts follow
-//! Xen's public headers, `xen/include/public` (`elfnote.h`, `xen.h`, `sched.h`).
+//! arguments, the notes) at +8 KiB, a 4 KiB stack (bss) at +12 KiB. The ABI facts come
+//! from the Xen backend's own `abi` module (Xen's public headers, through xen-sys).
+
+/// The Xen ABI, shared with the backend (a pure module: `core` and `xen_sys` only).
+#[path = "../../../xen/src/abi.rs"]
+#[allow(
+    dead_code,
+    unused_imports,
+    reason = "the stub uses a few of the backend's ABI items"
+)]
+mod abi;
 
 /// Virtual (= pseudo-physical) load address of the code.
 const BASE: u64 = 0x10_0000;
@@ -25,22 +34,22 @@ const LOAD_OFFSET: u64 = PAGE;
 pub const MESSAGE: &[u8] = b"xen-boot-stub: hello from a minimal PV kernel\n";
 
 /// Hypercall numbers and operations (`public/xen.h`, `sched.h`, `event_channel.h`).
-const HYPERVISOR_SCHED_OP: u64 = 29;
-const HYPERVISOR_EVENT_CHANNEL_OP: u64 = 32;
-const SCHEDOP_YIELD: u32 = 0;
-const SCHEDOP_SHUTDOWN: u32 = 2;
-const EVTCHNOP_SEND: u32 = 4;
-/// `start_info` offsets (64-bit): `console.domU.mfn` and `console.domU.evtchn`.
-const SI_CONSOLE_MFN: u8 = 72;
-const SI_CONSOLE_EVTCHN: u8 = 80;
-/// `struct xencons_interface`: `out[2048]` at 1024, `out_cons` at 3080, `out_prod` at
-/// 3084.
-const RING_OUT: u32 = 1024;
-const RING_OUT_SIZE: u32 = 2048;
-const RING_OUT_CONS: u32 = 3080;
-const RING_OUT_PROD: u32 = 3084;
+const HYPERVISOR_SCHED_OP: u64 = abi::__HYPERVISOR_sched_op as u64;
+const HYPERVISOR_EVENT_CHANNEL_OP: u64 = abi::__HYPERVISOR_event_channel_op as u64;
+const SCHEDOP_YIELD: u32 = abi::SCHEDOP_yield;
+const SCHEDOP_SHUTDOWN: u32 = abi::SCHEDOP_shutdown;
+const EVTCHNOP_SEND: u32 = abi::EVTCHNOP_send;
+/// `start_info` offsets (64-bit): `console.domU.mfn` and `console.domU.evtchn` (one
+/// byte displacements in the code).
+const SI_CONSOLE_MFN: u8 = abi::si::CONSOLE_MFN as u8;
+const SI_CONSOLE_EVTCHN: u8 = abi::si::CONSOLE_EVTCHN as u8;
+/// `struct xencons_interface`: `out`, `out_cons`, `out_prod`.
+const RING_OUT: u32 = std::mem::offset_of!(abi::xencons_interface, out) as u32;
+const RING_OUT_SIZE: u32 = abi::XENCONS_OUT_SIZE as u32;
+const RING_OUT_CONS: u32 = std::mem::offset_of!(abi::xencons_interface, out_cons) as u32;
+const RING_OUT_PROD: u32 = std::mem::offset_of!(abi::xencons_interface, out_prod) as u32;
 /// Xen's read-only machine-to-phys table in every 64-bit PV guest.
-const M2P: u64 = 0xffff_8000_0000_0000;
+const M2P: u64 = abi::MACH2PHYS_VIRT_START;
 
 /// x86-64 machine code with backward jumps patched by label.
 struct Code(Vec<u8>);
@@ -130,7 +139,8 @@ fn code() -> Vec<u8> {
         .jump_back(0xeb, wait); // jmp wait
     c.land(drained);
     c.imm32(&[0xbf], REASON) // mov edi, REASON
-        .emit(&[0xc7, 0x07, 0, 0, 0, 0]) // mov dword [rdi], SHUTDOWN_poweroff
+        .emit(&[0xc7, 0x07])
+        .emit(&abi::SHUTDOWN_poweroff.to_le_bytes()) // mov dword [rdi], SHUTDOWN_poweroff
         .emit(&[0x89, 0xfe]) // mov esi, edi
         .imm32(&[0xbf], u64::from(SCHEDOP_SHUTDOWN)) // mov edi, SCHEDOP_shutdown
         .hypercall(HYPERVISOR_SCHED_OP);
@@ -155,14 +165,20 @@ fn note(ty: u32, desc: &[u8]) -> Vec<u8> {
 /// kernel (generic loader, xen-3.0) and where to enter it.
 fn notes() -> Vec<u8> {
     let mut n = Vec::new();
-    n.extend(note(6, b"xen-boot-stub\0")); // GUEST_OS
-    n.extend(note(5, b"xen-3.0\0")); // XEN_VERSION
-    n.extend(note(8, b"generic\0")); // LOADER
-    n.extend(note(3, &0u64.to_le_bytes())); // VIRT_BASE
-    n.extend(note(4, &0u64.to_le_bytes())); // PADDR_OFFSET
-    n.extend(note(1, &BASE.to_le_bytes())); // ENTRY
-    n.extend(note(2, &HYPERCALL_PAGE.to_le_bytes())); // HYPERCALL_PAGE
-    n.extend(note(10, b"!writable_page_tables|pae_pgdir_above_4gb\0")); // FEATURES
+    n.extend(note(abi::XEN_ELFNOTE_GUEST_OS, b"xen-boot-stub\0"));
+    n.extend(note(abi::XEN_ELFNOTE_XEN_VERSION, b"xen-3.0\0"));
+    n.extend(note(abi::XEN_ELFNOTE_LOADER, b"generic\0"));
+    n.extend(note(abi::XEN_ELFNOTE_VIRT_BASE, &0u64.to_le_bytes()));
+    n.extend(note(abi::XEN_ELFNOTE_PADDR_OFFSET, &0u64.to_le_bytes()));
+    n.extend(note(abi::XEN_ELFNOTE_ENTRY, &BASE.to_le_bytes()));
+    n.extend(note(
+        abi::XEN_ELFNOTE_HYPERCALL_PAGE,
+        &HYPERCALL_PAGE.to_le_bytes(),
+    ));
+    n.extend(note(
+        abi::XEN_ELFNOTE_FEATURES,
+        b"!writable_page_tables|pae_pgdir_above_4gb\0",
+    ));
     n
 }
 
