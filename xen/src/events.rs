@@ -14,7 +14,7 @@ use libos::regs::Regs;
 use crate::abi;
 use crate::evtchn_demux;
 use crate::hypercall::hypercall;
-use crate::{pv, vcpu};
+use crate::{shared_info, vcpu};
 
 /// Pseudo-vector of the event upcall in `Regs::vector`.
 pub const UPCALL_VECTOR: u64 = 256;
@@ -301,7 +301,7 @@ fn shared_word(array: *mut u64, word: usize) -> &'static AtomicU64 {
 /// Context: any; with events masked a re-raised event is delivered when they are
 /// unmasked.
 fn unmask_port(port: u32) {
-    let si = pv::shared_info();
+    let si = shared_info::get();
     // SAFETY: field addresses of the mapped shared-info page.
     let (mask, pending) = unsafe {
         (
@@ -330,7 +330,7 @@ fn unmask_port(port: u32) {
 
 /// Masks `port`: its events stay pending until [`unmask_port`].
 fn mask_port(port: u32) {
-    let si = pv::shared_info();
+    let si = shared_info::get();
     // SAFETY: field address of the mapped shared-info page.
     let mask = unsafe { (&raw mut (*si).evtchn_mask).cast::<u64>() };
     shared_word(mask, port as usize / 64 % PORT_WORDS).fetch_or(1u64 << (port % 64), SeqCst);
@@ -387,7 +387,7 @@ pub fn mask_test_event(masked: bool) -> bool {
 /// Context: events masked, on the irq stack (via `run_irq_on_irqstack_cond`, which
 /// runs the bottom halves the handlers raised once the scan is done).
 pub extern "C" fn upcall(regs: &mut Regs) {
-    let si = pv::shared_info();
+    let si = shared_info::get();
     // Events masked: this vCPU stays put while the upcall runs.
     let cpu = this_cpu().id();
     let vcpu = vcpu::of(cpu);

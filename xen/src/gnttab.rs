@@ -107,3 +107,59 @@ pub fn end_access(gref: u32) -> bool {
 pub fn entries() -> u32 {
     ENTRIES.load(Ordering::SeqCst)
 }
+
+/// A page of the image to grant in [`self_check`].
+#[repr(C, align(4096))]
+struct CheckPage([u8; 4096]);
+static CHECK_PAGE: CheckPage = CheckPage([0; 4096]);
+
+/// The `selftest` app's grant-table check: the table is set up, and a page of the image
+/// granted read-only to dom0 gets a reference past the reserved ones whose entry reads
+/// back as that grant, and is revoked (flags cleared, reference free again).
+///
+/// Context: task context, after `init`.
+pub fn self_check(check: &mut dyn FnMut(&str, bool, core::fmt::Arguments<'_>)) {
+    let n = entries();
+    check(
+        "xen: grant table: 4 frames, 2048 entries",
+        FRAMES == 4 && n == 2048,
+        format_args!("{FRAMES} frames, {n} entries"),
+    );
+    let page = (&raw const CHECK_PAGE) as u64;
+    let Some(gref) = grant_access(0, page, true) else {
+        check(
+            "xen: grant a page to dom0",
+            false,
+            format_args!("no free reference"),
+        );
+        return;
+    };
+    let e = entry(gref);
+    // SAFETY: entry `gref` is ours (granted above, not yet revoked); plain reads of
+    // the words we wrote.
+    let (domid, frame) = unsafe {
+        (
+            e.add(grant_ref::DOMID_OFFSET).cast::<u16>().read_volatile(),
+            e.add(grant_ref::FRAME_OFFSET).cast::<u32>().read_volatile(),
+        )
+    };
+    let granted = flags(gref).load(Ordering::Acquire);
+    let mfn = memory::mfn_of_addr(page);
+    check(
+        "xen: grant a page to dom0",
+        gref >= grant_ref::RESERVED
+            && granted == grant_ref::grant_flags(true)
+            && domid == 0
+            && u64::from(frame) == mfn,
+        format_args!(
+            "ref {gref}, flags {granted:#x}, domid {domid}, frame {frame:#x} (mfn {mfn:#x})"
+        ),
+    );
+    let revoked = end_access(gref);
+    let cleared = flags(gref).load(Ordering::Acquire);
+    check(
+        "xen: revoke the grant",
+        revoked && cleared == 0,
+        format_args!("end_access {revoked}, flags {cleared:#x}"),
+    );
+}

@@ -25,7 +25,7 @@ use libos::smp::Ipi;
 
 use crate::abi;
 use crate::vcpu::{self, VcpuOp};
-use crate::{events, memory, pv, traps};
+use crate::{events, memory, traps};
 
 /// Bytes of a secondary vCPU's boot stack (its idle task runs on it).
 const AP_STACK_SIZE: usize = 32 * 1024;
@@ -169,7 +169,7 @@ fn initial_context(cpu: CpuId, stack_top: u64) -> Box<abi::vcpu_guest_context> {
 extern "C" fn xen_ap_main(cpu: u64) -> ! {
     // Sets the GS base again (the context already did) and fills in the area's self
     // pointer and id: first, since everything after reads per-CPU data.
-    percpu::init_cpu(cpu as CpuId, pv::platform());
+    percpu::init_cpu(cpu as CpuId, crate::platform::platform());
     libos::smp::secondary_main()
 }
 
@@ -193,7 +193,7 @@ pub fn send_ipi(cpu: CpuId, ipi: Ipi) {
 /// Stops this vCPU for good (`VCPUOP_down` on itself; Xen shuts the domain down if it
 /// was the last one up, which only happens once the reporting vCPU is gone too).
 pub fn halt_this_cpu() -> ! {
-    pv::set_mask(true);
+    vcpu::set_mask(true);
     let me = percpu::cpu_id();
     loop {
         vcpu::down(me);

@@ -13,7 +13,7 @@ use libos::{entry, trap};
 use crate::abi::{self, trap_info};
 
 use crate::hypercall::hypercall;
-use crate::{events, pv};
+use crate::{events, vcpu};
 
 core::arch::global_asm!(
     ".section .noinstr.text, \"ax\"",
@@ -114,7 +114,7 @@ fn dispatch(regs: &mut Regs) {
             entry::run_on_irqstack_cond(trap::probe, regs)
         }
         v => {
-            let fault_addr = (v == trap::vector::PAGE_FAULT).then(pv::fault_address);
+            let fault_addr = (v == trap::vector::PAGE_FAULT).then(vcpu::fault_address);
             trap::exception(regs, fault_addr, "interrupted");
         }
     }

@@ -165,3 +165,12 @@ fn gs_byte<const OFF: usize>() -> u8 {
     }
     v
 }
+
+/// The page-fault address Xen saved for the current exception.
+///
+/// Context: events masked (the exception entry masks them), so the vCPU stays put.
+pub fn fault_address() -> u64 {
+    // SAFETY: this vCPU's registered vcpu_info; Xen wrote arch.cr2 before bouncing the
+    // #PF to us.
+    unsafe { (&raw const (*this()).arch.cr2).read_volatile() }
+}

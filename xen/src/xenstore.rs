@@ -315,6 +315,6 @@ fn shutdown_watch() {
         // Acknowledge (as Linux does), then stop.
         let _ = write("control/shutdown", "");
         println!("upcall: the toolstack asked for `{request}`; stopping");
-        crate::pv::shutdown_now(reason);
+        crate::platform::shutdown_now(reason);
     }
 }
