@@ -4,20 +4,8 @@
 use crate::abi;
 
 core::arch::global_asm!(
+    include_str!("xen_note.s"),
     r#"
-    .macro XEN_NOTE type, payload:vararg
-    .pushsection .note.Xen, "a"
-    .balign 4
-    .long 4                  /* namesz "Xen\0" */
-    .long 3f - 2f            /* descsz */
-    .long \type
-    .asciz "Xen"
-    .balign 4
-2:  \payload
-3:  .balign 4
-    .popsection
-    .endm
-
     XEN_NOTE {guest_os}, .asciz "Upcall"
     XEN_NOTE {xen_version}, .asciz "xen-3.0"
     XEN_NOTE {loader}, .asciz "generic"

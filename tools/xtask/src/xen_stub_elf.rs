@@ -11,6 +11,7 @@
 //! through xen-sys), filled into the source as `global_asm!` operands.
 
 use std::mem::offset_of;
+use std::path::Path;
 
 use crate::Failure;
 
@@ -26,8 +27,10 @@ mod abi;
 /// Builds the image.
 pub fn image() -> Result<Vec<u8>, Failure> {
     let ring = |off: usize| off as u64;
+    let xen_note = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../xen/src/xen_note.s");
     crate::stub_elf::assemble(
         "xen_boot",
+        &[xen_note],
         &[
             ("guest_os", abi::XEN_ELFNOTE_GUEST_OS.into()),
             ("xen_version", abi::XEN_ELFNOTE_XEN_VERSION.into()),

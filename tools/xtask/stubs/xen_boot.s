@@ -3,19 +3,7 @@
    Intel syntax; braced names are Xen ABI constants xtask fills in from xen/src/abi.rs
    (Rust `global_asm!` operands). */
 
-/* One ELF note named "Xen". */
-    .macro XEN_NOTE type, payload:vararg
-    .pushsection .note.Xen, "a"
-    .balign 4
-    .long 4                            /* namesz "Xen\0" */
-    .long 3f - 2f                      /* descsz */
-    .long \type
-    .asciz "Xen"
-    .balign 4
-2:  \payload
-3:  .balign 4
-    .popsection
-    .endm
+/* XEN_NOTE comes from xen/src/xen_note.s, assembled before this file. */
 
 /* What libxenguest's loader requires of a PV kernel, and where to enter it. */
     XEN_NOTE {guest_os}, .asciz "xen-boot-stub"
