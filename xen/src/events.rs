@@ -8,7 +8,8 @@
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
 
-use libos::percpu::{CpuId, MAX_CPUS, this_cpu};
+use libos::irqflags::{IrqGuard, IrqsOff};
+use libos::percpu::{CpuId, MAX_CPUS, PerCpu};
 use libos::regs::Regs;
 
 use crate::abi;
@@ -343,8 +344,8 @@ static TEST_PORTS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPU
 /// table like a driver's port. `None` if binding failed.
 ///
 /// Context: irqs off (pinned to this vCPU).
-fn test_port() -> Option<u32> {
-    let cpu = this_cpu().id();
+fn test_port(irqs_off: &IrqsOff<'_>) -> Option<u32> {
+    let cpu = PerCpu::get(irqs_off).id();
     let slot = &TEST_PORTS[cpu as usize];
     match slot.load(SeqCst) {
         0 => {
@@ -358,8 +359,8 @@ fn test_port() -> Option<u32> {
 
 /// Sends this vCPU its test event (`Platform::send_test_event`).
 pub fn send_test_event() -> bool {
-    let _irqs = libos::irqflags::IrqGuard::new();
-    match test_port() {
+    let irqs = IrqGuard::new();
+    match test_port(&irqs.token()) {
         Some(port) => {
             notify(port);
             true
@@ -370,8 +371,8 @@ pub fn send_test_event() -> bool {
 
 /// Masks or unmasks this vCPU's test-event port (`Platform::mask_test_event`).
 pub fn mask_test_event(masked: bool) -> bool {
-    let _irqs = libos::irqflags::IrqGuard::new();
-    let Some(port) = test_port() else {
+    let irqs = IrqGuard::new();
+    let Some(port) = test_port(&irqs.token()) else {
         return false;
     };
     if masked {
@@ -388,8 +389,11 @@ pub fn mask_test_event(masked: bool) -> bool {
 /// runs the bottom halves the handlers raised once the scan is done).
 pub extern "C" fn upcall(regs: &mut Regs) {
     let si = shared_info::get();
+    // SAFETY: Xen enters the upcall with events masked (the PV interrupt flag), and
+    // they stay masked until it returns.
+    let irqs_off = unsafe { IrqsOff::assume() };
     // Events masked: this vCPU stays put while the upcall runs.
-    let cpu = this_cpu().id();
+    let cpu = PerCpu::get(&irqs_off).id();
     let vcpu = vcpu::of(cpu);
     // SAFETY: field addresses in the mapped shared-info page and in this vCPU's
     // registered vcpu_info; Xen writes these fields with atomic operations, so we access
