@@ -101,7 +101,10 @@ pub fn do_nothing_image() -> Result<Vec<u8>, Failure> {
             // hermit-entry's note: NT_HERMIT_ENTRY_VERSION, HERMIT_ENTRY_VERSION.
             ("nt_hermit_entry_version", 0x5a00),
             ("hermit_entry_version", 4),
-            ("xen_elfnote_phys32_entry", 18),
+            (
+                "xen_elfnote_phys32_entry",
+                crate::xen_stub_elf::abi::XEN_ELFNOTE_PHYS32_ENTRY.into(),
+            ),
         ],
     )
 }

@@ -20,9 +20,9 @@ use crate::Failure;
 #[allow(
     dead_code,
     unused_imports,
-    reason = "the stub uses a few of the backend's ABI items"
+    reason = "the stubs use a few of the backend's ABI items"
 )]
-mod abi;
+pub(crate) mod abi;
 
 /// Builds the image.
 pub fn image() -> Result<Vec<u8>, Failure> {
