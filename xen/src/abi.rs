@@ -93,6 +93,10 @@ pub use xen_sys::{
     vcpu_time_info,
 };
 
+/// Bytes of each hypercall's stub in the hypercall page (`XEN_ELFNOTE_HYPERCALL_PAGE`):
+/// hypercall `op` is `call hypercall_page + op * HYPERCALL_STUB_SIZE`.
+pub const HYPERCALL_STUB_SIZE: u32 = 32;
+
 /// `DOMID_SELF` (`xen.h`): "this domain" wherever a hypercall takes a domain id.
 pub const DOMID_SELF: domid_t = 0x7ff0;
 
@@ -279,6 +283,10 @@ const _: () = {
     assert!(offset_of!(grant_entry_v1, frame) == 4);
     assert!(size_of::<grant_entry_v1>() == 8);
 };
+
+/// `GNTTAB_NR_RESERVED_ENTRIES`: the first grant references, kept for the toolstack
+/// (console, xenstore).
+pub const GNTTAB_NR_RESERVED_ENTRIES: u32 = 8;
 
 /// `GTF_permit_access`: the peer may map or copy the frame.
 pub const GTF_permit_access: u16 = 1;

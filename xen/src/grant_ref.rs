@@ -18,7 +18,7 @@ pub const DOMID_OFFSET: usize = offset_of!(grant_entry_v1, domid);
 /// Byte offset of `frame` in an entry.
 pub const FRAME_OFFSET: usize = offset_of!(grant_entry_v1, frame);
 /// Entries reserved for the toolstack (console, xenstore, ...).
-pub const RESERVED: u32 = 8;
+pub const RESERVED: u32 = crate::abi::GNTTAB_NR_RESERVED_ENTRIES;
 
 /// The flags word of a grant.
 pub fn grant_flags(readonly: bool) -> u16 {

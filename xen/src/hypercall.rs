@@ -28,7 +28,7 @@ unsafe extern "C" {
 /// The arguments must be valid for `op` as Xen's ABI defines it; pointers must point to
 /// memory Xen may read or write as that hypercall does.
 pub unsafe fn hypercall(op: u32, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
-    let entry = (&raw const hypercall_page) as u64 + u64::from(op) * 32;
+    let entry = (&raw const hypercall_page) as u64 + u64::from(op * abi::HYPERCALL_STUB_SIZE);
     let ret: i64;
     // SAFETY: `entry` is Xen's stub for `op` in the hypercall page (32 bytes each); the
     // caller vouches for the arguments. Not `nomem`: Xen reads/writes through them.

@@ -34,8 +34,9 @@ core::arch::global_asm!(
     // syscall.
     "and byte ptr [rsp + 8], 0xfc",
     "push 0",
-    "jmp hypercall_page + {iret} * 32",
+    "jmp hypercall_page + {iret} * {stub_size}",
     iret = const abi::__HYPERVISOR_iret,
+    stub_size = const abi::HYPERCALL_STUB_SIZE,
 );
 
 unsafe extern "C" {

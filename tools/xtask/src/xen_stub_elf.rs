@@ -56,6 +56,7 @@ pub fn image() -> Result<Vec<u8>, Failure> {
                 "out_prod",
                 ring(offset_of!(abi::xencons_interface, out_prod)),
             ),
+            ("stub_size", abi::HYPERCALL_STUB_SIZE.into()),
             (
                 "event_channel_op",
                 abi::__HYPERVISOR_event_channel_op.into(),

@@ -50,7 +50,7 @@ copy:
     mov dword ptr [rdi], eax                        /* evtchn_send.port */
     mov esi, edi
     mov edi, {evtchnop_send}
-    mov eax, offset hypercall_page + 32 * {event_channel_op}
+    mov eax, offset hypercall_page + {stub_size} * {event_channel_op}
     call rax
 /* Wait until xenconsoled has consumed everything (else the line dies with us). */
 wait:
@@ -59,7 +59,7 @@ wait:
     je drained
     mov edi, {schedop_yield}
     xor esi, esi
-    mov eax, offset hypercall_page + 32 * {sched_op}
+    mov eax, offset hypercall_page + {stub_size} * {sched_op}
     call rax
     jmp wait
 drained:
@@ -67,7 +67,7 @@ drained:
     mov dword ptr [rdi], {shutdown_poweroff}        /* sched_shutdown.reason */
     mov esi, edi
     mov edi, {schedop_shutdown}
-    mov eax, offset hypercall_page + 32 * {sched_op}
+    mov eax, offset hypercall_page + {stub_size} * {sched_op}
     call rax
 hang:
     jmp hang                                        /* shutdown does not return */
