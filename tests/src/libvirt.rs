@@ -164,6 +164,44 @@ pub fn slot_cases() -> Vec<SlotCase> {
     }]
 }
 
+/// A Xen PV domain that libvirtd's libxl driver defines and starts inside the Xen test
+/// bed's dom0 (its opt-in libvirt flavour: `cargo xtask test --libvirt-xen`).
+#[derive(Debug, Clone)]
+pub struct XenLibvirtCase {
+    /// The case (its console and the app's exit status).
+    pub case: Case,
+    /// How libvirt must report the domain's end (`virsh domstate --reason`).
+    pub libvirt_state: &'static str,
+}
+
+/// Xen PV domains created through libvirt (opt-in, see [`XenLibvirtCase`]).
+pub fn xen_libvirt_cases() -> Vec<XenLibvirtCase> {
+    let mut hello = case("xen/libvirt/hello", "hello", &["a", "b c"]).expect(&[
+        "Hello from Upcall on xen",
+        "arg[0] = a",
+        "arg[1] = b c",
+        "upcall: exit status 0",
+    ]);
+    hello.bed = crate::Bed::XenXl;
+    let mut crash = case("xen/libvirt/crash-task", "crash", &["task"])
+        .status(PANIC)
+        .expect(&[
+            "panicked at apps/crash/src/lib.rs",
+            "upcall: exit status 101",
+        ]);
+    crash.bed = crate::Bed::XenXl;
+    vec![
+        XenLibvirtCase {
+            case: hello,
+            libvirt_state: "shut off (shutdown)",
+        },
+        XenLibvirtCase {
+            case: crash,
+            libvirt_state: "shut off (crashed)",
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +212,7 @@ mod tests {
             .into_iter()
             .map(|c| c.case.name)
             .chain(libvirt_cases().into_iter().map(|c| c.case.name))
+            .chain(xen_libvirt_cases().into_iter().map(|c| c.case.name))
             .chain(slot_cases().into_iter().map(|c| c.case.name))
             .collect();
         let n = names.len();
