@@ -172,6 +172,8 @@ pub struct XenLibvirtCase {
     pub case: Case,
     /// How libvirt must report the domain's end (`virsh domstate --reason`).
     pub libvirt_state: &'static str,
+    /// The lifecycle event libvirt must emit at the end (what Nova listens to).
+    pub libvirt_event: &'static str,
 }
 
 /// Xen PV domains created through libvirt (opt-in, see [`XenLibvirtCase`]).
@@ -194,10 +196,12 @@ pub fn xen_libvirt_cases() -> Vec<XenLibvirtCase> {
         XenLibvirtCase {
             case: hello,
             libvirt_state: "shut off (shutdown)",
+            libvirt_event: "Stopped Shutdown",
         },
         XenLibvirtCase {
             case: crash,
             libvirt_state: "shut off (crashed)",
+            libvirt_event: "Stopped Crashed",
         },
     ]
 }

@@ -143,15 +143,35 @@ pub(crate) fn set_cpu(args: &mut [String]) {
     }
 }
 
-/// What libvirt reported for domain `name` in an xl run's output (the dom0 init's
-/// `xen-testbed: libvirt: domain NAME STATE` line), e.g. `shut off (shutdown)`.
-pub fn reported_state<'a>(output: &'a str, name: &str) -> Option<&'a str> {
-    output.lines().rev().find_map(|l| {
+/// The dom0 init's `xen-testbed: libvirt: domain NAME …` lines for domain `name`, last
+/// first.
+fn reports<'a>(output: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
+    output.lines().rev().filter_map(move |l| {
         l.trim_end_matches('\r')
             .strip_prefix("xen-testbed: libvirt: domain ")?
             .strip_prefix(name)?
             .strip_prefix(' ')
     })
+}
+
+/// What libvirt reported for domain `name` in an xl run's output (the dom0 init's
+/// `xen-testbed: libvirt: domain NAME STATE` line), e.g. `shut off (shutdown)`.
+pub fn reported_state<'a>(output: &'a str, name: &'a str) -> Option<&'a str> {
+    reports(output, name).find(|r| !r.starts_with("events: "))
+}
+
+/// libvirt's lifecycle events for domain `name` in an xl run's output (the dom0 init's
+/// `xen-testbed: libvirt: domain NAME events: A;B;` line), e.g. `Stopped Shutdown`.
+pub fn reported_events<'a>(output: &'a str, name: &'a str) -> Vec<&'a str> {
+    reports(output, name)
+        .find_map(|r| r.strip_prefix("events: "))
+        .map(|list| {
+            list.split(';')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The xl-run domain for an image.
@@ -196,11 +216,17 @@ pub fn run(d: &Domain, timeout: u64) -> Outcome {
         eprint!("{}", c.stderr);
     }
     let state = reported_state(&c.stdout, &run.names[0]);
+    let events = reported_events(&c.stdout, &run.names[0]);
     eprintln!(
-        "xtask: libvirt (libxl, in the Xen test bed's dom0): {}",
+        "xtask: libvirt (libxl, in the Xen test bed's dom0): {}; events {}",
         state.map_or("no report of the domain's end".to_string(), |s| {
             format!("domain {s}")
-        })
+        }),
+        if events.is_empty() {
+            "none".to_string()
+        } else {
+            events.join(", ")
+        }
     );
     if c.timed_out {
         eprintln!(
@@ -230,7 +256,7 @@ pub fn run_tests(
     }
     if !enabled {
         println!(
-            "== not run (opt-in, ~1 min; --libvirt-xen runs them): {}",
+            "== not run (opt-in, ~30 s; --libvirt-xen runs them): {}",
             cases
                 .iter()
                 .map(|c| c.case.name.as_str())
@@ -273,6 +299,7 @@ pub fn run_tests(
         } else {
             format!("{}-{}", c.case.app, k + 1)
         };
+        let events = reported_events(&d.output, &name);
         let verdict = match (d.status, reported_state(&d.output, &name)) {
             _ if !d.began => Err(format!(
                 "dom0 ended before the domain began; whole console in {}",
@@ -287,9 +314,14 @@ pub fn run_tests(
                 "libvirt reported {state:?}, want `{}`",
                 c.libvirt_state
             )),
+            (Some(_), _) if !events.contains(&c.libvirt_event) => Err(format!(
+                "libvirt's lifecycle events {events:?} lack `{}`",
+                c.libvirt_event
+            )),
             (Some(status), _) => upcall_tests::check(&c.case, Some(status), &d.output).map(|()| {
                 format!(
-                    " (libvirt: {}; the boot took {:.1} s)",
+                    " (libvirt: {}, {}; the boot took {:.1} s)",
+                    c.libvirt_event,
                     c.libvirt_state,
                     start.elapsed().as_secs_f64()
                 )
@@ -331,8 +363,15 @@ mod tests {
     #[test]
     fn the_state_line_is_read_for_the_right_domain() {
         let out = "xen-testbed: libvirt: domain hello-1 shut off (crashed)\n\
-                   xen-testbed: libvirt: domain hello shut off (shutdown)\r\n";
+                   xen-testbed: libvirt: domain hello shut off (shutdown)\r\n\
+                   xen-testbed: libvirt: domain hello events: Defined Added;Started Booted;\
+                   Stopped Shutdown;\n";
         assert_eq!(reported_state(out, "hello"), Some("shut off (shutdown)"));
+        assert_eq!(
+            reported_events(out, "hello"),
+            ["Defined Added", "Started Booted", "Stopped Shutdown"]
+        );
+        assert!(reported_events(out, "hello-1").is_empty());
         assert_eq!(reported_state(out, "hello-1"), Some("shut off (crashed)"));
         assert_eq!(reported_state(out, "hell"), None);
         assert_eq!(reported_state("", "hello"), None);

@@ -224,7 +224,7 @@ enum Command {
         /// Also run the cases listed as known issues (`upcall_tests::KNOWN_ISSUES`).
         #[arg(long)]
         known_issues: bool,
-        /// Also run the Xen-through-libvirt cases (`xen/libvirt/*`, ~1 min): the Xen
+        /// Also run the Xen-through-libvirt cases (`xen/libvirt/*`, ~30 s): the Xen
         /// test bed's libvirt flavour, whose dom0 creates domains with libvirtd (libxl).
         #[arg(long)]
         libvirt_xen: bool,
