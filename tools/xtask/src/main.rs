@@ -8,6 +8,7 @@ mod bench_soak;
 mod bench_xen_boot;
 mod build;
 mod child;
+mod deb_deps;
 mod fuzz;
 mod gdb;
 mod host;
@@ -16,6 +17,7 @@ mod libvirt;
 mod libvirt_bench;
 mod libvirt_test;
 mod libvirt_testbed;
+mod libvirt_xen;
 mod netbench;
 mod nettest;
 mod new;
@@ -222,6 +224,10 @@ enum Command {
         /// Also run the cases listed as known issues (`upcall_tests::KNOWN_ISSUES`).
         #[arg(long)]
         known_issues: bool,
+        /// Also run the Xen-through-libvirt cases (`xen/libvirt/*`, ~30 s): the Xen
+        /// test bed's libvirt flavour, whose dom0 creates domains with libvirtd (libxl).
+        #[arg(long)]
+        libvirt_xen: bool,
     },
     /// Benchmarks; results go to target/bench/ as JSON and Markdown.
     Bench {
@@ -446,7 +452,8 @@ fn main() -> ExitCode {
             exact,
             no_host,
             known_issues,
-        } => test::run(filter.as_deref(), exact, no_host, known_issues),
+            libvirt_xen,
+        } => test::run(filter.as_deref(), exact, no_host, known_issues, libvirt_xen),
         Command::Bench {
             which: BenchKind::Boot { runs },
         } => bench::boot(runs),

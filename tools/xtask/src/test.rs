@@ -418,7 +418,13 @@ fn release_size(t: &mut Tally) {
 }
 
 /// `cargo xtask test`.
-pub fn run(filter: Option<&str>, exact: bool, no_host: bool, known_issues: bool) -> Outcome {
+pub fn run(
+    filter: Option<&str>,
+    exact: bool,
+    no_host: bool,
+    known_issues: bool,
+    libvirt_xen: bool,
+) -> Outcome {
     let start = Instant::now();
     let mut t = Tally::default();
     if !no_host {
@@ -478,6 +484,9 @@ pub fn run(filter: Option<&str>, exact: bool, no_host: bool, known_issues: bool)
         println!("== Xen platform: Xen 4.17 in QEMU (TCG), as dom0 and as an xl domU");
         run_cases(&mut t, &xen_cases, &wanted, &mut images);
     }
+    crate::libvirt_xen::run_tests(libvirt_xen, &wanted, &mut |name, result| {
+        t.record(name, result)
+    });
     if !t.failures.is_empty() {
         println!("failed: {}", t.failures.join(", "));
         println!(
