@@ -19,6 +19,7 @@ pub mod acpi_sleep;
 pub mod bootargs;
 pub mod madt;
 pub mod mmio_devices;
+pub mod pci_intx;
 pub mod start_info;
 pub mod tsc_freq;
 pub mod virtio_net_rx;

@@ -1,7 +1,8 @@
 //! The assembly both 32-bit entries share (the PVH boot entry in `pvh` and the APs'
 //! trampoline in `trampoline`): the switch into long mode, and the flat data segments
-//! loaded right after it. Each macro expands to an AT&T-syntax string literal that the
-//! entries splice into their `global_asm!` templates.
+//! loaded right after it. Each macro expands to an Intel-syntax string literal (Rust's
+//! default, as in every asm of the kernel crates) that the entries splice into their
+//! `global_asm!` templates.
 
 /// From 32-bit protected mode with paging off and CR3 holding a PML4: CR4.PAE,
 /// EFER.LME, then CR0.PG | CR0.WP | CR0.PE, which activates long mode (compatibility
@@ -9,16 +10,16 @@
 macro_rules! enter_long_mode_asm {
     () => {
         r#"
-    mov %cr4, %eax
-    or $0x20, %eax               /* CR4.PAE */
-    mov %eax, %cr4
-    mov $0xC0000080, %ecx        /* EFER */
+    mov eax, cr4
+    or eax, 0x20                 /* CR4.PAE */
+    mov cr4, eax
+    mov ecx, 0xC0000080          /* EFER */
     rdmsr
-    or $0x100, %eax              /* EFER.LME */
+    or eax, 0x100                /* EFER.LME */
     wrmsr
-    mov %cr0, %eax
-    or $0x80010001, %eax         /* CR0.PG | CR0.WP | CR0.PE */
-    mov %eax, %cr0
+    mov eax, cr0
+    or eax, 0x80010001           /* CR0.PG | CR0.WP | CR0.PE */
+    mov cr0, eax
 "#
     };
 }
@@ -29,13 +30,13 @@ macro_rules! enter_long_mode_asm {
 macro_rules! flat_data_segments_asm {
     () => {
         r#"
-    mov $0x10, %eax
-    mov %eax, %ds
-    mov %eax, %es
-    mov %eax, %ss
-    xor %eax, %eax
-    mov %eax, %fs
-    mov %eax, %gs
+    mov eax, 0x10
+    mov ds, eax
+    mov es, eax
+    mov ss, eax
+    xor eax, eax
+    mov fs, eax
+    mov gs, eax
 "#
     };
 }

@@ -10,7 +10,6 @@ const CONFIG_DATA: u16 = 0xcfc;
 const VENDOR_ID: u8 = 0x00;
 const COMMAND: u8 = 0x04;
 const BAR0: u8 = 0x10;
-const INTERRUPT_LINE: u8 = 0x3c;
 /// Command register: respond to memory accesses; master DMA.
 const CMD_MEMORY: u16 = 1 << 1;
 const CMD_BUS_MASTER: u16 = 1 << 2;
@@ -62,11 +61,6 @@ impl Function {
             Port::<u32>::new(CONFIG_ADDRESS).write(self.address(offset));
             Port::<u32>::new(CONFIG_DATA).write(value);
         }
-    }
-
-    /// Reads a byte.
-    pub fn read8(self, offset: u8) -> u8 {
-        (self.read32(offset) >> (8 * (offset & 3))) as u8
     }
 
     /// (vendor, device) ids.
@@ -153,9 +147,16 @@ impl Function {
         self.write32(COMMAND, (cmd & 0xffff_0000) | u32::from(bits));
     }
 
-    /// The ISA interrupt line the firmware routed INTx to (0xff or 0 = none).
-    pub fn interrupt_line(self) -> u8 {
-        self.read8(INTERRUPT_LINE)
+    /// The ISA IRQ the function's INTx pin raises: by the PIIX3's PIRQ routing where
+    /// there is one (the firmware's Interrupt Line note can be wrong, see `pci_intx`),
+    /// else by that note.
+    pub fn intx_irq(self) -> Result<u8, crate::pci_intx::IntxError> {
+        let bridge = Function {
+            device: crate::pci_intx::PIIX_DEVICE,
+            function: 0,
+        };
+        let piix = crate::pci_intx::is_piix(bridge.ids()).then(|| bridge.config_space());
+        crate::pci_intx::isa_irq(self.device, &self.config_space(), piix.as_ref())
     }
 }
 

@@ -24,50 +24,50 @@ core::arch::global_asm!(
     .type pvh_start32, @function
 pvh_start32:
     cld
-    mov %ebx, %esi               /* esi = hvm_start_info (kept until the call) */
+    mov esi, ebx                 /* esi = hvm_start_info (kept until the call) */
     rdtsc
-    mov %eax, (kvm_entry_tsc)
-    mov %edx, (kvm_entry_tsc + 4)
+    mov dword ptr [kvm_entry_tsc], eax
+    mov dword ptr [kvm_entry_tsc + 4], edx
 
     /* Zero .bss (QEMU's loaders zero it too, but the firmware paths differ). Both
        ends are page-aligned, so whole 4-byte words: 4x fewer iterations than stosb
        (each iteration is an instruction under TCG). */
-    mov $__bss_start, %edi
-    mov $__bss_end, %ecx
-    sub %edi, %ecx
-    shr $2, %ecx
-    xor %eax, %eax
-    rep stosl
+    mov edi, offset __bss_start
+    mov ecx, offset __bss_end
+    sub ecx, edi
+    shr ecx, 2
+    xor eax, eax
+    rep stosd
 
     /* 2048 PD entries: 4 GiB of 2 MiB pages, present | writable | huge. */
-    mov $boot_pd, %edi
-    mov $0x83, %eax
-    xor %edx, %edx
-    mov $2048, %ecx
-1:  mov %eax, (%edi)
-    mov %edx, 4(%edi)
-    add $0x200000, %eax
-    adc $0, %edx
-    add $8, %edi
-    loop 1b
+    mov edi, offset boot_pd
+    mov eax, 0x83
+    xor edx, edx
+    mov ecx, 2048
+2:  mov dword ptr [edi], eax
+    mov dword ptr [edi + 4], edx
+    add eax, 0x200000
+    adc edx, 0
+    add edi, 8
+    loop 2b
 
     /* PDPT[0..4] -> the four PDs; PML4[0] -> PDPT. */
-    mov $boot_pdpt, %edi
-    mov $(boot_pd + 3), %eax
-    mov $4, %ecx
-2:  mov %eax, (%edi)
-    add $4096, %eax
-    add $8, %edi
-    loop 2b
-    movl $(boot_pdpt + 3), (boot_pml4)
+    mov edi, offset boot_pdpt
+    mov eax, offset boot_pd + 3
+    mov ecx, 4
+3:  mov dword ptr [edi], eax
+    add eax, 4096
+    add edi, 8
+    loop 3b
+    mov dword ptr [boot_pml4], offset boot_pdpt + 3
 
-    mov $boot_pml4, %eax
-    mov %eax, %cr3
+    mov eax, offset boot_pml4
+    mov cr3, eax
 "#,
     enter_long_mode_asm!(),
     r#"
-    lgdt (boot_gdtr)
-    ljmp $0x08, $pvh_start64
+    lgdt [boot_gdtr]
+    ljmp 0x08, offset pvh_start64
 
     .code64
     .type pvh_start64, @function
@@ -75,9 +75,9 @@ pvh_start64:
 "#,
     flat_data_segments_asm!(),
     r#"
-    lea __boot_stack_top(%rip), %rsp
-    xor %ebp, %ebp               /* ends every backtrace */
-    mov %esi, %edi               /* zero-extends: arg 0 = start info paddr */
+    lea rsp, [rip + __boot_stack_top]
+    xor ebp, ebp                 /* ends every backtrace */
+    mov edi, esi                 /* zero-extends: arg 0 = start info paddr */
     call kvm_pvh_main
     ud2
 
@@ -113,8 +113,7 @@ __boot_stack_guard: .skip 4096
 __boot_stack_top:
     .code64
     .previous
-"#,
-    options(att_syntax)
+"#
 );
 
 use libos::memory::Region;

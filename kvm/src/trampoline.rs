@@ -8,7 +8,8 @@
 //! `rbp = 0` so backtraces end there. The AP then loads its own GDT/TSS and the IDT.
 //!
 //! The code runs at a different address than it was linked at: every absolute address
-//! in it is written as `PADDR + (label - ap_trampoline_start)`.
+//! in it is written as `PADDR + (label - ap_trampoline_start)`, named once by a `.set`
+//! at the end (Intel syntax takes no difference of labels in an operand).
 
 use core::sync::atomic::{Ordering, fence};
 
@@ -38,39 +39,42 @@ ap_trampoline_start:
     .code16
     cli
     cld
-    mov %cs, %ax
-    mov %ax, %ds
-    lgdtl (ap_gdtr - ap_trampoline_start)
-    mov %cr0, %eax
-    or $1, %eax                  /* CR0.PE */
-    mov %eax, %cr0
-    ljmpl $0x08, ${base} + (ap_prot32 - ap_trampoline_start)
+    mov ax, cs
+    mov ds, ax
+    lgdtd [.Lap_gdtr_off]        /* the 32-bit form: the GDT base is a full 32 bits */
+    mov eax, cr0
+    or eax, 1                    /* CR0.PE */
+    mov cr0, eax
+    /* A far jump with a 16-bit offset (Intel syntax has no 32-bit-offset form in 16-bit
+       code; AT&T's ljmpl was the same jump with a 0x66 prefix): the target, PADDR plus
+       a few bytes, is below 64 KiB, which the Rust side asserts. */
+    ljmp 0x08, offset .Lap_prot32_at
 
     .code32
 ap_prot32:
-    mov $0x10, %ax
-    mov %ax, %ds
-    mov %ax, %es
-    mov %ax, %ss
-    mov ${base} + (ap_params - ap_trampoline_start), %ebx
-    mov (%ebx), %eax             /* params.cr3 */
-    mov %eax, %cr3
+    mov ax, 0x10
+    mov ds, eax                  /* (the selector is ax; no 0x66 prefix) */
+    mov es, eax
+    mov ss, eax
+    mov ebx, offset .Lap_params_at
+    mov eax, dword ptr [ebx]     /* params.cr3 */
+    mov cr3, eax
 "#,
     enter_long_mode_asm!(),
     r#"
-    ljmp $0x18, ${base} + (ap_long - ap_trampoline_start)
+    ljmp 0x18, offset .Lap_long_at
 
     .code64
 ap_long:
 "#,
     flat_data_segments_asm!(),
     r#"
-    mov ${base} + (ap_params - ap_trampoline_start), %ebx
-    mov 8(%rbx), %rsp            /* params.stack_top */
-    mov 16(%rbx), %rdi           /* params.cpu */
-    mov 24(%rbx), %rax           /* params.entry */
-    xor %ebp, %ebp
-    call *%rax
+    mov ebx, offset .Lap_params_at
+    mov rsp, qword ptr [rbx + 8]  /* params.stack_top */
+    mov rdi, qword ptr [rbx + 16] /* params.cpu */
+    mov rax, qword ptr [rbx + 24] /* params.entry */
+    xor ebp, ebp
+    call rax
     ud2
 
     .balign 8
@@ -90,10 +94,18 @@ ap_params:
 ap_trampoline_end:
     .code64
     .previous
+
+    /* Offsets and run-time addresses of the trampoline's labels. */
+    .set .Lap_gdtr_off, ap_gdtr - ap_trampoline_start
+    .set .Lap_prot32_at, {base} + (ap_prot32 - ap_trampoline_start)
+    .set .Lap_long_at, {base} + (ap_long - ap_trampoline_start)
+    .set .Lap_params_at, {base} + (ap_params - ap_trampoline_start)
 "#,
     base = const PADDR,
-    options(att_syntax)
 );
+
+// The 16-bit far jump into `ap_prot32` reaches offsets below 64 KiB only.
+const _: () = assert!(PADDR + 4096 <= 0x1_0000);
 
 unsafe extern "C" {
     static ap_trampoline_start: u8;

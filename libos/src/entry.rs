@@ -171,7 +171,7 @@ const WORK_RESCHED: u32 = 4;
 
 /// Snapshot of pending exit work; read with irqs off. `how` says which reschedule
 /// counts as work (the model's, or the raw one inside a preemptible section).
-fn pending_work(_: &IrqsOff, how: preempt::ExitResched) -> u32 {
+fn pending_work(_: &IrqsOff<'_>, how: preempt::ExitResched) -> u32 {
     let mut w = 0;
     if softirq::pending() {
         w |= WORK_SOFTIRQ;
@@ -193,7 +193,7 @@ fn pending_work(_: &IrqsOff, how: preempt::ExitResched) -> u32 {
 /// halves and notify callbacks come before the reschedule, so a task they wake is
 /// ready by the time it decides.
 #[inline(never)]
-fn exit_work(irqs_off: &IrqsOff, how: preempt::ExitResched) {
+fn exit_work(irqs_off: &IrqsOff<'_>, how: preempt::ExitResched) {
     irqflags::assert_irqs_disabled();
     loop {
         let work = pending_work(irqs_off, how);

@@ -77,21 +77,47 @@ pub fn check_consistent(hw_on: bool, place: &str, rip: u64) {
 }
 
 /// Proof that interrupts are off on this CPU, for functions that require it.
+///
+/// It borrows what keeps irqs off (an [`IrqGuard`], through [`IrqGuard::token`]), so the
+/// borrow checker refuses a token that outlives its guard: once the guard drops and
+/// irqs may be on again, no proof that they are off is left.
+///
+/// ```no_run
+/// use libos::irqflags::IrqGuard;
+/// use libos::percpu::PerCpu;
+/// let guard = IrqGuard::new();
+/// let token = guard.token();
+/// let _cpu = PerCpu::get(&token).id();
+/// drop(guard);
+/// ```
+///
+/// ```compile_fail,E0505
+/// use libos::irqflags::IrqGuard;
+/// use libos::percpu::PerCpu;
+/// let guard = IrqGuard::new();
+/// let token = guard.token();
+/// drop(guard); // irqs may be on again here...
+/// let _cpu = PerCpu::get(&token).id(); // ...so the token is refused
+/// ```
 #[derive(Debug)]
-pub struct IrqsOff {
+pub struct IrqsOff<'guard> {
+    _guard: PhantomData<&'guard IrqGuard>,
     _not_send: PhantomData<*const ()>,
 }
 
-impl IrqsOff {
-    /// Asserts that irqs are off and returns the token.
+impl IrqsOff<'_> {
+    /// Asserts that irqs are off and returns the token, for code that has no guard
+    /// because the CPU entered it with irqs off.
     ///
     /// # Safety
     /// Irqs must really be off for as long as the token is used (callers: entry code,
-    /// which runs with the CPU's interrupt flag clear).
+    /// which runs with the CPU's interrupt flag clear), whatever lifetime the caller
+    /// picks for it.
     #[track_caller]
     pub unsafe fn assume() -> Self {
         assert_irqs_disabled();
         IrqsOff {
+            _guard: PhantomData,
             _not_send: PhantomData,
         }
     }
@@ -116,9 +142,10 @@ impl IrqGuard {
         }
     }
 
-    /// The token proving irqs are off while the guard lives.
-    pub fn token(&self) -> IrqsOff {
+    /// The token proving irqs are off; it borrows the guard, so it cannot outlive it.
+    pub fn token(&self) -> IrqsOff<'_> {
         IrqsOff {
+            _guard: PhantomData,
             _not_send: PhantomData,
         }
     }

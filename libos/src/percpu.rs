@@ -13,8 +13,8 @@
 //!   (a [`crate::preempt::PreemptGuard`], an [`crate::irqflags::IrqGuard`] or an
 //!   [`crate::irqflags::IrqsOff`] token): the borrow checker refuses a use after the
 //!   guard is gone.
-//! - [`this_cpu`] (no guard) is for the entry core and the scheduler, which run with
-//!   irqs off; each field's doc says who writes it and with what irq state.
+//! - `this_cpu` (no guard) is libos's own, for the entry core and the scheduler, which
+//!   run with irqs off; each field's doc says who writes it and with what irq state.
 //! - The preemption count is changed with single `gs:`-relative instructions, so the
 //!   read-modify-write cannot be split by a migration.
 //!
@@ -117,7 +117,18 @@ impl PerCpu {
         }
     }
 
-    /// This CPU's area for as long as `pin` keeps the caller on this CPU.
+    /// This CPU's area for as long as `pin` keeps the caller on this CPU: the only way
+    /// to it outside libos (its unpinned `this_cpu` is private).
+    ///
+    /// ```no_run
+    /// use libos::percpu::PerCpu;
+    /// let pin = libos::preempt::preempt_disable();
+    /// let _nesting = PerCpu::get(&pin).irq_nesting.load(core::sync::atomic::Ordering::Relaxed);
+    /// ```
+    ///
+    /// ```compile_fail,E0603
+    /// let _cpu = libos::percpu::this_cpu(); // no guard, no per-CPU area
+    /// ```
     pub fn get(pin: &impl Pinned) -> &PerCpu {
         let _ = pin;
         this_cpu()
@@ -147,8 +158,8 @@ impl sealed::Sealed for crate::preempt::PreemptGuard {}
 impl Pinned for crate::preempt::PreemptGuard {}
 impl sealed::Sealed for crate::irqflags::IrqGuard {}
 impl Pinned for crate::irqflags::IrqGuard {}
-impl sealed::Sealed for crate::irqflags::IrqsOff {}
-impl Pinned for crate::irqflags::IrqsOff {}
+impl sealed::Sealed for crate::irqflags::IrqsOff<'_> {}
+impl Pinned for crate::irqflags::IrqsOff<'_> {}
 
 static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
 
@@ -185,13 +196,15 @@ pub fn online_cpus() -> u32 {
     CPUS.iter().filter(|c| c.is_online()).count() as u32
 }
 
-/// This CPU's state. Always inlined (used by non-instrumentable entry code).
+/// This CPU's state, without proof that the caller stays on it. Always inlined (used by
+/// non-instrumentable entry code).
 ///
 /// Without a guard the answer may be stale by the time it is used: the caller can be
-/// migrated. Entry code and the scheduler call it with irqs off; other code should use
-/// [`PerCpu::get`] with a guard.
+/// migrated. So it is libos's own, for the entry core and the scheduler, which call it
+/// with irqs off; everyone else uses [`PerCpu::get`], whose answer lives only as long
+/// as the guard that pins the caller.
 #[inline(always)]
-pub fn this_cpu() -> &'static PerCpu {
+pub(crate) fn this_cpu() -> &'static PerCpu {
     #[cfg(not(test))]
     {
         let p: u64;
@@ -210,7 +223,7 @@ pub fn this_cpu() -> &'static PerCpu {
 }
 
 /// The running CPU's index (a snapshot unless the caller is pinned). Always inlined,
-/// like [`this_cpu`].
+/// like `this_cpu`.
 #[inline(always)]
 pub fn cpu_id() -> CpuId {
     this_cpu().id()

@@ -181,4 +181,13 @@ pub trait Platform: Sync {
         let _ = masked;
         false
     }
+
+    /// Test support: the backend's own in-guest checks (the `selftest` app runs them
+    /// through [`crate::testing::platform_checks`]), each reported as `check(name, ok,
+    /// detail)`. The default has none.
+    ///
+    /// Context: task context, irqs on, after [`Platform::start_services`].
+    fn self_checks(&self, check: &mut dyn FnMut(&str, bool, core::fmt::Arguments<'_>)) {
+        let _ = check;
+    }
 }

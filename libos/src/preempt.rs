@@ -201,7 +201,7 @@ pub fn preemption_allowed() -> bool {
 }
 
 /// Reschedules if needed and allowed, whatever the model.
-fn raw_cond_resched(irqs_off: &IrqsOff) {
+fn raw_cond_resched(irqs_off: &IrqsOff<'_>) {
     while need_resched() && preemption_allowed() {
         crate::sched::schedule(irqs_off);
     }
@@ -239,7 +239,7 @@ fn resched_point() {
 /// not have for a long time). Not while a panic is being reported.
 ///
 /// Context: irqs off, about to be re-enabled by the caller (`IrqGuard::drop`).
-pub(crate) fn resched_on_irq_restore(irqs_off: &IrqsOff) {
+pub(crate) fn resched_on_irq_restore(irqs_off: &IrqsOff<'_>) {
     if current() == Model::Full && need_resched() && !crate::panic::is_panicking() {
         raw_cond_resched(irqs_off);
     }
@@ -248,7 +248,7 @@ pub(crate) fn resched_on_irq_restore(irqs_off: &IrqsOff) {
 /// Interrupt-exit reschedule that follows the model: only under `full`.
 ///
 /// Context: irqs off, on the interrupted task's stack, interrupted context had irqs on.
-pub fn irqentry_exit_cond_resched(irqs_off: &IrqsOff) {
+pub fn irqentry_exit_cond_resched(irqs_off: &IrqsOff<'_>) {
     if current() == Model::Full {
         raw_irqentry_exit_cond_resched(irqs_off);
     }
@@ -258,7 +258,7 @@ pub fn irqentry_exit_cond_resched(irqs_off: &IrqsOff) {
 /// sections, which must let other tasks run under `none` and `dynamic:none` too).
 ///
 /// Context: as [`irqentry_exit_cond_resched`].
-pub fn raw_irqentry_exit_cond_resched(irqs_off: &IrqsOff) {
+pub fn raw_irqentry_exit_cond_resched(irqs_off: &IrqsOff<'_>) {
     raw_cond_resched(irqs_off);
 }
 
@@ -280,7 +280,7 @@ pub(crate) fn exit_resched_pending(how: ExitResched) -> bool {
 /// The interrupt exit's reschedule of kind `how`.
 ///
 /// Context: as [`irqentry_exit_cond_resched`].
-pub(crate) fn exit_cond_resched(irqs_off: &IrqsOff, how: ExitResched) {
+pub(crate) fn exit_cond_resched(irqs_off: &IrqsOff<'_>, how: ExitResched) {
     match how {
         ExitResched::Model => irqentry_exit_cond_resched(irqs_off),
         ExitResched::Raw => raw_irqentry_exit_cond_resched(irqs_off),
@@ -413,7 +413,7 @@ pub fn in_preemptible() -> bool {
 ///
 /// Context: irqs off, on the interrupted task's stack, interrupted context had irqs on,
 /// not interrupted idle.
-pub(crate) fn section_exit_resched(irqs_off: &IrqsOff, work: &mut dyn FnMut(ExitResched)) {
+pub(crate) fn section_exit_resched(irqs_off: &IrqsOff<'_>, work: &mut dyn FnMut(ExitResched)) {
     let _ = irqs_off;
     this_cpu().in_preemptible.store(false, Relaxed);
     if section_resched() == SectionResched::FollowsModel as u8 {

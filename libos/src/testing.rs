@@ -39,6 +39,13 @@ impl Checker {
         self.check(name, ok, format_args!("got {got:?}, want {want:?}"));
     }
 
+    /// Runs the platform backend's own checks ([`crate::Platform::self_checks`]).
+    pub fn platform_checks(&mut self) {
+        if let Some(p) = crate::console::platform() {
+            p.self_checks(&mut |name, ok, detail| self.check(name, ok, detail));
+        }
+    }
+
     /// Prints the summary line; returns the exit code (0 iff nothing failed).
     pub fn finish(self) -> i32 {
         println!("{} passed, {} failed", self.passed, self.failed);

@@ -126,7 +126,7 @@ pub(crate) fn run_timers() {
 
 /// Arms the timer for the next event: the earliest sleeper, or one tick from now while
 /// the running task shares the CPU; disarms it when there is neither.
-pub(crate) fn program_next_event(irqs_off: &IrqsOff) {
+pub(crate) fn program_next_event(irqs_off: &IrqsOff<'_>) {
     if !INITIALIZED.load(Relaxed) {
         return;
     }
@@ -151,7 +151,7 @@ static ARMED: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(NEVER) }; 
 /// competition, and the time slice must start (a busy CPU alone is tickless).
 ///
 /// Context: irqs off, the scheduler lock not held.
-pub(crate) fn start_tick(irqs_off: &IrqsOff) {
+pub(crate) fn start_tick(irqs_off: &IrqsOff<'_>) {
     if !INITIALIZED.load(Relaxed) {
         return;
     }

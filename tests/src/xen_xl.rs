@@ -5,7 +5,7 @@
 
 use crate::expect::{BUG, WITHIN};
 use crate::model::{LATENCY_MODELS, NONE};
-use crate::xen_dom0::{GRANT_TABLE, HELLO_XEN, SELFTEST_XEN};
+use crate::xen_dom0::{HELLO_XEN, SELFTEST_XEN};
 use crate::{Bed, Bound, Case, PANIC, XL_MEMORY_MB, XlAction, XlBed, case};
 
 /// The latency load as an xl domU of [`XL_LATENCY_MEMORY_MB`]: the balloon's default
@@ -47,13 +47,6 @@ pub fn cases() -> Vec<Case> {
     let latency_bed = xl_bed(XL_LATENCY_MEMORY_MB, &[], None);
     let mut cases = vec![
         xl("xen/xl/hello", "hello", &["a", "b c"], Bed::XenXl).expect(HELLO_XEN),
-        xl(
-            "xen/xl/grant-table",
-            "hello",
-            &["loglevel=debug"],
-            Bed::XenXl,
-        )
-        .expect(GRANT_TABLE),
         xl(
             "xen/xl/selftest",
             "selftest",

@@ -4,7 +4,8 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::hypercall::{SCHED_OP, hypercall};
+use crate::abi;
+use crate::hypercall::hypercall;
 use crate::ring;
 
 /// Virtual address of the console ring page (0: use `console_io`).
@@ -29,7 +30,16 @@ fn notify() {
 
 fn yield_cpu() {
     // SAFETY: SCHEDOP_yield takes no argument.
-    unsafe { hypercall(SCHED_OP, u64::from(xen_sys::SCHEDOP_yield), 0, 0, 0, 0) };
+    unsafe {
+        hypercall(
+            abi::__HYPERVISOR_sched_op,
+            u64::from(abi::SCHEDOP_yield),
+            0,
+            0,
+            0,
+            0,
+        )
+    };
 }
 
 /// Writes console output.
@@ -39,8 +49,8 @@ pub fn write(bytes: &[u8]) {
         // SAFETY: CONSOLEIO_write reads `len` bytes at `ptr`, which `bytes` provides.
         unsafe {
             hypercall(
-                xen_sys::__HYPERVISOR_console_io,
-                u64::from(xen_sys::CONSOLEIO_write),
+                abi::__HYPERVISOR_console_io,
+                u64::from(abi::CONSOLEIO_write),
                 bytes.len() as u64,
                 bytes.as_ptr() as u64,
                 0,

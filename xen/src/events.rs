@@ -8,12 +8,14 @@
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
 
-use libos::percpu::{CpuId, MAX_CPUS, this_cpu};
+use libos::irqflags::{IrqGuard, IrqsOff};
+use libos::percpu::{CpuId, MAX_CPUS, PerCpu};
 use libos::regs::Regs;
 
+use crate::abi;
 use crate::evtchn_demux;
 use crate::hypercall::hypercall;
-use crate::{pv, vcpu};
+use crate::{shared_info, vcpu};
 
 /// Pseudo-vector of the event upcall in `Regs::vector`.
 pub const UPCALL_VECTOR: u64 = 256;
@@ -76,8 +78,8 @@ pub fn notify(port: u32) {
     // SAFETY: EVTCHNOP_send reads `struct evtchn_send { u32 port }`.
     unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_event_channel_op,
-            u64::from(xen_sys::EVTCHNOP_send),
+            abi::__HYPERVISOR_event_channel_op,
+            u64::from(abi::EVTCHNOP_send),
             (&raw mut arg) as u64,
             0,
             0,
@@ -148,7 +150,7 @@ pub fn init() -> Result<(), i64> {
     // that expect Xen's bounce frames; no syscall entry (0).
     let rc = unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_set_callbacks,
+            abi::__HYPERVISOR_set_callbacks,
             xen_upcall_entry as *const () as u64,
             xen_failsafe_entry as *const () as u64,
             0,
@@ -157,14 +159,6 @@ pub fn init() -> Result<(), i64> {
         )
     };
     if rc == 0 { Ok(()) } else { Err(rc) }
-}
-
-/// `struct evtchn_bind_virq`.
-#[repr(C)]
-struct BindVirq {
-    virq: u32,
-    vcpu: u32,
-    port: u32,
 }
 
 /// The event and failsafe callbacks' addresses (a secondary vCPU's initial context
@@ -186,16 +180,16 @@ pub fn bind_timer(cpu: CpuId) -> Result<u32, i64> {
     if rc != 0 {
         return Err(rc);
     }
-    let mut arg = BindVirq {
-        virq: xen_sys::VIRQ_TIMER,
+    let mut arg = abi::evtchn_bind_virq {
+        virq: abi::VIRQ_TIMER,
         vcpu: cpu,
         port: 0,
     };
     // SAFETY: EVTCHNOP_bind_virq reads virq/vcpu and writes port in `arg`.
     let rc = unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_event_channel_op,
-            u64::from(xen_sys::EVTCHNOP_bind_virq),
+            abi::__HYPERVISOR_event_channel_op,
+            u64::from(abi::EVTCHNOP_bind_virq),
             (&raw mut arg) as u64,
             0,
             0,
@@ -211,13 +205,6 @@ pub fn bind_timer(cpu: CpuId) -> Result<u32, i64> {
     Ok(arg.port)
 }
 
-/// `struct evtchn_bind_ipi`.
-#[repr(C)]
-struct BindIpi {
-    vcpu: u32,
-    port: u32,
-}
-
 fn bind_ipi(cpu: CpuId) -> Result<u32, i64> {
     let port = bind_ipi_masked(cpu)?;
     unmask_port(port);
@@ -226,12 +213,12 @@ fn bind_ipi(cpu: CpuId) -> Result<u32, i64> {
 
 /// Binds an IPI channel to vCPU `cpu`, leaving it masked.
 fn bind_ipi_masked(cpu: CpuId) -> Result<u32, i64> {
-    let mut arg = BindIpi { vcpu: cpu, port: 0 };
+    let mut arg = abi::evtchn_bind_ipi { vcpu: cpu, port: 0 };
     // SAFETY: EVTCHNOP_bind_ipi reads vcpu and writes port in `arg`.
     let rc = unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_event_channel_op,
-            u64::from(xen_sys::EVTCHNOP_bind_ipi),
+            abi::__HYPERVISOR_event_channel_op,
+            u64::from(abi::EVTCHNOP_bind_ipi),
             (&raw mut arg) as u64,
             0,
             0,
@@ -277,16 +264,16 @@ pub fn send_ipi(cpu: CpuId, call_function: bool) -> bool {
 /// Allocates a port that domain `remote` may bind to (a frontend's channel to its
 /// backend); returns the port, still masked until [`register`]ed.
 pub fn alloc_unbound(remote: u16) -> Result<u32, i64> {
-    let mut arg = xen_sys::evtchn_alloc_unbound {
-        dom: 0x7ff0, // DOMID_SELF
+    let mut arg = abi::evtchn_alloc_unbound {
+        dom: abi::DOMID_SELF,
         remote_dom: remote,
         port: 0,
     };
     // SAFETY: EVTCHNOP_alloc_unbound reads dom/remote_dom and writes port in `arg`.
     let rc = unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_event_channel_op,
-            u64::from(xen_sys::EVTCHNOP_alloc_unbound),
+            abi::__HYPERVISOR_event_channel_op,
+            u64::from(abi::EVTCHNOP_alloc_unbound),
             (&raw mut arg) as u64,
             0,
             0,
@@ -315,7 +302,7 @@ fn shared_word(array: *mut u64, word: usize) -> &'static AtomicU64 {
 /// Context: any; with events masked a re-raised event is delivered when they are
 /// unmasked.
 fn unmask_port(port: u32) {
-    let si = pv::shared_info();
+    let si = shared_info::get();
     // SAFETY: field addresses of the mapped shared-info page.
     let (mask, pending) = unsafe {
         (
@@ -327,12 +314,12 @@ fn unmask_port(port: u32) {
     shared_word(mask, w).fetch_and(!bit, SeqCst);
     if shared_word(pending, w).load(SeqCst) & bit != 0 {
         shared_word(mask, w).fetch_or(bit, SeqCst);
-        let mut arg = xen_sys::evtchn_unmask { port };
+        let mut arg = abi::evtchn_unmask { port };
         // SAFETY: EVTCHNOP_unmask reads `struct evtchn_unmask { u32 port }`.
         unsafe {
             hypercall(
-                xen_sys::__HYPERVISOR_event_channel_op,
-                u64::from(xen_sys::EVTCHNOP_unmask),
+                abi::__HYPERVISOR_event_channel_op,
+                u64::from(abi::EVTCHNOP_unmask),
                 (&raw mut arg) as u64,
                 0,
                 0,
@@ -344,7 +331,7 @@ fn unmask_port(port: u32) {
 
 /// Masks `port`: its events stay pending until [`unmask_port`].
 fn mask_port(port: u32) {
-    let si = pv::shared_info();
+    let si = shared_info::get();
     // SAFETY: field address of the mapped shared-info page.
     let mask = unsafe { (&raw mut (*si).evtchn_mask).cast::<u64>() };
     shared_word(mask, port as usize / 64 % PORT_WORDS).fetch_or(1u64 << (port % 64), SeqCst);
@@ -357,8 +344,8 @@ static TEST_PORTS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPU
 /// table like a driver's port. `None` if binding failed.
 ///
 /// Context: irqs off (pinned to this vCPU).
-fn test_port() -> Option<u32> {
-    let cpu = this_cpu().id();
+fn test_port(irqs_off: &IrqsOff<'_>) -> Option<u32> {
+    let cpu = PerCpu::get(irqs_off).id();
     let slot = &TEST_PORTS[cpu as usize];
     match slot.load(SeqCst) {
         0 => {
@@ -372,8 +359,8 @@ fn test_port() -> Option<u32> {
 
 /// Sends this vCPU its test event (`Platform::send_test_event`).
 pub fn send_test_event() -> bool {
-    let _irqs = libos::irqflags::IrqGuard::new();
-    match test_port() {
+    let irqs = IrqGuard::new();
+    match test_port(&irqs.token()) {
         Some(port) => {
             notify(port);
             true
@@ -384,8 +371,8 @@ pub fn send_test_event() -> bool {
 
 /// Masks or unmasks this vCPU's test-event port (`Platform::mask_test_event`).
 pub fn mask_test_event(masked: bool) -> bool {
-    let _irqs = libos::irqflags::IrqGuard::new();
-    let Some(port) = test_port() else {
+    let irqs = IrqGuard::new();
+    let Some(port) = test_port(&irqs.token()) else {
         return false;
     };
     if masked {
@@ -401,9 +388,12 @@ pub fn mask_test_event(masked: bool) -> bool {
 /// Context: events masked, on the irq stack (via `run_irq_on_irqstack_cond`, which
 /// runs the bottom halves the handlers raised once the scan is done).
 pub extern "C" fn upcall(regs: &mut Regs) {
-    let si = pv::shared_info();
+    let si = shared_info::get();
+    // SAFETY: Xen enters the upcall with events masked (the PV interrupt flag), and
+    // they stay masked until it returns.
+    let irqs_off = unsafe { IrqsOff::assume() };
     // Events masked: this vCPU stays put while the upcall runs.
-    let cpu = this_cpu().id();
+    let cpu = PerCpu::get(&irqs_off).id();
     let vcpu = vcpu::of(cpu);
     // SAFETY: field addresses in the mapped shared-info page and in this vCPU's
     // registered vcpu_info; Xen writes these fields with atomic operations, so we access
@@ -470,7 +460,7 @@ pub fn set_timer(deadline_ns: u64) {
         deadline_ns.max(1)
     };
     // SAFETY: set_timer_op takes an absolute system time in ns (0 = cancel).
-    unsafe { hypercall(xen_sys::__HYPERVISOR_set_timer_op, arg, 0, 0, 0, 0) };
+    unsafe { hypercall(abi::__HYPERVISOR_set_timer_op, arg, 0, 0, 0, 0) };
 }
 
 /// Blocks until an event is pending. Xen's `SCHEDOP_block` unmasks events and checks for
@@ -481,8 +471,8 @@ pub fn block() {
     // SAFETY: SCHEDOP_block takes no argument.
     unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_sched_op,
-            u64::from(xen_sys::SCHEDOP_block),
+            abi::__HYPERVISOR_sched_op,
+            u64::from(abi::SCHEDOP_block),
             0,
             0,
             0,
@@ -496,5 +486,5 @@ pub fn block() {
 /// the guest through Xen's event check (Linux's `xen_force_evtchn_callback`).
 pub fn force_callback() {
     // SAFETY: xen_version(XENVER_version, NULL) has no side effects.
-    unsafe { hypercall(xen_sys::__HYPERVISOR_xen_version, 0, 0, 0, 0, 0) };
+    unsafe { hypercall(abi::__HYPERVISOR_xen_version, 0, 0, 0, 0, 0) };
 }

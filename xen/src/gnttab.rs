@@ -4,14 +4,13 @@
 
 use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
+use crate::abi;
 use crate::grant_ref::{self, ENTRY_LEN, RefAllocator};
 use crate::hypercall::{hypercall, update_va_mapping};
 use crate::memory;
 
-const GNTTABOP_SETUP_TABLE: u64 = 2;
 /// Frames of grant table we map (512 v1 entries each).
 pub const FRAMES: usize = 4;
-const DOMID_SELF: u16 = 0x7ff0;
 
 #[repr(C, align(4096))]
 struct Frames([[u8; 4096]; FRAMES]);
@@ -21,20 +20,11 @@ static ENTRIES: AtomicU32 = AtomicU32::new(0);
 static REFS: spinning_top::Spinlock<RefAllocator> =
     spinning_top::Spinlock::new(RefAllocator::new(0));
 
-/// `struct gnttab_setup_table`.
-#[repr(C)]
-struct SetupTable {
-    dom: u16,
-    nr_frames: u32,
-    status: i16,
-    frame_list: u64,
-}
-
 /// Sets up and maps the grant table; returns the number of entries.
 pub fn init() -> Result<u32, &'static str> {
     let mut frames = [0u64; FRAMES];
-    let mut arg = SetupTable {
-        dom: DOMID_SELF,
+    let mut arg = abi::gnttab_setup_table {
+        dom: abi::DOMID_SELF,
         nr_frames: FRAMES as u32,
         status: 0,
         frame_list: frames.as_mut_ptr() as u64,
@@ -43,8 +33,8 @@ pub fn init() -> Result<u32, &'static str> {
     // numbers into `frames` and a status into `arg`.
     let rc = unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_grant_table_op,
-            GNTTABOP_SETUP_TABLE,
+            abi::__HYPERVISOR_grant_table_op,
+            u64::from(abi::GNTTABOP_setup_table),
             (&raw mut arg) as u64,
             1,
             0,
@@ -76,7 +66,8 @@ fn entry(gref: u32) -> *mut u8 {
 }
 
 fn flags(gref: u32) -> &'static AtomicU16 {
-    // SAFETY: the flags word of a mapped v1 entry, shared with Xen, accessed atomically.
+    const _: () = assert!(core::mem::offset_of!(crate::abi::grant_entry_v1, flags) == 0);
+    // SAFETY: the flags word (offset 0) of a mapped v1 entry, shared with Xen, accessed atomically.
     unsafe { AtomicU16::from_ptr(entry(gref).cast::<u16>()) }
 }
 
@@ -88,8 +79,12 @@ pub fn grant_access(domid: u16, addr: u64, readonly: bool) -> Option<u32> {
     // SAFETY: entry `gref` is ours (allocated) and not yet published (flags 0): write
     // domid and frame, then publish with a release store of the flags.
     unsafe {
-        e.add(2).cast::<u16>().write_volatile(domid);
-        e.add(4).cast::<u32>().write_volatile(mfn as u32);
+        e.add(grant_ref::DOMID_OFFSET)
+            .cast::<u16>()
+            .write_volatile(domid);
+        e.add(grant_ref::FRAME_OFFSET)
+            .cast::<u32>()
+            .write_volatile(mfn as u32);
     }
     flags(gref).store(grant_ref::grant_flags(readonly), Ordering::Release);
     Some(gref)
@@ -111,4 +106,60 @@ pub fn end_access(gref: u32) -> bool {
 /// The number of entries (0 before `init`).
 pub fn entries() -> u32 {
     ENTRIES.load(Ordering::SeqCst)
+}
+
+/// A page of the image to grant in [`self_check`].
+#[repr(C, align(4096))]
+struct CheckPage([u8; 4096]);
+static CHECK_PAGE: CheckPage = CheckPage([0; 4096]);
+
+/// The `selftest` app's grant-table check: the table is set up, and a page of the image
+/// granted read-only to dom0 gets a reference past the reserved ones whose entry reads
+/// back as that grant, and is revoked (flags cleared, reference free again).
+///
+/// Context: task context, after `init`.
+pub fn self_check(check: &mut dyn FnMut(&str, bool, core::fmt::Arguments<'_>)) {
+    let n = entries();
+    check(
+        "xen: grant table: 4 frames, 2048 entries",
+        FRAMES == 4 && n == 2048,
+        format_args!("{FRAMES} frames, {n} entries"),
+    );
+    let page = (&raw const CHECK_PAGE) as u64;
+    let Some(gref) = grant_access(0, page, true) else {
+        check(
+            "xen: grant a page to dom0",
+            false,
+            format_args!("no free reference"),
+        );
+        return;
+    };
+    let e = entry(gref);
+    // SAFETY: entry `gref` is ours (granted above, not yet revoked); plain reads of
+    // the words we wrote.
+    let (domid, frame) = unsafe {
+        (
+            e.add(grant_ref::DOMID_OFFSET).cast::<u16>().read_volatile(),
+            e.add(grant_ref::FRAME_OFFSET).cast::<u32>().read_volatile(),
+        )
+    };
+    let granted = flags(gref).load(Ordering::Acquire);
+    let mfn = memory::mfn_of_addr(page);
+    check(
+        "xen: grant a page to dom0",
+        gref >= grant_ref::RESERVED
+            && granted == grant_ref::grant_flags(true)
+            && domid == 0
+            && u64::from(frame) == mfn,
+        format_args!(
+            "ref {gref}, flags {granted:#x}, domid {domid}, frame {frame:#x} (mfn {mfn:#x})"
+        ),
+    );
+    let revoked = end_access(gref);
+    let cleared = flags(gref).load(Ordering::Acquire);
+    check(
+        "xen: revoke the grant",
+        revoked && cleared == 0,
+        format_args!("end_access {revoked}, flags {cleared:#x}"),
+    );
 }

@@ -1,34 +1,33 @@
 //! Grant-table v1 entries and grant-reference allocation (pure; host-tested).
 //!
-//! A v1 entry is `{u16 flags; u16 domid; u32 frame}`. To grant, the guest writes
-//! `domid` and `frame`, then (after a write barrier) `flags = GTF_permit_access`
+//! A v1 entry is [`crate::abi::grant_entry_v1`]: `{u16 flags; u16 domid; u32 frame}`.
+//! To grant, the guest writes `domid` and `frame`, then (after a write barrier) `flags = GTF_permit_access`
 //! (`| GTF_readonly`). To revoke, it clears `flags` only if the peer is not using the
 //! entry (`GTF_reading`/`GTF_writing` clear).
 #![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
+use core::mem::{offset_of, size_of};
 
-/// Entry type: access granted.
-pub const GTF_PERMIT_ACCESS: u16 = 1;
-/// The peer may only read.
-pub const GTF_READONLY: u16 = 1 << 2;
-/// The peer is reading the frame now.
-pub const GTF_READING: u16 = 1 << 3;
-/// The peer is writing the frame now.
-pub const GTF_WRITING: u16 = 1 << 4;
+use crate::abi::{GTF_permit_access, GTF_reading, GTF_readonly, GTF_writing, grant_entry_v1};
+
 /// Bytes per v1 entry.
-pub const ENTRY_LEN: usize = 8;
+pub const ENTRY_LEN: usize = size_of::<grant_entry_v1>();
+/// Byte offset of `domid` in an entry.
+pub const DOMID_OFFSET: usize = offset_of!(grant_entry_v1, domid);
+/// Byte offset of `frame` in an entry.
+pub const FRAME_OFFSET: usize = offset_of!(grant_entry_v1, frame);
 /// Entries reserved for the toolstack (console, xenstore, ...).
-pub const RESERVED: u32 = 8;
+pub const RESERVED: u32 = crate::abi::GNTTAB_NR_RESERVED_ENTRIES;
 
 /// The flags word of a grant.
 pub fn grant_flags(readonly: bool) -> u16 {
-    GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 }
+    GTF_permit_access | if readonly { GTF_readonly } else { 0 }
 }
 
 /// Whether an entry with `flags` may be revoked now.
 pub fn revocable(flags: u16) -> bool {
-    flags & (GTF_READING | GTF_WRITING) == 0
+    flags & (GTF_reading | GTF_writing) == 0
 }
 
 /// Hands out grant references `RESERVED..capacity`, reusing freed ones.
@@ -76,9 +75,9 @@ mod tests {
 
     #[test]
     fn flags() {
-        assert_eq!(grant_flags(true), GTF_PERMIT_ACCESS | GTF_READONLY);
-        assert!(revocable(GTF_PERMIT_ACCESS));
-        assert!(!revocable(GTF_PERMIT_ACCESS | GTF_WRITING));
+        assert_eq!(grant_flags(true), GTF_permit_access | GTF_readonly);
+        assert!(revocable(GTF_permit_access));
+        assert!(!revocable(GTF_permit_access | GTF_writing));
     }
 
     proptest! {

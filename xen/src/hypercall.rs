@@ -5,11 +5,7 @@
 //! xen-sys's own `hypercall_N` helpers get this wrong (argument 5 in r9, no rcx/r11
 //! clobbers), so only its constants and types are used.
 
-pub use xen_sys::{
-    __HYPERVISOR_physdev_op as PHYSDEV_OP, __HYPERVISOR_sched_op as SCHED_OP,
-    __HYPERVISOR_set_trap_table as SET_TRAP_TABLE,
-    __HYPERVISOR_update_va_mapping as UPDATE_VA_MAPPING,
-};
+use crate::abi;
 
 core::arch::global_asm!(
     r#"
@@ -32,7 +28,7 @@ unsafe extern "C" {
 /// The arguments must be valid for `op` as Xen's ABI defines it; pointers must point to
 /// memory Xen may read or write as that hypercall does.
 pub unsafe fn hypercall(op: u32, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
-    let entry = (&raw const hypercall_page) as u64 + u64::from(op) * 32;
+    let entry = (&raw const hypercall_page) as u64 + u64::from(op * abi::HYPERCALL_STUB_SIZE);
     let ret: i64;
     // SAFETY: `entry` is Xen's stub for `op` in the hypercall page (32 bytes each); the
     // caller vouches for the arguments. Not `nomem`: Xen reads/writes through them.
@@ -59,8 +55,8 @@ pub fn set_gs_kernel_base(base: u64) -> i64 {
     // SAFETY: plain values; Xen checks that `base` is a canonical address.
     unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_set_segment_base,
-            u64::from(xen_sys::SEGBASE_GS_KERNEL),
+            abi::__HYPERVISOR_set_segment_base,
+            u64::from(abi::SEGBASE_GS_KERNEL),
             base,
             0,
             0,
@@ -69,17 +65,14 @@ pub fn set_gs_kernel_base(base: u64) -> i64 {
     }
 }
 
-/// `SCHEDOP_shutdown` reasons.
-pub use xen_sys::{SHUTDOWN_crash, SHUTDOWN_poweroff};
-
 /// Asks Xen to shut the domain down with `reason`; returns only if Xen refused.
 pub fn shutdown(reason: u32) -> i64 {
-    let arg = reason;
-    // SAFETY: SCHEDOP_shutdown takes a pointer to `struct sched_shutdown { u32 reason }`.
+    let arg = abi::sched_shutdown { reason };
+    // SAFETY: SCHEDOP_shutdown takes a pointer to `struct sched_shutdown`.
     unsafe {
         hypercall(
-            SCHED_OP,
-            u64::from(xen_sys::SCHEDOP_shutdown),
+            abi::__HYPERVISOR_sched_op,
+            u64::from(abi::SCHEDOP_shutdown),
             (&raw const arg) as u64,
             0,
             0,
@@ -88,17 +81,15 @@ pub fn shutdown(reason: u32) -> i64 {
     }
 }
 
-/// `PHYSDEVOP_set_iopl`: lets the kernel (ring 1 in Xen's eyes) use I/O ports.
-const PHYSDEVOP_SET_IOPL: u64 = 6;
-
-/// Grants this (privileged) domain's kernel I/O-port access; false if Xen refused.
+/// Grants this (privileged) domain's kernel I/O-port access (`PHYSDEVOP_set_iopl`:
+/// the kernel is ring 1 in Xen's eyes); false if Xen refused.
 pub fn set_iopl(iopl: u32) -> bool {
-    let arg = iopl;
-    // SAFETY: PHYSDEVOP_set_iopl takes a pointer to `struct physdev_set_iopl { u32 iopl }`.
+    let arg = abi::physdev_set_iopl { iopl };
+    // SAFETY: PHYSDEVOP_set_iopl takes a pointer to `struct physdev_set_iopl`.
     unsafe {
         hypercall(
-            PHYSDEV_OP,
-            PHYSDEVOP_SET_IOPL,
+            abi::__HYPERVISOR_physdev_op,
+            u64::from(abi::PHYSDEVOP_set_iopl),
             (&raw const arg) as u64,
             0,
             0,
@@ -107,19 +98,33 @@ pub fn set_iopl(iopl: u32) -> bool {
     }
 }
 
-const UVMF_INVLPG: u64 = 2;
-/// With `UVMF_INVLPG`: on every vCPU of the domain, not just this one.
-const UVMF_ALL: u64 = 4;
-
 /// `update_va_mapping(va, pte, UVMF_INVLPG)`: sets the PTE mapping `va` and flushes it
 /// from this vCPU's TLB.
 pub fn update_va_mapping(va: u64, pte: u64) -> i64 {
     // SAFETY: plain values; Xen validates the PTE (frame ownership, type).
-    unsafe { hypercall(UPDATE_VA_MAPPING, va, pte, UVMF_INVLPG, 0, 0) }
+    unsafe {
+        hypercall(
+            abi::__HYPERVISOR_update_va_mapping,
+            va,
+            pte,
+            abi::UVMF_INVLPG,
+            0,
+            0,
+        )
+    }
 }
 
 /// [`update_va_mapping`], flushing the entry from every vCPU's TLB.
 pub fn update_va_mapping_all(va: u64, pte: u64) -> i64 {
     // SAFETY: plain values; Xen validates the PTE (frame ownership, type).
-    unsafe { hypercall(UPDATE_VA_MAPPING, va, pte, UVMF_INVLPG | UVMF_ALL, 0, 0) }
+    unsafe {
+        hypercall(
+            abi::__HYPERVISOR_update_va_mapping,
+            va,
+            pte,
+            abi::UVMF_INVLPG | abi::UVMF_ALL,
+            0,
+            0,
+        )
+    }
 }

@@ -15,6 +15,7 @@
 //! reserved from the heap.
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::abi;
 use crate::hypercall::{hypercall, update_va_mapping};
 use libos::balloon::Issue;
 
@@ -24,28 +25,19 @@ const ONE_GIB: u64 = 1 << 30;
 /// What one L3 table (L4[0]'s) covers.
 const L3_SPAN: u64 = 512 * ONE_GIB;
 /// `machine_to_phys_mapping`: the M2P table Xen maps read-only into every PV guest.
-const M2P: *const u64 = 0xffff_8000_0000_0000 as *const u64;
+const M2P: *const u64 = abi::MACH2PHYS_VIRT_START as *const u64;
 const PTE_PRESENT: u64 = 1;
 const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
 /// Present | user | accessed: a read-only kernel mapping (page-table pages).
 const PTE_KERNEL_RO: u64 = 0x25;
 /// Present | rw | user | accessed | dirty.
 pub const PTE_KERNEL_RW: u64 = 0x67;
-const DOMID_SELF: u64 = 0x7ff0;
 
 /// Virtual address of the p2m list (pfn → mfn); 0 until `init`.
 static P2M: AtomicU64 = AtomicU64::new(0);
 static NR_PAGES: AtomicU64 = AtomicU64::new(0);
 /// Virtual address of the top-level page table (start_info's pt_base).
 static PT_BASE: AtomicU64 = AtomicU64::new(0);
-
-/// `struct mmu_update`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct MmuUpdate {
-    ptr: u64,
-    val: u64,
-}
 
 fn mfn_of_pfn(pfn: u64) -> u64 {
     let p2m = P2M.load(Relaxed) as *const u64;
@@ -73,17 +65,17 @@ fn table_entry(mfn: u64, idx: u64) -> u64 {
     unsafe { ((va + idx * 8) as *const u64).read_volatile() }
 }
 
-fn mmu_update(reqs: &[MmuUpdate]) -> Result<(), i64> {
+fn mmu_update(reqs: &[abi::mmu_update]) -> Result<(), i64> {
     let mut done = 0u32;
     // SAFETY: mmu_update reads `reqs` and writes the success count; Xen validates every
     // update against the domain's page ownership and types.
     let rc = unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_mmu_update,
+            abi::__HYPERVISOR_mmu_update,
             reqs.as_ptr() as u64,
             reqs.len() as u64,
             (&raw mut done) as u64,
-            DOMID_SELF,
+            u64::from(abi::DOMID_SELF),
             0,
         )
     };
@@ -94,21 +86,21 @@ fn mmu_update(reqs: &[MmuUpdate]) -> Result<(), i64> {
 /// flushes nothing: after clearing PTEs, another vCPU — or this one — may still hold
 /// the old translations.)
 fn flush_tlb_all_vcpus() -> Result<(), i64> {
-    let op = xen_sys::mmuext_op {
-        cmd: xen_sys::MMUEXT_TLB_FLUSH_ALL,
-        arg1: xen_sys::mmuext_op__bindgen_ty_1 { mfn: 0 },
-        arg2: xen_sys::mmuext_op__bindgen_ty_2 { nr_ents: 0 },
+    let op = abi::mmuext_op {
+        cmd: abi::MMUEXT_TLB_FLUSH_ALL,
+        arg1: abi::mmuext_op__bindgen_ty_1 { mfn: 0 },
+        arg2: abi::mmuext_op__bindgen_ty_2 { nr_ents: 0 },
     };
     let mut done = 0u32;
     // SAFETY: mmuext_op reads the one operation and writes the success count; a TLB
     // flush changes no mapping.
     let rc = unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_mmuext_op,
+            abi::__HYPERVISOR_mmuext_op,
             (&raw const op) as u64,
             1,
             (&raw mut done) as u64,
-            DOMID_SELF,
+            u64::from(abi::DOMID_SELF),
             0,
         )
     };
@@ -223,7 +215,7 @@ fn new_table(table_va: u64, entry: impl Fn(u64) -> u64) -> Result<u64, &'static 
 
 /// Points entry `idx` of the page table at `table_mfn` to the table `child_mfn`.
 fn hook(table_mfn: u64, idx: u64, child_mfn: u64) -> Result<(), i64> {
-    mmu_update(&[MmuUpdate {
+    mmu_update(&[abi::mmu_update {
         ptr: (table_mfn << 12) + idx * 8,
         val: (child_mfn << 12) | PTE_KERNEL_RW,
     }])
@@ -282,20 +274,7 @@ fn l1_entry_maddr(va: u64) -> u64 {
     (l2e & PTE_ADDR) + ((va >> 12) & 511) * 8
 }
 
-/// `INVALID_P2M_ENTRY`.
-const INVALID_MFN: u64 = !0;
-const XENMEM_DECREASE_RESERVATION: u64 = 1;
-const XENMEM_POPULATE_PHYSMAP: u64 = 6;
-
-/// `struct xen_memory_reservation`.
-#[repr(C)]
-struct Reservation {
-    extent_start: u64,
-    nr_extents: u64,
-    extent_order: u32,
-    mem_flags: u32,
-    domid: u16,
-}
+const INVALID_MFN: u64 = abi::INVALID_P2M_ENTRY;
 
 fn set_p2m(pfn: u64, mfn: u64) {
     let p2m = P2M.load(Relaxed) as *mut u64;
@@ -320,10 +299,10 @@ fn page_loop_resched(i: usize) {
 /// loops besides the long preemptible one, and under `none` `cond_resched` is the only
 /// way a woken task gets in (Linux's balloon driver calls it the same way).
 fn set_ptes(vas: impl Iterator<Item = u64>, pte: impl Fn(usize) -> u64) -> Result<(), i64> {
-    let mut batch = [MmuUpdate::default(); 64];
+    let mut batch = [abi::mmu_update { ptr: 0, val: 0 }; 64];
     let mut n = 0;
     for (i, va) in vas.enumerate() {
-        batch[n] = MmuUpdate {
+        batch[n] = abi::mmu_update {
             ptr: l1_entry_maddr(va),
             val: pte(i),
         };
@@ -349,12 +328,12 @@ pub fn issued<R>(issue: Issue, f: impl FnOnce() -> R) -> R {
 }
 
 fn memory_op(cmd: u64, list: &mut [u64], issue: Issue) -> i64 {
-    let mut r = Reservation {
+    let mut r = abi::xen_memory_reservation {
         extent_start: list.as_mut_ptr() as u64,
         nr_extents: list.len() as u64,
         extent_order: 0,
         mem_flags: 0,
-        domid: DOMID_SELF as u16,
+        domid: abi::DOMID_SELF,
     };
     // A long hypercall that Xen preempts and continues: preemptible whatever the model
     // (the reason this project exists: Thomas Gleixner, "Re: [RFC PATCH 1/5] entry:
@@ -364,7 +343,7 @@ fn memory_op(cmd: u64, list: &mut [u64], issue: Issue) -> i64 {
         // writes the new machine frames into it).
         unsafe {
             hypercall(
-                xen_sys::__HYPERVISOR_memory_op,
+                abi::__HYPERVISOR_memory_op,
                 cmd,
                 (&raw mut r) as u64,
                 0,
@@ -392,7 +371,11 @@ pub fn balloon_out(addr: u64, pages: usize, issue: Issue) -> Result<(), libos::b
         set_p2m(p, INVALID_MFN);
         page_loop_resched(i);
     }
-    let rc = memory_op(XENMEM_DECREASE_RESERVATION, &mut mfns, issue);
+    let rc = memory_op(
+        u64::from(abi::XENMEM_decrease_reservation),
+        &mut mfns,
+        issue,
+    );
     if rc == pages as i64 {
         return Ok(());
     }
@@ -420,11 +403,15 @@ struct Xen {
 
 impl crate::balloon_ops::Reservation for Xen {
     fn populate(&mut self, list: &mut [u64]) -> i64 {
-        memory_op(XENMEM_POPULATE_PHYSMAP, list, self.issue)
+        memory_op(u64::from(abi::XENMEM_populate_physmap), list, self.issue)
     }
 
     fn decrease(&mut self, list: &mut [u64]) -> i64 {
-        memory_op(XENMEM_DECREASE_RESERVATION, list, self.issue)
+        memory_op(
+            u64::from(abi::XENMEM_decrease_reservation),
+            list,
+            self.issue,
+        )
     }
 
     fn map(&mut self, first: u64, mfns: &[u64]) -> Result<(), i64> {

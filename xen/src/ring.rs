@@ -4,19 +4,22 @@
 //! power of two). The producer only advances `prod`, the consumer only `cons`; an
 //! outstanding count above the ring size means a corrupt (or hostile) peer.
 //!
-//! `struct xencons_interface`: `in[1024]`, `out[2048]`, then `in_cons`, `in_prod`,
-//! `out_cons`, `out_prod`. `struct xenstore_domain_interface`: `req[1024]`,
-//! `rsp[1024]`, then `req_cons`, `req_prod`, `rsp_cons`, `rsp_prod`.
+//! The pages' layouts are [`abi::xencons_interface`] and
+//! [`abi::xenstore_domain_interface`].
 #![forbid(unsafe_code)]
 
-/// Size of the output ring.
-pub const OUT_SIZE: u32 = 2048;
-/// Byte offset of `out` in the page.
-pub const OUT_OFFSET: usize = 1024;
-/// Byte offsets of `out_cons` and `out_prod`.
-pub const OUT_CONS_OFFSET: usize = 3080;
+use core::mem::offset_of;
+
+use crate::abi::{self, xencons_interface};
+
+/// Size of the console's output ring.
+pub const OUT_SIZE: u32 = abi::XENCONS_OUT_SIZE as u32;
+/// Byte offset of `out` in the console page.
+pub const OUT_OFFSET: usize = offset_of!(xencons_interface, out);
+/// Byte offset of `out_cons`.
+pub const OUT_CONS_OFFSET: usize = offset_of!(xencons_interface, out_cons);
 /// Byte offset of `out_prod`.
-pub const OUT_PROD_OFFSET: usize = 3084;
+pub const OUT_PROD_OFFSET: usize = offset_of!(xencons_interface, out_prod);
 
 /// A producer state that is impossible (the backend claims to have consumed more than
 /// was produced, or more than the ring holds is outstanding): a hostile or broken peer.

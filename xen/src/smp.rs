@@ -23,8 +23,9 @@ use libos::percpu::{self, CpuId, PerCpu};
 use libos::println;
 use libos::smp::Ipi;
 
+use crate::abi;
 use crate::vcpu::{self, VcpuOp};
-use crate::{events, memory, pv, traps};
+use crate::{events, memory, traps};
 
 /// Bytes of a secondary vCPU's boot stack (its idle task runs on it).
 const AP_STACK_SIZE: usize = 32 * 1024;
@@ -129,29 +130,29 @@ fn start_one(cpu: CpuId) -> Result<(), StartError> {
 }
 
 /// `VGCF_in_kernel`: the vCPU starts in (PV) kernel mode.
-const VGCF_IN_KERNEL: u64 = xen_sys::VGCF_in_kernel as u64;
+const VGCF_IN_KERNEL: u64 = abi::VGCF_in_kernel as u64;
 /// RFLAGS with only the always-one bit (Xen sets IF itself; events are masked through
 /// `vcpu_info`).
 const RFLAGS_RESERVED: u64 = 0x2;
 
 /// vCPU `cpu`'s initial register and table state (what Linux's
 /// `cpu_initialize_context` fills for a 64-bit PV vCPU).
-fn initial_context(cpu: CpuId, stack_top: u64) -> Box<xen_sys::vcpu_guest_context> {
+fn initial_context(cpu: CpuId, stack_top: u64) -> Box<abi::vcpu_guest_context> {
     // SAFETY: `vcpu_guest_context` is plain integers, arrays and unions of integers, for
     // which all-zero is valid (and means "none" for every field we do not set: no LDT,
     // no GDT frames of ours, no syscall callback, FPU state left to Xen).
-    let mut ctx: Box<xen_sys::vcpu_guest_context> = Box::new(unsafe { core::mem::zeroed() });
+    let mut ctx: Box<abi::vcpu_guest_context> = Box::new(unsafe { core::mem::zeroed() });
     ctx.flags = VGCF_IN_KERNEL;
     let regs = &mut ctx.user_regs;
     regs.__bindgen_anon_8.rip = xen_ap_start as *const () as u64;
     regs.__bindgen_anon_10.rsp = stack_top;
     regs.__bindgen_anon_7.rdi = u64::from(cpu);
     regs.__bindgen_anon_9.rflags = RFLAGS_RESERVED;
-    regs.cs = xen_sys::FLAT_KERNEL_CS as u16;
-    regs.ss = xen_sys::FLAT_KERNEL_SS as u16;
+    regs.cs = abi::FLAT_KERNEL_CS as u16;
+    regs.ss = abi::FLAT_KERNEL_SS as u16;
     let table = traps::table();
     ctx.trap_ctxt[..traps::EXCEPTIONS].copy_from_slice(&table[..traps::EXCEPTIONS]);
-    ctx.kernel_ss = u64::from(xen_sys::FLAT_KERNEL_SS);
+    ctx.kernel_ss = u64::from(abi::FLAT_KERNEL_SS);
     ctx.kernel_sp = stack_top;
     // x86-64 PV: cr3 holds the top-level table's machine frame number << 12.
     ctx.ctrlreg[3] = memory::top_table_mfn() << 12;
@@ -168,7 +169,7 @@ fn initial_context(cpu: CpuId, stack_top: u64) -> Box<xen_sys::vcpu_guest_contex
 extern "C" fn xen_ap_main(cpu: u64) -> ! {
     // Sets the GS base again (the context already did) and fills in the area's self
     // pointer and id: first, since everything after reads per-CPU data.
-    percpu::init_cpu(cpu as CpuId, pv::platform());
+    percpu::init_cpu(cpu as CpuId, crate::platform::platform());
     libos::smp::secondary_main()
 }
 
@@ -192,7 +193,7 @@ pub fn send_ipi(cpu: CpuId, ipi: Ipi) {
 /// Stops this vCPU for good (`VCPUOP_down` on itself; Xen shuts the domain down if it
 /// was the last one up, which only happens once the reporting vCPU is gone too).
 pub fn halt_this_cpu() -> ! {
-    pv::set_mask(true);
+    vcpu::set_mask(true);
     let me = percpu::cpu_id();
     loop {
         vcpu::down(me);

@@ -1,6 +1,7 @@
 //! The PV `start_info` page (pure; host-tested).
 //!
-//! Layout (xen/include/public/xen.h, x86-64):
+//! Read as bytes at the offsets of [`crate::abi::start_info`] ([`crate::abi::si`]). Layout
+//! (xen/include/public/xen.h, x86-64; `abi` asserts it):
 //! ```text
 //!  0 char magic[32]          32 u64 nr_pages         40 u64 shared_info (machine addr)
 //! 48 u32 flags               56 u64 store_mfn        64 u32 store_evtchn
@@ -15,12 +16,12 @@ use core::fmt;
 
 use libos::bytes::{le_u32, le_u64};
 
+use crate::abi::{SIF_INITDOMAIN, si};
+
 /// Bytes of `start_info` we read.
-pub const LEN: usize = 1168;
-/// `flags`: this is the control domain.
-pub const SIF_INITDOMAIN: u32 = 1 << 1;
-const CMDLINE_OFF: usize = 128;
-const CMDLINE_LEN: usize = 1024;
+pub const LEN: usize = si::LEN;
+const CMDLINE_OFF: usize = si::CMD_LINE;
+const CMDLINE_LEN: usize = si::CMD_LINE_LEN;
 
 /// The fields boot uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,20 +108,20 @@ pub fn parse(b: &[u8]) -> Result<StartInfo, Error> {
     if b.len() < LEN {
         return Err(Error::Truncated);
     }
-    if !b.starts_with(b"xen-3.0-x86_64") {
+    if !b[si::MAGIC..].starts_with(b"xen-3.0-x86_64") {
         return Err(Error::BadMagic);
     }
     Ok(StartInfo {
-        nr_pages: le_u64(b, 32),
-        shared_info: le_u64(b, 40),
-        flags: le_u32(b, 48),
-        store_mfn: le_u64(b, 56),
-        store_evtchn: le_u32(b, 64),
-        console_mfn: le_u64(b, 72),
-        console_evtchn: le_u32(b, 80),
-        pt_base: le_u64(b, 88),
-        nr_pt_frames: le_u64(b, 96),
-        mfn_list: le_u64(b, 104),
+        nr_pages: le_u64(b, si::NR_PAGES),
+        shared_info: le_u64(b, si::SHARED_INFO),
+        flags: le_u32(b, si::FLAGS),
+        store_mfn: le_u64(b, si::STORE_MFN),
+        store_evtchn: le_u32(b, si::STORE_EVTCHN),
+        console_mfn: le_u64(b, si::CONSOLE_MFN),
+        console_evtchn: le_u32(b, si::CONSOLE_EVTCHN),
+        pt_base: le_u64(b, si::PT_BASE),
+        nr_pt_frames: le_u64(b, si::NR_PT_FRAMES),
+        mfn_list: le_u64(b, si::MFN_LIST),
     })
 }
 

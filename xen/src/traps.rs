@@ -9,10 +9,11 @@
 
 use libos::regs::Regs;
 use libos::{entry, trap};
-use xen_sys::trap_info;
 
-use crate::hypercall::{SET_TRAP_TABLE, hypercall};
-use crate::{events, pv};
+use crate::abi::{self, trap_info};
+
+use crate::hypercall::hypercall;
+use crate::{events, vcpu};
 
 core::arch::global_asm!(
     ".section .noinstr.text, \"ax\"",
@@ -33,15 +34,15 @@ core::arch::global_asm!(
     // syscall.
     "and byte ptr [rsp + 8], 0xfc",
     "push 0",
-    "jmp hypercall_page + {iret} * 32",
-    iret = const xen_sys::__HYPERVISOR_iret,
+    "jmp hypercall_page + {iret} * {stub_size}",
+    iret = const abi::__HYPERVISOR_iret,
+    stub_size = const abi::HYPERCALL_STUB_SIZE,
 );
 
 unsafe extern "C" {
     static xen_trap_stubs: u8;
 }
 
-const MASK_EVENTS: u8 = 1 << 2;
 /// Exceptions 0..=19 go through the table; 20+ are not raised in a PV guest.
 pub const EXCEPTIONS: usize = 20;
 
@@ -58,8 +59,8 @@ pub fn table() -> [trap_info; EXCEPTIONS + 1] {
     for (v, t) in table.iter_mut().take(EXCEPTIONS).enumerate() {
         *t = trap_info {
             vector: v as u8,
-            flags: MASK_EVENTS,
-            cs: xen_sys::FLAT_KERNEL_CS as u16,
+            flags: abi::TI_MASK_EVENTS,
+            cs: abi::FLAT_KERNEL_CS as u16,
             address: base + v as u64 * libos::arch::ENTRY_STUB_STRIDE,
         };
     }
@@ -72,7 +73,16 @@ pub fn table() -> [trap_info; EXCEPTIONS + 1] {
 pub fn init() -> Result<(), i64> {
     let table = table();
     // SAFETY: set_trap_table reads the table (copied by Xen) until the zero entry.
-    let rc = unsafe { hypercall(SET_TRAP_TABLE, table.as_ptr() as u64, 0, 0, 0, 0) };
+    let rc = unsafe {
+        hypercall(
+            abi::__HYPERVISOR_set_trap_table,
+            table.as_ptr() as u64,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     if rc == 0 { Ok(()) } else { Err(rc) }
 }
 
@@ -105,7 +115,7 @@ fn dispatch(regs: &mut Regs) {
             entry::run_on_irqstack_cond(trap::probe, regs)
         }
         v => {
-            let fault_addr = (v == trap::vector::PAGE_FAULT).then(pv::fault_address);
+            let fault_addr = (v == trap::vector::PAGE_FAULT).then(vcpu::fault_address);
             trap::exception(regs, fault_addr, "interrupted");
         }
     }

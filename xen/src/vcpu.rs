@@ -18,10 +18,9 @@
 
 use core::mem::offset_of;
 
-use libos::percpu::{self, BACKEND_AREA_OFFSET, BackendArea, CpuId};
-use xen_sys::vcpu_info;
-
+use crate::abi::{self, vcpu_info};
 use crate::hypercall::hypercall;
+use libos::percpu::{self, BACKEND_AREA_OFFSET, BackendArea, CpuId};
 
 /// The `vcpu_info` fits the backend area (both 64 bytes on x86-64), and being 64-byte
 /// aligned in its page, it never crosses a page boundary (Xen's requirement).
@@ -33,20 +32,20 @@ const PENDING: usize = BACKEND_AREA_OFFSET + offset_of!(vcpu_info, evtchn_upcall
 
 /// `VCPUOP_*` commands (Xen's `public/vcpu.h`).
 #[derive(Debug, Clone, Copy)]
-#[repr(u64)]
+#[repr(u32)]
 pub enum VcpuOp {
     /// Sets a down vCPU's context (`vcpu_guest_context`).
-    Initialise = 0,
+    Initialise = abi::VCPUOP_initialise,
     /// Starts an initialised vCPU.
-    Up = 1,
+    Up = abi::VCPUOP_up,
     /// Stops a vCPU (any vCPU of the domain; the last one shuts the domain down).
-    Down = 2,
+    Down = abi::VCPUOP_down,
     /// 1 if up, 0 if down, `-ENOENT` past the domain's vCPUs.
-    IsUp = 3,
+    IsUp = abi::VCPUOP_is_up,
     /// Stops the vCPU's periodic VIRQ_TIMER (Xen gives every PV vCPU a 100 Hz one).
-    StopPeriodicTimer = 7,
+    StopPeriodicTimer = abi::VCPUOP_stop_periodic_timer,
     /// Moves the vCPU's `vcpu_info` (`struct vcpu_register_vcpu_info`).
-    RegisterVcpuInfo = 10,
+    RegisterVcpuInfo = abi::VCPUOP_register_vcpu_info,
 }
 
 /// `HYPERVISOR_vcpu_op(op, vcpu, arg)`; returns Xen's result.
@@ -58,8 +57,8 @@ pub unsafe fn vcpu_op(op: VcpuOp, vcpu: CpuId, arg: u64) -> i64 {
     // SAFETY: the caller vouches for `arg`; the other arguments are plain values.
     unsafe {
         hypercall(
-            xen_sys::__HYPERVISOR_vcpu_op,
-            op as u64,
+            abi::__HYPERVISOR_vcpu_op,
+            u64::from(op as u32),
             u64::from(vcpu),
             arg,
             0,
@@ -89,14 +88,6 @@ pub fn stop_periodic_timer(vcpu: CpuId) -> i64 {
     unsafe { vcpu_op(VcpuOp::StopPeriodicTimer, vcpu, 0) }
 }
 
-/// `struct vcpu_register_vcpu_info`.
-#[repr(C)]
-struct RegisterVcpuInfo {
-    mfn: u64,
-    offset: u32,
-    rsvd: u32,
-}
-
 /// Moves vCPU `cpu`'s `vcpu_info` into its per-CPU area (libos CPU index == Xen vCPU
 /// id). Xen copies the old contents there and marks all events pending, so none is
 /// lost; the mask stays set if it was.
@@ -108,7 +99,7 @@ pub fn register(cpu: CpuId) -> Result<(), i64> {
     // -EINVAL: there is no per-CPU area with that index.
     let area = percpu::cpu(cpu).ok_or(-22)?;
     let va = core::ptr::from_ref(&area.backend) as u64;
-    let mut arg = RegisterVcpuInfo {
+    let mut arg = abi::vcpu_register_vcpu_info {
         mfn: crate::memory::mfn_of_addr(va),
         offset: (va & 0xfff) as u32,
         rsvd: 0,
@@ -173,4 +164,13 @@ fn gs_byte<const OFF: usize>() -> u8 {
         );
     }
     v
+}
+
+/// The page-fault address Xen saved for the current exception.
+///
+/// Context: events masked (the exception entry masks them), so the vCPU stays put.
+pub fn fault_address() -> u64 {
+    // SAFETY: this vCPU's registered vcpu_info; Xen wrote arch.cr2 before bouncing the
+    // #PF to us.
+    unsafe { (&raw const (*this()).arch.cr2).read_volatile() }
 }

@@ -14,6 +14,7 @@
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::mem::offset_of;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use libos::irqflags::IrqGuard;
@@ -21,17 +22,18 @@ use libos::println;
 use libos::sched::{self, Priority, WaitQueue};
 use libos::sync::{Channel, Mutex};
 
+use crate::abi::{self, xenstore_domain_interface};
 use crate::ring;
 use crate::xs_client::{Matcher, Route};
 use crate::xs_proto::{self as proto, Error, Header, MsgType};
 
-const REQ_OFFSET: usize = 0;
-const RSP_OFFSET: usize = 1024;
-const RING_SIZE: usize = 1024;
-const REQ_CONS: usize = 2048;
-const REQ_PROD: usize = 2052;
-const RSP_CONS: usize = 2056;
-const RSP_PROD: usize = 2060;
+const REQ_OFFSET: usize = offset_of!(xenstore_domain_interface, req);
+const RSP_OFFSET: usize = offset_of!(xenstore_domain_interface, rsp);
+const RING_SIZE: usize = abi::XENSTORE_RING_SIZE;
+const REQ_CONS: usize = offset_of!(xenstore_domain_interface, req_cons);
+const REQ_PROD: usize = offset_of!(xenstore_domain_interface, req_prod);
+const RSP_CONS: usize = offset_of!(xenstore_domain_interface, rsp_cons);
+const RSP_PROD: usize = offset_of!(xenstore_domain_interface, rsp_prod);
 
 static RING_VA: AtomicU64 = AtomicU64::new(0);
 static PORT: AtomicU32 = AtomicU32::new(0);
@@ -302,8 +304,8 @@ fn shutdown_watch() {
         };
         let reason = match request.as_str() {
             "" => continue,
-            "poweroff" | "halt" => xen_sys::SHUTDOWN_poweroff,
-            "reboot" => xen_sys::SHUTDOWN_reboot,
+            "poweroff" | "halt" => abi::SHUTDOWN_poweroff,
+            "reboot" => abi::SHUTDOWN_reboot,
             other => {
                 println!("upcall: ignoring unsupported shutdown request `{other}`");
                 let _ = write("control/shutdown", "");
@@ -313,6 +315,6 @@ fn shutdown_watch() {
         // Acknowledge (as Linux does), then stop.
         let _ = write("control/shutdown", "");
         println!("upcall: the toolstack asked for `{request}`; stopping");
-        crate::pv::shutdown_now(reason);
+        crate::platform::shutdown_now(reason);
     }
 }

@@ -34,6 +34,8 @@ pub fn main(args: &libos::Args) -> i32 {
     check_cmdline(&mut c, args);
     check_traps(&mut c);
     check_backtrace(&mut c);
+    // The platform backend's own checks (Xen: grant and revoke a page).
+    c.platform_checks();
     sched_checks::run(&mut c);
     smp_checks::run(&mut c, smp_checks::expected_cpus(args));
     c.check(

@@ -4,6 +4,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
+use libos::percpu::PerCpu;
 use libos::preempt::{self, Model};
 use libos::regs::Regs;
 use libos::sched::{self, Priority};
@@ -218,13 +219,21 @@ extern "C" fn nested_probe(_: &mut Regs) {
 fn check_irq_stack(c: &mut Checker) {
     libos::arch::probe_trap();
     let (depth, on_irq) = trap::last_probe_context();
+    // The irq stack of the CPU the task runs on now (only read for the failure
+    // detail; pinned so both bounds are the same CPU's).
+    let (bottom, top) = {
+        let pin = preempt::preempt_disable();
+        let cpu = PerCpu::get(&pin);
+        (
+            cpu.irq_stack_bottom.load(SeqCst),
+            cpu.irq_stack_top.load(SeqCst),
+        )
+    };
     c.check(
         "irq stack: exception from a task switches to it",
         depth == 1 && on_irq,
         format_args!(
-            "depth {depth}, on irq stack {on_irq} (irq stack {:#x}..{:#x}, nested entries {:?})",
-            libos::percpu::this_cpu().irq_stack_bottom.load(SeqCst),
-            libos::percpu::this_cpu().irq_stack_top.load(SeqCst),
+            "depth {depth}, on irq stack {on_irq} (irq stack {bottom:#x}..{top:#x}, nested entries {:?})",
             entry::nesting_stats()
         ),
     );
@@ -241,7 +250,9 @@ fn check_irq_stack(c: &mut Checker) {
             "depth {depth}, on irq stack {on_irq}, nested entries {nested_before}->{nested_after}"
         ),
     );
-    let now = libos::percpu::this_cpu().irq_nesting.load(SeqCst);
+    let now = PerCpu::get(&preempt::preempt_disable())
+        .irq_nesting
+        .load(SeqCst);
     c.check_eq("irq stack: nesting count back to zero", now, 0);
 }
 

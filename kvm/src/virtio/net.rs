@@ -253,17 +253,14 @@ pub fn probe_all(mmio: &[MmioDevice]) {
         return;
     }
     for f in pci::functions().filter(|f| virtio_pci::matches(f.ids(), DEVICE_NET)) {
-        let line = f.interrupt_line();
         let what = format_args!("virtio-pci at 00:{:02x}.{}", f.device, f.function);
-        if line == 0 || line >= 16 {
-            report(
-                what,
-                Err(InitError::Interrupt(
-                    "firmware left the INTx line unassigned",
-                )),
-            );
-            continue;
-        }
+        let line = match f.intx_irq() {
+            Ok(line) => line,
+            Err(e) => {
+                report(what, Err(InitError::Interrupt(e.why())));
+                continue;
+            }
+        };
         let r = Pci::new(f).and_then(|p| {
             let isr = p.isr();
             start(p, u32::from(line), move || {

@@ -139,7 +139,7 @@ static SWITCHES: AtomicU64 = AtomicU64::new(0);
 static STEALS: AtomicU64 = AtomicU64::new(0);
 static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
 
-fn with<R>(_: &IrqsOff, f: impl FnOnce(&mut Scheduler) -> R) -> R {
+fn with<R>(_: &IrqsOff<'_>, f: impl FnOnce(&mut Scheduler) -> R) -> R {
     let mut guard = SCHED.lock();
     f(guard.as_mut().expect("scheduler used before sched::init"))
 }
@@ -195,7 +195,7 @@ pub(crate) fn init() {
 /// Registers the running context of an application processor as its idle task.
 ///
 /// Context: the AP, irqs off, per-CPU base set, once, before it goes online.
-pub(crate) fn init_secondary(irqs_off: &IrqsOff) {
+pub(crate) fn init_secondary(irqs_off: &IrqsOff<'_>) {
     let cpu = PerCpu::get(irqs_off).id() as usize;
     with(irqs_off, |s| {
         let id = TaskId(s.next_id);
@@ -263,7 +263,7 @@ fn make_ready(s: &mut Scheduler, id: TaskId) -> bool {
 /// kicked instead; under `full` the caller's irq-guard release then preempts.
 ///
 /// Context: irqs off; takes the scheduler lock.
-fn wake_tasks(irqs_off: &IrqsOff, ids: impl IntoIterator<Item = TaskId>) {
+fn wake_tasks(irqs_off: &IrqsOff<'_>, ids: impl IntoIterator<Item = TaskId>) {
     let compete = with(irqs_off, |s| {
         ids.into_iter().fold(false, |c, id| make_ready(s, id) | c)
     });
@@ -277,7 +277,7 @@ fn wake_tasks(irqs_off: &IrqsOff, ids: impl IntoIterator<Item = TaskId>) {
 ///
 /// Context: irqs off, preemptible (preemption count 0, not on the irq stack); any
 /// model (the callers decide whether a reschedule is allowed).
-pub fn schedule(irqs_off: &IrqsOff) {
+pub fn schedule(irqs_off: &IrqsOff<'_>) {
     irqflags::assert_irqs_disabled();
     let cpu = PerCpu::get(irqs_off);
     // Linux's `in_atomic()` check. From a handler or bottom half the switch would leave
@@ -366,7 +366,7 @@ static SWITCHED_FROM: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_
 /// Runs in the task that was just switched to: lets go of the previous task (its
 /// `on_cpu`; if it is ready, another CPU may take it now: [`Scheduler::offer`]), then
 /// frees the stacks of dead tasks no CPU stands on.
-fn finish_switch(irqs_off: &IrqsOff) {
+fn finish_switch(irqs_off: &IrqsOff<'_>) {
     let me = PerCpu::get(irqs_off).id() as usize;
     let prev = SWITCHED_FROM[me].swap(0, Relaxed);
     let mut left_idle = false;
@@ -660,7 +660,7 @@ pub(crate) struct NextEvent {
 }
 
 /// Wakes sleepers whose deadline passed, and says what the timer does next.
-pub(crate) fn on_timer(irqs_off: &IrqsOff, now: u64) -> NextEvent {
+pub(crate) fn on_timer(irqs_off: &IrqsOff<'_>, now: u64) -> NextEvent {
     with(irqs_off, |s| {
         while let Some((&key, &id)) = s.sleepers.first_key_value() {
             if key.0 > now {
@@ -674,7 +674,7 @@ pub(crate) fn on_timer(irqs_off: &IrqsOff, now: u64) -> NextEvent {
 }
 
 /// What this CPU's timer must do next.
-pub(crate) fn next_event(irqs_off: &IrqsOff) -> NextEvent {
+pub(crate) fn next_event(irqs_off: &IrqsOff<'_>) -> NextEvent {
     with(irqs_off, |s| s.next_event())
 }
 
@@ -820,7 +820,7 @@ impl Scheduler {
 /// [`block_on_unless`].
 ///
 /// Context: irqs off (via the caller's guard), the caller holds no other lock.
-pub fn block_on(irqs_off: &IrqsOff, queue: &WaitQueue) {
+pub fn block_on(irqs_off: &IrqsOff<'_>, queue: &WaitQueue) {
     block_on_unless(irqs_off, queue, || false);
 }
 
@@ -831,7 +831,7 @@ pub fn block_on(irqs_off: &IrqsOff, queue: &WaitQueue) {
 ///
 /// Context: irqs off (via the caller's guard), the caller holds no other lock;
 /// `ready` may take short irq-safe locks.
-pub fn block_on_unless(irqs_off: &IrqsOff, queue: &WaitQueue, ready: impl FnOnce() -> bool) {
+pub fn block_on_unless(irqs_off: &IrqsOff<'_>, queue: &WaitQueue, ready: impl FnOnce() -> bool) {
     let me = with(irqs_off, |s| {
         let me = s.cur();
         s.tasks.get_mut(&me).expect("current exists").state = State::Blocked;
@@ -859,7 +859,7 @@ pub fn block_on_unless(irqs_off: &IrqsOff, queue: &WaitQueue, ready: impl FnOnce
 ///
 /// Context: irqs off (via the caller's guard), the caller holds no other lock.
 pub fn block_on_until_unless(
-    irqs_off: &IrqsOff,
+    irqs_off: &IrqsOff<'_>,
     queue: &WaitQueue,
     deadline_ns: u64,
     ready: impl FnOnce() -> bool,

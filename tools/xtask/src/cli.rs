@@ -234,6 +234,10 @@ pub struct TestArgs {
     /// Also run the cases listed as known issues (`upcall_tests::KNOWN_ISSUES`).
     #[arg(long)]
     pub known_issues: bool,
+    /// Also run the Xen-through-libvirt cases (`xen/libvirt/*`, ~30 s): the Xen
+    /// test bed's libvirt flavour, whose dom0 creates domains with libvirtd (libxl).
+    #[arg(long)]
+    pub libvirt_xen: bool,
 }
 
 /// Test beds that xtask prepares.

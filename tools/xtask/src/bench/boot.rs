@@ -74,7 +74,7 @@ pub fn boot(runs: usize) -> Outcome {
     let dir = host::target_dir().join("bench");
     std::fs::create_dir_all(&dir).or_else(|e| fail(format!("create {}: {e}", dir.display())))?;
     let stub = dir.join("do-nothing.elf");
-    std::fs::write(&stub, stub_elf::do_nothing_image())
+    std::fs::write(&stub, stub_elf::do_nothing_image()?)
         .or_else(|e| fail(format!("write stub: {e}")))?;
 
     // The VMMs this machine can run: QEMU microvm always, uhyve where /dev/kvm exists.

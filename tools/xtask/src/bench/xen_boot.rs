@@ -39,7 +39,7 @@ pub fn run(runs: usize, memory_mb: u32) -> Outcome {
     let dir = host::target_dir().join("bench");
     std::fs::create_dir_all(&dir).or_else(|e| fail(format!("create {}: {e}", dir.display())))?;
     let stub = dir.join("xen-boot-stub.elf");
-    std::fs::write(&stub, xen_stub_elf::image())
+    std::fs::write(&stub, xen_stub_elf::image()?)
         .or_else(|e| fail(format!("write {}: {e}", stub.display())))?;
     let images: [(&str, &PathBuf); 2] = [("minimal PV kernel", &stub), ("hello", &hello)];
     // Interleaved: stub, hello, stub, hello, … so slow phases of the host hit both.

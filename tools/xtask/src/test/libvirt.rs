@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use upcall_tests::Bed;
-use upcall_tests::libvirt::{End, LibvirtCase, PlainCase};
+use upcall_tests::libvirt::{End, LibvirtCase, PlainCase, SlotCase};
 
 use crate::testbed::libvirt as libvirt_testbed;
 use crate::vmm::libvirt::{self, Opts};
@@ -46,6 +46,14 @@ pub fn run(wanted: &dyn Fn(&str) -> bool, record: &mut dyn FnMut(&str, Result<St
             let r = run_plain(c).map(|()| format!(" ({:.2} s)", start.elapsed().as_secs_f64()));
             record(&c.case.name, r);
         }
+    }
+    for c in upcall_tests::libvirt::slot_cases()
+        .into_iter()
+        .filter(|c| wanted(&c.case.name))
+    {
+        let start = Instant::now();
+        let r = run_slot(&c).map(|()| format!(" ({:.2} s)", start.elapsed().as_secs_f64()));
+        record(&c.case.name, r);
     }
     let cases: Vec<LibvirtCase> = upcall_tests::libvirt::libvirt_cases()
         .into_iter()
@@ -106,6 +114,41 @@ fn run_plain(c: &PlainCase) -> Result<(), String> {
         )));
     }
     upcall_tests::check(&c.case, libvirt::console_status(&r.stdout), &r.stdout).map_err(tail)
+}
+
+/// Boots the case's app with its virtio-net card in slot `c.slot` and no video card,
+/// and fetches `/status` through a forwarded port.
+fn run_slot(c: &SlotCase) -> Result<(), String> {
+    use crate::test::net::{self as nettest, Guest};
+    let image = build::build(c.case.app, Platform::Kvm, c.case.release).map_err(|f| f.message)?;
+    let port = nettest::free_port(qemu::Proto::Tcp)?;
+    let mut opts = RunOpts::for_tests(machine_arg(c.case.bed), 0);
+    opts.forwards = vec![qemu::Forward {
+        proto: qemu::Proto::Tcp,
+        host: port,
+        guest: 80,
+    }];
+    let args: Vec<String> = c.case.args.iter().map(|s| s.to_string()).collect();
+    let mut a = qemu::qemu_args(&image, &qemu::kernel_cmdline(&args), &opts);
+    let card = a
+        .iter()
+        .position(|s| s.starts_with("virtio-net-pci,"))
+        .ok_or("qemu_args no longer adds a virtio-net-pci card")?;
+    a[card] = format!("{},addr={:#x}", a[card], c.slot);
+    a.extend(["-vga", "none"].map(String::from));
+    let mut guest = Guest::boot(&image, a)?;
+    let served = nettest::wait_until(&mut guest, port, &|p| nettest::http_get_ok(p, "/status"))
+        .and_then(|()| nettest::curl(port, "/status"));
+    let (console, _) = guest.stop();
+    crate::test::save_log(&c.case.name, &console);
+    let tail = |why: String| format!("{why}; console ends:\n{}", last_lines(&console, 8));
+    let body = served.map_err(tail)?;
+    if !String::from_utf8_lossy(&body).contains("requests=") {
+        return Err(tail("`/status` lacks `requests=`".into()));
+    }
+    let mut judged = c.case.clone();
+    judged.status = 0;
+    upcall_tests::check(&judged, Some(0), &console).map_err(tail)
 }
 
 fn last_lines(s: &str, n: usize) -> String {

@@ -412,6 +412,7 @@ pub fn run(a: &TestArgs) -> Outcome {
         exact,
         no_host,
         known_issues,
+        libvirt_xen,
     } = *a;
     let start = Instant::now();
     let mut t = Tally::default();
@@ -474,6 +475,9 @@ pub fn run(a: &TestArgs) -> Outcome {
         println!("== Xen platform: Xen 4.17 in QEMU (TCG), as dom0 and as an xl domU");
         run_cases(&mut t, &xen_cases, &wanted, &mut images);
     }
+    crate::testbed::libvirt_xen::run_tests(libvirt_xen, &wanted, &mut |name, result| {
+        t.record(name, result)
+    });
     if !t.failures.is_empty() {
         println!("failed: {}", t.failures.join(", "));
         println!(

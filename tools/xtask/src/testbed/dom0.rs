@@ -77,6 +77,9 @@ pub struct XlTestbed {
     pub vmlinux: PathBuf,
     /// The dom0 initramfs (uncompressed cpio) without any app.
     pub initramfs: PathBuf,
+    /// The libvirt flavour ([`ensure_libvirt_xl_testbed`]): domains are created by
+    /// libvirtd's libxl driver from domain XML instead of by `xl create`.
+    pub libvirt: bool,
 }
 
 /// Prepares the Linux-dom0 test bed for `xl create`: the hypervisor, Debian's kernel as
@@ -85,27 +88,46 @@ pub struct XlTestbed {
 /// package files and the init script.
 pub fn ensure_xl_testbed() -> Result<XlTestbed, Failure> {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    xl_testbed()
+    xl_testbed(None)
 }
 
-/// [`ensure_xl_testbed`] with the lock held.
-fn xl_testbed() -> Result<XlTestbed, Failure> {
+/// The libvirt flavour of the Linux-dom0 test bed (opt-in; see [`crate::testbed::libvirt_xen`]):
+/// the same dom0 plus libvirtd with the libxl driver, virsh and their libraries (a
+/// separate, larger initramfs; the default one is unchanged).
+pub fn ensure_libvirt_xl_testbed() -> Result<XlTestbed, Failure> {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let extra = crate::testbed::libvirt_xen::packages(DOM0_PACKAGES)?;
+    xl_testbed(Some(&extra))
+}
+
+/// [`ensure_xl_testbed`] (`libvirt`: `None`) or [`ensure_libvirt_xl_testbed`] (the
+/// libvirt packages) with the lock held.
+fn xl_testbed(libvirt: Option<&[String]>) -> Result<XlTestbed, Failure> {
     let xen = hypervisor()?;
     let mut packages = vec![kernel_package()?];
     packages.extend(DOM0_PACKAGES.iter().map(|p| p.to_string()));
+    let base = packages.len();
+    packages.extend(libvirt.unwrap_or_default().iter().cloned());
     let debs = ensure_debs(&packages)?;
     let mut key = Fnv::new();
     key.add(FORMAT.as_bytes());
     key.add(INIT.as_bytes());
+    if libvirt.is_some() {
+        key.add(crate::testbed::libvirt_xen::FORMAT.as_bytes());
+        key.add(crate::testbed::libvirt_xen::INIT.as_bytes());
+    }
     for deb in &debs {
         key.add(deb.file_name().unwrap_or_default().as_encoded_bytes());
     }
-    let name = format!("xl-{:016x}", key.finish());
+    // The flavours are cached side by side; each cleans up only its own old entries.
+    let prefix = if libvirt.is_some() { "xlv-" } else { "xl-" };
+    let name = format!("{prefix}{:016x}", key.finish());
     let dir = cache_dir().join(&name);
     let tb = XlTestbed {
         xen,
         vmlinux: dir.join("vmlinux"),
         initramfs: dir.join("initramfs.cpio"),
+        libvirt: libvirt.is_some(),
     };
     if tb.vmlinux.is_file() && tb.initramfs.is_file() {
         return Ok(tb);
@@ -122,8 +144,14 @@ fn xl_testbed() -> Result<XlTestbed, Failure> {
         .collect();
     let kernel = unpack(&debs[0], &kernel_files)?;
     let mut unpacked = BTreeMap::new();
-    for (package, deb) in packages.iter().zip(&debs).skip(1) {
-        unpacked.insert(package.as_str(), unpack(deb, &[])?);
+    let mut unpacked_libvirt = BTreeMap::new();
+    for (k, (package, deb)) in packages.iter().zip(&debs).enumerate().skip(1) {
+        let into = if k < base {
+            &mut unpacked
+        } else {
+            &mut unpacked_libvirt
+        };
+        into.insert(package.as_str(), unpack(deb, &[])?);
     }
     let tmp = temp_path(&dir);
     mkdir(&tmp)?;
@@ -135,7 +163,12 @@ fn xl_testbed() -> Result<XlTestbed, Failure> {
         );
         extract_vmlinux(&vmlinuz, &tmp.join("vmlinux"))?;
         eprintln!("xtask: Xen test bed: writing the dom0 initramfs");
-        dom0_tree(&kernel, &unpacked)?.write(&tmp.join("initramfs.cpio"))
+        let mut tree = dom0_tree(&kernel, &unpacked)?;
+        if libvirt.is_some() {
+            crate::testbed::libvirt_xen::add_to_tree(&mut tree, &unpacked_libvirt)?;
+            tree.check_libraries()?;
+        }
+        tree.write(&tmp.join("initramfs.cpio"))
     })();
     if built.is_err() {
         let _ = fs::remove_dir_all(&tmp);
@@ -155,7 +188,7 @@ fn xl_testbed() -> Result<XlTestbed, Failure> {
     // Earlier versions of the dom0 (a new kernel package, a changed init) are garbage.
     for entry in fs::read_dir(cache_dir()).into_iter().flatten().flatten() {
         let other = entry.file_name().to_string_lossy().into_owned();
-        if other.starts_with("xl-") && other != name && !other.contains(".tmp") {
+        if other.starts_with(prefix) && other != name && !other.contains(".tmp") {
             let _ = fs::remove_dir_all(entry.path());
         }
     }

@@ -30,6 +30,11 @@ mkfifo /tmp/never && exec 9<>/tmp/never
 nap() { read -r -t "$1" -u 9 _; }
 # A run with networking brings its bridge up (see xen_net.rs).
 if [ -f /net.sh ]; then . /net.sh; fi
+# create [-p] CFG: creates a domain and waits for its end; its output names the
+# shutdown reason as xl does (`has shut down, reason code C`). The libvirt flavour of
+# this dom0 replaces it (/libvirt.sh, see libvirt_xen.rs).
+create() { xl create -F "$@"; }
+if [ -f /libvirt.sh ]; then . /libvirt.sh; fi
 # Prints what the domain wrote to its console since the last call.
 pump() {
     [ -f "$log" ] || return 0
@@ -67,14 +72,14 @@ domain() {
     if [ "$settle" = 1 ]; then
         # Created paused; unpaused once the toolstack's own work for it has ended, so
         # that dom0 is idle while the domain runs.
-        (xl create -F -p "$1/cfg" > /tmp/xl.out 2>&1; echo $? > /tmp/xl.rc) &
+        (create -p "$1/cfg" > /tmp/xl.out 2>&1; echo $? > /tmp/xl.rc) &
         until xl list "$name" > /dev/null 2>&1 || [ -f /tmp/xl.rc ]; do nap 0.05; done
         nap 0.5
         created=$EPOCHREALTIME
         xl unpause "$name" || say "xl unpause failed"
     else
         created=$EPOCHREALTIME
-        (xl create -F "$1/cfg" > /tmp/xl.out 2>&1; echo $? > /tmp/xl.rc) &
+        (create "$1/cfg" > /tmp/xl.out 2>&1; echo $? > /tmp/xl.rc) &
     fi
     while [ ! -f /tmp/xl.rc ]; do
         read up rest < /proc/uptime

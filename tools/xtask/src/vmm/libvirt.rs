@@ -1,6 +1,7 @@
 //! `cargo xtask libvirt APP`: the domain XML that runs an image under libvirt (what
 //! OpenStack Nova, oVirt and KubeVirt drive), and with `--run` a run on this host's
-//! libvirt (`qemu:///system`).
+//! libvirt (`qemu:///system`), or for Xen in the Xen test bed's dom0
+//! ([`crate::libvirt_xen`]).
 //!
 //! The XML uses no raw QEMU arguments (`<qemu:commandline>`), which managed fleets
 //! cannot add: direct kernel boot, `<features><acpi/>` (else libvirt passes `-no-acpi`
@@ -107,11 +108,8 @@ pub fn command(app: &str, args: &[String], o: &Opts) -> Outcome {
         return Ok(0);
     }
     if o.platform == Platform::Xen {
-        return fail(
-            "--run starts KVM domains on this host's libvirt; a Xen domain needs libvirtd \
-             with the libxl driver in a Xen dom0: there, `virsh -c xen:///system create` \
-             the XML this command prints",
-        );
+        // libvirtd with the libxl driver runs in a Xen dom0: the test bed's.
+        return crate::testbed::libvirt_xen::run(&d, o.timeout);
     }
     libvirt_testbed::ensure()?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -45,8 +45,12 @@ pub struct BatchRun {
 /// killed if the run takes longer than [`BOOT_SECS`] plus the domains' timeouts.
 pub fn boot(domains: &[XlDomain]) -> Result<BatchRun, Failure> {
     qemu::ensure_qemu()?;
-    let tb = dom0::ensure_xl_testbed()?;
-    let run = xl_run::xl_run_qemu_args(&tb, domains)?;
+    boot_on(&dom0::ensure_xl_testbed()?, domains)
+}
+
+/// [`boot`] on a given flavour of the Linux-dom0 test bed.
+pub fn boot_on(tb: &dom0::XlTestbed, domains: &[XlDomain]) -> Result<BatchRun, Failure> {
+    let run = xl_run::xl_run_qemu_args(tb, domains)?;
     let timeout = BOOT_SECS
         + domains
             .iter()

@@ -130,13 +130,13 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
             format!("{stem}-{}", k + 1)
         };
         let dir = format!("dom/{}", k + 1);
-        let mut config = xl_config(
-            &name,
-            &format!("/{dir}/kernel"),
-            &d.cmdline,
-            d.memory_mb,
-            d.vcpus,
-        )?;
+        let kernel = format!("/{dir}/kernel");
+        let mut config = if tb.libvirt {
+            // The libvirt flavour's dom0 defines the domain from libvirt XML.
+            crate::testbed::libvirt_xen::domain_xml(&name, &kernel, d)?
+        } else {
+            xl_config(&name, &kernel, &d.cmdline, d.memory_mb, d.vcpus)?
+        };
         if d.net.is_some() {
             config.push_str(crate::testbed::xen_net::VIF_CONFIG);
         }
@@ -178,6 +178,9 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
     // CPU 0 for dom0, the others for the domain with the most vCPUs.
     let vcpus = domains.iter().map(|d| d.vcpus).max().unwrap_or(1);
     let mut a = machine_args(memory, 1 + vcpus);
+    if tb.libvirt {
+        crate::testbed::libvirt_xen::set_cpu(&mut a);
+    }
     a.extend([
         "-kernel".to_string(),
         tb.xen.display().to_string(),
