@@ -137,12 +137,18 @@ pub enum NetBed {
     /// L2 path where raw-socket clients reach the guest (QEMU's user networking would
     /// complete handshakes itself). Needs root; the device is removed afterwards.
     Tap(Machine),
+    /// An xl domU (netfront) with a TAP link as [`NetBed::Tap`] has: dom0's bridge also
+    /// holds a second QEMU card on a host TAP device, so host raw-socket clients reach
+    /// the domU through netback on a real L2 path. Needs root, like [`NetBed::Tap`].
+    XenXlTap,
 }
 
 /// In a case's arguments, replaced by the guest's address on a [`NetBed::Tap`] link.
 pub const TAP_GUEST: &str = "@TAP_GUEST@";
 /// QEMU's default MAC for the first card.
 pub const GUEST_MAC: &str = "52:54:00:12:34:56";
+/// The MAC of the xl test bed's vif (every domain's).
+pub const XEN_GUEST_MAC: &str = "00:16:3e:75:70:01";
 
 /// In a case's arguments, replaced by `10.0.2.2:PORT`, where the harness listens on
 /// the host's 127.0.0.1:PORT (QEMU user networking maps 10.0.2.2 to the host).
@@ -379,6 +385,30 @@ pub fn net_cases() -> Vec<NetCase> {
             }],
             console: &["echo: serving tcp and udp port 7", "echo: sleeper round 1:"],
             ..echo("", NetBed::Tap(Machine::Microvm))
+        },
+        // The half-open flood and the held-at-cap server through netfront, netback and
+        // dom0's bridge, in one xl boot.
+        NetCase {
+            name: "xen/xl/net/tap/httpd-half-open-flood-and-cap",
+            args: &[
+                "ip=@TAP_GUEST@/24",
+                "half-open-ms=3000",
+                "max-conn=8",
+                "queue-ms=1000",
+                "idle-ms=60000",
+            ],
+            checks: &[
+                NetCheck::HalfOpenFlood { syns: 64 },
+                INDEX,
+                NetCheck::CapHeld { hold: 8, extra: 16 },
+                INDEX,
+            ],
+            console: &[
+                "net: netfront 00:16:3e:75:70:01 10.",
+                "(static)",
+                "httpd: serving",
+            ],
+            ..httpd("", NetBed::XenXlTap, true)
         },
     ]
 }

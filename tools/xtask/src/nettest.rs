@@ -14,6 +14,7 @@ use upcall_tests::Machine;
 use upcall_tests::net::{self, NetBed, NetCase, NetCheck, Proto, Ready};
 
 pub(crate) mod hostile;
+mod xl_tap;
 
 use crate::qemu::{self, Forward, RunOpts};
 use crate::symbolize::Symbols;
@@ -69,11 +70,16 @@ pub(crate) fn free_port(proto: qemu::Proto) -> Result<u16, String> {
 fn run_case(case: &NetCase) -> Result<String, String> {
     let platform = match case.bed {
         NetBed::Qemu(_) | NetBed::Tap(_) => Platform::Kvm,
-        NetBed::XenXl => Platform::Xen,
+        NetBed::XenXl | NetBed::XenXlTap => Platform::Xen,
     };
     let image = build::build(case.app, platform, case.release).map_err(|f| f.message)?;
-    if let NetBed::Tap(machine) = case.bed {
-        return hostile::run_tap_case(case, &image, machine_arg(machine));
+    match case.bed {
+        NetBed::Tap(machine) => {
+            let bed = hostile::TapBed::Kvm(machine_arg(machine));
+            return hostile::run_tap_case(case, &image, bed);
+        }
+        NetBed::XenXlTap => return hostile::run_tap_case(case, &image, hostile::TapBed::XenXl),
+        NetBed::Qemu(_) | NetBed::XenXl => {}
     }
     let forwards = case
         .ports
@@ -109,7 +115,9 @@ fn run_case(case: &NetCase) -> Result<String, String> {
             opts.forwards = forwards.clone();
             qemu::qemu_args(&image, &cmdline, &opts)
         }
-        NetBed::Tap(_) => unreachable!("TAP cases run in hostile::run_tap_case"),
+        NetBed::Tap(_) | NetBed::XenXlTap => {
+            unreachable!("TAP cases run in hostile::run_tap_case")
+        }
         NetBed::XenXl => {
             let tb = xen_testbed::ensure_xl_testbed().map_err(|f| f.message)?;
             crate::xl_run::xl_qemu_args(

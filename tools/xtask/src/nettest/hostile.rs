@@ -27,6 +27,17 @@ pub(crate) struct Tap {
     pub(crate) name: String,
     /// The guest's address (`.2`).
     pub(crate) guest: String,
+    /// The guest's MAC (raw-socket clients address their frames to it).
+    pub(crate) guest_mac: &'static str,
+}
+
+/// Where a TAP case boots.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TapBed {
+    /// The KVM platform on this QEMU machine, its card on the TAP device.
+    Kvm(MachineArg),
+    /// An xl domU; dom0's bridge holds a second card on the TAP device.
+    XenXl,
 }
 
 impl Tap {
@@ -64,6 +75,7 @@ impl Tap {
             let tap = Tap {
                 name,
                 guest: format!("{net}2"),
+                guest_mac: net::GUEST_MAC,
             };
             ip(&["addr", "add", &format!("{net}1/24"), "dev", &tap.name])?;
             ip(&["link", "set", &tap.name, "up"])?;
@@ -84,12 +96,11 @@ impl Drop for Tap {
 }
 
 /// Boots `case` with a TAP card and runs its checks against the guest's address.
-pub(super) fn run_tap_case(
-    case: &NetCase,
-    image: &Path,
-    machine: MachineArg,
-) -> Result<String, String> {
-    let (tap, mut guest) = boot_on_tap(image, case.args, case.memory_mb, machine)?;
+pub(super) fn run_tap_case(case: &NetCase, image: &Path, bed: TapBed) -> Result<String, String> {
+    let (tap, mut guest) = match bed {
+        TapBed::Kvm(machine) => boot_on_tap(image, case.args, case.memory_mb, machine)?,
+        TapBed::XenXl => super::xl_tap::boot(image, case.args)?,
+    };
     let port = |p: Proto| case.ports.iter().find(|(q, _)| *q == p).map(|&(_, g)| g);
     let tcp = port(Proto::Tcp).ok_or("a network case needs a TCP port")?;
     let udp = port(Proto::Udp);
@@ -226,16 +237,22 @@ pub(crate) fn status(host: &str, port: u16) -> Result<String, String> {
 /// Closed sockets waiting for their connection to end, over every interface
 /// (`NAME.tcp.closing_by_app=N`).
 fn closing_by_app(page: &str) -> Result<u64, String> {
+    interface_sum(page, "tcp.closing_by_app")
+}
+
+/// The sum of an interface counter over every interface (`NAME.counter=N`: `eth0` on
+/// KVM, `netfront` on Xen).
+pub(crate) fn interface_sum(page: &str, counter: &str) -> Result<u64, String> {
+    let suffix = format!(".{counter}");
     let counts: Vec<u64> = page
         .lines()
         .filter_map(|l| {
             let (key, n) = l.split_once('=')?;
-            key.ends_with(".tcp.closing_by_app")
-                .then(|| n.trim().parse().ok())?
+            key.ends_with(&suffix).then(|| n.trim().parse().ok())?
         })
         .collect();
     if counts.is_empty() {
-        return Err(format!("/status lacks `NAME.tcp.closing_by_app=N`: {page}"));
+        return Err(format!("/status lacks `NAME.{counter}=N`: {page}"));
     }
     Ok(counts.iter().sum())
 }
@@ -270,7 +287,7 @@ fn half_open_flood(tap: &Tap, port: u16, syns: u32) -> Result<String, String> {
         &"synflood",
         &tap.name,
         &tap.guest,
-        &net::GUEST_MAC,
+        &tap.guest_mac,
         &port,
         &syns,
     ]))?;
@@ -281,7 +298,7 @@ fn half_open_flood(tap: &Tap, port: u16, syns: u32) -> Result<String, String> {
     let took = started.elapsed().as_secs_f64();
     let page = status(&tap.guest, port)?;
     let dropped = status_value(&page, "tcp.half_open_dropped=")? - dropped0;
-    let syn_dropped = status_value(&page, "eth0.syn_dropped=")?;
+    let syn_dropped = interface_sum(&page, "syn_dropped")?;
     // The default backlog (libos::net::DEFAULT_BACKLOG) is 32 slots.
     if dropped < 32 || syn_dropped == 0 {
         return Err(format!(
