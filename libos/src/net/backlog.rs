@@ -6,8 +6,9 @@
 //! task after every poll) re-arms every closed slot, so half-open floods cannot take the
 //! port for good (a listener without this kept 32 SYN-RECEIVED sockets forever and
 //! refused every later client). An established connection waits in its slot until the
-//! app accepts it; while the listener is at its connection cap it waits at most the
-//! queue timeout, then it is reset (counted as refused). Slots whose replacement socket
+//! app accepts it (the half-open timeout no longer applies to it); while the listener
+//! is at its connection cap it waits at most the queue timeout, then it is reset
+//! (counted as refused). Slots whose replacement socket
 //! could not be allocated (heap short) are refilled here once memory allows.
 #![forbid(unsafe_code)]
 
@@ -126,6 +127,15 @@ pub(super) fn tend(backlogs: &mut [Backlog], sockets: &mut SocketSet<'static>, n
                     let _ = s.listen(b.port);
                 }
                 _ => {
+                    if slot.ready_since.is_none() {
+                        // Established: the handshake is done, so the half-open timeout
+                        // ends here. Left set, smoltcp would abort the connection once
+                        // the peer had been silent that long (a client that sent its
+                        // request and waits for the answer) before the app accepted it:
+                        // a reset whenever a busy or starved task accepts late.
+                        // Waiting at the cap is bounded by the queue timeout below.
+                        s.set_timeout(None);
+                    }
                     let since = *slot.ready_since.get_or_insert(now_ns);
                     if at_cap && now_ns.saturating_sub(since) >= b.queue_timeout_ns {
                         s.abort();
@@ -141,5 +151,109 @@ pub(super) fn tend(backlogs: &mut [Backlog], sockets: &mut SocketSet<'static>, n
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use smoltcp::iface::{Config, Interface};
+    use smoltcp::phy::{Loopback, Medium};
+    use smoltcp::time::{Duration, Instant};
+    use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
+
+    const PORT: u16 = 80;
+    const HALF_OPEN_MS: u64 = 3000;
+
+    /// A listener with one slot and a client socket connecting to it, over smoltcp's
+    /// loopback device.
+    struct Bed {
+        dev: Loopback,
+        iface: Interface,
+        sockets: SocketSet<'static>,
+        backlogs: Vec<Backlog>,
+        client: SocketHandle,
+        now_ms: u64,
+    }
+
+    impl Bed {
+        fn new() -> Bed {
+            let mut dev = Loopback::new(Medium::Ethernet);
+            let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
+            let mut iface = Interface::new(config, &mut dev, Instant::ZERO);
+            iface.update_ip_addrs(|a| {
+                a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8))
+                    .expect("room for an address");
+            });
+            let mut sockets = SocketSet::new(vec![]);
+            let mut b = Backlog {
+                id: 0,
+                port: PORT,
+                slots: Vec::new(),
+                size: 1,
+                half_open_timeout: Duration::from_millis(HALF_OPEN_MS),
+                queue_timeout_ns: 10_000_000_000,
+                open: 0,
+                cap: 8,
+            };
+            b.add_slot(&mut sockets).expect("heap");
+            let mut c = socket::try_new_tcp_socket().expect("heap");
+            c.connect(iface.context(), (IpAddress::v4(127, 0, 0, 1), PORT), 49152)
+                .expect("connect");
+            let client = sockets.add(c);
+            Bed {
+                dev,
+                iface,
+                sockets,
+                backlogs: vec![b],
+                client,
+                now_ms: 0,
+            }
+        }
+
+        /// Polls every 10 ms for `ms`, tending the backlog after each poll as the net
+        /// task does.
+        fn run(&mut self, ms: u64) {
+            for _ in 0..ms / 10 {
+                self.now_ms += 10;
+                let now = Instant::from_millis(self.now_ms as i64);
+                self.iface.poll(now, &mut self.dev, &mut self.sockets);
+                tend(
+                    &mut self.backlogs,
+                    &mut self.sockets,
+                    self.now_ms * 1_000_000,
+                );
+            }
+        }
+
+        fn client(&mut self) -> &mut tcp::Socket<'static> {
+            self.sockets.get_mut::<tcp::Socket<'static>>(self.client)
+        }
+    }
+
+    #[test]
+    fn an_unaccepted_connection_outlives_the_half_open_timeout() {
+        let mut bed = Bed::new();
+        bed.run(100);
+        assert_eq!(bed.client().state(), tcp::State::Established);
+        assert!(bed.backlogs[0].ready(&mut bed.sockets).is_some());
+        // The client sends its request and waits; the app is slow to accept (a busy
+        // or starved task): several half-open timeouts pass with nothing on the wire.
+        bed.client()
+            .send_slice(b"GET / HTTP/1.0\r\n\r\n")
+            .expect("room");
+        bed.run(4 * HALF_OPEN_MS);
+        assert_eq!(
+            bed.client().state(),
+            tcp::State::Established,
+            "the connection waiting for accept was reset"
+        );
+        let i = bed.backlogs[0]
+            .ready(&mut bed.sockets)
+            .expect("still waiting to be accepted");
+        let slot = bed.backlogs[0].slots[i].handle;
+        let s = bed.sockets.get_mut::<tcp::Socket<'static>>(slot);
+        assert_eq!(s.recv_queue(), 18, "the request waits for the app");
     }
 }
