@@ -414,7 +414,11 @@ fn run_check(
             if requests == 0 {
                 return Err("/status counts no requests".into());
             }
-            Ok(Some(format!("/status requests={requests}")))
+            let bottom_halves = status_value(&page, "budget.bottom_half_deferrals=")?;
+            let event_scans = status_value(&page, "budget.event_scan_deferrals=")?;
+            Ok(Some(format!(
+                "/status requests={requests} budget deferrals: bottom halves {bottom_halves}, event scans {event_scans}"
+            )))
         }
         NetCheck::HttpIdle {
             seconds,
