@@ -309,7 +309,8 @@ pub fn net_cases() -> Vec<NetCase> {
         },
         // A hostile client that needs only TCP, through dom0's bridge (netfront). (The
         // held-at-cap case refused nothing here: QEMU's user networking between host and
-        // dom0 changes what the guest sees; not understood yet, so it runs on TAP only.)
+        // dom0 changes what the guest sees; not understood yet, so it runs on the TAP
+        // beds, xl included: xen/xl/net/tap/httpd-half-open-flood-and-cap.)
         NetCase {
             name: "xen/xl/net/httpd-stalled-reader",
             args: &["write-ms=2000"],
