@@ -14,6 +14,7 @@ use upcall_tests::Machine;
 use upcall_tests::net::{self, NetBed, NetCase, NetCheck, Proto, Ready};
 
 pub(crate) mod hostile;
+mod xl_tap;
 
 use crate::qemu::{self, Forward, RunOpts};
 use crate::symbolize::Symbols;
@@ -69,11 +70,16 @@ pub(crate) fn free_port(proto: qemu::Proto) -> Result<u16, String> {
 fn run_case(case: &NetCase) -> Result<String, String> {
     let platform = match case.bed {
         NetBed::Qemu(_) | NetBed::Tap(_) => Platform::Kvm,
-        NetBed::XenXl => Platform::Xen,
+        NetBed::XenXl | NetBed::XenXlTap => Platform::Xen,
     };
     let image = build::build(case.app, platform, case.release).map_err(|f| f.message)?;
-    if let NetBed::Tap(machine) = case.bed {
-        return hostile::run_tap_case(case, &image, machine_arg(machine));
+    match case.bed {
+        NetBed::Tap(machine) => {
+            let bed = hostile::TapBed::Kvm(machine_arg(machine));
+            return hostile::run_tap_case(case, &image, bed);
+        }
+        NetBed::XenXlTap => return hostile::run_tap_case(case, &image, hostile::TapBed::XenXl),
+        NetBed::Qemu(_) | NetBed::XenXl => {}
     }
     let forwards = case
         .ports
@@ -109,7 +115,9 @@ fn run_case(case: &NetCase) -> Result<String, String> {
             opts.forwards = forwards.clone();
             qemu::qemu_args(&image, &cmdline, &opts)
         }
-        NetBed::Tap(_) => unreachable!("TAP cases run in hostile::run_tap_case"),
+        NetBed::Tap(_) | NetBed::XenXlTap => {
+            unreachable!("TAP cases run in hostile::run_tap_case")
+        }
         NetBed::XenXl => {
             let tb = xen_testbed::ensure_xl_testbed().map_err(|f| f.message)?;
             crate::xl_run::xl_qemu_args(
@@ -406,7 +414,11 @@ fn run_check(
             if requests == 0 {
                 return Err("/status counts no requests".into());
             }
-            Ok(Some(format!("/status requests={requests}")))
+            let bottom_halves = status_value(&page, "budget.bottom_half_deferrals=")?;
+            let event_scans = status_value(&page, "budget.event_scan_deferrals=")?;
+            Ok(Some(format!(
+                "/status requests={requests} budget deferrals: bottom halves {bottom_halves}, event scans {event_scans}"
+            )))
         }
         NetCheck::HttpIdle {
             seconds,
@@ -591,10 +603,15 @@ fn random_bytes(n: usize) -> Vec<u8> {
 }
 
 fn tcp_echo(host: &str, port: u16, bytes: usize) -> Result<String, String> {
+    let stream = TcpStream::connect((host, port)).map_err(|e| format!("connect: {e}"))?;
+    echo_over(stream, bytes)
+}
+
+/// [`tcp_echo`] over a connected `stream`.
+pub(crate) fn echo_over(stream: TcpStream, bytes: usize) -> Result<String, String> {
     let payload = random_bytes(bytes);
     let want = Sha256::digest(&payload);
     let started = Instant::now();
-    let stream = TcpStream::connect((host, port)).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;
