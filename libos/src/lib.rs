@@ -15,6 +15,7 @@ pub mod args;
 pub mod backtrace;
 pub mod balloon;
 pub mod boot;
+pub mod budget;
 pub mod bytes;
 pub mod cmdline;
 pub mod console;

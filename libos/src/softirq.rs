@@ -3,7 +3,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
-use crate::irqflags;
+use crate::{budget, irqflags};
 
 /// Timer expiry (wake sleepers, time slices, re-arm).
 pub const TIMER: u32 = 1;
@@ -32,15 +32,27 @@ pub fn pending() -> bool {
     pending_set().load(Relaxed) != 0
 }
 
-/// Runs pending bottom halves until none is left.
+/// Passes one run of the bottom halves makes over this CPU's pending set (Linux's
+/// `MAX_SOFTIRQ_RESTART`); each pass after the first runs what interrupts raised
+/// during the one before.
+pub const MAX_RESTART: u32 = 10;
+
+/// Runs pending bottom halves until none is left, or [`MAX_RESTART`] passes ran.
+///
+/// What a storm of interrupts keeps raising beyond that stays pending, counted as a
+/// deferral ([`budget::Loop::BottomHalves`]), never dropped: after an interrupt, the
+/// exit work's loop (`entry::exit_work`) finds it and runs it again after its
+/// reschedule check, so a task the storm woke gets the CPU in between where the
+/// preemption model allows; on an interrupted idle CPU the idle loop runs it; and every
+/// later interrupt's exit runs it too.
 ///
 /// Context: irqs off, on the irq stack; enables irqs around the work.
 pub(crate) fn run_pending() {
     let preempt = crate::preempt::preempt_disable();
-    loop {
+    let stopped = budget::bounded(MAX_RESTART, || {
         let work = pending_set().swap(0, Relaxed);
         if work == 0 {
-            break;
+            return false;
         }
         irqflags::local_irq_enable();
         if work & TIMER != 0 {
@@ -53,6 +65,10 @@ pub(crate) fn run_pending() {
             crate::test_event::bottom_half();
         }
         irqflags::local_irq_disable();
+        true
+    });
+    if stopped && pending() {
+        budget::deferred(budget::Loop::BottomHalves);
     }
     // Dropping with irqs off: the guard's full-preemption check needs irqs on, so this
     // never schedules on the irq stack.

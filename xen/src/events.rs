@@ -383,7 +383,8 @@ pub fn mask_test_event(masked: bool) -> bool {
     true
 }
 
-/// The upcall handler: the 2-level scan, then each port's handler.
+/// The upcall handler: the 2-level scan, then each port's handler, repeated while
+/// events keep arriving, at most [`MAX_SCANS`] times.
 ///
 /// Context: events masked, on the irq stack (via `run_irq_on_irqstack_cond`, which
 /// runs the bottom halves the handlers raised once the scan is done).
@@ -412,8 +413,12 @@ pub extern "C" fn upcall(regs: &mut Regs) {
         ports.reschedule.load(SeqCst),
         ports.call_function.load(SeqCst),
     );
-    // Re-check: events raised while we scan set the flag again (Linux's loop).
-    while pending_flag.swap(0, SeqCst) != 0 {
+    // Re-check: events raised while we scan set the flag again (Linux's loop), at most
+    // MAX_SCANS times.
+    let stopped = libos::budget::bounded(MAX_SCANS, || {
+        if pending_flag.swap(0, SeqCst) == 0 {
+            return false;
+        }
         let selector = sel.swap(0, SeqCst);
         evtchn_demux::scan(
             selector,
@@ -449,8 +454,21 @@ pub extern "C" fn upcall(regs: &mut Regs) {
                 }
             },
         );
+        true
+    });
+    if stopped && pending_flag.load(SeqCst) != 0 {
+        // Left set: Xen delivers the upcall again as soon as the return unmasks events
+        // (HYPERVISOR_iret), after the exit work ran the bottom halves and the
+        // reschedule that a storm of events would otherwise hold off.
+        libos::budget::deferred(libos::budget::Loop::EventScan);
     }
 }
+
+/// Scans one upcall makes before it returns with events still pending (Linux's
+/// `xen_evtchn_do_upcall` loops for as long as the flag is set again; a backend or
+/// peer that keeps notifying would hold this vCPU in the upcall). Each scan handles
+/// every port pending when it began, so a scan is bounded by the 4096 ports.
+const MAX_SCANS: u32 = 8;
 
 /// Arms Xen's one-shot timer for `deadline_ns` (Xen system time); `u64::MAX` cancels.
 pub fn set_timer(deadline_ns: u64) {

@@ -322,6 +322,13 @@ fn status_page() -> String {
             n.syn_dropped
         );
     }
+    // Passes of the bottom halves and of the platform's event scan that stopped at
+    // their budget with work left (the net poll's are each interface's `deferrals`).
+    s += &format!(
+        "budget.bottom_half_deferrals={}\nbudget.event_scan_deferrals={}\n",
+        libos::budget::deferrals(libos::budget::Loop::BottomHalves),
+        libos::budget::deferrals(libos::budget::Loop::EventScan)
+    );
     for t in libos::net::tcp_states() {
         for (state, n) in t.states {
             s += &format!("{}.tcp.{state}={n}\n", t.interface);

@@ -24,8 +24,8 @@ use crate::time::{self, NEVER};
 
 /// Bytes of each TCP socket's receive and transmit buffers.
 pub const TCP_BUFFER: usize = 32 * 1024;
-/// Default listening sockets a [`TcpListener`] keeps ready: connection attempts beyond
-/// this many half-open or not-yet-accepted ones are refused (RST).
+/// Default listening sockets a [`TcpListener`] keeps ready: connection requests (SYNs)
+/// beyond this many half-open or not-yet-accepted ones are dropped (the client retries).
 pub const DEFAULT_BACKLOG: usize = 32;
 /// Default time a handshake may take before its backlog slot listens again.
 pub const DEFAULT_HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -222,9 +222,10 @@ impl Default for Timeouts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenOptions {
     /// Listening sockets kept ready (half-open plus established-not-accepted); SYNs
-    /// beyond them are refused with RST.
+    /// beyond them are dropped and counted (the client's TCP retries).
     pub backlog: usize,
-    /// A handshake not completed within this is dropped and its slot listens again.
+    /// A handshake not completed within this is dropped and its slot listens again
+    /// (an established connection waiting for `accept` no longer has this timeout).
     pub half_open_timeout: Duration,
     /// Most accepted streams open at once; `accept` waits while the listener is there.
     pub max_connections: usize,

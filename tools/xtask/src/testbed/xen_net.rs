@@ -76,16 +76,21 @@ pub const NET_SH: &str = r#"# dom0 network of Upcall's Xen test bed (tools/xtask
 for m in xen-netback llc stp bridge e1000; do
     run insmod /modules/$m.ko
 done
+# Every e1000 (8086:100e) QEMU gave dom0 joins the bridge: eth0 on QEMU's user network,
+# and for hostile-client tests a second one on a host TAP device (nettest/xl_tap.rs).
+cards=$(cat /sys/bus/pci/devices/*/device | grep -c 0x100e)
 n=0
-until ip link show eth0 >/dev/null 2>&1; do
-    n=$((n + 1)); [ "$n" -gt 50 ] && { say "no eth0 (e1000) in dom0"; finish 125; }
+until [ "$(ls -d /sys/class/net/eth* 2>/dev/null | wc -l)" -ge "$cards" ]; do
+    n=$((n + 1)); [ "$n" -gt 50 ] && { say "only $(ls /sys/class/net) of $cards e1000 cards in dom0"; finish 125; }
     nap 0.1
 done
 run brctl addbr br0
-run brctl addif br0 eth0
-run ip link set eth0 up
+for card in /sys/class/net/eth*; do
+    run brctl addif br0 "${card##*/}"
+    run ip link set "${card##*/}" up
+done
 run ip link set br0 up
-say "network: br0 = eth0 + vifs; domU leases 10.0.2.15 from QEMU"
+say "network: br0 = $cards card(s) + vifs; domU leases 10.0.2.15 from QEMU"
 "#;
 
 /// Adds the network pieces to the base dom0 tree: the modules (from the unpacked

@@ -179,10 +179,15 @@ pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
 }
 
 pub(crate) fn tcp_echo(host: &str, port: u16, bytes: usize) -> Result<String, String> {
+    let stream = TcpStream::connect((host, port)).map_err(|e| format!("connect: {e}"))?;
+    echo_over(stream, bytes)
+}
+
+/// [`tcp_echo`] over a connected `stream`.
+pub(crate) fn echo_over(stream: TcpStream, bytes: usize) -> Result<String, String> {
     let payload = random_bytes(bytes);
     let want = Sha256::digest(&payload);
     let started = Instant::now();
-    let stream = TcpStream::connect((host, port)).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;

@@ -13,10 +13,11 @@ use upcall_tests::net::{self, NetBed, NetCase, NetCheck, Proto, Ready};
 
 mod clients;
 pub(crate) mod hostile;
+mod xl_tap;
 
 pub(crate) use clients::{
-    HostListener, client, curl, curl_at, echo_probe, http_get_ok, http_get_ok_at, tcp_echo,
-    udp_echo,
+    HostListener, client, curl, curl_at, echo_over, echo_probe, http_get_ok, http_get_ok_at,
+    tcp_echo, udp_echo,
 };
 
 use crate::symbolize::Symbols;
@@ -66,11 +67,16 @@ pub(crate) fn free_port(proto: qemu::Proto) -> Result<u16, String> {
 fn run_case(case: &NetCase) -> Result<String, String> {
     let platform = match case.bed {
         NetBed::Qemu(_) | NetBed::Tap(_) => Platform::Kvm,
-        NetBed::XenXl => Platform::Xen,
+        NetBed::XenXl | NetBed::XenXlTap => Platform::Xen,
     };
     let image = build::build(case.app, platform, case.release).map_err(|f| f.message)?;
-    if let NetBed::Tap(machine) = case.bed {
-        return hostile::run_tap_case(case, &image, machine.into());
+    match case.bed {
+        NetBed::Tap(machine) => {
+            let bed = hostile::TapBed::Kvm(machine.into());
+            return hostile::run_tap_case(case, &image, bed);
+        }
+        NetBed::XenXlTap => return hostile::run_tap_case(case, &image, hostile::TapBed::XenXl),
+        NetBed::Qemu(_) | NetBed::XenXl => {}
     }
     let forwards = case
         .ports
@@ -106,7 +112,9 @@ fn run_case(case: &NetCase) -> Result<String, String> {
             opts.forwards = forwards.clone();
             qemu::qemu_args(&image, &cmdline, &opts)
         }
-        NetBed::Tap(_) => unreachable!("TAP cases run in hostile::run_tap_case"),
+        NetBed::Tap(_) | NetBed::XenXlTap => {
+            unreachable!("TAP cases run in hostile::run_tap_case")
+        }
         NetBed::XenXl => {
             let tb = dom0::ensure_xl_testbed().map_err(|f| f.message)?;
             crate::vmm::xl_run::xl_qemu_args(
@@ -320,7 +328,11 @@ fn run_check(
             if requests == 0 {
                 return Err("/status counts no requests".into());
             }
-            Ok(Some(format!("/status requests={requests}")))
+            let bottom_halves = status_value(&page, "budget.bottom_half_deferrals=")?;
+            let event_scans = status_value(&page, "budget.event_scan_deferrals=")?;
+            Ok(Some(format!(
+                "/status requests={requests} budget deferrals: bottom halves {bottom_halves}, event scans {event_scans}"
+            )))
         }
         NetCheck::HttpIdle {
             seconds,
