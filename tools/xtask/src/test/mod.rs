@@ -2,6 +2,7 @@
 //! this machine can run, then one line `N passed, N failed`.
 
 pub mod libvirt;
+pub mod libvirt_xen;
 pub mod net;
 pub mod user;
 
@@ -475,7 +476,7 @@ pub fn run(a: &TestArgs) -> Outcome {
         println!("== Xen platform: Xen 4.17 in QEMU (TCG), as dom0 and as an xl domU");
         run_cases(&mut t, &xen_cases, &wanted, &mut images);
     }
-    crate::testbed::libvirt_xen::run_tests(libvirt_xen, &wanted, &mut |name, result| {
+    crate::test::libvirt_xen::run_tests(libvirt_xen, &wanted, &mut |name, result| {
         t.record(name, result)
     });
     if !t.failures.is_empty() {

@@ -8,14 +8,11 @@
 //! cache entry (`target/testbed/xen/xlv-*`).
 //!
 //! Used by `cargo xtask libvirt APP --platform xen --run` and by the opt-in test cases
-//! (`cargo xtask test --libvirt-xen`, `upcall_tests::libvirt::xen_libvirt_cases`).
+//! (`cargo xtask test --libvirt-xen`, run by [`crate::test::libvirt_xen`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
-
-use upcall_tests::libvirt::XenLibvirtCase;
 
 use crate::testbed::deb_deps::Index;
 use crate::testbed::dom0;
@@ -23,7 +20,7 @@ use crate::testbed::initramfs::{Node, Tree};
 use crate::vmm::libvirt::{self, Domain};
 use crate::vmm::qemu::{self, QEMU};
 use crate::vmm::xl_run::{self, XlDomain};
-use crate::{Failure, MachineArg, Outcome, Platform, build, fail, vmm};
+use crate::{Failure, MachineArg, Outcome, Platform, fail, vmm};
 
 /// Bumped when the flavour's initramfs layout changes (part of its cache key, with the
 /// init part [`INIT`]).
@@ -176,7 +173,13 @@ pub fn reported_events<'a>(output: &'a str, name: &'a str) -> Vec<&'a str> {
 }
 
 /// The xl-run domain for an image.
-fn xl_domain(image: &Path, cmdline: &str, memory_mb: u32, vcpus: u32, timeout: u32) -> XlDomain {
+pub(crate) fn xl_domain(
+    image: &Path,
+    cmdline: &str,
+    memory_mb: u32,
+    vcpus: u32,
+    timeout: u32,
+) -> XlDomain {
     XlDomain {
         image: image.to_path_buf(),
         cmdline: cmdline.to_string(),
@@ -239,97 +242,6 @@ pub fn run(d: &Domain, timeout: u64) -> Outcome {
     Ok(qemu::decode_status(c.code)
         .and_then(|s| u8::try_from(s).ok())
         .unwrap_or(qemu::NO_STATUS))
-}
-
-/// Runs the wanted Xen-through-libvirt cases (all in one dom0 boot) if `enabled`, else
-/// says how to.
-pub fn run_tests(
-    enabled: bool,
-    wanted: &dyn Fn(&str) -> bool,
-    record: &mut dyn FnMut(&str, Result<String, String>),
-) {
-    let cases: Vec<XenLibvirtCase> = upcall_tests::libvirt::xen_libvirt_cases()
-        .into_iter()
-        .filter(|c| wanted(&c.case.name))
-        .collect();
-    if cases.is_empty() {
-        return;
-    }
-    if !enabled {
-        println!(
-            "== not run (opt-in, ~30 s; --libvirt-xen runs them): {}",
-            cases
-                .iter()
-                .map(|c| c.case.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        return;
-    }
-    println!("== Xen platform through libvirt (libxl) in the Xen test bed's dom0");
-    let start = Instant::now();
-    let mut domains = Vec::new();
-    for c in &cases {
-        let args: Vec<String> = c.case.args.iter().map(|s| s.to_string()).collect();
-        match build::build(c.case.app, Platform::Xen, c.case.release) {
-            Ok(image) => domains.push(xl_domain(
-                &image,
-                &qemu::kernel_cmdline(&args),
-                upcall_tests::XL_MEMORY_MB,
-                c.case.smp,
-                120,
-            )),
-            Err(f) => return record(&c.case.name, Err(f.message)),
-        }
-    }
-    let tb = match dom0::ensure_libvirt_xl_testbed() {
-        Ok(tb) => tb,
-        Err(f) => return record("libvirt-xen test bed", Err(f.message)),
-    };
-    let run = match crate::vmm::xl_batch::boot_on(&tb, &domains) {
-        Ok(run) => run,
-        Err(f) => return record("libvirt-xen test bed", Err(f.message)),
-    };
-    let log = crate::test::log_path("xen/libvirt/whole-console");
-    crate::test::save_log("xen/libvirt/whole-console", &run.output);
-    for (k, (c, d)) in cases.iter().zip(&run.domains).enumerate() {
-        crate::test::save_log(&c.case.name, &d.output);
-        // As xl_run names them: the image's name, with `-K` when there are several.
-        let name = if cases.len() == 1 {
-            c.case.app.to_string()
-        } else {
-            format!("{}-{}", c.case.app, k + 1)
-        };
-        let events = reported_events(&d.output, &name);
-        let verdict = match (d.status, reported_state(&d.output, &name)) {
-            _ if !d.began => Err(format!(
-                "dom0 ended before the domain began; whole console in {}",
-                log.display()
-            )),
-            (None, _) => Err(format!(
-                "the domain did not end (timed out: {}); whole console in {}",
-                run.timed_out,
-                log.display()
-            )),
-            (Some(_), state) if state != Some(c.libvirt_state) => Err(format!(
-                "libvirt reported {state:?}, want `{}`",
-                c.libvirt_state
-            )),
-            (Some(_), _) if !events.contains(&c.libvirt_event) => Err(format!(
-                "libvirt's lifecycle events {events:?} lack `{}`",
-                c.libvirt_event
-            )),
-            (Some(status), _) => upcall_tests::check(&c.case, Some(status), &d.output).map(|()| {
-                format!(
-                    " (libvirt: {}, {}; the boot took {:.1} s)",
-                    c.libvirt_event,
-                    c.libvirt_state,
-                    start.elapsed().as_secs_f64()
-                )
-            }),
-        };
-        record(&c.case.name, verdict);
-    }
 }
 
 #[cfg(test)]
