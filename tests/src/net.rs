@@ -34,6 +34,9 @@ pub enum NetCheck {
         /// Expected bytes, relative to the repository root.
         file: &'static str,
     },
+    /// `curl` fetches httpd's generated 10 MiB file ([`crate::pattern::PATH`]); its
+    /// SHA-256 must equal that of the bytes [`crate::pattern::fill`] generates.
+    HttpGenerated,
     /// `/status` answers with `uptime_ms=` and a `requests=` count that grew.
     HttpStatus,
     /// The load generator (`ab`) runs `requests` requests at `concurrency`: all
@@ -188,6 +191,11 @@ const IDLE: NetCheck = NetCheck::HttpIdle {
     seconds: 2,
     max_wakeups: 40,
 };
+/// A 16 MiB TCP echo (large enough for segmentation and many ring wraps), then UDP.
+const BULK_ECHO: &[NetCheck] = &[
+    NetCheck::TcpEcho { bytes: 16 << 20 },
+    NetCheck::UdpEcho { count: 64 },
+];
 const DHCP_HTTPD: &[&str] = &[
     "net: eth0 52:54:00:12:34:56 10.0.2.15/24 (dhcp) gateway 10.0.2.2",
     "httpd: serving",
@@ -228,11 +236,21 @@ pub fn net_cases() -> Vec<NetCase> {
             NetBed::Qemu(Machine::Microvm),
             false,
         ),
-        httpd(
-            "net/httpd-curl-pc-qboot-virtio-pci",
-            NetBed::Qemu(Machine::PcQboot),
-            true,
-        ),
+        // The 10 MiB file rides on boots that run anyway (segmentation, offloads).
+        NetCase {
+            checks: &[
+                INDEX,
+                BIG,
+                NetCheck::HttpGenerated,
+                NetCheck::HttpStatus,
+                IDLE,
+            ],
+            ..httpd(
+                "net/httpd-curl-pc-qboot-virtio-pci",
+                NetBed::Qemu(Machine::PcQboot),
+                true,
+            )
+        },
         httpd(
             "net/httpd-curl-pc-seabios-virtio-pci",
             NetBed::Qemu(Machine::PcSeabios),
@@ -266,12 +284,22 @@ pub fn net_cases() -> Vec<NetCase> {
             "net/echo-microvm-virtio-mmio",
             NetBed::Qemu(Machine::Microvm),
         ),
-        echo(
-            "net/echo-pc-qboot-virtio-pci",
-            NetBed::Qemu(Machine::PcQboot),
-        ),
+        NetCase {
+            checks: BULK_ECHO,
+            ..echo(
+                "net/echo-pc-qboot-virtio-pci",
+                NetBed::Qemu(Machine::PcQboot),
+            )
+        },
         NetCase {
             name: "xen/xl/net/httpd-curl-netfront",
+            checks: &[
+                INDEX,
+                BIG,
+                NetCheck::HttpGenerated,
+                NetCheck::HttpStatus,
+                IDLE,
+            ],
             console: XEN_DHCP_HTTPD,
             ..httpd("", NetBed::XenXl, true)
         },
@@ -289,6 +317,7 @@ pub fn net_cases() -> Vec<NetCase> {
             ..httpd("", NetBed::XenXl, true)
         },
         NetCase {
+            checks: BULK_ECHO,
             console: &[XEN_DHCP, "echo: serving tcp and udp port 7"],
             ..echo("xen/xl/net/echo-netfront", NetBed::XenXl)
         },

@@ -226,6 +226,11 @@ impl Guest {
         })
     }
 
+    /// QEMU's process id (for its CPU accounting in `/proc`).
+    pub(crate) fn pid(&mut self) -> u32 {
+        self.child.child_mut().id()
+    }
+
     /// The guest's exit status if it already ended.
     pub(crate) fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
@@ -384,6 +389,28 @@ fn run_check(
             Ok(Some(format!(
                 "guest connected out to 127.0.0.1:{}, sent `{got}`",
                 l.port
+            )))
+        }
+        NetCheck::HttpGenerated => {
+            use upcall_tests::pattern;
+            let mut want = vec![0u8; pattern::LEN];
+            pattern::fill(0, &mut want);
+            let want = Sha256::digest(&want);
+            let got = curl(tcp, pattern::PATH)?;
+            let digest = Sha256::digest(&got);
+            if got.len() != pattern::LEN || digest != want {
+                return Err(format!(
+                    "GET {}: {} bytes, sha256 {digest:x}; want {} bytes, sha256 {want:x}",
+                    pattern::PATH,
+                    got.len(),
+                    pattern::LEN
+                ));
+            }
+            Ok(Some(format!(
+                "GET {} = {} bytes, sha256 {:.16}… matches",
+                pattern::PATH,
+                got.len(),
+                format!("{digest:x}")
             )))
         }
         NetCheck::HttpFile { path, file } => {
