@@ -21,6 +21,7 @@ pub mod madt;
 pub mod mmio_devices;
 pub mod start_info;
 pub mod tsc_freq;
+pub mod virtio_net_hdr;
 pub mod virtio_net_rx;
 pub mod virtio_pci_caps;
 pub mod virtq;

@@ -123,6 +123,8 @@ fn run_case(case: &NetCase) -> Result<String, String> {
             .map_err(|f| f.message)?
         }
     };
+    let mut qemu_args = qemu_args;
+    add_device_properties(&mut qemu_args, case.device)?;
     let mut guest = Guest::boot(&image, qemu_args)?;
     let verdict = wait_ready(&mut guest, case.ready, LOCALHOST, tcp).and_then(|()| {
         let mut notes = Vec::new();
@@ -170,6 +172,22 @@ fn finish(
     } else {
         format!(" [{}]", notes.join("; "))
     })
+}
+
+/// Appends `props` (e.g. `csum=off,guest_csum=off`) to the virtio-net `-device` of
+/// `qemu_args`; nothing if `props` is empty. An error if there is no such device (a
+/// Xen bed: its card is netfront).
+pub(crate) fn add_device_properties(qemu_args: &mut [String], props: &str) -> Result<(), String> {
+    if props.is_empty() {
+        return Ok(());
+    }
+    let device = qemu_args
+        .iter_mut()
+        .find(|a| a.starts_with("virtio-net-"))
+        .ok_or_else(|| format!("device properties `{props}` but no virtio-net device"))?;
+    device.push(',');
+    device.push_str(props);
+    Ok(())
 }
 
 /// A running guest whose console is collected in the background.
@@ -496,7 +514,7 @@ fn run_check(
         NetCheck::TcpEcho { bytes } => tcp_echo(host, tcp, bytes).map(Some),
         NetCheck::UdpEcho { count } => {
             let port = udp.ok_or("UDP echo needs a UDP port")?;
-            udp_echo(port, count).map(Some)
+            udp_echo(host, port, count).map(Some)
         }
         // These two need only TCP to the app: they run on forwarded ports too.
         NetCheck::StalledReader => hostile::stalled_reader(host, tcp).map(Some),
@@ -663,12 +681,11 @@ fn tcp_echo(host: &str, port: u16, bytes: usize) -> Result<String, String> {
     ))
 }
 
-fn udp_echo(port: u16, count: usize) -> Result<String, String> {
-    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+fn udp_echo(host: &str, port: u16, count: usize) -> Result<String, String> {
+    let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
-    sock.connect(("127.0.0.1", port))
-        .map_err(|e| e.to_string())?;
+    sock.connect((host, port)).map_err(|e| e.to_string())?;
     let mut retries = 0;
     let mut buf = [0u8; 2048];
     for i in 0..count {

@@ -89,7 +89,8 @@ pub(super) fn run_tap_case(
     image: &Path,
     machine: MachineArg,
 ) -> Result<String, String> {
-    let (tap, mut guest) = boot_on_tap(image, case.args, case.memory_mb, machine)?;
+    let (tap, mut guest) =
+        boot_on_tap_with(image, case.args, case.memory_mb, machine, case.device)?;
     let port = |p: Proto| case.ports.iter().find(|(q, _)| *q == p).map(|&(_, g)| g);
     let tcp = port(Proto::Tcp).ok_or("a network case needs a TCP port")?;
     let udp = port(Proto::Udp);
@@ -137,6 +138,17 @@ pub(crate) fn boot_on_tap(
     memory_mb: u32,
     machine: MachineArg,
 ) -> Result<(Tap, Guest), String> {
+    boot_on_tap_with(image, args, memory_mb, machine, "")
+}
+
+/// [`boot_on_tap`] with extra virtio-net device properties (`device`, may be empty).
+fn boot_on_tap_with(
+    image: &Path,
+    args: &[&str],
+    memory_mb: u32,
+    machine: MachineArg,
+    device: &str,
+) -> Result<(Tap, Guest), String> {
     let tap = Tap::create()?;
     let args: Vec<String> = args
         .iter()
@@ -157,6 +169,7 @@ pub(crate) fn boot_on_tap(
         .position(|a| a == "-netdev")
         .ok_or("qemu_args added no -netdev")?;
     qemu_args[netdev + 1] = format!("tap,id=net0,ifname={},script=no,downscript=no", tap.name);
+    super::add_device_properties(&mut qemu_args, device)?;
     let guest = Guest::boot(image, qemu_args)?;
     Ok((tap, guest))
 }
