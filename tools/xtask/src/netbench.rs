@@ -12,8 +12,10 @@
 //! ratios against nginx, QEMU's CPU time per request (host `/proc/<pid>/stat`, user +
 //! system, all threads: on Xen that is the whole machine, dom0 and netback included),
 //! Upcall's frames per request (from its `/status` counters), and the row's goal with
-//! whether this run meets it. Wall time is noisy here, so the figures of merit are the
-//! ratios measured in this run. Results go to `target/bench/net.{json,md}`.
+//! whether this run meets it. Wall time is noisy here, so Upcall and nginx are booted
+//! together and measured alternately, workload by workload, [`ROUNDS`] times, and
+//! every figure is a median; the figures of merit are the ratios measured in this run.
+//! Results go to `target/bench/net.{json,md}`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -83,72 +85,142 @@ impl<'a> Setup<'a> {
     }
 }
 
-/// Boots `setup`, waits until its probe path answers, runs `workloads` (each with its
-/// CPU time and, where the guest has `/status` counters for `iface`, its frames).
-fn measure(
-    setup: &Setup<'_>,
-    workloads: &[&Workload],
-    iface: Option<&str>,
-) -> Result<Vec<Measured>, String> {
-    let what = setup.what;
-    let probe_path = setup.probe_path;
-    let host_port = nettest::free_port(Proto::Tcp)?;
-    let fwd = Forward {
-        proto: Proto::Tcp,
-        host: host_port,
-        guest: 80,
-    };
-    eprintln!("bench net: booting {what}");
-    let mut guest = Guest::boot(setup.image, (setup.qemu_args)(fwd)?)?;
-    let pid = guest.pid();
-    let frames = |iface: &str| -> Option<u64> {
-        let page = nettest::curl(host_port, "/status").ok()?;
+/// Rounds of every workload per pair of guests: Upcall and nginx run alternately, one
+/// workload at a time, both booted, and each figure is the median of its rounds (wall
+/// time on a shared host drifts; interleaving spreads the drift over both).
+const ROUNDS: usize = 3;
+
+/// A booted guest of the benchmark.
+struct Live<'a> {
+    what: &'a str,
+    guest: Guest,
+    pid: u32,
+    port: u16,
+    /// Upcall's interface in `/status` (Linux has no such page).
+    iface: Option<&'a str>,
+}
+
+impl<'a> Live<'a> {
+    /// Boots `setup` and waits until its probe path answers.
+    fn boot(setup: &Setup<'a>, iface: Option<&'a str>) -> Result<Live<'a>, String> {
+        let port = nettest::free_port(Proto::Tcp)?;
+        let fwd = Forward {
+            proto: Proto::Tcp,
+            host: port,
+            guest: 80,
+        };
+        eprintln!("bench net: booting {}", setup.what);
+        let mut guest = Guest::boot(setup.image, (setup.qemu_args)(fwd)?)?;
+        let pid = guest.pid();
+        let mut live = Live {
+            what: setup.what,
+            guest,
+            pid,
+            port,
+            iface,
+        };
+        let probe = setup.probe_path;
+        match nettest::wait_until(&mut live.guest, port, &|p| nettest::http_get_ok(p, probe)) {
+            Ok(()) => Ok(live),
+            Err(e) => Err(live.stop_with(e)),
+        }
+    }
+
+    /// Upcall's frame count (rx + tx) from its `/status` page.
+    fn frames(&self) -> Option<u64> {
+        let iface = self.iface?;
+        let page = nettest::curl(self.port, "/status").ok()?;
         let page = String::from_utf8_lossy(&page);
         let v = |k: &str| nettest::status_value(&page, &format!("{iface}.{k}=")).ok();
         Some(v("rx_frames")? + v("tx_frames")?)
-    };
-    let run = nettest::wait_until(&mut guest, host_port, &|p| {
-        nettest::http_get_ok(p, probe_path)
-    })
-    .and_then(|()| {
-        let mut results = Vec::new();
-        for w in workloads {
-            eprintln!("bench net: {what}: {}", w.name);
-            let frames_before = iface.and_then(frames);
-            let cpu_before = netbench_load::cpu_seconds(pid)?;
-            let (requests, errors, rps, mibps) = netbench_load::run(w, host_port)?;
-            let cpu = netbench_load::cpu_seconds(pid)? - cpu_before;
-            let frames_after = iface.and_then(frames);
-            // Reported, not fatal: the tests judge correctness; a benchmark says what
-            // happened (busybox's httpd occasionally answers one request badly).
-            if errors != 0 {
-                eprintln!("bench net: {what}: {}: warning: {errors} errors", w.name);
-            }
-            let per = |x: f64| {
-                if requests == 0 {
-                    f64::NAN
-                } else {
-                    x / requests as f64
-                }
-            };
-            results.push(Measured {
-                requests,
-                errors,
-                requests_per_second: rps,
-                mib_per_second: mibps,
-                cpu_us_per_request: per(cpu * 1e6),
-                frames_per_request: frames_before
-                    .zip(frames_after)
-                    .map(|(b, a)| per(a.saturating_sub(b) as f64)),
-            });
-        }
-        Ok(results)
-    });
-    let (console, early) = guest.stop();
-    if let Some(how) = early {
-        return Err(format!("{what} stopped by itself ({how}):\n{console}"));
     }
-    run.map_err(|e| format!("{e}\n--- {what} console ---\n{console}"))
+
+    /// Runs `w` once: its figures, QEMU's CPU time and (Upcall) frames per request.
+    fn run(&self, w: &Workload) -> Result<Measured, String> {
+        eprintln!("bench net: {}: {}", self.what, w.name);
+        let frames_before = self.frames();
+        let cpu_before = netbench_load::cpu_seconds(self.pid)?;
+        let (requests, errors, rps, mibps) = netbench_load::run(w, self.port)?;
+        let cpu = netbench_load::cpu_seconds(self.pid)? - cpu_before;
+        let frames_after = self.frames();
+        // Reported, not fatal: the tests judge correctness; a benchmark says what
+        // happened (busybox's httpd occasionally answers one request badly).
+        if errors != 0 {
+            eprintln!(
+                "bench net: {}: {}: warning: {errors} errors",
+                self.what, w.name
+            );
+        }
+        let per = |x: f64| {
+            if requests == 0 {
+                f64::NAN
+            } else {
+                x / requests as f64
+            }
+        };
+        Ok(Measured {
+            requests,
+            errors,
+            requests_per_second: rps,
+            mib_per_second: mibps,
+            cpu_us_per_request: per(cpu * 1e6),
+            frames_per_request: frames_before
+                .zip(frames_after)
+                .map(|(b, a)| per(a.saturating_sub(b) as f64)),
+        })
+    }
+
+    /// Stops the guest; an error if it had ended by itself.
+    fn stop(self) -> Result<(), String> {
+        let what = self.what;
+        match self.guest.stop() {
+            (console, Some(how)) => Err(format!("{what} stopped by itself ({how}):\n{console}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops the guest and returns `e` with its console.
+    fn stop_with(self, e: String) -> String {
+        let what = self.what;
+        let (console, _) = self.guest.stop();
+        format!("{e}\n--- {what} console ---\n{console}")
+    }
+}
+
+/// Runs `workloads` on every guest of `live`, alternating guests workload by workload,
+/// [`ROUNDS`] times; returns each guest's per-workload medians, then stops the guests.
+fn interleaved(live: Vec<Live<'_>>, workloads: &[&Workload]) -> Result<Vec<Vec<Measured>>, String> {
+    let mut runs: Vec<Vec<Vec<Measured>>> = vec![vec![Vec::new(); workloads.len()]; live.len()];
+    let mut result = Ok(());
+    'rounds: for _ in 0..ROUNDS {
+        for (wi, w) in workloads.iter().enumerate() {
+            for (gi, g) in live.iter().enumerate() {
+                match g.run(w) {
+                    Ok(m) => runs[gi][wi].push(m),
+                    Err(e) => {
+                        result = Err((gi, e));
+                        break 'rounds;
+                    }
+                }
+            }
+        }
+    }
+    let mut stopped = Ok(());
+    for (gi, g) in live.into_iter().enumerate() {
+        match &result {
+            Err((failed, e)) if *failed == gi => stopped = Err(g.stop_with(e.clone())),
+            _ => {
+                if let Err(e) = g.stop() {
+                    stopped = stopped.and(Err(e));
+                }
+            }
+        }
+    }
+    stopped?;
+    Ok(runs
+        .into_iter()
+        .map(|per_w| per_w.iter().map(|r| netbench_load::median(r)).collect())
+        .collect())
 }
 
 /// One bed's guests, measured and tabled.
@@ -175,12 +247,22 @@ fn compare(bed: &Bed<'_>) -> Result<Comparison, Failure> {
         .iter()
         .filter(|w| matches!(w.tool, Tool::Ab { .. }))
         .collect();
-    let bench = |s: &Setup<'_>, w: &[&Workload], iface| {
-        measure(s, w, iface).or_else(|e| fail(format!("bench net: {e}")))
-    };
-    let u = bench(&bed.upcall, &all, Some(bed.iface))?;
-    let n = bench(&bed.nginx, &all, None)?;
-    let b = bench(&bed.busybox, &ab_only, None)?;
+    let measured = (|| {
+        let upcall = Live::boot(&bed.upcall, Some(bed.iface))?;
+        let nginx = match Live::boot(&bed.nginx, None) {
+            Ok(n) => n,
+            Err(e) => return Err(upcall.stop_with(e)),
+        };
+        let mut pair = interleaved(vec![upcall, nginx], &all)?.into_iter();
+        let busybox = Live::boot(&bed.busybox, None)?;
+        let b = interleaved(vec![busybox], &ab_only)?.remove(0);
+        Ok((
+            pair.next().unwrap_or_default(),
+            pair.next().unwrap_or_default(),
+            b,
+        ))
+    })();
+    let (u, n, b) = measured.or_else(|e: String| fail(format!("bench net: {e}")))?;
     let mut md = format!(
         "## {}\n\n\
          | workload | upcall req/s | nginx req/s | ratio | upcall MiB/s | nginx MiB/s | ratio | upcall CPU µs/req | nginx CPU µs/req | ratio | upcall frames/req | errors (upcall / nginx) |\n\
@@ -306,7 +388,8 @@ pub fn net(kvm_only: bool) -> Outcome {
     let (kernel, initrd) = nginx_guest::build()?;
     let mut md = format!(
         "# bench net: upcall httpd vs Linux + nginx (Debian 12), and busybox httpd\n\n\
-         Same run, same setup per platform, {MEMORY} MiB and one vCPU each. `wrk` keeps \
+         Same run, same setup per platform, {MEMORY} MiB and one vCPU each; Upcall and nginx \
+         booted together and measured alternately, {ROUNDS} rounds, medians. `wrk` keeps \
          connections alive; `ab` opens one per request. Ratios > 1 favour Upcall, except \
          CPU per request (QEMU's user + system time on the host divided by the requests \
          completed), where < 1 does.\n\n"

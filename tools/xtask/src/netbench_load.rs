@@ -49,7 +49,7 @@ pub(crate) const WORKLOADS: &[Workload] = &[
     Workload {
         name: "wrk keep-alive, small page (420 B)",
         path: SMALL,
-        tool: Tool::Wrk { seconds: 10 },
+        tool: Tool::Wrk { seconds: 5 },
         concurrency: 16,
         goal: Some(Goal {
             what: Figure::RequestsPerSecond,
@@ -59,7 +59,7 @@ pub(crate) const WORKLOADS: &[Workload] = &[
     Workload {
         name: "wrk keep-alive, 256 KiB",
         path: BIG,
-        tool: Tool::Wrk { seconds: 10 },
+        tool: Tool::Wrk { seconds: 5 },
         concurrency: 4,
         goal: Some(Goal {
             what: Figure::MibPerSecond,
@@ -69,7 +69,7 @@ pub(crate) const WORKLOADS: &[Workload] = &[
     Workload {
         name: "wrk keep-alive, 10 MiB",
         path: HUGE,
-        tool: Tool::Wrk { seconds: 15 },
+        tool: Tool::Wrk { seconds: 8 },
         concurrency: 2,
         goal: Some(Goal {
             what: Figure::MibPerSecond,
@@ -79,14 +79,14 @@ pub(crate) const WORKLOADS: &[Workload] = &[
     Workload {
         name: "ab, small page (420 B)",
         path: SMALL,
-        tool: Tool::Ab { requests: 2000 },
+        tool: Tool::Ab { requests: 1000 },
         concurrency: 16,
         goal: None,
     },
     Workload {
         name: "ab, 256 KiB",
         path: BIG,
-        tool: Tool::Ab { requests: 200 },
+        tool: Tool::Ab { requests: 100 },
         concurrency: 4,
         goal: Some(Goal {
             what: Figure::MibPerSecond,
@@ -96,7 +96,7 @@ pub(crate) const WORKLOADS: &[Workload] = &[
     Workload {
         name: "ab, 10 MiB",
         path: HUGE,
-        tool: Tool::Ab { requests: 20 },
+        tool: Tool::Ab { requests: 10 },
         concurrency: 2,
         goal: Some(Goal {
             what: Figure::MibPerSecond,
@@ -118,6 +118,30 @@ pub(crate) struct Measured {
     pub cpu_us_per_request: f64,
     /// Ethernet frames (rx + tx) per request, where the guest counts them (Upcall).
     pub frames_per_request: Option<f64>,
+}
+
+/// The median of each figure over `runs` (figures taken independently; requests and
+/// errors summed).
+pub(crate) fn median(runs: &[Measured]) -> Measured {
+    fn mid(mut v: Vec<f64>) -> f64 {
+        v.retain(|x| !x.is_nan());
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+    let of = |f: fn(&Measured) -> f64| mid(runs.iter().map(f).collect());
+    let frames: Vec<f64> = runs.iter().filter_map(|m| m.frames_per_request).collect();
+    Measured {
+        requests: runs.iter().map(|m| m.requests).sum(),
+        errors: runs.iter().map(|m| m.errors).sum(),
+        requests_per_second: of(|m| m.requests_per_second),
+        mib_per_second: of(|m| m.mib_per_second),
+        cpu_us_per_request: of(|m| m.cpu_us_per_request),
+        frames_per_request: (!frames.is_empty()).then(|| mid(frames)),
+    }
 }
 
 /// Runs `w` against `127.0.0.1:port`; returns (requests, errors, requests/s, MiB/s).
@@ -317,6 +341,29 @@ Transfer/sec:      0.97MB
         assert!(parse_wrk("garbage").is_err());
         assert!(parse_wrk("  5 requests in 0.00s, 1B read").is_err());
         assert!(parse_wrk(&WRK.replace("read 2", "read x")).is_err());
+    }
+
+    #[test]
+    fn medians_per_figure() {
+        let m = |rps: f64, cpu: f64, frames: Option<f64>| Measured {
+            requests: 10,
+            errors: 1,
+            requests_per_second: rps,
+            mib_per_second: rps / 2.0,
+            cpu_us_per_request: cpu,
+            frames_per_request: frames,
+        };
+        let r = median(&[
+            m(3.0, 9.0, Some(5.0)),
+            m(1.0, 7.0, None),
+            m(2.0, f64::NAN, Some(7.0)),
+        ]);
+        assert_eq!((r.requests, r.errors), (30, 3));
+        assert_eq!(r.requests_per_second, 2.0);
+        assert_eq!(r.mib_per_second, 1.0);
+        assert_eq!(r.cpu_us_per_request, 8.0);
+        assert_eq!(r.frames_per_request, Some(6.0));
+        assert!(median(&[]).requests_per_second.is_nan());
     }
 
     #[test]
