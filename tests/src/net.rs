@@ -194,6 +194,14 @@ const IDLE: NetCheck = NetCheck::HttpIdle {
     seconds: 2,
     max_wakeups: 40,
 };
+/// The curl checks plus the generated 10 MiB file (SHA-256).
+const CURL_BULK: &[NetCheck] = &[
+    INDEX,
+    BIG,
+    NetCheck::HttpGenerated,
+    NetCheck::HttpStatus,
+    IDLE,
+];
 /// A 16 MiB TCP echo (large enough for segmentation and many ring wraps), then UDP.
 const BULK_ECHO: &[NetCheck] = &[
     NetCheck::TcpEcho { bytes: 16 << 20 },
@@ -243,13 +251,7 @@ pub fn net_cases() -> Vec<NetCase> {
         ),
         // The 10 MiB file rides on boots that run anyway (segmentation, offloads).
         NetCase {
-            checks: &[
-                INDEX,
-                BIG,
-                NetCheck::HttpGenerated,
-                NetCheck::HttpStatus,
-                IDLE,
-            ],
+            checks: CURL_BULK,
             ..httpd(
                 "net/httpd-curl-pc-qboot-virtio-pci",
                 NetBed::Qemu(Machine::PcQboot),
@@ -298,13 +300,7 @@ pub fn net_cases() -> Vec<NetCase> {
         },
         NetCase {
             name: "xen/xl/net/httpd-curl-netfront",
-            checks: &[
-                INDEX,
-                BIG,
-                NetCheck::HttpGenerated,
-                NetCheck::HttpStatus,
-                IDLE,
-            ],
+            checks: CURL_BULK,
             console: XEN_DHCP_HTTPD,
             ..httpd("", NetBed::XenXl, true)
         },
