@@ -8,6 +8,9 @@
 
 pub mod libvirt;
 pub mod net;
+/// httpd's generated file (the same source file as the app's), for comparisons.
+#[path = "../../apps/httpd/src/pattern.rs"]
+pub mod pattern;
 
 /// How a KVM-platform image is booted under QEMU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

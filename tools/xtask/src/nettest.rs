@@ -131,6 +131,8 @@ fn run_case(case: &NetCase) -> Result<String, String> {
             .map_err(|f| f.message)?
         }
     };
+    let mut qemu_args = qemu_args;
+    add_device_properties(&mut qemu_args, case.device)?;
     let mut guest = Guest::boot(&image, qemu_args)?;
     let verdict = wait_ready(&mut guest, case.ready, LOCALHOST, tcp).and_then(|()| {
         let mut notes = Vec::new();
@@ -178,6 +180,22 @@ fn finish(
     } else {
         format!(" [{}]", notes.join("; "))
     })
+}
+
+/// Appends `props` (e.g. `csum=off,guest_csum=off`) to the virtio-net `-device` of
+/// `qemu_args`; nothing if `props` is empty. An error if there is no such device (a
+/// Xen bed: its card is netfront).
+pub(crate) fn add_device_properties(qemu_args: &mut [String], props: &str) -> Result<(), String> {
+    if props.is_empty() {
+        return Ok(());
+    }
+    let device = qemu_args
+        .iter_mut()
+        .find(|a| a.starts_with("virtio-net-"))
+        .ok_or_else(|| format!("device properties `{props}` but no virtio-net device"))?;
+    device.push(',');
+    device.push_str(props);
+    Ok(())
 }
 
 /// A running guest whose console is collected in the background.
@@ -232,6 +250,11 @@ impl Guest {
             console,
             reader,
         })
+    }
+
+    /// QEMU's process id (for its CPU accounting in `/proc`).
+    pub(crate) fn pid(&mut self) -> u32 {
+        self.child.child_mut().id()
     }
 
     /// The guest's exit status if it already ended.
@@ -394,6 +417,28 @@ fn run_check(
                 l.port
             )))
         }
+        NetCheck::HttpGenerated => {
+            use upcall_tests::pattern;
+            let mut want = vec![0u8; pattern::LEN];
+            pattern::fill(0, &mut want);
+            let want = Sha256::digest(&want);
+            let got = curl(tcp, pattern::PATH)?;
+            let digest = Sha256::digest(&got);
+            if got.len() != pattern::LEN || digest != want {
+                return Err(format!(
+                    "GET {}: {} bytes, sha256 {digest:x}; want {} bytes, sha256 {want:x}",
+                    pattern::PATH,
+                    got.len(),
+                    pattern::LEN
+                ));
+            }
+            Ok(Some(format!(
+                "GET {} = {} bytes, sha256 {:.16}… matches",
+                pattern::PATH,
+                got.len(),
+                format!("{digest:x}")
+            )))
+        }
         NetCheck::HttpFile { path, file } => {
             let want =
                 std::fs::read(host::root().join(file)).map_err(|e| format!("read {file}: {e}"))?;
@@ -481,7 +526,7 @@ fn run_check(
         NetCheck::TcpEcho { bytes } => tcp_echo(host, tcp, bytes).map(Some),
         NetCheck::UdpEcho { count } => {
             let port = udp.ok_or("UDP echo needs a UDP port")?;
-            udp_echo(port, count).map(Some)
+            udp_echo(host, port, count).map(Some)
         }
         // These two need only TCP to the app: they run on forwarded ports too.
         NetCheck::StalledReader => hostile::stalled_reader(host, tcp).map(Some),
@@ -653,12 +698,11 @@ pub(crate) fn echo_over(stream: TcpStream, bytes: usize) -> Result<String, Strin
     ))
 }
 
-fn udp_echo(port: u16, count: usize) -> Result<String, String> {
-    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+fn udp_echo(host: &str, port: u16, count: usize) -> Result<String, String> {
+    let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
-    sock.connect(("127.0.0.1", port))
-        .map_err(|e| e.to_string())?;
+    sock.connect((host, port)).map_err(|e| e.to_string())?;
     let mut retries = 0;
     let mut buf = [0u8; 2048];
     for i in 0..count {

@@ -570,7 +570,7 @@ fn is_root() -> bool {
 
 /// Unpacks `deb` (only the members matching the `tar` wildcards `only`, if given) into
 /// [`cache_dir`]`/unpacked/<deb name>`, unless already there; returns that directory.
-fn unpack(deb: &Path, only: &[&str]) -> Result<PathBuf, Failure> {
+pub(crate) fn unpack(deb: &Path, only: &[&str]) -> Result<PathBuf, Failure> {
     let mut stem = deb
         .file_stem()
         .unwrap_or_default()
