@@ -6,7 +6,7 @@
 use crate::virtq::{Error, RingMemory, Virtq};
 
 /// The virtio-net header in front of every frame (with `num_buffers`, virtio 1.x).
-pub const HEADER: usize = 12;
+pub const HEADER: usize = crate::virtio_net_hdr::LEN;
 
 /// What one step found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,24 +19,25 @@ pub enum Rx {
     Short,
 }
 
-/// Takes one used buffer from `q`, delivers its frame (the bytes after the header) and
-/// posts the buffer again. A device error is returned after the buffer it named, if
+/// Takes one used buffer from `q`, delivers its header and frame (the bytes after the
+/// header) and posts the buffer again. A device error is returned after the buffer it named, if
 /// any, was posted again; the caller notifies the device unless the result is
 /// [`Rx::Empty`].
 pub fn receive<M: RingMemory, B: AsRef<[u8]>>(
     q: &mut Virtq<M, B>,
-    deliver: &mut dyn FnMut(&[u8]),
+    deliver: &mut dyn FnMut(&[u8; HEADER], &[u8]),
 ) -> Result<Rx, Error> {
     let (buf, result) = match q.pop_used() {
         Ok(None) => return Ok(Rx::Empty),
         Ok(Some(used)) => {
             let len = used.len as usize;
-            let r = match used.token.as_ref().get(HEADER..len) {
-                Some(frame) => {
-                    deliver(frame);
+            let buf = used.token.as_ref();
+            let r = match (buf.get(..HEADER), buf.get(HEADER..len)) {
+                (Some(header), Some(frame)) => {
+                    deliver(header.try_into().expect("HEADER bytes"), frame);
                     Ok(Rx::Frame)
                 }
-                None => Ok(Rx::Short),
+                _ => Ok(Rx::Short),
             };
             (Some(used.token), r)
         }
@@ -86,7 +87,7 @@ mod tests {
             let mut mem = q.memory().clone();
             dev.give(&mut mem, l, u32::from(id), len);
             *q.memory_mut() = mem;
-            match receive(&mut q, &mut |f| {
+            match receive(&mut q, &mut |_, f| {
                 assert!(f.len() + HEADER <= 64);
                 frames += 1;
             }) {

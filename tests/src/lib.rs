@@ -15,6 +15,9 @@ pub mod kv;
 pub mod libvirt;
 pub mod model;
 pub mod net;
+/// httpd's generated file (the same source file as the app's), for comparisons.
+#[path = "../../apps/httpd/src/pattern.rs"]
+pub mod pattern;
 pub mod qemu;
 pub mod uhyve;
 pub mod xen_dom0;

@@ -34,6 +34,9 @@ pub enum NetCheck {
         /// Expected bytes, relative to the repository root.
         file: &'static str,
     },
+    /// `curl` fetches httpd's generated 10 MiB file ([`crate::pattern::PATH`]); its
+    /// SHA-256 must equal that of the bytes [`crate::pattern::fill`] generates.
+    HttpGenerated,
     /// `/status` answers with `uptime_ms=` and a `requests=` count that grew.
     HttpStatus,
     /// The load generator (`ab`) runs `requests` requests at `concurrency`: all
@@ -185,6 +188,9 @@ pub struct NetCase {
     /// as line-rate traffic outruns a real CPU. At full TCG speed this bed's guest drains
     /// the card faster than QEMU fills it, and a budget is never needed.
     pub icount_align: Option<u32>,
+    /// Extra properties of QEMU's virtio-net device (KVM beds), e.g. offloads turned
+    /// off: `csum=off,guest_csum=off`; empty for QEMU's defaults.
+    pub device: &'static str,
 }
 
 const HTTP: &[(Proto, u16)] = &[(Proto::Tcp, 80)];
@@ -201,6 +207,19 @@ const IDLE: NetCheck = NetCheck::HttpIdle {
     seconds: 2,
     max_wakeups: 40,
 };
+/// The curl checks plus the generated 10 MiB file (SHA-256).
+const CURL_BULK: &[NetCheck] = &[
+    INDEX,
+    BIG,
+    NetCheck::HttpGenerated,
+    NetCheck::HttpStatus,
+    IDLE,
+];
+/// A 16 MiB TCP echo (large enough for segmentation and many ring wraps), then UDP.
+const BULK_ECHO: &[NetCheck] = &[
+    NetCheck::TcpEcho { bytes: 16 << 20 },
+    NetCheck::UdpEcho { count: 64 },
+];
 const DHCP_HTTPD: &[&str] = &[
     "net: eth0 52:54:00:12:34:56 10.0.2.15/24 (dhcp) gateway 10.0.2.2",
     "httpd: serving",
@@ -220,6 +239,7 @@ pub fn net_cases() -> Vec<NetCase> {
         console: DHCP_HTTPD,
         memory_mb: 128,
         icount_align: None,
+        device: "",
     };
     let echo = |name, bed| NetCase {
         name,
@@ -236,6 +256,7 @@ pub fn net_cases() -> Vec<NetCase> {
         console: &["echo: serving tcp and udp port 7"],
         memory_mb: 128,
         icount_align: None,
+        device: "",
     };
     vec![
         httpd(
@@ -243,11 +264,15 @@ pub fn net_cases() -> Vec<NetCase> {
             NetBed::Qemu(Machine::Microvm),
             false,
         ),
-        httpd(
-            "net/httpd-curl-pc-qboot-virtio-pci",
-            NetBed::Qemu(Machine::PcQboot),
-            true,
-        ),
+        // The 10 MiB file rides on boots that run anyway (segmentation, offloads).
+        NetCase {
+            checks: CURL_BULK,
+            ..httpd(
+                "net/httpd-curl-pc-qboot-virtio-pci",
+                NetBed::Qemu(Machine::PcQboot),
+                true,
+            )
+        },
         httpd(
             "net/httpd-curl-pc-seabios-virtio-pci",
             NetBed::Qemu(Machine::PcSeabios),
@@ -281,12 +306,16 @@ pub fn net_cases() -> Vec<NetCase> {
             "net/echo-microvm-virtio-mmio",
             NetBed::Qemu(Machine::Microvm),
         ),
-        echo(
-            "net/echo-pc-qboot-virtio-pci",
-            NetBed::Qemu(Machine::PcQboot),
-        ),
+        NetCase {
+            checks: BULK_ECHO,
+            ..echo(
+                "net/echo-pc-qboot-virtio-pci",
+                NetBed::Qemu(Machine::PcQboot),
+            )
+        },
         NetCase {
             name: "xen/xl/net/httpd-curl-netfront",
+            checks: CURL_BULK,
             console: XEN_DHCP_HTTPD,
             ..httpd("", NetBed::XenXl, true)
         },
@@ -304,6 +333,7 @@ pub fn net_cases() -> Vec<NetCase> {
             ..httpd("", NetBed::XenXl, true)
         },
         NetCase {
+            checks: BULK_ECHO,
             console: &[XEN_DHCP, "echo: serving tcp and udp port 7"],
             ..echo("xen/xl/net/echo-netfront", NetBed::XenXl)
         },
@@ -356,7 +386,7 @@ pub fn net_cases() -> Vec<NetCase> {
         NetCase {
             name: "net/tap/httpd-stalled-reader",
             args: &["ip=@TAP_GUEST@/24", "write-ms=2000"],
-            checks: &[NetCheck::StalledReader, INDEX],
+            checks: &[NetCheck::StalledReader, INDEX, NetCheck::HttpGenerated],
             console: TAP_HTTPD,
             ..httpd("", NetBed::Tap(Machine::Microvm), true)
         },
@@ -384,6 +414,25 @@ pub fn net_cases() -> Vec<NetCase> {
             console: TAP_HTTPD,
             memory_mb: 64,
             ..httpd("", NetBed::Tap(Machine::Microvm), true)
+        },
+        // Checksum offloads both ways over a TAP (QEMU offers them only with a backend
+        // that takes the virtio-net header), then the same with QEMU's side turned off.
+        NetCase {
+            name: "net/tap/echo-offloads",
+            args: &["ip=@TAP_GUEST@/24"],
+            checks: BULK_ECHO,
+            console: &[
+                "virtio-net: eth0 TCP checksum offload: tx rx",
+                "echo: serving tcp and udp port 7",
+            ],
+            ..echo("", NetBed::Tap(Machine::Microvm))
+        },
+        NetCase {
+            name: "net/tap/echo-offloads-off",
+            args: &["ip=@TAP_GUEST@/24"],
+            checks: BULK_ECHO,
+            device: "csum=off,guest_csum=off,host_tso4=off,host_tso6=off,host_ecn=off,host_ufo=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off,mrg_rxbuf=off",
+            ..echo("", NetBed::Tap(Machine::Microvm))
         },
         // A guest slowed to ~31 M instructions/s, which the flood outruns: the net poll
         // budget is what leaves the other tasks time (without it the sleeper starves

@@ -1,6 +1,7 @@
 //! `httpd`: a static-file HTTP/1.1 server with keep-alive, port 80 by default.
 //!
-//! Serves the files built into the image (`www/`, with `include_bytes!`) and `/status`
+//! Serves the files built into the image (`www/`, with `include_bytes!`), `/10m.bin`
+//! (10 MiB of deterministic bytes from [`pattern`], generated on first use) and `/status`
 //! (uptime, request and connection counters, heap, network counters). Each connection
 //! gets its own task. Serves until the guest is stopped.
 //!
@@ -18,6 +19,7 @@
 extern crate alloc;
 
 pub mod http;
+pub mod pattern;
 
 use alloc::format;
 use alloc::string::String;
@@ -274,6 +276,12 @@ fn respond(req: &Request) -> Response {
             head,
         );
     }
+    if req.path == pattern::PATH {
+        return match generated() {
+            Some(body) => Response::file("application/octet-stream", body, head),
+            None => Response::error(503),
+        };
+    }
     match FILES.iter().find(|(p, ..)| *p == req.path) {
         Some((_, mime, body)) => Response::file(mime, body, head),
         None => {
@@ -281,6 +289,21 @@ fn respond(req: &Request) -> Response {
             Response::error(404)
         }
     }
+}
+
+/// [`pattern::PATH`]'s bytes, generated on its first request and kept (a heap too
+/// short for them answers 503 and leaves the heap as it was).
+fn generated() -> Option<&'static [u8]> {
+    static BODY: libos::sync::Mutex<Option<&'static [u8]>> = libos::sync::Mutex::new(None);
+    let mut body = BODY.lock();
+    if body.is_none() {
+        let mut v = alloc::vec::Vec::new();
+        v.try_reserve_exact(pattern::LEN).ok()?;
+        v.resize(pattern::LEN, 0);
+        pattern::fill(0, &mut v);
+        *body = Some(alloc::vec::Vec::leak(v));
+    }
+    *body
 }
 
 fn status_page() -> String {

@@ -37,6 +37,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("xenstore", xenstore::xenstore),
     ("netfront", netfront::netfront),
     ("virtio_net_rx", virtio::virtio_net_rx),
+    ("virtio_net_hdr", virtio::virtio_net_hdr),
     ("virtio_pci_caps", virtio::virtio_pci_caps),
     ("httpd", httpd::httpd),
 ];

@@ -44,6 +44,20 @@ fn virtio_pci() -> Vec<u8> {
     v
 }
 
+/// A `NEEDS_CSUM` header (TCP at 34, checksum at +16) and an Ethernet + IPv4 + TCP
+/// frame with a few payload bytes, as a TAP-backed device hands one over.
+fn virtio_net_hdr() -> Vec<u8> {
+    let mut v = vec![1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 1, 0];
+    v.extend_from_slice(&[0; 12]);
+    v.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 44, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+    v.extend_from_slice(&[10, 0, 2, 15, 10, 0, 2, 2]);
+    v.extend_from_slice(&[
+        0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff,
+    ]);
+    v.extend_from_slice(&[0x12, 0x34, 0, 0, b'a', b'b', b'c', b'd']);
+    v
+}
+
 /// Xen's `start_info` for a PV domU, with a command line.
 fn xen_start_info() -> Vec<u8> {
     let mut s = vec![0u8; 1024 + 32];
@@ -109,6 +123,7 @@ fn steps(pattern: &[u8], rounds: usize) -> Vec<u8> {
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("virtio_pci_caps", virtio_pci()),
+        ("virtio_net_hdr", virtio_net_hdr()),
         ("xen_start_info", xen_start_info()),
         ("kvm_start_info", kvm_start_info()),
         ("madt", madt()),

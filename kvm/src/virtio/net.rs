@@ -3,23 +3,35 @@
 //! Queue 0 receives, queue 1 transmits; each buffer is one descriptor holding the
 //! 12-byte virtio-net header (virtio 1.x) followed by the frame. Every receive buffer
 //! is posted at start and re-posted once its frame was handed on; transmit buffers are
-//! copies of the frames, reclaimed when the device returns them. No offloads.
+//! copies of the frames, reclaimed when the device returns them.
+//!
+//! Offloads: TCP checksums both ways where the device offers them (`VIRTIO_NET_F_CSUM`,
+//! `VIRTIO_NET_F_GUEST_CSUM`; the header work is in `crate::virtio_net_hdr`). QEMU
+//! offers them only with a backend that takes the header (TAP), not on user
+//! networking; without them smoltcp computes and verifies every checksum. No
+//! segmentation offload: smoltcp 0.12 never builds a segment larger than the peer's MSS.
 
 use alloc::boxed::Box;
 use alloc::string::ToString;
 use alloc::vec;
 
-use libos::net::{Nic, NicError};
+use libos::net::{Nic, NicError, Offloads};
 use libos::println;
 
 use super::mmio::Mmio;
 use super::pci::{self as virtio_pci, Pci};
 use super::{DEVICE_NET, DmaMemory, InitError, Transport, begin_init, finish_init};
 use crate::mmio_devices::MmioDevice;
+use crate::virtio_net_hdr::{self as hdr, Header, RxCsum};
 use crate::virtio_net_rx::{self, HEADER, Rx};
 use crate::virtq::{Layout, Virtq};
 use crate::{apic, devirq, ioapic, pci};
 
+/// Feature: the device completes checksums of frames marked `NEEDS_CSUM`.
+const F_CSUM: u64 = 1 << 0;
+/// Feature: the driver accepts frames with partial (`NEEDS_CSUM`) or verified
+/// (`DATA_VALID`) checksums.
+const F_GUEST_CSUM: u64 = 1 << 1;
 /// Feature: the device has a MAC address in its configuration.
 const F_MAC: u64 = 1 << 5;
 /// Receive buffer: header + a full Ethernet frame (1514), rounded up.
@@ -39,6 +51,7 @@ struct VirtioNet<T> {
     mac: [u8; 6],
     rx: Queue,
     tx: Queue,
+    offloads: Offloads,
 }
 
 fn make_queue(t: &mut dyn Transport, q: u16) -> Result<Queue, InitError> {
@@ -63,7 +76,7 @@ fn make_queue(t: &mut dyn Transport, q: u16) -> Result<Queue, InitError> {
 
 impl<T: Transport> VirtioNet<T> {
     fn new(mut transport: T) -> Result<Self, InitError> {
-        let features = begin_init(&mut transport, F_MAC, &[])?;
+        let features = begin_init(&mut transport, F_MAC | F_CSUM | F_GUEST_CSUM, &[])?;
         let rx = make_queue(&mut transport, RX_QUEUE)?;
         let tx = make_queue(&mut transport, TX_QUEUE)?;
         let mut mac = [0u8; 6];
@@ -79,11 +92,16 @@ impl<T: Transport> VirtioNet<T> {
             mac[0] = (mac[0] & 0xfe) | 0x02;
         }
         finish_init(&mut transport);
+        let offloads = Offloads {
+            tx_tcp_checksum: features & F_CSUM != 0,
+            rx_tcp_checksum: features & F_GUEST_CSUM != 0,
+        };
         let mut net = VirtioNet {
             transport,
             mac,
             rx,
             tx,
+            offloads,
         };
         while net.rx.free() > 0 {
             net.post_rx(vec![0u8; RX_BUFFER].into_boxed_slice())
@@ -118,6 +136,10 @@ impl<T: Transport> Nic for VirtioNet<T> {
         MTU
     }
 
+    fn offloads(&self) -> Offloads {
+        self.offloads
+    }
+
     fn can_transmit(&mut self) -> bool {
         // A device error here surfaces on the next transmit or receive instead.
         let _ = self.reclaim_tx();
@@ -128,6 +150,10 @@ impl<T: Transport> Nic for VirtioNet<T> {
         self.reclaim_tx()?;
         let mut buf = vec![0u8; HEADER + frame.len()].into_boxed_slice();
         buf[HEADER..].copy_from_slice(frame);
+        if self.offloads.tx_tcp_checksum {
+            let h = hdr::tx_offload(&mut buf[HEADER..]);
+            buf[..HEADER].copy_from_slice(&h.to_bytes());
+        }
         let (addr, len) = (buf.as_ptr() as u64, buf.len());
         match self.tx.push(addr, len, false, buf) {
             Ok(_) => {
@@ -142,12 +168,33 @@ impl<T: Transport> Nic for VirtioNet<T> {
     fn receive(&mut self, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
         // Every buffer that comes back is posted again (see `virtio_net_rx`); device
         // errors are counted by libos (device_errors) like every other.
-        let r = virtio_net_rx::receive(&mut self.rx, deliver);
+        // With GUEST_CSUM smoltcp no longer verifies TCP checksums: every frame passes
+        // `virtio_net_hdr::rx_checksum` first (a bad one is dropped and reported).
+        let check = self.offloads.rx_tcp_checksum;
+        let mut bad = None;
+        let r = virtio_net_rx::receive(&mut self.rx, &mut |header, frame| {
+            if !check {
+                return deliver(frame);
+            }
+            match hdr::rx_checksum(&Header::parse(header), frame) {
+                Ok(RxCsum::Deliver) => deliver(frame),
+                Ok(RxCsum::Complete { start, field }) => {
+                    let mut copy = frame.to_vec();
+                    hdr::complete(&mut copy, start, field);
+                    deliver(&copy);
+                }
+                Err(e) => bad = Some(e),
+            }
+        });
         if r != Ok(Rx::Empty) {
             self.transport.notify(RX_QUEUE);
         }
         match r {
             Ok(Rx::Empty) => Ok(false),
+            Ok(Rx::Frame) if bad.is_some() => Err(NicError::Malformed(match bad {
+                Some(hdr::HdrError::BadChecksum) => "bad TCP checksum",
+                _ => "checksum offsets outside the frame",
+            })),
             Ok(Rx::Frame) => Ok(true),
             Ok(Rx::Short) => Err(NicError::Malformed("shorter than the virtio-net header")),
             Err(e) => Err(NicError::Device(e.to_string())),
@@ -170,6 +217,16 @@ fn start<T: Transport + 'static>(
         .get(libos::net::card_count())
         .ok_or(InitError::Resources("too many network cards"))?;
     let nic = VirtioNet::new(transport)?;
+    let o = nic.offloads;
+    if (o.tx_tcp_checksum || o.rx_tcp_checksum)
+        && libos::boot::loglevel() != libos::cmdline::LogLevel::Quiet
+    {
+        println!(
+            "virtio-net: {name} TCP checksum offload:{}{}",
+            if o.tx_tcp_checksum { " tx" } else { "" },
+            if o.rx_tcp_checksum { " rx" } else { "" }
+        );
+    }
     let id = libos::net::register_nic(name, Box::new(nic))
         .ok_or(InitError::Resources("too many network cards"))?;
     let handler: &'static (dyn Fn() + Sync) = Box::leak(Box::new(move || {

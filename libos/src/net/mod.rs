@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 pub use config::{Cidr, NetConfig};
-pub use nic::{Nic, NicError};
+pub use nic::{Nic, NicError, Offloads};
 pub use socket::{
     CONNECTION_COST, DEFAULT_BACKLOG, DEFAULT_HALF_OPEN_TIMEOUT, DEFAULT_QUEUE_TIMEOUT,
     DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT, Endpoint, ListenOptions, NetError, TCP_BUFFER,

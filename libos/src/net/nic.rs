@@ -29,6 +29,16 @@ impl fmt::Display for NicError {
     }
 }
 
+/// Checksum work a card (with its driver) does itself, so the stack skips it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// Sent TCP segments get their checksum from the card: the stack leaves it zero.
+    pub tx_tcp_checksum: bool,
+    /// Received TCP segments were verified by the card or the driver (a bad one never
+    /// reaches the stack): the stack does not verify them again.
+    pub rx_tcp_checksum: bool,
+}
+
 /// An Ethernet network interface card, as a driver presents it.
 ///
 /// Context: every method is called from the interface's net task (irqs on).
@@ -38,6 +48,11 @@ pub trait Nic: Send {
 
     /// The largest IP packet (Ethernet payload) the card carries, usually 1500.
     fn mtu(&self) -> usize;
+
+    /// The checksum offloads in use (none unless the driver negotiated some).
+    fn offloads(&self) -> Offloads {
+        Offloads::default()
+    }
 
     /// Whether [`Nic::transmit`] would accept a frame now (also reclaims sent buffers).
     fn can_transmit(&mut self) -> bool;

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::phy::{Checksum, Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
@@ -654,6 +654,13 @@ impl Device for Port<'_> {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = self.mtu + ETHERNET_HEADER;
+        let o = self.nic.offloads();
+        caps.checksum.tcp = match (o.tx_tcp_checksum, o.rx_tcp_checksum) {
+            (false, false) => Checksum::Both,
+            (true, false) => Checksum::Rx,
+            (false, true) => Checksum::Tx,
+            (true, true) => Checksum::None,
+        };
         caps
     }
 }

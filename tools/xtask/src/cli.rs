@@ -285,8 +285,8 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
-    /// `httpd` vs a Linux guest (busybox httpd) on the same setup, on KVM (QEMU) and as
-    /// Xen xl domUs: requests/s and throughput, ratios.
+    /// `httpd` vs Linux + nginx (and busybox httpd) on the same setup, on KVM (QEMU) and
+    /// as Xen xl domUs: wrk and ab rows, requests/s, MiB/s, CPU per request, goals.
     Net {
         /// Skip the Xen pair (it boots the Linux-dom0 test bed twice).
         #[arg(long)]

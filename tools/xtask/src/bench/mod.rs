@@ -5,6 +5,7 @@ pub mod entry;
 pub mod goals;
 pub mod libvirt;
 pub mod net;
+pub mod net_load;
 pub mod preempt;
 pub mod report;
 pub mod smp;

@@ -3,11 +3,47 @@
 
 use std::cmp::Ordering;
 
-/// The median of `v` (for an even count, the upper of the two middle values: always a
-/// measured value). `v` must not be empty (every benchmark runs at least once).
-pub fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+/// A value two of which can be averaged (for the median of an even count).
+pub trait Midpoint: PartialOrd + Copy {
+    /// The value halfway between `a` and `b`.
+    fn midpoint(a: Self, b: Self) -> Self;
+}
+
+impl Midpoint for f64 {
+    fn midpoint(a: f64, b: f64) -> f64 {
+        (a + b) / 2.0
+    }
+}
+
+impl Midpoint for u64 {
+    fn midpoint(a: u64, b: u64) -> u64 {
+        a / 2 + b / 2 + (a % 2 + b % 2) / 2
+    }
+}
+
+impl Midpoint for std::time::Duration {
+    fn midpoint(a: Self, b: Self) -> Self {
+        (a + b) / 2
+    }
+}
+
+/// The median of `v`: its middle value once sorted, or for an even count the midpoint
+/// of the two middle ones. `v` must not be empty (every benchmark runs at least once).
+pub fn median<T: Midpoint>(mut v: Vec<T>) -> T {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal));
-    v[v.len() / 2]
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        T::midpoint(v[n / 2 - 1], v[n / 2])
+    }
+}
+
+/// [`median`] of the values that are numbers (a failed measurement is NaN), NaN if
+/// there are none.
+pub fn median_of_numbers(v: Vec<f64>) -> f64 {
+    let v: Vec<f64> = v.into_iter().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() { f64::NAN } else { median(v) }
 }
 
 /// The `p`th percentile of the ascending `sorted` (nearest rank below); `sorted` must
@@ -40,9 +76,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn median_is_a_measured_middle_value() {
+    fn median_is_the_middle_or_the_midpoint_of_the_two() {
         assert_eq!(median(vec![3u64, 1, 2]), 2);
-        assert_eq!(median(vec![4u64, 1, 3, 2]), 3);
+        assert_eq!(median(vec![4u64, 1, 3, 2]), 2);
+        assert_eq!(median(vec![u64::MAX, u64::MAX]), u64::MAX);
+        assert_eq!(median(vec![1.0f64, 2.0]), 1.5);
         assert_eq!(median(vec![7u64]), 7);
         assert_eq!(median(vec![2.5f64, -1.0, 9.0]), 2.5);
         assert_eq!(
@@ -53,6 +91,13 @@ mod tests {
             ]),
             Duration::from_millis(5)
         );
+    }
+
+    #[test]
+    fn nan_is_left_out() {
+        assert_eq!(median_of_numbers(vec![f64::NAN, 3.0, 1.0, 2.0]), 2.0);
+        assert!(median_of_numbers(vec![f64::NAN]).is_nan());
+        assert!(median_of_numbers(Vec::new()).is_nan());
     }
 
     #[test]

@@ -9,5 +9,6 @@ pub mod initramfs;
 pub mod kernel;
 pub mod libvirt;
 pub mod libvirt_xen;
+pub mod nginx_guest;
 pub mod xen;
 pub mod xen_net;

@@ -1,7 +1,7 @@
 //! `cargo xtask libvirt APP`: the domain XML that runs an image under libvirt (what
 //! OpenStack Nova, oVirt and KubeVirt drive), and with `--run` a run on this host's
 //! libvirt (`qemu:///system`), or for Xen in the Xen test bed's dom0
-//! ([`crate::libvirt_xen`]).
+//! ([`crate::testbed::libvirt_xen`]).
 //!
 //! The XML uses no raw QEMU arguments (`<qemu:commandline>`), which managed fleets
 //! cannot add: direct kernel boot, `<features><acpi/>` (else libvirt passes `-no-acpi`

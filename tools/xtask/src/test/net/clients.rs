@@ -229,12 +229,11 @@ pub(crate) fn echo_over(stream: TcpStream, bytes: usize) -> Result<String, Strin
     ))
 }
 
-pub(crate) fn udp_echo(port: u16, count: usize) -> Result<String, String> {
-    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+pub(crate) fn udp_echo(host: &str, port: u16, count: usize) -> Result<String, String> {
+    let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
-    sock.connect(("127.0.0.1", port))
-        .map_err(|e| e.to_string())?;
+    sock.connect((host, port)).map_err(|e| e.to_string())?;
     let mut retries = 0;
     let mut buf = [0u8; 2048];
     for i in 0..count {

@@ -98,9 +98,16 @@ impl Drop for Tap {
 /// Boots `case` with a TAP card and runs its checks against the guest's address.
 pub(super) fn run_tap_case(case: &NetCase, image: &Path, bed: TapBed) -> Result<String, String> {
     let (tap, mut guest) = match bed {
-        TapBed::Kvm(machine) => {
-            boot_kvm_on_tap(image, case.args, case.memory_mb, machine, case.icount_align)?
-        }
+        TapBed::Kvm(machine) => boot_kvm_on_tap(
+            image,
+            case.args,
+            case.memory_mb,
+            machine,
+            KvmTapOpts {
+                icount_align: case.icount_align,
+                device: case.device,
+            },
+        )?,
         TapBed::XenXl => super::xl_tap::boot(image, case.args)?,
     };
     let port = |p: Proto| case.ports.iter().find(|(q, _)| *q == p).map(|&(_, g)| g);
@@ -150,16 +157,25 @@ pub(crate) fn boot_on_tap(
     memory_mb: u32,
     machine: MachineArg,
 ) -> Result<(Tap, Guest), String> {
-    boot_kvm_on_tap(image, args, memory_mb, machine, None)
+    boot_kvm_on_tap(image, args, memory_mb, machine, KvmTapOpts::default())
 }
 
-/// [`boot_on_tap`], under `-icount shift=N,align=on` with `icount_align` `Some(N)`.
+/// How a KVM guest on a TAP differs from QEMU's defaults.
+#[derive(Default)]
+struct KvmTapOpts<'a> {
+    /// `Some(N)`: run under `-icount shift=N,align=on`.
+    icount_align: Option<u32>,
+    /// Extra virtio-net device properties (may be empty).
+    device: &'a str,
+}
+
+/// [`boot_on_tap`] with [`KvmTapOpts`].
 fn boot_kvm_on_tap(
     image: &Path,
     args: &[&str],
     memory_mb: u32,
     machine: MachineArg,
-    icount_align: Option<u32>,
+    opts_tap: KvmTapOpts<'_>,
 ) -> Result<(Tap, Guest), String> {
     let tap = Tap::create()?;
     let args: Vec<String> = args
@@ -169,7 +185,7 @@ fn boot_kvm_on_tap(
     let cmdline = qemu::kernel_cmdline(&args);
     let mut opts = RunOpts::for_tests(machine, 0);
     opts.memory = memory_mb;
-    if let Some(shift) = icount_align {
+    if let Some(shift) = opts_tap.icount_align {
         opts.accel = Some(crate::Accel::Tcg);
         opts.extra = vec!["-icount".into(), format!("shift={shift},align=on")];
     }
@@ -185,6 +201,7 @@ fn boot_kvm_on_tap(
         .position(|a| a == "-netdev")
         .ok_or("qemu_args added no -netdev")?;
     qemu_args[netdev + 1] = format!("tap,id=net0,ifname={},script=no,downscript=no", tap.name);
+    super::add_device_properties(&mut qemu_args, opts_tap.device)?;
     let guest = Guest::boot(image, qemu_args)?;
     Ok((tap, guest))
 }

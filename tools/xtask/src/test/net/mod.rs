@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use upcall_tests::net::{self, NetBed, NetCase, NetCheck, Proto, Ready};
 
 mod clients;
@@ -128,6 +129,8 @@ fn run_case(case: &NetCase) -> Result<String, String> {
             .map_err(|f| f.message)?
         }
     };
+    let mut qemu_args = qemu_args;
+    add_device_properties(&mut qemu_args, case.device)?;
     let mut guest = Guest::boot(&image, qemu_args)?;
     let verdict = wait_ready(&mut guest, case.ready, LOCALHOST, tcp).and_then(|()| {
         let mut notes = Vec::new();
@@ -175,6 +178,22 @@ fn finish(
     } else {
         format!(" [{}]", notes.join("; "))
     })
+}
+
+/// Appends `props` (e.g. `csum=off,guest_csum=off`) to the virtio-net `-device` of
+/// `qemu_args`; nothing if `props` is empty. An error if there is no such device (a
+/// Xen bed: its card is netfront).
+pub(crate) fn add_device_properties(qemu_args: &mut [String], props: &str) -> Result<(), String> {
+    if props.is_empty() {
+        return Ok(());
+    }
+    let device = qemu_args
+        .iter_mut()
+        .find(|a| a.starts_with("virtio-net-"))
+        .ok_or_else(|| format!("device properties `{props}` but no virtio-net device"))?;
+    device.push(',');
+    device.push_str(props);
+    Ok(())
 }
 
 /// A running guest whose console is collected in the background.
@@ -229,6 +248,11 @@ impl Guest {
             console,
             reader,
         })
+    }
+
+    /// QEMU's process id (for its CPU accounting in `/proc`).
+    pub(crate) fn pid(&mut self) -> u32 {
+        self.child.child_mut().id()
     }
 
     /// The guest's exit status if it already ended.
@@ -306,6 +330,28 @@ fn run_check(
             Ok(Some(format!(
                 "guest connected out to 127.0.0.1:{}, sent `{got}`",
                 l.port
+            )))
+        }
+        NetCheck::HttpGenerated => {
+            use upcall_tests::pattern;
+            let mut want = vec![0u8; pattern::LEN];
+            pattern::fill(0, &mut want);
+            let want = Sha256::digest(&want);
+            let got = curl(tcp, pattern::PATH)?;
+            let digest = Sha256::digest(&got);
+            if got.len() != pattern::LEN || digest != want {
+                return Err(format!(
+                    "GET {}: {} bytes, sha256 {digest:x}; want {} bytes, sha256 {want:x}",
+                    pattern::PATH,
+                    got.len(),
+                    pattern::LEN
+                ));
+            }
+            Ok(Some(format!(
+                "GET {} = {} bytes, sha256 {:.16}… matches",
+                pattern::PATH,
+                got.len(),
+                format!("{digest:x}")
             )))
         }
         NetCheck::HttpFile { path, file } => {
@@ -395,7 +441,7 @@ fn run_check(
         NetCheck::TcpEcho { bytes } => tcp_echo(host, tcp, bytes).map(Some),
         NetCheck::UdpEcho { count } => {
             let port = udp.ok_or("UDP echo needs a UDP port")?;
-            udp_echo(port, count).map(Some)
+            udp_echo(host, port, count).map(Some)
         }
         // These two need only TCP to the app: they run on forwarded ports too.
         NetCheck::StalledReader => hostile::stalled_reader(host, tcp).map(Some),
