@@ -285,23 +285,6 @@ pub fn net_cases() -> Vec<NetCase> {
             console: &["net: eth0 52:54:00:12:34:56 10.0.2.15/24 (static) gateway 10.0.2.2"],
             ..httpd("", NetBed::Qemu(Machine::Microvm), true)
         },
-        NetCase {
-            name: "net/httpd-load-ab-2x10k-c16",
-            checks: &[
-                NetCheck::HttpLoad {
-                    requests: 10_000,
-                    concurrency: 16,
-                    keep_alive: true,
-                },
-                NetCheck::HttpLoad {
-                    requests: 10_000,
-                    concurrency: 16,
-                    keep_alive: false,
-                },
-                NetCheck::HttpStatus,
-            ],
-            ..httpd("", NetBed::Qemu(Machine::Microvm), true)
-        },
         echo(
             "net/echo-microvm-virtio-mmio",
             NetBed::Qemu(Machine::Microvm),
@@ -356,6 +339,31 @@ pub fn net_cases() -> Vec<NetCase> {
             }],
             console: &["got \"pong hello from upcall\""],
             ..echo("", NetBed::Qemu(Machine::Microvm))
+        },
+        // On TAP, not QEMU's user networking: its host-side listener has a backlog of 1,
+        // so 16 clients connecting at once lose SYNs and retry after 1, 3, 7 s. ab 2.4
+        // opens a connection before it knows it needs one and sends nothing on it once
+        // every request has been started; when a straggler keeps the run going past
+        // httpd's idle timeout, httpd closes that unused connection and ab counts it
+        // as a failed request ("Length"). Seen with tcpdump on the hostfwd port.
+        NetCase {
+            name: "net/tap/httpd-load-ab-2x10k-c16",
+            args: &["ip=@TAP_GUEST@/24"],
+            checks: &[
+                NetCheck::HttpLoad {
+                    requests: 10_000,
+                    concurrency: 16,
+                    keep_alive: true,
+                },
+                NetCheck::HttpLoad {
+                    requests: 10_000,
+                    concurrency: 16,
+                    keep_alive: false,
+                },
+                NetCheck::HttpStatus,
+            ],
+            console: TAP_HTTPD,
+            ..httpd("", NetBed::Tap(Machine::Microvm), true)
         },
         // Hostile clients over a TAP device (small time constants from the arguments).
         NetCase {

@@ -258,7 +258,13 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Responses up to this long (head and body) go out in one write ([`Response::whole`]).
+const ONE_WRITE: usize = 4096;
+
 fn send(stream: &mut TcpStream, r: &Response, keep_alive: bool) -> Result<(), NetError> {
+    if let Some(all) = r.whole(keep_alive, ONE_WRITE) {
+        return stream.write_all(&all);
+    }
     stream.write_all(r.head(keep_alive).as_bytes())?;
     stream.write_all(r.body())
 }
