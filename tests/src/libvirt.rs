@@ -3,7 +3,8 @@
 //! `libvirt_test`; each [`Case`] here uses `bed` for the machine and `status` for the
 //! app's exit status as the console line `upcall: exit status N` reports it.
 
-use crate::{Case, Machine, PANIC, SELFTEST_SMP, case};
+use crate::expect::SELFTEST_SMP;
+use crate::{Bed, Case, Machine, PANIC, case};
 
 /// How a plain-QEMU run without `isa-debug-exit` must end.
 #[derive(Debug, Clone)]
@@ -178,20 +179,21 @@ pub struct XenLibvirtCase {
 
 /// Xen PV domains created through libvirt (opt-in, see [`XenLibvirtCase`]).
 pub fn xen_libvirt_cases() -> Vec<XenLibvirtCase> {
-    let mut hello = case("xen/libvirt/hello", "hello", &["a", "b c"]).expect(&[
-        "Hello from Upcall on xen",
-        "arg[0] = a",
-        "arg[1] = b c",
-        "upcall: exit status 0",
-    ]);
-    hello.bed = crate::Bed::XenXl;
-    let mut crash = case("xen/libvirt/crash-task", "crash", &["task"])
+    let hello = case("xen/libvirt/hello", "hello", &["a", "b c"])
+        .on(Bed::XenXl)
+        .expect(&[
+            "Hello from Upcall on xen",
+            "arg[0] = a",
+            "arg[1] = b c",
+            "upcall: exit status 0",
+        ]);
+    let crash = case("xen/libvirt/crash-task", "crash", &["task"])
+        .on(Bed::XenXl)
         .status(PANIC)
         .expect(&[
             "panicked at apps/crash/src/lib.rs",
             "upcall: exit status 101",
         ]);
-    crash.bed = crate::Bed::XenXl;
     vec![
         XenLibvirtCase {
             case: hello,

@@ -9,8 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cli::BuildArgs;
 use crate::host::{self, IMAGE_TARGET};
-use crate::{Failure, Platform, fail};
+use crate::{Failure, Outcome, Platform, fail};
 
 /// The backend crate of a platform, as (package name, path relative to the root).
 fn backend(platform: Platform) -> Result<(&'static str, &'static str), Failure> {
@@ -89,7 +90,30 @@ fn libos_source(manifest: &str, dir: &Path, ours: &Path) -> Result<LibosSource, 
     Err("`libos` needs a `path`, `git` or version".into())
 }
 
+/// Guest memory (MiB) of `cargo xtask run` unless the app or `--memory` says otherwise.
+const DEFAULT_MEMORY_MB: u32 = 128;
+
+/// `cargo xtask build`: builds the image and prints its path.
+pub fn command(a: &BuildArgs) -> Outcome {
+    let app = a.app.resolve()?;
+    build_app(&app, a.platform, a.release)?;
+    println!(
+        "{}",
+        image_paths(&app.name, a.platform, a.release).0.display()
+    );
+    Ok(0)
+}
+
 impl App {
+    /// `memory` (`--memory`), else the app's declared memory, else
+    /// [`DEFAULT_MEMORY_MB`].
+    pub fn memory_mb(&self, memory: Option<u32>) -> Result<u32, Failure> {
+        match memory {
+            Some(m) => Ok(m),
+            None => app_meta(self).map(|m| m.memory_mb.unwrap_or(DEFAULT_MEMORY_MB)),
+        }
+    }
+
     /// The app `apps/<name>` of this repository.
     pub fn in_repo(name: &str) -> Result<App, Failure> {
         host::check_app(name)?;

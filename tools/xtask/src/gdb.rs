@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::qemu::shell_words;
+use crate::vmm::qemu::shell_words;
 use crate::{Failure, host};
 
 /// QEMU arguments for a gdb stub on `port` with the CPUs stopped until gdb continues.

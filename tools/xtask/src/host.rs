@@ -50,11 +50,26 @@ pub fn cargo() -> Command {
 
 /// Runs a command to completion, failing with `what` if it does not succeed.
 pub fn run_checked(cmd: &mut Command, what: &str) -> Result<(), Failure> {
-    match crate::child::status(cmd) {
+    match crate::vmm::child::status(cmd) {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => fail(format!("{what} failed ({s})")),
         Err(e) => fail(format!("{what}: cannot start {:?}: {e}", cmd.get_program())),
     }
+}
+
+/// Runs `cmd` for its output: fails naming `what` if it cannot start, and with its
+/// stderr if it does not succeed.
+pub fn output_checked(cmd: &mut Command, what: &str) -> Result<std::process::Output, Failure> {
+    let out = cmd
+        .output()
+        .or_else(|e| fail(format!("cannot run {what}: {e}")))?;
+    if !out.status.success() {
+        return fail(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out)
 }
 
 /// Whether the CPU offers hardware virtualization (vmx or svm) and /dev/kvm exists.
@@ -107,6 +122,28 @@ pub fn clippy() -> Outcome {
     Ok(0)
 }
 
+/// `name` with every character but ASCII letters, digits and those in `keep` replaced
+/// by `_` (for file and domain names made of case and app names).
+pub fn safe_name(name: &str, keep: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || keep.contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Whether xtask runs as root.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
 /// Makes sure `program` is on `PATH`: on Debian as root, installs `packages` with
 /// apt-get (saying so); otherwise fails (exit status 2) with the exact command to run.
 pub fn ensure_program(program: &str, packages: &[&str]) -> Result<(), Failure> {
@@ -114,12 +151,8 @@ pub fn ensure_program(program: &str, packages: &[&str]) -> Result<(), Failure> {
         return Ok(());
     }
     let debian = Path::new("/etc/debian_version").exists();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
     let list = packages.join(" ");
-    if debian && root {
+    if debian && is_root() {
         eprintln!("xtask: {program} not found; installing Debian package(s) {list} (apt-get)...");
         run_checked(
             Command::new("apt-get").args(["update", "-qq"]),

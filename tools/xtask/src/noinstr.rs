@@ -11,7 +11,7 @@ use std::process::Command;
 
 use object::{Object, ObjectSection};
 
-use crate::{Failure, Outcome, Platform, build, fail};
+use crate::{Failure, Outcome, Platform, build, fail, host};
 
 /// Targets a noinstr function may call (demangled-name prefixes): the instrumentation
 /// bracket, the backends' dispatch between enter and exit, and Xen's hypercall page (the hypervisor's code: a PV guest returns through
@@ -115,17 +115,12 @@ pub fn check_image(image: &Path) -> Result<Vec<Violation>, Failure> {
         ));
     }
     let (start, end) = (section.address(), section.address() + section.size());
-    let out = Command::new("objdump")
-        .args(["-d", "--no-show-raw-insn", "-j", ".noinstr.text"])
-        .arg(image)
-        .output()
-        .or_else(|e| fail(format!("cannot run objdump (install binutils): {e}")))?;
-    if !out.status.success() {
-        return fail(format!(
-            "objdump failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    let out = host::output_checked(
+        Command::new("objdump")
+            .args(["-d", "--no-show-raw-insn", "-j", ".noinstr.text"])
+            .arg(image),
+        "objdump (binutils)",
+    )?;
     Ok(violations(
         &String::from_utf8_lossy(&out.stdout),
         start,

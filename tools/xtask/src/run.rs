@@ -3,9 +3,12 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::qemu::{self, NO_STATUS, QEMU, RunOpts};
+use crate::cli::RunArgs;
+use crate::testbed::{dom0, xen as xen_testbed};
+use crate::vmm::qemu::{self, NO_STATUS, QEMU, RunOpts};
 use crate::vmm::{self, RunResult, Vmm};
-use crate::{Failure, Outcome, Platform, build, fail, uhyve, xen_testbed, xl_run};
+use crate::vmm::{uhyve, xl_run};
+use crate::{Accel, Failure, Outcome, Platform, build, fail, gdb};
 
 /// Boots an image on `vmm`.
 pub fn boot(
@@ -63,16 +66,8 @@ pub fn boot_xen_with(
     let mut cmd = Command::new(QEMU);
     cmd.args(qemu_args);
     // Xen's own log is noise for a user watching the app; tests still see it.
-    let c = vmm::run_captured_filtered(cmd, image, opts.timeout, echo, &["(XEN)"])?;
-    if !c.stderr.trim().is_empty() {
-        eprint!("{}", c.stderr);
-    }
-    Ok(RunResult {
-        status: qemu::decode_status(c.code),
-        output: c.stdout,
-        timed_out: c.timed_out,
-        elapsed: c.elapsed,
-    })
+    vmm::run_captured_filtered(cmd, image, opts.timeout, echo, &["(XEN)"])?
+        .into_result(|_| None, qemu::decode_status)
 }
 
 fn xen_qemu_args(
@@ -87,7 +82,7 @@ fn xen_qemu_args(
             xen_testbed::dom0_qemu_args(&xen, image, cmdline, opts.memory, opts.smp)
         }
         XenBoot::Xl => {
-            let tb = xen_testbed::ensure_xl_testbed()?;
+            let tb = dom0::ensure_xl_testbed()?;
             xl_run::xl_qemu_args(
                 &tb,
                 image,
@@ -103,20 +98,55 @@ fn xen_qemu_args(
 }
 
 /// `cargo xtask run`.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one parameter per command-line option"
-)]
-pub fn build_and_run(
-    app: &build::App,
-    platform: Platform,
-    vmm: Vmm,
-    dom0: bool,
-    release: bool,
-    args: &[String],
-    opts: &RunOpts,
-    gdb_port: Option<u16>,
-) -> Outcome {
+pub fn command(a: &RunArgs) -> Outcome {
+    let xl = a.platform == Platform::Xen && !a.dom0;
+    if a.gdb && (a.vmm == Vmm::Uhyve || xl) {
+        return fail(
+            "--gdb needs QEMU's gdb stub: the KVM platform on QEMU, or --platform xen \
+             --dom0 (an xl domU shares its addresses with Linux dom0)",
+        );
+    }
+    if a.icount.is_some()
+        && (a.vmm == Vmm::Uhyve || xl || (a.platform == Platform::Xen && a.smp > 1))
+    {
+        return fail(
+            "--icount needs a QEMU bed that can count instructions: the KVM platform on \
+             QEMU (any --smp), or --platform xen --dom0 with one vCPU",
+        );
+    }
+    let app = a.app.resolve()?;
+    let memory = app.memory_mb(a.memory)?;
+    let gdb_port = if a.gdb { Some(gdb::prepare()?) } else { None };
+    let mut opts = RunOpts {
+        accel: if a.icount.is_some() {
+            Some(Accel::Tcg)
+        } else {
+            a.accel
+        },
+        machine: a.machine,
+        memory,
+        timeout: a.timeout,
+        dry_run: a.dry_run,
+        extra: a.icount.map(qemu::icount_args).unwrap_or_default(),
+        forwards: a.forward.clone(),
+        smp: a.smp,
+    };
+    if let Some(port) = gdb_port {
+        opts.extra.extend(gdb::qemu_args(port));
+    }
+    build_and_run(&app, a, &opts, gdb_port)
+}
+
+/// Builds `app` and boots it as `a` says, with `opts`.
+fn build_and_run(app: &build::App, a: &RunArgs, opts: &RunOpts, gdb_port: Option<u16>) -> Outcome {
+    let RunArgs {
+        platform,
+        vmm,
+        dom0,
+        release,
+        ref args,
+        ..
+    } = *a;
     if platform != Platform::Kvm && vmm == Vmm::Uhyve {
         return fail("uhyve runs KVM-platform images only (drop --platform or use --vmm qemu)");
     }

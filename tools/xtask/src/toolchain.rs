@@ -130,30 +130,19 @@ fn check() -> Result<(), Failure> {
         );
     }
     let (components, targets) = missing(&pinned, &String::from_utf8_lossy(&listed.stdout));
-    if !targets.is_empty() {
+    for (kind, missing) in [("target", targets), ("component", components)] {
+        if missing.is_empty() {
+            continue;
+        }
+        let list = missing.join(" ");
         eprintln!(
-            "xtask: toolchain {toolchain} lacks target(s) {} listed in rust-toolchain.toml; installing: rustup target add --toolchain {toolchain} {}",
-            targets.join(" "),
-            targets.join(" ")
+            "xtask: toolchain {toolchain} lacks {kind}(s) {list} listed in rust-toolchain.toml; installing: rustup {kind} add --toolchain {toolchain} {list}"
         );
         host::run_checked(
             Command::new(&rustup)
-                .args(["target", "add", "--toolchain", &toolchain])
-                .args(&targets),
-            "rustup target add",
-        )?;
-    }
-    if !components.is_empty() {
-        eprintln!(
-            "xtask: toolchain {toolchain} lacks component(s) {} listed in rust-toolchain.toml; installing: rustup component add --toolchain {toolchain} {}",
-            components.join(" "),
-            components.join(" ")
-        );
-        host::run_checked(
-            Command::new(&rustup)
-                .args(["component", "add", "--toolchain", &toolchain])
-                .args(&components),
-            "rustup component add",
+                .args([kind, "add", "--toolchain", &toolchain])
+                .args(&missing),
+            &format!("rustup {kind} add"),
         )?;
     }
     Ok(())
