@@ -15,8 +15,10 @@
 mod backlog;
 pub mod config;
 mod nic;
+mod port;
 mod socket;
 mod stack;
+mod udp;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -27,10 +29,10 @@ pub use nic::{Nic, NicError, Offloads};
 pub use socket::{
     CONNECTION_COST, DEFAULT_BACKLOG, DEFAULT_HALF_OPEN_TIMEOUT, DEFAULT_QUEUE_TIMEOUT,
     DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT, Endpoint, ListenOptions, NetError, TCP_BUFFER,
-    TcpCounters, TcpListener, TcpStream, Timeouts, UdpSocket, default_max_connections,
-    tcp_counters,
+    TcpCounters, TcpListener, TcpStream, Timeouts, default_max_connections, tcp_counters,
 };
 pub use stack::StatsSnapshot;
+pub use udp::UdpSocket;
 
 use crate::irqflags::IrqGuard;
 

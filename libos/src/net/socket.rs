@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use core::time::Duration;
 
 use smoltcp::iface::SocketHandle;
-use smoltcp::socket::{tcp, udp};
+use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 
 use super::backlog::Backlog;
@@ -39,9 +39,6 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Heap bytes one connection of a typical server costs: the two socket buffers, a task
 /// stack with its guard page, and slack for the task and socket bookkeeping.
 pub const CONNECTION_COST: usize = 2 * TCP_BUFFER + crate::sched::TASK_STACK_SIZE + 2 * 4096;
-/// Datagrams and payload bytes each UDP socket buffers per direction.
-const UDP_PACKETS: usize = 32;
-const UDP_BUFFER: usize = 64 * 1024;
 
 /// An IPv4 address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,14 +57,14 @@ impl fmt::Display for Endpoint {
 }
 
 impl Endpoint {
-    fn from_smoltcp(e: IpEndpoint) -> Self {
+    pub(super) fn from_smoltcp(e: IpEndpoint) -> Self {
         let addr = match e.addr {
             IpAddress::Ipv4(a) => a.octets(),
         };
         Endpoint { addr, port: e.port }
     }
 
-    fn to_smoltcp(self) -> IpEndpoint {
+    pub(super) fn to_smoltcp(self) -> IpEndpoint {
         IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::from(self.addr)), self.port)
     }
 }
@@ -169,7 +166,7 @@ pub fn tcp_counters() -> TcpCounters {
 }
 
 /// `n` zero bytes, or `NoMemory` (counted) if the heap cannot hold them.
-fn try_zeroed(n: usize) -> Result<Vec<u8>, NetError> {
+pub(super) fn try_zeroed(n: usize) -> Result<Vec<u8>, NetError> {
     let mut v = Vec::new();
     if v.try_reserve_exact(n).is_err() {
         bump(Counter::NoMemory);
@@ -253,11 +250,17 @@ fn smol(d: Duration) -> smoltcp::time::Duration {
 }
 
 /// The monotonic deadline `timeout` from now (`NEVER` for `None`).
-fn deadline(timeout: Option<Duration>) -> u64 {
+pub(super) fn deadline(timeout: Option<Duration>) -> u64 {
     match timeout {
         None => NEVER,
         Some(d) => time::now_ns().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
     }
+}
+
+/// A wait that ran out: counted, and the error for the caller.
+pub(super) fn timed_out() -> NetError {
+    bump(Counter::TimedOut);
+    NetError::TimedOut
 }
 
 /// A TCP port accepting connections.
@@ -482,11 +485,6 @@ impl TcpStream {
         })
     }
 
-    fn timed_out() -> NetError {
-        bump(Counter::TimedOut);
-        NetError::TimedOut
-    }
-
     /// Reads what has arrived (at least one byte, waiting if none, at most the read
     /// timeout: then [`NetError::TimedOut`]); `Ok(0)` once the peer closed its side
     /// and everything was read.
@@ -508,7 +506,7 @@ impl TcpStream {
                 }
                 None
             });
-        r.unwrap_or_else(|| Err(Self::timed_out()))
+        r.unwrap_or_else(|| Err(timed_out()))
     }
 
     /// Writes as much of `buf` as fits (at least one byte, waiting for room at most
@@ -534,7 +532,7 @@ impl TcpStream {
                 }
                 None
             });
-        let r = r.unwrap_or_else(|| Err(Self::timed_out()));
+        let r = r.unwrap_or_else(|| Err(timed_out()));
         if r.is_err() {
             // Unsent data to a peer that does not read: a graceful close would wait
             // on it, so the drop aborts instead.
@@ -580,91 +578,5 @@ impl Drop for TcpStream {
         unbump(Counter::Open);
         // A listener at its cap may accept again.
         self.stack.notify_waiters();
-    }
-}
-
-/// A bound UDP port.
-#[derive(Debug)]
-pub struct UdpSocket {
-    stack: &'static Stack,
-    handle: SocketHandle,
-    /// Longest `recv_from` and `send_to` wait (`None`: no limit, the default).
-    timeouts: Timeouts,
-}
-
-impl UdpSocket {
-    /// Binds `port` on the default interface.
-    pub fn bind(port: u16) -> Result<UdpSocket, NetError> {
-        let stack = super::default_interface()?;
-        let buffer = || -> Result<udp::PacketBuffer<'static>, NetError> {
-            let mut meta = Vec::new();
-            if meta.try_reserve_exact(UDP_PACKETS).is_err() {
-                bump(Counter::NoMemory);
-                return Err(NetError::NoMemory);
-            }
-            meta.resize(UDP_PACKETS, udp::PacketMetadata::EMPTY);
-            Ok(udp::PacketBuffer::new(meta, try_zeroed(UDP_BUFFER)?))
-        };
-        let mut s = udp::Socket::new(buffer()?, buffer()?);
-        s.bind(port).map_err(|_| NetError::BadPort(port))?;
-        let handle = stack.with(|st| st.sockets.add(s));
-        Ok(UdpSocket {
-            stack,
-            handle,
-            timeouts: Timeouts {
-                read: None,
-                write: None,
-                keep_alive: None,
-            },
-        })
-    }
-
-    /// Sets how long `recv_from` (`read`) and `send_to` (`write`) may wait;
-    /// `keep_alive` is ignored.
-    pub fn set_timeouts(&mut self, t: Timeouts) {
-        self.timeouts = t;
-    }
-
-    /// Receives one datagram (waiting for one, at most the read timeout: then
-    /// [`NetError::TimedOut`]); a datagram longer than `buf` is truncated to it.
-    /// Returns (bytes, sender).
-    pub fn recv_from(&mut self, buf: &mut [u8]) -> Result<(usize, Endpoint), NetError> {
-        let h = self.handle;
-        self.stack
-            .wait_for_until(deadline(self.timeouts.read), |st| {
-                let s = st.sockets.get_mut::<udp::Socket<'static>>(h);
-                let (data, meta) = s.recv().ok()?;
-                let n = data.len().min(buf.len());
-                buf[..n].copy_from_slice(&data[..n]);
-                Some(Ok((n, Endpoint::from_smoltcp(meta.endpoint))))
-            })
-            .unwrap_or_else(|| Err(TcpStream::timed_out()))
-    }
-
-    /// Sends one datagram to `to` (waiting for buffer room, at most the write timeout).
-    pub fn send_to(&mut self, data: &[u8], to: Endpoint) -> Result<(), NetError> {
-        if data.len() > UDP_BUFFER {
-            return Err(NetError::TooLarge(data.len()));
-        }
-        let h = self.handle;
-        self.stack
-            .wait_for_until(deadline(self.timeouts.write), |st| {
-                let s = st.sockets.get_mut::<udp::Socket<'static>>(h);
-                match s.send_slice(data, to.to_smoltcp()) {
-                    Ok(()) => Some(Ok(())),
-                    Err(udp::SendError::BufferFull) => None,
-                    Err(udp::SendError::Unaddressable) => Some(Err(NetError::Closed)),
-                }
-            })
-            .unwrap_or_else(|| Err(TcpStream::timed_out()))
-    }
-}
-
-impl Drop for UdpSocket {
-    fn drop(&mut self) {
-        let h = self.handle;
-        self.stack.with(|st| {
-            st.sockets.remove(h);
-        });
     }
 }
