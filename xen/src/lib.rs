@@ -10,7 +10,7 @@
 //! Boots as dom0 (console through `console_io`, exit status through QEMU's
 //! isa-debug-exit port, which dom0 may drive) or as an `xl create`d domU (console ring,
 //! xenstore, `control/shutdown`, balloon target); events arrive by upcall through the
-//! shared entry core. Pure modules (rings, xenstore protocol, grant refs, netif) are
+//! shared entry core. Pure modules (rings, xenstore protocol, grant refs, netif, xenbus) are
 //! host-tested.
 #![cfg_attr(not(test), no_std)]
 
@@ -24,6 +24,7 @@ pub mod netbuf;
 pub mod netif;
 pub mod ring;
 pub mod start_info;
+pub mod xenbus;
 pub mod xs_client;
 pub mod xs_proto;
 

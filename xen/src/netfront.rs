@@ -31,8 +31,9 @@ use libos::{println, sched, time};
 use crate::netbuf::{BufferGrants, Grants};
 use crate::netif::{
     self, FrontRing, InFlight, PAGE, REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD, RX_ENTRY,
-    RX_RING_SIZE, RingError, SRING_HEADER, TX_ENTRY, TX_RING_SIZE, TxRequest, XenbusState,
+    RX_RING_SIZE, RingError, SRING_HEADER, TX_ENTRY, TX_RING_SIZE, TxRequest,
 };
+use crate::xenbus::{self, XenbusState};
 use crate::{events, gnttab, xenstore};
 
 /// Our device's xenstore directory (relative to the domain's home).
@@ -409,7 +410,7 @@ fn connect() -> Result<Option<Netfront>, String> {
         .map_err(|_| "device/vif/0/backend-id is not a domain id")?;
     let backend = read(&format!("{DEVICE}/backend"))?;
     let mac_text = read(&format!("{DEVICE}/mac"))?;
-    let mac = netif::parse_mac(&mac_text)
+    let mac = xenbus::parse_mac(&mac_text)
         .ok_or_else(|| format!("device/vif/0/mac: `{mac_text}` is not a MAC address"))?;
 
     let tx = Shared::new(TX_RING_SIZE, TX_ENTRY);
