@@ -187,16 +187,7 @@ mod tests {
                     .expect("room for an address");
             });
             let mut sockets = SocketSet::new(vec![]);
-            let mut b = Backlog {
-                id: 0,
-                port: PORT,
-                slots: Vec::new(),
-                size: 1,
-                half_open_timeout: Duration::from_millis(HALF_OPEN_MS),
-                queue_timeout_ns: 10_000_000_000,
-                open: 0,
-                cap: 8,
-            };
+            let mut b = one_slot_backlog();
             b.add_slot(&mut sockets).expect("heap");
             let mut c = socket::try_new_tcp_socket().expect("heap");
             c.connect(iface.context(), (IpAddress::v4(127, 0, 0, 1), PORT), 49152)
@@ -274,6 +265,21 @@ mod tests {
         }
     }
 
+    /// The backlog both tests listen with: one slot on `PORT`, the test's half-open
+    /// timeout, a cap of 8.
+    fn one_slot_backlog() -> Backlog {
+        Backlog {
+            id: 0,
+            port: PORT,
+            slots: Vec::new(),
+            size: 1,
+            half_open_timeout: Duration::from_millis(HALF_OPEN_MS),
+            queue_timeout_ns: 10_000_000_000,
+            open: 0,
+            cap: 8,
+        }
+    }
+
     #[test]
     fn retransmitted_syns_in_other_slots_leave_one_working_connection() {
         let mut dev = Wire::default();
@@ -289,16 +295,7 @@ mod tests {
         let early: Vec<_> = (0..3)
             .map(|_| sockets.add(socket::try_new_tcp_socket().expect("heap")))
             .collect();
-        let mut backlogs = vec![Backlog {
-            id: 0,
-            port: PORT,
-            slots: Vec::new(),
-            size: 1,
-            half_open_timeout: Duration::from_millis(HALF_OPEN_MS),
-            queue_timeout_ns: 10_000_000_000,
-            open: 0,
-            cap: 8,
-        }];
+        let mut backlogs = vec![one_slot_backlog()];
         backlogs[0].add_slot(&mut sockets).expect("heap");
         let mut c = socket::try_new_tcp_socket().expect("heap");
         c.connect(iface.context(), (IpAddress::v4(127, 0, 0, 1), PORT), 49152)
