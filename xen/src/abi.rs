@@ -321,3 +321,40 @@ const _: () = {
     assert!(offset_of!(xen_memory_reservation, domid) == 24);
     assert!(size_of::<xen_memory_reservation>() == 32);
 };
+
+// ---- Network rings (`io/ring.h`, `io/netif.h`) ----
+
+/// Bytes before the first entry of a shared ring page.
+pub const SRING_HEADER: usize = 64;
+/// Offsets of the shared ring's index words.
+pub const REQ_PROD: usize = 0;
+/// See [`REQ_PROD`].
+pub const REQ_EVENT: usize = 4;
+/// See [`REQ_PROD`].
+pub const RSP_PROD: usize = 8;
+/// See [`REQ_PROD`].
+pub const RSP_EVENT: usize = 12;
+
+/// Bytes per TX entry (`netif_tx_request` is the larger half of the union).
+pub const TX_ENTRY: usize = 12;
+/// Bytes per RX entry (request and response are both 8).
+pub const RX_ENTRY: usize = 8;
+
+/// `NETTXF_*`/`NETRXF_*`: more fragments follow (scatter-gather; not negotiated).
+pub const F_MORE_DATA: u16 = 1 << 2;
+/// An extra-info slot follows (GSO etc.; not negotiated).
+pub const F_EXTRA_INFO: u16 = 1 << 3;
+/// `NETRXF_data_validated`: a hint that the checksum was checked, harmless to ignore
+/// (smoltcp verifies checksums itself).
+pub const RXF_DATA_VALIDATED: u16 = 1 << 0;
+/// `NETRXF_csum_blank`: the checksum field is not filled in (checksum offload). The
+/// frontend asks for `feature-no-csum-offload`, so a backend sending it breaks the
+/// handshake; such a frame could not pass a checksum check anyway.
+pub const RXF_CSUM_BLANK: u16 = 1 << 1;
+/// `NETRXF_gso_prefix` (not negotiated).
+pub const RXF_GSO_PREFIX: u16 = 1 << 4;
+
+/// `NETIF_RSP_OKAY`.
+pub const RSP_OKAY: i16 = 0;
+/// `NETIF_RSP_NULL`: the response to an extra-info slot (we send none).
+pub const RSP_NULL: i16 = 1;
