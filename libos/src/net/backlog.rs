@@ -180,12 +180,7 @@ mod tests {
     impl Bed {
         fn new() -> Bed {
             let mut dev = Loopback::new(Medium::Ethernet);
-            let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
-            let mut iface = Interface::new(config, &mut dev, Instant::ZERO);
-            iface.update_ip_addrs(|a| {
-                a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8))
-                    .expect("room for an address");
-            });
+            let mut iface = local_iface(&mut dev);
             let mut sockets = SocketSet::new(vec![]);
             let mut b = one_slot_backlog();
             b.add_slot(&mut sockets).expect("heap");
@@ -265,6 +260,17 @@ mod tests {
         }
     }
 
+    /// An interface on `dev` at 127.0.0.1/8, the address both tests talk to.
+    fn local_iface(dev: &mut impl smoltcp::phy::Device) -> Interface {
+        let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
+        let mut iface = Interface::new(config, dev, Instant::ZERO);
+        iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8))
+                .expect("room for an address");
+        });
+        iface
+    }
+
     /// The backlog both tests listen with: one slot on `PORT`, the test's half-open
     /// timeout, a cap of 8.
     fn one_slot_backlog() -> Backlog {
@@ -283,12 +289,7 @@ mod tests {
     #[test]
     fn retransmitted_syns_in_other_slots_leave_one_working_connection() {
         let mut dev = Wire::default();
-        let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
-        let mut iface = Interface::new(config, &mut dev, Instant::ZERO);
-        iface.update_ip_addrs(|a| {
-            a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8))
-                .expect("room for an address");
-        });
+        let mut iface = local_iface(&mut dev);
         let mut sockets = SocketSet::new(vec![]);
         // Sockets before the listener's, removed later: their places in the socket set
         // are where the next slots go (as sockets come and go on a busy server).
