@@ -61,6 +61,7 @@ pub use xen_sys::{
     // `start_info.flags`.
     SIF_INITDOMAIN,
     VGCF_in_kernel,
+    VIRQ_DEBUG,
     VIRQ_TIMER,
     // ELF notes (`elfnote.h`).
     XEN_ELFNOTE_ENTRY,

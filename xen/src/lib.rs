@@ -58,3 +58,5 @@ mod traps;
 mod vcpu;
 #[cfg(target_os = "none")]
 pub mod xenstore;
+#[cfg(target_os = "none")]
+mod xs_check;
