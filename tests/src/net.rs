@@ -39,6 +39,16 @@ pub enum NetCheck {
     HttpGenerated,
     /// `/status` answers with `uptime_ms=` and a `requests=` count that grew.
     HttpStatus,
+    /// `/status`'s counter `key` (e.g. `netfront.tx_gso_frames`) lies in
+    /// `min..=max`: an offload in use after the checks before it, or off.
+    StatusCounter {
+        /// The counter's name.
+        key: &'static str,
+        /// Least value.
+        min: u64,
+        /// Greatest value.
+        max: u64,
+    },
     /// The load generator (`ab`) runs `requests` requests at `concurrency`: all
     /// complete, none fails, all `200`.
     HttpLoad {
@@ -298,7 +308,46 @@ pub fn net_cases() -> Vec<NetCase> {
         },
         NetCase {
             name: "xen/xl/net/httpd-curl-netfront",
-            checks: CURL_BULK,
+            checks: &[
+                INDEX,
+                BIG,
+                NetCheck::HttpGenerated,
+                NetCheck::HttpStatus,
+                // The 10 MiB went out as 64 KiB GSO frames in multi-page chains.
+                NetCheck::StatusCounter {
+                    key: "netfront.tx_gso_frames",
+                    min: 100,
+                    max: u64::MAX,
+                },
+                NetCheck::StatusCounter {
+                    key: "netfront.multi_buffer_frames",
+                    min: 100,
+                    max: u64::MAX,
+                },
+                IDLE,
+            ],
+            console: XEN_DHCP_HTTPD,
+            ..httpd("", NetBed::XenXl, true)
+        },
+        // The same with the offloads off (`offload=off`): one frame per page, full
+        // checksums, nothing merged.
+        NetCase {
+            name: "xen/xl/net/httpd-curl-netfront-offload-off",
+            args: &["offload=off"],
+            checks: &[
+                BIG,
+                NetCheck::HttpGenerated,
+                NetCheck::StatusCounter {
+                    key: "netfront.tx_gso_frames",
+                    min: 0,
+                    max: 0,
+                },
+                NetCheck::StatusCounter {
+                    key: "netfront.multi_buffer_frames",
+                    min: 0,
+                    max: 0,
+                },
+            ],
             console: XEN_DHCP_HTTPD,
             ..httpd("", NetBed::XenXl, true)
         },

@@ -25,13 +25,14 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use libos::net::{Nic, NicError, NicId};
+use libos::net::tso::{self, Coalescer};
+use libos::net::{Nic, NicError, NicId, OffloadCounters, Offloads};
 use libos::{println, sched, time};
 
 use crate::netbuf::{BufferGrants, Grants};
 use crate::netif::{
-    self, FrontRing, InFlight, PAGE, REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD, RX_ENTRY,
-    RX_RING_SIZE, RingError, SRING_HEADER, TX_ENTRY, TX_RING_SIZE, TxRequest,
+    self, FrontRing, InFlight, MAX_TX_FRAME, MAX_TX_SLOTS, PAGE, REQ_EVENT, REQ_PROD, RSP_EVENT,
+    RSP_PROD, RX_ENTRY, RX_RING_SIZE, RingError, SRING_HEADER, TX_ENTRY, TX_RING_SIZE, TxBuffer,
 };
 use crate::xenbus::{self, XenbusState};
 use crate::{events, gnttab, xenstore};
@@ -199,6 +200,26 @@ pub struct Netfront {
     broken: Option<RingError>,
     /// TX responses reporting an error or drop.
     tx_errors: u64,
+    /// What transmit may use (the backend's features, unless `offload=off`).
+    tx_features: TxFeatures,
+    /// Segments of one TCP flow being merged into one GSO frame (`feature-gso-tcpv4`).
+    coalescer: Option<Coalescer>,
+    /// GSO extra-info slots sent and not yet answered (each gets a `NETIF_RSP_NULL`).
+    tx_extras: u32,
+    /// Requests written but not yet announced (`req_prod`): announced once per poll.
+    tx_unpushed: bool,
+    counters: OffloadCounters,
+}
+
+/// What the backend takes on transmit (its `feature-*` keys in xenstore).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TxFeatures {
+    /// Checksum offload: TCP segments go with only the pseudo-header sum.
+    csum: bool,
+    /// `feature-sg`: frames in more than one page.
+    sg: bool,
+    /// `feature-gso-tcpv4` (with `sg` and `csum`): 64 KiB TCP segments it cuts up.
+    gso: bool,
 }
 
 // SAFETY: the raw page pointers are owned by the card (nothing else uses them but the
@@ -269,13 +290,83 @@ impl Netfront {
             for _ in 0..n {
                 let slot = self.tx.ring.next_response();
                 let entry: [u8; TX_ENTRY] = self.tx.read_entry(slot);
-                match netif::check_tx_response(&entry, &mut self.tx_flight) {
+                match netif::check_tx_response(&entry, &mut self.tx_flight, &mut self.tx_extras) {
                     Ok(true) => {}
                     Ok(false) => self.tx_errors += 1,
                     Err(e) => return Err(self.fail(e)),
                 }
             }
         }
+    }
+}
+
+impl Netfront {
+    /// Sends the batch the coalescer holds, if any.
+    fn send_batch(&mut self) -> Result<(), NicError> {
+        let Some(b) = self.coalescer.as_mut().and_then(Coalescer::take) else {
+            return Ok(());
+        };
+        let gso = (b.segments > 1).then_some(b.gso_size);
+        self.send(&b.frame, gso)?;
+        if gso.is_some() {
+            self.counters.tx_gso_frames += 1;
+            self.counters.tx_gso_segments += u64::from(b.segments);
+        }
+        Ok(())
+    }
+
+    /// Writes the requests for one frame (one page per started 4 KiB, a GSO slot
+    /// after the first when `gso_size` is given); [`Nic::flush`] announces them.
+    fn send(&mut self, frame: &[u8], gso_size: Option<u16>) -> Result<(), NicError> {
+        let pages = frame.len().div_ceil(PAGE);
+        if frame.is_empty() || frame.len() > MAX_TX_FRAME || (pages > 1 && !self.tx_features.sg) {
+            return Err(NicError::Malformed("frame larger than the card takes"));
+        }
+        let slots = pages + usize::from(gso_size.is_some());
+        if (self.tx.ring.free() as usize) < slots {
+            self.reclaim_tx()?;
+        }
+        if (self.tx.ring.free() as usize) < slots
+            || TX_RING_SIZE as usize - self.tx_flight.count() < pages
+        {
+            return Err(NicError::Busy);
+        }
+        let mut buffers = [TxBuffer { id: 0, gref: 0 }; MAX_TX_SLOTS];
+        for (i, chunk) in frame.chunks(PAGE).enumerate() {
+            let id = self.tx_flight.take_free().expect("counted above");
+            let page = self.tx_bufs.pages[id as usize];
+            // SAFETY: `page` is this id's page (PAGE bytes, ours: the backend reads it
+            // only while a request for it is in flight, and this one is not yet
+            // written); `chunk` is at most PAGE bytes.
+            unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), page, chunk.len()) };
+            buffers[i] = TxBuffer {
+                id,
+                gref: self.tx_bufs.table.refs[id as usize],
+            };
+        }
+        let csum = self.tx_features.csum.then(|| tso::partial_checksum(frame));
+        if let Some(Some((field, pseudo))) = csum {
+            let page = self.tx_bufs.pages[buffers[0].id as usize];
+            for (i, b) in pseudo.to_be_bytes().into_iter().enumerate() {
+                // SAFETY: the checksum field lies in the TCP header, within the first
+                // 14 + 60 + 18 bytes of the frame, so within its first page (ours, as
+                // above).
+                unsafe { page.add(field + i).write(b) };
+            }
+        }
+        let csum_blank = matches!(csum, Some(Some(_)));
+        let chain = netif::tx_chain(frame.len(), &buffers[..pages], gso_size, csum_blank)
+            .expect("pages and length checked above");
+        for entry in &chain {
+            let slot = self.tx.ring.next_request().expect("room checked above");
+            self.tx.write_entry(slot, entry);
+        }
+        self.tx_extras += u32::from(gso_size.is_some());
+        if pages > 1 {
+            self.counters.multi_buffer_frames += 1;
+        }
+        self.tx_unpushed = true;
+        Ok(())
     }
 }
 
@@ -288,43 +379,57 @@ impl Nic for Netfront {
         1500
     }
 
+    fn offloads(&self) -> Offloads {
+        Offloads {
+            tx_tcp_checksum: self.tx_features.csum,
+            rx_tcp_checksum: false,
+        }
+    }
+
+    fn offload_counters(&self) -> OffloadCounters {
+        self.counters
+    }
+
     fn can_transmit(&mut self) -> bool {
+        // Room for the batch being merged and one more frame, each as large as can be.
+        let need = if self.tx_features.sg {
+            2 * MAX_TX_SLOTS
+        } else {
+            1
+        };
         self.broken.is_none()
             && self.reclaim_tx().is_ok()
-            && self.tx.ring.free() > 0
-            && self.tx_flight.count() < TX_RING_SIZE as usize
+            && self.tx.ring.free() as usize >= need
+            && TX_RING_SIZE as usize - self.tx_flight.count() >= need
     }
 
     fn transmit(&mut self, frame: &[u8]) -> Result<(), NicError> {
         self.check_alive()?;
-        if frame.len() > PAGE {
-            return Err(NicError::Malformed("frame larger than a page"));
+        if let Some(c) = &mut self.coalescer {
+            if c.push(frame) {
+                return Ok(());
+            }
+            self.send_batch()?;
+            if self.coalescer.as_mut().is_some_and(|c| c.push(frame)) {
+                return Ok(());
+            }
         }
-        if self.tx.ring.free() == 0 {
-            self.reclaim_tx()?;
+        self.send(frame, None)
+    }
+
+    fn flush(&mut self) {
+        if self.broken.is_some() {
+            return;
         }
-        let Some(id) = self.tx_flight.take_free() else {
-            return Err(NicError::Busy);
-        };
-        let Some(slot) = self.tx.ring.next_request() else {
-            self.tx_flight.complete(id).expect("the id was just taken");
-            return Err(NicError::Busy);
-        };
-        let buf = self.tx_bufs.pages[id as usize];
-        // SAFETY: `buf` is this id's page (PAGE bytes, ours; the backend only reads it
-        // while the request below is in flight, and it is not yet published).
-        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), buf, frame.len()) };
-        let req = TxRequest {
-            gref: self.tx_bufs.table.refs[id as usize],
-            offset: 0,
-            flags: 0,
-            id,
-            size: frame.len() as u16,
-        };
-        self.tx.write_entry(slot, &req.encode());
-        let wanted = self.tx.push();
-        self.notify_if(wanted);
-        Ok(())
+        // A batch that cannot go is lost like a dropped frame: TCP sends it again.
+        if self.send_batch().is_err() {
+            self.tx_errors += 1;
+        }
+        if self.tx_unpushed {
+            self.tx_unpushed = false;
+            let wanted = self.tx.push();
+            self.notify_if(wanted);
+        }
     }
 
     fn receive(&mut self, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
@@ -399,6 +504,24 @@ fn state(path: &str) -> Result<XenbusState, String> {
     XenbusState::parse(&v).ok_or_else(|| format!("{path}: `{v}` is not a xenbus state"))
 }
 
+/// What transmit may use: the backend's `feature-sg` and `feature-gso-tcpv4` (absent
+/// means no), checksum offload unless it says `feature-no-csum-offload`; nothing with
+/// `offload=off`.
+fn tx_features(backend: &str) -> TxFeatures {
+    let flag =
+        |key: &str| xenstore::read(&format!("{backend}/{key}")).is_ok_and(|v| v.trim() == "1");
+    if !libos::net::offloads_enabled() {
+        return TxFeatures::default();
+    }
+    let csum = !flag("feature-no-csum-offload");
+    let sg = flag("feature-sg");
+    TxFeatures {
+        csum,
+        sg,
+        gso: csum && sg && flag("feature-gso-tcpv4"),
+    }
+}
+
 /// Sets up the card with its backend; `Ok(None)` if this domain has no `vif`.
 fn connect() -> Result<Option<Netfront>, String> {
     if xenstore::read(&format!("{DEVICE}/backend-id")).is_err() {
@@ -413,6 +536,7 @@ fn connect() -> Result<Option<Netfront>, String> {
     let mac = xenbus::parse_mac(&mac_text)
         .ok_or_else(|| format!("device/vif/0/mac: `{mac_text}` is not a MAC address"))?;
 
+    let tx_features = tx_features(&backend);
     let tx = Shared::new(TX_RING_SIZE, TX_ENTRY);
     let rx = Shared::new(RX_RING_SIZE, RX_ENTRY);
     let grant = |p: *mut u8| {
@@ -432,6 +556,11 @@ fn connect() -> Result<Option<Netfront>, String> {
         rx_flight: InFlight::new(RX_RING_SIZE as usize),
         broken: None,
         tx_errors: 0,
+        tx_features,
+        coalescer: tx_features.gso.then(|| Coalescer::new(MAX_TX_FRAME)),
+        tx_extras: 0,
+        tx_unpushed: false,
+        counters: OffloadCounters::default(),
     };
     for id in 0..TX_RING_SIZE as u16 {
         card.tx_bufs
@@ -490,7 +619,7 @@ pub fn start() {
             return;
         }
     };
-    let (port, mac) = (card.port, card.mac);
+    let (port, mac, tx) = (card.port, card.mac, card.tx_features);
     let Some(id) = libos::net::register_nic("netfront", Box::new(card)) else {
         println!("upcall: netfront: too many network cards");
         return;
@@ -506,7 +635,8 @@ pub fn start() {
     if libos::boot::loglevel() == libos::cmdline::LogLevel::Debug {
         let [a, b, c, d, e, f] = mac;
         println!(
-            "upcall: netfront: {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x} on event channel {port}"
+            "upcall: netfront: {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x} on event channel {port}; transmit: checksum offload {}, scatter-gather {}, GSO {}",
+            tx.csum, tx.sg, tx.gso
         );
     }
     // Frames may have arrived before the handler was in place.

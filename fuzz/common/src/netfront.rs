@@ -9,8 +9,8 @@ use alloc::vec::Vec;
 use upcall_xen::netbuf::model::Table;
 use upcall_xen::netbuf::{BufferGrants, Grants};
 use upcall_xen::netif::{
-    self, FrontRing, InFlight, RX_ENTRY, RingError, TX_ENTRY, TxRequest, check_rx_response,
-    check_tx_response, encode_rx_request,
+    self, F_EXTRA_INFO, FrontRing, InFlight, RSP_NULL, RX_ENTRY, RingError, TX_ENTRY, TxBuffer,
+    check_rx_response, check_tx_response, encode_rx_request, tx_chain,
 };
 
 use crate::input::Input;
@@ -83,7 +83,10 @@ pub fn netfront(data: &[u8]) {
     // The backend's view: RX requests taken (id, gref), TX requests taken (id).
     let (mut rx_cons, mut tx_cons) = (0u32, 0u32);
     let mut rx_held: Vec<(u16, u32)> = Vec::new();
-    let mut tx_held: Vec<u16> = Vec::new();
+    // TX slots taken: a request's id, or `None` for a GSO extra-info slot.
+    let mut tx_held: Vec<Option<u16>> = Vec::new();
+    let mut extra_next = false;
+    let mut tx_extras = 0u32;
     while !i.is_empty() {
         match i.u8() % 10 {
             // Backend takes the requests published.
@@ -97,7 +100,13 @@ pub fn netfront(data: &[u8]) {
                 }
                 while tx_cons != tx.req_prod {
                     let e = tx.slot((tx_cons % SIZE) as usize).to_vec();
-                    tx_held.push(u16::from_le_bytes([e[8], e[9]]));
+                    if extra_next {
+                        tx_held.push(None);
+                        extra_next = false;
+                    } else {
+                        tx_held.push(Some(u16::from_le_bytes([e[8], e[9]])));
+                        extra_next = u16::from_le_bytes([e[6], e[7]]) & F_EXTRA_INFO != 0;
+                    }
                     tx_cons = tx_cons.wrapping_add(1);
                 }
             }
@@ -136,9 +145,16 @@ pub fn netfront(data: &[u8]) {
                 if ahead == 0 || ahead > SIZE {
                     continue;
                 }
-                if let Some(id) = tx_held.pop() {
+                if let Some(held) = tx_held.pop() {
                     let mut e = [0u8; TX_ENTRY];
-                    e[0..2].copy_from_slice(&id.to_le_bytes());
+                    match held {
+                        Some(id) => e[0..2].copy_from_slice(&id.to_le_bytes()),
+                        // netback's NULL keeps the extra slot's bytes as its "id".
+                        None => {
+                            e[0..2].copy_from_slice(&[1, 0]);
+                            e[2..4].copy_from_slice(&RSP_NULL.to_le_bytes());
+                        }
+                    }
                     let slot = (tx.rsp_prod % SIZE) as usize;
                     tx.slot(slot).copy_from_slice(&e);
                     tx.rsp_prod = tx.rsp_prod.wrapping_add(1);
@@ -178,21 +194,26 @@ pub fn netfront(data: &[u8]) {
                 if f.stopped {
                     continue;
                 }
-                let Some(id) = f.tx_flight.take_free() else {
+                // A frame of up to two pages (scatter-gather), with a GSO slot or
+                // not, as `Netfront::send` builds it.
+                let len = 1 + usize::from(i.u16()) % (2 * PAGE);
+                let pages = len.div_ceil(PAGE);
+                let gso = (i.u8() % 2 == 0).then_some(1460);
+                let slots = pages + usize::from(gso.is_some());
+                if (f.tx.free() as usize) < slots || SIZE as usize - f.tx_flight.count() < pages {
                     continue;
-                };
-                let Some(slot) = f.tx.next_request() else {
-                    f.tx_flight.complete(id).expect("just taken");
-                    continue;
-                };
-                let req = TxRequest {
-                    gref: 0,
-                    offset: 0,
-                    flags: 0,
-                    id,
-                    size: 60,
-                };
-                tx.slot(slot).copy_from_slice(&req.encode());
+                }
+                let buffers: Vec<TxBuffer> = (0..pages)
+                    .map(|_| TxBuffer {
+                        id: f.tx_flight.take_free().expect("counted"),
+                        gref: 0,
+                    })
+                    .collect();
+                for e in tx_chain(len, &buffers, gso, true).expect("a valid frame") {
+                    let slot = f.tx.next_request().expect("counted");
+                    tx.slot(slot).copy_from_slice(&e);
+                }
+                tx_extras += u32::from(gso.is_some());
                 tx.req_prod = f.tx.req_prod();
             }
             // Frontend reclaims TX.
@@ -205,7 +226,8 @@ pub fn netfront(data: &[u8]) {
                     Ok(n) => {
                         for _ in 0..n {
                             let slot = f.tx.next_response();
-                            match check_tx_response(tx.slot(slot), &mut f.tx_flight) {
+                            match check_tx_response(tx.slot(slot), &mut f.tx_flight, &mut tx_extras)
+                            {
                                 Ok(_) => {}
                                 Err(e) => {
                                     assert!(e.is_fatal() || matches!(e, RingError::BadTxStatus(_)));

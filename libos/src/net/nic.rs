@@ -39,6 +39,17 @@ pub struct Offloads {
     pub rx_tcp_checksum: bool,
 }
 
+/// What a card's segmentation and scatter-gather offloads did (for `/status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OffloadCounters {
+    /// Frames sent as one large TCP segment that the card (or its backend) cuts up.
+    pub tx_gso_frames: u64,
+    /// The segments those frames carried.
+    pub tx_gso_segments: u64,
+    /// Frames sent or received in more than one buffer (scatter-gather).
+    pub multi_buffer_frames: u64,
+}
+
 /// An Ethernet network interface card, as a driver presents it.
 ///
 /// Context: every method is called from the interface's net task (irqs on).
@@ -54,11 +65,20 @@ pub trait Nic: Send {
         Offloads::default()
     }
 
+    /// What the offloads did so far.
+    fn offload_counters(&self) -> OffloadCounters {
+        OffloadCounters::default()
+    }
+
     /// Whether [`Nic::transmit`] would accept a frame now (also reclaims sent buffers).
     fn can_transmit(&mut self) -> bool;
 
     /// Queues one Ethernet frame (without FCS) for sending.
     fn transmit(&mut self, frame: &[u8]) -> Result<(), NicError>;
+
+    /// Sends whatever [`Nic::transmit`] held back (a batch being merged, requests not
+    /// yet announced to the device). The net task calls it after every poll.
+    fn flush(&mut self) {}
 
     /// Passes the next received Ethernet frame to `deliver`. `Ok(false)` when no frame
     /// is waiting; an error means one frame was dropped (the next call may succeed).

@@ -380,6 +380,14 @@ fn run_check(
                 "/status requests={requests} budget deferrals: bottom halves {bottom_halves}, event scans {event_scans}"
             )))
         }
+        NetCheck::StatusCounter { key, min, max } => {
+            let page = String::from_utf8_lossy(&curl(tcp, "/status")?).into_owned();
+            let v = status_value(&page, &format!("{key}="))?;
+            if !(min..=max).contains(&v) {
+                return Err(format!("/status {key}={v}, expected {min}..={max}"));
+            }
+            Ok(Some(format!("/status {key}={v}")))
+        }
         NetCheck::HttpIdle {
             seconds,
             max_wakeups,
