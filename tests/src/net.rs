@@ -39,6 +39,15 @@ pub enum NetCheck {
     HttpGenerated,
     /// `/status` answers with `uptime_ms=` and a `requests=` count that grew.
     HttpStatus,
+    /// `echo`'s counters (its UDP status datagram): `key` lies in `min..=max`.
+    EchoCounter {
+        /// The counter's name.
+        key: &'static str,
+        /// Least value.
+        min: u64,
+        /// Greatest value.
+        max: u64,
+    },
     /// `/status`'s counter `key` (e.g. `netfront.tx_gso_frames`) lies in
     /// `min..=max`: an offload in use after the checks before it, or off.
     StatusCounter {
@@ -365,7 +374,27 @@ pub fn net_cases() -> Vec<NetCase> {
             ..httpd("", NetBed::XenXl, true)
         },
         NetCase {
-            checks: BULK_ECHO,
+            checks: &[
+                NetCheck::TcpEcho { bytes: 16 << 20 },
+                NetCheck::UdpEcho { count: 64 },
+                // The 16 MiB went both ways in multi-slot frames: 64 KiB GSO chains
+                // out, and large segments dom0 did not cut up (GRO on its NIC) in.
+                NetCheck::EchoCounter {
+                    key: "netfront.tx_gso_frames",
+                    min: 1,
+                    max: u64::MAX,
+                },
+                NetCheck::EchoCounter {
+                    key: "netfront.rx_gso_frames",
+                    min: 1,
+                    max: u64::MAX,
+                },
+                NetCheck::EchoCounter {
+                    key: "netfront.device_errors",
+                    min: 0,
+                    max: 0,
+                },
+            ],
             console: &[XEN_DHCP, "echo: serving tcp and udp port 7"],
             ..echo("xen/xl/net/echo-netfront", NetBed::XenXl)
         },

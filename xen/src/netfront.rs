@@ -34,6 +34,7 @@ use crate::netif::{
     self, FrontRing, InFlight, MAX_TX_FRAME, MAX_TX_SLOTS, PAGE, REQ_EVENT, REQ_PROD, RSP_EVENT,
     RSP_PROD, RX_ENTRY, RX_RING_SIZE, RingError, SRING_HEADER, TX_ENTRY, TX_RING_SIZE, TxBuffer,
 };
+use crate::netrx::{self, Frag, Frame, RxChain, Step};
 use crate::xenbus::{self, XenbusState};
 use crate::{events, gnttab, xenstore};
 
@@ -208,6 +209,14 @@ pub struct Netfront {
     tx_extras: u32,
     /// Requests written but not yet announced (`req_prod`): announced once per poll.
     tx_unpushed: bool,
+    /// The RX chain being received.
+    rx_chain: RxChain,
+    /// Buffers the chain's slots answered (ours until it ends).
+    rx_held: Vec<u16>,
+    /// Per RX ring slot: the buffer posted there (an extra-info slot names no id).
+    rx_posted: Vec<u16>,
+    /// RX buffers posted again but not yet announced.
+    rx_unpushed: bool,
     counters: OffloadCounters,
 }
 
@@ -265,6 +274,7 @@ impl Netfront {
             .next_request()
             .expect("an RX id is free only when its slot is");
         self.rx_flight.mark(id);
+        self.rx_posted[slot] = id;
         let entry = netif::encode_rx_request(id, gref);
         self.rx.write_entry(slot, &entry);
         Ok(())
@@ -390,6 +400,10 @@ impl Nic for Netfront {
         self.counters
     }
 
+    fn max_rx_frame(&self) -> usize {
+        netrx::MAX_RX_FRAME
+    }
+
     fn can_transmit(&mut self) -> bool {
         // Room for the batch being merged and one more frame, each as large as can be.
         let need = if self.tx_features.sg {
@@ -425,62 +439,104 @@ impl Nic for Netfront {
         if self.send_batch().is_err() {
             self.tx_errors += 1;
         }
+        // One event per poll at most, for both rings (they share the channel).
+        let mut wanted = false;
         if self.tx_unpushed {
             self.tx_unpushed = false;
-            let wanted = self.tx.push();
-            self.notify_if(wanted);
+            wanted |= self.tx.push();
         }
+        if self.rx_unpushed {
+            self.rx_unpushed = false;
+            wanted |= self.rx.push();
+        }
+        self.notify_if(wanted);
     }
 
     fn receive(&mut self, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
         self.check_alive()?;
-        let mut n = self.rx.pending().map_err(|e| self.fail(e))?;
-        if n == 0 {
-            // Ask for an event at the next frame, then look once more (a frame that
-            // arrived in between would otherwise wait for the one after it).
-            self.rx.arm();
-            n = self.rx.pending().map_err(|e| self.fail(e))?;
+        loop {
+            let mut n = self.rx.pending().map_err(|e| self.fail(e))?;
             if n == 0 {
-                return Ok(false);
+                // Ask for an event at the next response, then look once more (one that
+                // arrived in between would otherwise wait for the one after it). A
+                // chain half received waits for its rest the same way.
+                self.rx.arm();
+                n = self.rx.pending().map_err(|e| self.fail(e))?;
+                if n == 0 {
+                    return Ok(false);
+                }
             }
-        }
-        let slot = self.rx.ring.next_response();
-        let entry: [u8; RX_ENTRY] = self.rx.read_entry(slot);
-        let checked = netif::check_rx_response(&entry, &mut self.rx_flight);
-        // Whatever the response says, the page must be ours again before anything
-        // reads or re-posts it: end its grant (fatal if the backend still holds it).
-        let answered = match checked {
-            Ok(f) => Some(f.id),
-            Err((id, _)) => id,
-        };
-        if let Some(id) = answered {
+            let slot = self.rx.ring.next_response();
+            let entry: [u8; RX_ENTRY] = self.rx.read_entry(slot);
+            let posted = self.rx_posted[slot];
+            let (id, step) = self
+                .rx_chain
+                .push(&entry, posted, &mut self.rx_flight)
+                .map_err(|e| self.fail(e))?;
+            // Whatever the response says, the page must be ours again before anything
+            // reads or re-posts it: end its grant (fatal if the backend still holds it).
             self.rx_bufs.reclaim(id).map_err(|e| self.fail(e))?;
-        }
-        let result = match checked {
-            Ok(f) => {
-                let page = self.rx_bufs.pages[f.id as usize];
-                // SAFETY: offset + len ≤ PAGE (checked by `check_rx_response`); the page
-                // is ours: its grant was just ended, so the backend cannot write it.
-                let data = unsafe { core::slice::from_raw_parts(page.add(f.offset), f.len) };
-                deliver(data);
-                self.post_rx(f.id).map_err(|e| self.fail(e))?;
-                Ok(true)
-            }
-            Err((Some(id), e)) => {
+            self.rx_held.push(id);
+            let result = match step {
+                Step::More => continue,
+                Step::Frame(f) => self.deliver(&f, deliver),
+                Step::Dropped(e) => Err(e),
+            };
+            for i in 0..self.rx_held.len() {
+                let id = self.rx_held[i];
                 self.post_rx(id).map_err(|e| self.fail(e))?;
-                Err(match e {
-                    RingError::RxError(_) => NicError::Malformed("backend reported an RX error"),
-                    RingError::UnsupportedRxFlags(_) => {
-                        NicError::Malformed("RX flags not negotiated")
-                    }
-                    _ => NicError::Malformed("RX data outside its page"),
-                })
             }
-            Err((None, e)) => return Err(self.fail(e)),
+            self.rx_held.clear();
+            self.rx_unpushed = true;
+            return result.map(|()| true).map_err(|e| {
+                NicError::Malformed(match e {
+                    RingError::RxError(_) => "backend reported an RX error",
+                    RingError::UnsupportedRxFlags(_) => "RX flags not negotiated or misplaced",
+                    RingError::BadRxExtra(_) => "RX extra-info slot not asked for",
+                    RingError::RxChainTooLong | RingError::RxFrameTooLong => {
+                        "RX chain longer than a frame"
+                    }
+                    RingError::RxLengthMismatch => "RX GSO frame's length disagrees",
+                    _ => "RX data outside its page",
+                })
+            });
+        }
+    }
+}
+
+impl Netfront {
+    /// Hands a received frame (its buffers ours again) to `deliver`: straight from
+    /// its page when it is one fragment with nothing to fill in, else put together
+    /// (and its partial checksum completed) in a buffer of its own.
+    fn deliver(&mut self, f: &Frame, deliver: &mut dyn FnMut(&[u8])) -> Result<(), RingError> {
+        let page = |frag: &Frag| {
+            let p = self.rx_bufs.pages[frag.id as usize];
+            // SAFETY: offset + len ≤ PAGE (checked by `RxChain`); the page is ours: its
+            // grant was ended when its slot was consumed, so the backend cannot write it.
+            unsafe { core::slice::from_raw_parts(p.add(frag.offset), frag.len) }
         };
-        let wanted = self.rx.push();
-        self.notify_if(wanted);
-        result
+        if let [one] = f.frags.as_slice()
+            && !f.csum_blank
+        {
+            deliver(page(one));
+            return Ok(());
+        }
+        let mut frame = Vec::with_capacity(f.len);
+        for frag in &f.frags {
+            frame.extend_from_slice(page(frag));
+        }
+        netrx::check_frame(&frame, f.gso_size)?;
+        if f.csum_blank {
+            tso::complete_checksum(&mut frame);
+        }
+        if f.frags.len() > 1 {
+            self.counters.multi_buffer_frames += 1;
+        }
+        if f.gso_size.is_some() {
+            self.counters.rx_gso_frames += 1;
+        }
+        deliver(&frame);
+        Ok(())
     }
 }
 
@@ -560,6 +616,10 @@ fn connect() -> Result<Option<Netfront>, String> {
         coalescer: tx_features.gso.then(|| Coalescer::new(MAX_TX_FRAME)),
         tx_extras: 0,
         tx_unpushed: false,
+        rx_chain: RxChain::new(),
+        rx_held: Vec::with_capacity(netrx::MAX_RX_SLOTS + 1),
+        rx_posted: alloc::vec![0; RX_RING_SIZE as usize],
+        rx_unpushed: false,
         counters: OffloadCounters::default(),
     };
     for id in 0..TX_RING_SIZE as u16 {
@@ -579,12 +639,21 @@ fn connect() -> Result<Option<Netfront>, String> {
     write("event-channel", &format!("{port}"))?;
     write("request-rx-copy", "1")?;
     write("feature-rx-notify", "1")?;
-    write("feature-sg", "0")?;
-    // Full checksums in every frame: without this netback passes on Linux's
-    // CHECKSUM_PARTIAL frames (e.g. GRO-merged, then resegmented ones) with the
-    // checksum field blank, which smoltcp rightly drops.
-    write("feature-no-csum-offload", "1")?;
-    write("feature-gso-tcpv4", "0")?;
+    // Receive: multi-slot frames, large TCP segments dom0 need not cut up (GRO-merged
+    // on its NIC, or its own), and checksum offload (such frames come with only the
+    // pseudo-header sum: `deliver` completes it). With `offload=off`: one slot per
+    // frame and full checksums (netback then cuts and checksums for us).
+    let rx_offload = if libos::net::offloads_enabled() {
+        "1"
+    } else {
+        "0"
+    };
+    write("feature-sg", rx_offload)?;
+    write("feature-gso-tcpv4", rx_offload)?;
+    write(
+        "feature-no-csum-offload",
+        if rx_offload == "1" { "0" } else { "1" },
+    )?;
     write("state", "4")?;
 
     let backend_state = format!("{backend}/state");

@@ -69,8 +69,17 @@ pub enum RingError {
         /// Bytes claimed.
         len: i16,
     },
-    /// An RX response uses a feature we did not negotiate (scatter-gather, GSO).
+    /// An RX response uses a feature we did not negotiate, or a flag in a slot where
+    /// it has no place (checksum or extra-info flags after a chain's first slot).
     UnsupportedRxFlags(u16),
+    /// An RX chain ran past [`crate::netrx::MAX_RX_SLOTS`] slots.
+    RxChainTooLong,
+    /// An RX chain's data add up to more than [`crate::netrx::MAX_RX_FRAME`].
+    RxFrameTooLong,
+    /// An RX extra-info slot of a type (or GSO type or size) we did not ask for.
+    BadRxExtra(u8),
+    /// A GSO frame that is not exactly one IPv4 TCP segment as long as the frame.
+    RxLengthMismatch,
     /// A buffer's grant cannot be ended (the backend still uses it after answering)
     /// or made (no reference free).
     Grant(crate::netbuf::GrantError),
@@ -107,6 +116,12 @@ impl fmt::Display for RingError {
             ),
             RingError::UnsupportedRxFlags(flags) => {
                 write!(f, "RX flags {flags:#x} ask for features not negotiated")
+            }
+            RingError::RxChainTooLong => write!(f, "RX chain longer than a frame can be"),
+            RingError::RxFrameTooLong => write!(f, "RX chain carries more than a frame"),
+            RingError::BadRxExtra(t) => write!(f, "RX extra-info slot of type {t} not asked for"),
+            RingError::RxLengthMismatch => {
+                write!(f, "RX GSO frame's IP length disagrees with its chain")
             }
             RingError::Grant(e) => write!(f, "{e}"),
         }

@@ -10,8 +10,9 @@ use upcall_xen::netbuf::model::Table;
 use upcall_xen::netbuf::{BufferGrants, Grants};
 use upcall_xen::netif::{
     self, F_EXTRA_INFO, FrontRing, InFlight, RSP_NULL, RX_ENTRY, RingError, TX_ENTRY, TxBuffer,
-    check_rx_response, check_tx_response, encode_rx_request, tx_chain,
+    check_tx_response, encode_rx_request, tx_chain,
 };
+use upcall_xen::netrx::{MAX_RX_FRAME, RxChain, Step};
 
 use crate::input::Input;
 
@@ -48,6 +49,9 @@ struct Front {
     rx_flight: InFlight,
     tx_flight: InFlight,
     rx_grants: BufferGrants,
+    rx_chain: RxChain,
+    rx_held: Vec<u16>,
+    rx_posted: Vec<u16>,
     stopped: bool,
     errors: u64,
 }
@@ -58,6 +62,7 @@ fn post_rx(f: &mut Front, sh: &mut Shared, table: &mut Table, id: u16) -> Result
         f.rx.next_request()
             .expect("an RX id is free only when its slot is");
     f.rx_flight.mark(id);
+    f.rx_posted[slot] = id;
     sh.slot(slot).copy_from_slice(&encode_rx_request(id, gref));
     sh.req_prod = f.rx.req_prod();
     Ok(())
@@ -74,6 +79,9 @@ pub fn netfront(data: &[u8]) {
         rx_flight: InFlight::new(SIZE as usize),
         tx_flight: InFlight::new(SIZE as usize),
         rx_grants: BufferGrants::new(SIZE as usize),
+        rx_chain: RxChain::new(),
+        rx_held: Vec::new(),
+        rx_posted: vec![0; SIZE as usize],
         stopped: false,
         errors: 0,
     };
@@ -131,9 +139,16 @@ pub fn netfront(data: &[u8]) {
                     (-1i16) as u16
                 };
                 let off = u16::from(i.u8() % 16) * 64;
+                // Sometimes a chain: more slots of this frame follow.
+                let flags = if i.u8().is_multiple_of(4) {
+                    netif::F_MORE_DATA
+                } else {
+                    0
+                };
                 let mut e = [0u8; RX_ENTRY];
                 e[0..2].copy_from_slice(&id.to_le_bytes());
                 e[2..4].copy_from_slice(&off.to_le_bytes());
+                e[4..6].copy_from_slice(&flags.to_le_bytes());
                 e[6..8].copy_from_slice(&len.to_le_bytes());
                 let slot = (rx.rsp_prod % SIZE) as usize;
                 rx.slot(slot).copy_from_slice(&e);
@@ -198,7 +213,7 @@ pub fn netfront(data: &[u8]) {
                 // not, as `Netfront::send` builds it.
                 let len = 1 + usize::from(i.u16()) % (2 * PAGE);
                 let pages = len.div_ceil(PAGE);
-                let gso = (i.u8() % 2 == 0).then_some(1460);
+                let gso = i.u8().is_multiple_of(2).then_some(1460);
                 let slots = pages + usize::from(gso.is_some());
                 if (f.tx.free() as usize) < slots || SIZE as usize - f.tx_flight.count() < pages {
                     continue;
@@ -254,38 +269,42 @@ pub fn netfront(data: &[u8]) {
                 if n == 0 {
                     continue;
                 }
+                // One slot of a (possibly multi-slot) chain, as netfront's `receive`.
                 let slot = f.rx.next_response();
                 let entry = rx.slot(slot).to_vec();
-                let checked = check_rx_response(&entry, &mut f.rx_flight);
-                let answered = match checked {
-                    Ok(fr) => Some(fr.id),
-                    Err((id, _)) => id,
+                let posted = f.rx_posted[slot];
+                let (id, step) = match f.rx_chain.push(&entry, posted, &mut f.rx_flight) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        assert!(e.is_fatal());
+                        f.stopped = true;
+                        continue;
+                    }
                 };
-                if let Some(id) = answered
-                    && f.rx_grants.reclaim(id, &mut table).is_err()
-                {
+                if f.rx_grants.reclaim(id, &mut table).is_err() {
                     f.stopped = true;
                     continue;
                 }
-                match checked {
-                    Ok(fr) => {
-                        // The page is read only once the backend cannot reach it.
-                        assert!(f.rx_grants.owned(fr.id) && !table.reachable(fr.id));
-                        assert!(fr.offset + fr.len <= PAGE && fr.len >= netif::MIN_FRAME);
-                        if post_rx(&mut f, &mut rx, &mut table, fr.id).is_err() {
-                            f.stopped = true;
+                f.rx_held.push(id);
+                match step {
+                    Step::More => continue,
+                    Step::Frame(fr) => {
+                        // Pages are read only once the backend cannot reach them.
+                        for g in &fr.frags {
+                            assert!(f.rx_grants.owned(g.id) && !table.reachable(g.id));
+                            assert!(g.offset + g.len <= PAGE);
                         }
+                        assert!(fr.len >= netif::MIN_FRAME && fr.len <= MAX_RX_FRAME);
                     }
-                    Err((Some(id), e)) => {
+                    Step::Dropped(e) => {
                         assert!(!e.is_fatal());
                         f.errors += 1;
-                        if post_rx(&mut f, &mut rx, &mut table, id).is_err() {
-                            f.stopped = true;
-                        }
                     }
-                    Err((None, e)) => {
-                        assert!(e.is_fatal());
+                }
+                for id in core::mem::take(&mut f.rx_held) {
+                    if post_rx(&mut f, &mut rx, &mut table, id).is_err() {
                         f.stopped = true;
+                        break;
                     }
                 }
             }

@@ -48,6 +48,8 @@ pub struct OffloadCounters {
     pub tx_gso_segments: u64,
     /// Frames sent or received in more than one buffer (scatter-gather).
     pub multi_buffer_frames: u64,
+    /// Large TCP segments received whole (the backend did not cut them up).
+    pub rx_gso_frames: u64,
 }
 
 /// An Ethernet network interface card, as a driver presents it.
@@ -59,6 +61,12 @@ pub trait Nic: Send {
 
     /// The largest IP packet (Ethernet payload) the card carries, usually 1500.
     fn mtu(&self) -> usize;
+
+    /// The largest frame [`Nic::receive`] may deliver (a card that takes large
+    /// segments from its backend delivers more than an MTU's worth).
+    fn max_rx_frame(&self) -> usize {
+        self.mtu() + 14
+    }
 
     /// The checksum offloads in use (none unless the driver negotiated some).
     fn offloads(&self) -> Offloads {

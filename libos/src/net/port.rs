@@ -34,6 +34,7 @@ pub(super) struct Stats {
     pub(super) tx_gso_frames: AtomicU64,
     pub(super) tx_gso_segments: AtomicU64,
     pub(super) multi_buffer_frames: AtomicU64,
+    pub(super) rx_gso_frames: AtomicU64,
 }
 
 /// A copy of an interface's counters.
@@ -65,6 +66,8 @@ pub struct StatsSnapshot {
     pub tx_gso_segments: u64,
     /// Frames sent or received in more than one buffer.
     pub multi_buffer_frames: u64,
+    /// Large TCP segments received whole.
+    pub rx_gso_frames: u64,
 }
 
 pub(super) fn bump(c: &AtomicU64, by: u64) {
@@ -88,6 +91,7 @@ impl Stats {
             tx_gso_frames: r(&self.tx_gso_frames),
             tx_gso_segments: r(&self.tx_gso_segments),
             multi_buffer_frames: r(&self.multi_buffer_frames),
+            rx_gso_frames: r(&self.rx_gso_frames),
         }
     }
 }
@@ -125,6 +129,7 @@ impl<'a> Port<'a> {
             .store(c.tx_gso_segments, Ordering::Relaxed);
         s.multi_buffer_frames
             .store(c.multi_buffer_frames, Ordering::Relaxed);
+        s.rx_gso_frames.store(c.rx_gso_frames, Ordering::Relaxed);
     }
 
     /// Whether smoltcp gets `frame`: a SYN to a listening port whose backlog has no
@@ -174,7 +179,7 @@ fn tcp_syn_port(frame: &[u8]) -> Option<u16> {
 impl Port<'_> {
     /// The next well-formed frame, dropping (and counting) malformed ones.
     fn next_frame(&mut self) -> Option<Vec<u8>> {
-        let max = self.mtu + ETHERNET_HEADER;
+        let max = self.nic.max_rx_frame().max(self.mtu + ETHERNET_HEADER);
         loop {
             let mut frame = None;
             match self.nic.receive(&mut |f| frame = Some(f.to_vec())) {

@@ -240,6 +240,38 @@ pub fn partial_checksum(frame: &[u8]) -> Option<(usize, u16)> {
     Some((ETHERNET + ihl + TCP_CSUM, fold(pseudo)))
 }
 
+/// Completes a partial checksum in place (checksum offload on receive: the backend
+/// left only the pseudo-header sum in the field) of an IPv4 TCP or UDP frame, over the
+/// IP packet's length; `false` (and nothing written) for anything else.
+pub fn complete_checksum(frame: &mut [u8]) -> bool {
+    const PROTO_UDP: u8 = 17;
+    let Some(ip) = frame.get(ETHERNET..ETHERNET + IP) else {
+        return false;
+    };
+    let ihl = usize::from(ip[0] & 0xf) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let field = match ip[9] {
+        PROTO_TCP => TCP_CSUM,
+        PROTO_UDP => 6,
+        _ => return false,
+    };
+    let (start, end) = (ETHERNET + ihl, ETHERNET + total);
+    if frame[12..14] != ETHERTYPE_IPV4
+        || ip[0] >> 4 != 4
+        || ihl < IP
+        || end > frame.len()
+        || start + field + 2 > end
+    {
+        return false;
+    }
+    let mut csum = !fold(sum(&frame[start..end], 0));
+    if csum == 0 && field == 6 {
+        csum = 0xffff;
+    }
+    frame[start + field..start + field + 2].copy_from_slice(&csum.to_be_bytes());
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +395,19 @@ mod tests {
         assert_eq!(partial_checksum(&f[..30]), None);
     }
 
+    #[test]
+    fn a_partial_checksum_is_completed_on_receive() {
+        let mut f = seg(5, TCP_ACK, b"some payload", &[]);
+        let (field, pseudo) = partial_checksum(&f).unwrap();
+        f[field..field + 2].copy_from_slice(&pseudo.to_be_bytes());
+        assert!(complete_checksum(&mut f));
+        let check = sum(&f[ETHERNET + 12..ETHERNET + 20], 6 + 32);
+        assert_eq!(fold(sum(&f[ETHERNET + IP..], check)), 0xffff);
+        let mut short = f[..40].to_vec();
+        assert!(!complete_checksum(&mut short));
+        assert_eq!(short, f[..40]);
+    }
+
     proptest! {
         /// Whatever frames come, in whatever order: merged batches cut up again as GSO
         /// does give back exactly the segments pushed, in order; every batch's IP
@@ -376,7 +421,7 @@ mod tests {
             let mut seq = 0u32;
             let mut sent: Vec<Vec<u8>> = Vec::new();
             let mut got: Vec<Vec<u8>> = Vec::new();
-            let mut flush = |c: &mut Coalescer, got: &mut Vec<Vec<u8>>| {
+            let flush = |c: &mut Coalescer, got: &mut Vec<Vec<u8>>| {
                 if let Some(b) = c.take() {
                     prop_assert!(b.frame.len() <= limit.min(ETHERNET + MAX_IP_PACKET));
                     prop_assert!(ip_ok(&b.frame));
@@ -429,6 +474,7 @@ mod tests {
             for f in &frames {
                 if !c.push(f) { let _ = c.take(); let _ = c.push(f); }
                 let _ = partial_checksum(f);
+                let _ = complete_checksum(&mut f.clone());
             }
             if let Some(b) = c.take() { prop_assert!(segment(&b.frame).is_some()); }
         }

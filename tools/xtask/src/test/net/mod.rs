@@ -451,6 +451,15 @@ fn run_check(
             let port = udp.ok_or("UDP echo needs a UDP port")?;
             udp_echo(host, port, count).map(Some)
         }
+        NetCheck::EchoCounter { key, min, max } => {
+            let port = udp.ok_or("echo's counters need a UDP port")?;
+            let page = clients::echo_status(host, port)?;
+            let v = status_value(&page, &format!("{key}="))?;
+            if !(min..=max).contains(&v) {
+                return Err(format!("echo {key}={v}, expected {min}..={max}"));
+            }
+            Ok(Some(format!("echo {key}={v}")))
+        }
         // These two need only TCP to the app: they run on forwarded ports too.
         NetCheck::StalledReader => hostile::stalled_reader(host, tcp).map(Some),
         NetCheck::CapHeld { hold, extra } => {
