@@ -2,21 +2,26 @@
 //! protocol (`io/netif.h`) with a netback in the backend domain.
 //!
 //! Setup (xenstore handshake, as Linux's and Mini-OS's netfront do it): read the
-//! backend's domain and path and our MAC from `device/vif/0`; allocate and grant one TX
-//! and one RX shared ring page and an unbound event channel; write `tx-ring-ref`,
-//! `rx-ring-ref`, `event-channel`, `request-rx-copy` (the backend copies received
-//! frames into our pages), `feature-rx-notify` and `feature-no-csum-offload` (every
-//! frame with its checksums); switch our state to Connected and wait for the backend's.
+//! backend's domain and path, its transmit features and our MAC from `device/vif/0`;
+//! allocate and grant one TX and one RX shared ring page and an unbound event channel;
+//! write `tx-ring-ref`, `rx-ring-ref`, `event-channel`, `request-rx-copy` (the backend
+//! copies received frames into our pages), `feature-rx-notify`, and the receive
+//! offloads (`feature-sg`, `feature-gso-tcpv4`, `feature-no-csum-offload=0`; all off
+//! with `offload=off`); switch our state to Connected and wait for the backend's.
 //!
 //! Buffers: each ring id owns one page. TX pages are granted read-only for the device's
 //! lifetime; an RX page is granted writable only while its request is in flight: the
 //! grant is ended when the response comes back, before the page is read, and a page
 //! whose grant the backend still holds is never read or posted again (the card stops;
-//! [`crate::netbuf`]). Sending copies the frame into its id's page; receiving copies
-//! it out and posts the page again (with a new grant) at once. Dropping the card ends
-//! every grant still standing and leaks the pages it cannot take back. Every index, id, status,
-//! offset and flag the backend writes is checked by [`crate::netif`] before use; a
-//! backend that breaks the protocol stops the card with an error, never corrupts us.
+//! [`crate::netbuf`]). Sending copies the frame into its ids' pages, one per started
+//! 4 KiB (a chain with `feature-sg`); consecutive TCP segments of one flow are first
+//! merged into one GSO frame ([`libos::net::tso`]) when the backend takes
+//! `feature-gso-tcpv4`. Receiving puts a chain together ([`crate::netrx`]), copies it
+//! out and posts its pages again (with new grants). Requests are announced once per
+//! poll ([`Nic::flush`]). Dropping the card ends every grant still standing and leaks
+//! the pages it cannot take back. Every index, id, status, offset and flag the backend
+//! writes is checked by [`crate::netif`] and [`crate::netrx`] before use; a backend
+//! that breaks the protocol stops the card with an error, never corrupts us.
 
 use alloc::alloc::{Layout, alloc_zeroed};
 use alloc::boxed::Box;
