@@ -465,19 +465,24 @@ pub fn check_rx_response(
     })
 }
 
+/// A `struct netif_rx_response` as a backend writes it (tests of this module and
+/// `netrx`).
+#[cfg(test)]
+pub(crate) fn rx_response(id: u16, offset: u16, flags: u16, status: i16) -> [u8; RX_ENTRY] {
+    let mut b = [0u8; RX_ENTRY];
+    b[0..2].copy_from_slice(&id.to_le_bytes());
+    b[2..4].copy_from_slice(&offset.to_le_bytes());
+    b[4..6].copy_from_slice(&flags.to_le_bytes());
+    b[6..8].copy_from_slice(&status.to_le_bytes());
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn rx(id: u16, offset: u16, flags: u16, status: i16) -> [u8; 8] {
-        let mut b = [0u8; 8];
-        b[0..2].copy_from_slice(&id.to_le_bytes());
-        b[2..4].copy_from_slice(&offset.to_le_bytes());
-        b[4..6].copy_from_slice(&flags.to_le_bytes());
-        b[6..8].copy_from_slice(&status.to_le_bytes());
-        b
-    }
+    use super::rx_response as rx;
 
     fn tx(id: u16, status: i16) -> [u8; 12] {
         let mut b = [0u8; 12];

@@ -229,14 +229,7 @@ mod tests {
     use alloc::vec;
     use proptest::prelude::*;
 
-    fn rx(id: u16, offset: u16, flags: u16, status: i16) -> [u8; 8] {
-        let mut b = [0u8; 8];
-        b[0..2].copy_from_slice(&id.to_le_bytes());
-        b[2..4].copy_from_slice(&offset.to_le_bytes());
-        b[4..6].copy_from_slice(&flags.to_le_bytes());
-        b[6..8].copy_from_slice(&status.to_le_bytes());
-        b
-    }
+    use crate::netif::rx_response as rx;
 
     fn gso(size: u16, more: bool) -> [u8; 8] {
         let mut b = [0u8; 8];
