@@ -20,6 +20,7 @@
 //! it may have gone idle). Kicks are reschedule IPIs.
 
 pub mod balance;
+mod dump;
 mod lifecycle;
 mod queue;
 mod runq;
@@ -34,12 +35,13 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use balance::{CpuView, QueueView};
+pub use dump::dump;
 pub use lifecycle::{JoinHandle, spawn, try_spawn};
 pub use queue::{Priority, RunQueue};
 pub(crate) use sleep::{NextEvent, next_event, on_timer};
 pub use sleep::{sleep_ns, sleep_until};
 pub use stack::{OutOfMemory, Stack};
-pub use wait::{WaitQueue, block_on, block_on_unless, block_on_until_unless};
+pub use wait::{WaitQueue, block_on_unless, block_on_until_unless};
 
 use crate::irqflags::{self, IrqGuard, IrqsOff};
 use crate::percpu::{self, CpuId, MAX_CPUS, PerCpu, this_cpu};
