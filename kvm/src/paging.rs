@@ -16,16 +16,19 @@ const ENTRIES: usize = 512;
 const SIZE_4K: u64 = 4096;
 const SIZE_2M: u64 = 2 << 20;
 /// Tables available: 1 PML4 + 1 PDPT per 512 GiB + 1 PD per GiB + 1 PT per split
-/// 2 MiB (page 0, the image's guard pages, each task stack's guard page). It lives in
-/// .bss, which boot zeroes, so it is sized for typical guests (a few GiB, tens of
-/// tasks); past it, boot fails clearly and stacks go without a guard page.
+/// 2 MiB (page 0, the image's guard pages, each task stack's guard page). It is static,
+/// so it is sized for typical guests (a few GiB, tens of tasks); past it, boot fails
+/// clearly and stacks go without a guard page.
 const POOL_TABLES: usize = 40;
 
 #[repr(C, align(4096))]
 #[derive(Clone, Copy)]
 struct Table([u64; ENTRIES]);
 
-// Only `Builder` touches the pool, once, on the boot CPU before the tables are live.
+// Only `Builder` touches the pool, once, on the boot CPU before the tables are live. In
+// .noinit (the linker script): boot does not zero it, `Builder::alloc` zeroes each table
+// it hands out, so only the few tables used cost their zeroing.
+#[unsafe(link_section = ".bss.noinit.page_tables")]
 static mut POOL: [Table; POOL_TABLES] = [Table([0; ENTRIES]); POOL_TABLES];
 
 /// The static pool ran out (too much RAM or too many unmapped pages).
@@ -63,6 +66,9 @@ impl Builder {
         // only used by this builder on the boot CPU (see POOL).
         let t = unsafe { (&raw mut POOL).cast::<Table>().add(self.used) };
         self.used += 1;
+        // SAFETY: as above: `t` is a table of the pool no one else holds. The pool is not
+        // zeroed at boot (.noinit), so every table starts empty here.
+        unsafe { t.write(Table([0; ENTRIES])) };
         Ok(t)
     }
 
