@@ -57,7 +57,9 @@ const IST_SLOTS: [(u8, u8); 3] = [
     (18, ist::MACHINE_CHECK),
 ];
 
-// Filled once by `init` before `lidt`; afterwards only the CPU reads it.
+// Filled once by `init` before `lidt`; afterwards only the CPU reads it. Every gate is
+// written before the first `lidt`, so boot need not zero it (.noinit, the linker script).
+#[unsafe(link_section = ".bss.noinit.idt")]
 static mut IDT: [Gate; 256] = [Gate::MISSING; 256];
 
 /// Fills and loads the IDT.
