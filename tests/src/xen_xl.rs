@@ -197,6 +197,7 @@ pub fn cases() -> Vec<Case> {
                 )
                 .args(args)
                 .bounds(WITHIN)
+                .wall_clock()
                 .expect(&["data intact", "max_wake_latency_ticks="]),
             );
         }
