@@ -53,7 +53,7 @@ pub fn self_check(check: &mut dyn FnMut(&str, bool, core::fmt::Arguments<'_>)) {
                     return;
                 }
             };
-            // (xenstored fires a new watch once at once, then once per write.)
+            // (xenstored fires a new watch once when it is registered, then once per write.)
             while !ended.load(Relaxed) {
                 watch.next();
                 progress.fetch_add(1, Relaxed);
