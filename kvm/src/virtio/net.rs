@@ -26,7 +26,7 @@ use alloc::boxed::Box;
 use alloc::string::ToString;
 use alloc::vec;
 
-use libos::net::tso::Coalescer;
+use libos::net::tso::{Batch, Coalescer};
 use libos::net::{Nic, NicError, OffloadCounters, Offloads};
 use libos::println;
 
@@ -183,17 +183,13 @@ impl<T: Transport> VirtioNet<T> {
         self.tx.free() >= need && self.tx_bytes < TX_BYTES_IN_FLIGHT
     }
 
-    /// Sends the batch the coalescer holds, if any.
-    fn send_batch(&mut self) -> Result<(), NicError> {
-        let Some(b) = self.coalescer.as_mut().and_then(Coalescer::take) else {
+    /// Sends `batch` (from the coalescer), if any.
+    fn send_batch(&mut self, batch: Option<Batch>) -> Result<(), NicError> {
+        let Some(b) = batch else {
             return Ok(());
         };
-        let gso = (b.segments > 1).then_some(b.gso_size);
-        self.send(&b.frame, gso)?;
-        if gso.is_some() {
-            self.counters.tx_gso_frames += 1;
-            self.counters.tx_gso_segments += u64::from(b.segments);
-        }
+        self.send(&b.frame, b.gso_size())?;
+        self.counters.sent(&b);
         Ok(())
     }
 
@@ -268,7 +264,8 @@ impl<T: Transport> Nic for VirtioNet<T> {
     fn flush(&mut self) {
         // A batch that cannot go is lost like a dropped frame: TCP sends it again.
         // (`can_transmit` keeps a descriptor for it.)
-        let _ = self.send_batch();
+        let batch = self.coalescer.as_mut().and_then(Coalescer::take);
+        let _ = self.send_batch(batch);
         // One notification per queue and poll at most, and only when the device wants
         // one (event index or NO_NOTIFY). Transmit completions interrupt only when the
         // queue is full (see `can_transmit`): otherwise the next poll reclaims them.
@@ -286,11 +283,9 @@ impl<T: Transport> Nic for VirtioNet<T> {
     fn transmit(&mut self, frame: &[u8]) -> Result<(), NicError> {
         self.reclaim_tx()?;
         if let Some(c) = &mut self.coalescer {
-            if c.push(frame) {
-                return Ok(());
-            }
-            self.send_batch()?;
-            if self.coalescer.as_mut().is_some_and(|c| c.push(frame)) {
+            let (batch, held) = c.offer(frame);
+            self.send_batch(batch)?;
+            if held {
                 return Ok(());
             }
         }
