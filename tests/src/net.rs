@@ -235,6 +235,38 @@ const CURL_BULK: &[NetCheck] = &[
     IDLE,
 ];
 /// A 16 MiB TCP echo (large enough for segmentation and many ring wraps), then UDP.
+const fn echo_counter(key: &'static str, min: u64, max: u64) -> NetCheck {
+    NetCheck::EchoCounter { key, min, max }
+}
+const fn status_counter(key: &'static str, min: u64, max: u64) -> NetCheck {
+    NetCheck::StatusCounter { key, min, max }
+}
+const TAP_ECHO_OFFLOADS: &[NetCheck] = &[
+    NetCheck::TcpEcho { bytes: 16 << 20 },
+    NetCheck::UdpEcho { count: 64 },
+    echo_counter("eth0.tx_gso_frames", 1, u64::MAX),
+    echo_counter("eth0.rx_gso_frames", 1, u64::MAX),
+    echo_counter("eth0.multi_buffer_frames", 1, u64::MAX),
+    echo_counter("eth0.device_errors", 0, 0),
+];
+const TAP_ECHO_OFFLOADS_OFF: &[NetCheck] = &[
+    NetCheck::TcpEcho { bytes: 16 << 20 },
+    NetCheck::UdpEcho { count: 64 },
+    echo_counter("eth0.tx_gso_frames", 0, 0),
+    echo_counter("eth0.rx_gso_frames", 0, 0),
+    echo_counter("eth0.multi_buffer_frames", 0, 0),
+];
+const TAP_HTTPD_OFFLOADS: &[NetCheck] = &[
+    INDEX,
+    NetCheck::HttpGenerated,
+    status_counter("eth0.tx_gso_frames", 100, u64::MAX),
+    status_counter("eth0.device_errors", 0, 0),
+];
+const TAP_HTTPD_OFFLOADS_OFF: &[NetCheck] = &[
+    NetCheck::HttpGenerated,
+    status_counter("eth0.tx_gso_frames", 0, 0),
+    status_counter("eth0.multi_buffer_frames", 0, 0),
+];
 const BULK_ECHO: &[NetCheck] = &[
     NetCheck::TcpEcho { bytes: 16 << 20 },
     NetCheck::UdpEcho { count: 64 },
@@ -501,14 +533,18 @@ pub fn net_cases() -> Vec<NetCase> {
             memory_mb: 64,
             ..httpd("", NetBed::Tap(Machine::Microvm), true)
         },
-        // Checksum offloads both ways over a TAP (QEMU offers them only with a backend
-        // that takes the virtio-net header), then the same with QEMU's side turned off.
+        // Offloads over a TAP (QEMU offers them only with a backend that takes the
+        // virtio-net header): checksums both ways, large TCP segments out (merged by
+        // the coalescer, cut by the host) and in (over mergeable buffers), each seen
+        // in use by echo's counters after the 16 MiB echo; then the same with QEMU's
+        // side turned off, the counters 0.
         NetCase {
             name: "net/tap/echo-offloads",
             args: &["ip=@TAP_GUEST@/24"],
-            checks: BULK_ECHO,
+            checks: TAP_ECHO_OFFLOADS,
             console: &[
                 "virtio-net: eth0 TCP checksum offload: tx rx",
+                "virtio-net: eth0 TCP segmentation offload: tx rx (mergeable buffers)",
                 "echo: serving tcp and udp port 7",
             ],
             ..echo("", NetBed::Tap(Machine::Microvm))
@@ -516,9 +552,26 @@ pub fn net_cases() -> Vec<NetCase> {
         NetCase {
             name: "net/tap/echo-offloads-off",
             args: &["ip=@TAP_GUEST@/24"],
-            checks: BULK_ECHO,
+            checks: TAP_ECHO_OFFLOADS_OFF,
             device: "csum=off,guest_csum=off,host_tso4=off,host_tso6=off,host_ecn=off,host_ufo=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off,mrg_rxbuf=off",
             ..echo("", NetBed::Tap(Machine::Microvm))
+        },
+        // The generated 10 MiB file over HTTP on pc + qboot (virtio-pci) on a TAP:
+        // sent as large segments; with `offload=off` as MSS-sized frames (the same
+        // machine, so their rates compare).
+        NetCase {
+            name: "net/tap/httpd-offloads-pc-qboot",
+            args: &["ip=@TAP_GUEST@/24"],
+            checks: TAP_HTTPD_OFFLOADS,
+            console: TAP_HTTPD,
+            ..httpd("", NetBed::Tap(Machine::PcQboot), true)
+        },
+        NetCase {
+            name: "net/tap/httpd-offloads-off-pc-qboot",
+            args: &["ip=@TAP_GUEST@/24", "offload=off"],
+            checks: TAP_HTTPD_OFFLOADS_OFF,
+            console: TAP_HTTPD,
+            ..httpd("", NetBed::Tap(Machine::PcQboot), true)
         },
         // A guest slowed to ~31 M instructions/s, which the flood outruns: the net poll
         // budget is what leaves the other tasks time (without it the sleeper starves

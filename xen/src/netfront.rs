@@ -30,7 +30,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use libos::net::tso::{self, Coalescer};
+use libos::net::tso::{self, Batch, Coalescer};
 use libos::net::{Nic, NicError, NicId, OffloadCounters, Offloads};
 use libos::{println, sched, time};
 
@@ -316,17 +316,13 @@ impl Netfront {
 }
 
 impl Netfront {
-    /// Sends the batch the coalescer holds, if any.
-    fn send_batch(&mut self) -> Result<(), NicError> {
-        let Some(b) = self.coalescer.as_mut().and_then(Coalescer::take) else {
+    /// Sends `batch` (from the coalescer), if any.
+    fn send_batch(&mut self, batch: Option<Batch>) -> Result<(), NicError> {
+        let Some(b) = batch else {
             return Ok(());
         };
-        let gso = (b.segments > 1).then_some(b.gso_size);
-        self.send(&b.frame, gso)?;
-        if gso.is_some() {
-            self.counters.tx_gso_frames += 1;
-            self.counters.tx_gso_segments += u64::from(b.segments);
-        }
+        self.send(&b.frame, b.gso_size())?;
+        self.counters.sent(&b);
         Ok(())
     }
 
@@ -425,11 +421,9 @@ impl Nic for Netfront {
     fn transmit(&mut self, frame: &[u8]) -> Result<(), NicError> {
         self.check_alive()?;
         if let Some(c) = &mut self.coalescer {
-            if c.push(frame) {
-                return Ok(());
-            }
-            self.send_batch()?;
-            if self.coalescer.as_mut().is_some_and(|c| c.push(frame)) {
+            let (batch, held) = c.offer(frame);
+            self.send_batch(batch)?;
+            if held {
                 return Ok(());
             }
         }
@@ -441,7 +435,8 @@ impl Nic for Netfront {
             return;
         }
         // A batch that cannot go is lost like a dropped frame: TCP sends it again.
-        if self.send_batch().is_err() {
+        let batch = self.coalescer.as_mut().and_then(Coalescer::take);
+        if self.send_batch(batch).is_err() {
             self.tx_errors += 1;
         }
         // One event per poll at most, for both rings (they share the channel).

@@ -39,6 +39,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("netfront", netfront::netfront),
     ("tso", tso::tso),
     ("virtio_net_rx", virtio::virtio_net_rx),
+    ("virtio_net_mrg", virtio::virtio_net_mrg),
     ("virtio_net_hdr", virtio::virtio_net_hdr),
     ("virtio_pci_caps", virtio::virtio_pci_caps),
     ("httpd", httpd::httpd),

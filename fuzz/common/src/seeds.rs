@@ -160,9 +160,25 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         // take, answer RX, receive; transmit, take, answer TX, reclaim.
         ("netfront", steps(&[0, 1, 3, 9, 5, 0, 3, 7, 2, 40, 9], 30)),
         // device takes, completes with a length, driver receives.
+        // (size 8, 1 spare, plain buffers, limit 1514.)
         ("virtio_net_rx", {
-            let mut v = vec![3, 1];
+            let mut v = vec![3, 1, 0, 0xea, 0x05];
             v.extend(steps(&[0, 3, 0, 60, 0, 0, 7], 40));
+            v
+        }),
+        // Limit 3000 bytes, 2048-byte buffers, queue 256: honest frames of 100 and
+        // 2500 bytes (selector, length, bytes, flags).
+        ("virtio_net_mrg", {
+            let mut v = Vec::new();
+            for x in [3000u16, 2036, 255] {
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+            for (len, byte) in [(100u16, 0x11), (2500, 0x22)] {
+                v.push(1);
+                v.extend_from_slice(&len.to_le_bytes());
+                v.extend(core::iter::repeat_n(byte, usize::from(len)));
+                v.push(1);
+            }
             v
         }),
     ]

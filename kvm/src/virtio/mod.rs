@@ -94,14 +94,15 @@ pub trait Transport: Send {
     fn config_u8(&mut self, offset: usize) -> u8;
 }
 
-/// Resets the device and negotiates `wanted` features (of which `required` must be
-/// offered; [`F_VERSION_1`] always is required). Returns the features in use; the
-/// caller sets up queues, then calls [`finish_init`].
+/// Resets the device and negotiates the features `choose` picks out of those offered
+/// (of which `required` must be offered; [`F_VERSION_1`] always is required). Returns
+/// the features offered and those in use; the caller sets up queues, then calls
+/// [`finish_init`].
 pub fn begin_init(
     t: &mut dyn Transport,
-    wanted: u64,
+    choose: impl Fn(u64) -> u64,
     required: &[(u64, &'static str)],
-) -> Result<u64, InitError> {
+) -> Result<(u64, u64), InitError> {
     t.set_status(0);
     let mut spins = 0u32;
     while t.status() != 0 {
@@ -124,14 +125,14 @@ pub fn begin_init(
             return Err(InitError::MissingFeature(name));
         }
     }
-    let features = offered & (wanted | F_VERSION_1);
+    let features = offered & (choose(offered) | F_VERSION_1);
     t.set_driver_features(features);
     t.set_status(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
     if t.status() & status::FEATURES_OK == 0 {
         fail(t);
         return Err(InitError::FeaturesRejected);
     }
-    Ok(features)
+    Ok((offered, features))
 }
 
 /// Marks the driver ready: the device may now use the queues.

@@ -1,46 +1,47 @@
 //! virtio-net: the network card as libos's `Nic`, on either transport.
 //!
-//! Queue 0 receives, queue 1 transmits; each buffer is one descriptor holding the
-//! 12-byte virtio-net header (virtio 1.x) followed by the frame. Every receive buffer
-//! is posted at start and re-posted once its frame was handed on; transmit buffers are
-//! copies of the frames, reclaimed when the device returns them.
+//! Queue 0 receives, queue 1 transmits. Each transmit buffer is one descriptor holding
+//! the 12-byte virtio-net header (virtio 1.x) followed by a copy of the frame,
+//! reclaimed when the device returns it. Every 2 KiB receive buffer is posted at start
+//! and re-posted as soon as its bytes were handed on (`crate::virtio_net_rx`).
 //!
 //! Notifications: buffers are announced once per poll of the net task ([`Nic::flush`]),
 //! and with `VIRTIO_RING_F_EVENT_IDX` only when the device's `avail_event` asks; the
 //! device interrupts for the next received frame, and for sent frames only when the
 //! transmit queue is full (otherwise the next poll reclaims them).
 //!
-//! Offloads: TCP checksums both ways where the device offers them (`VIRTIO_NET_F_CSUM`,
-//! `VIRTIO_NET_F_GUEST_CSUM`; the header work is in `crate::virtio_net_hdr`). QEMU
-//! offers them only with a backend that takes the header (TAP), not on user
-//! networking; without them smoltcp computes and verifies every checksum. No
-//! segmentation offload: smoltcp 0.12 never builds a segment larger than the peer's MSS.
+//! Offloads (`crate::virtio_net_hdr::choose_features`; none with `offload=off`): TCP
+//! checksums both ways (`VIRTIO_NET_F_CSUM`, `VIRTIO_NET_F_GUEST_CSUM`); on transmit,
+//! large TCP segments the device cuts up (`VIRTIO_NET_F_HOST_TSO4`): smoltcp never
+//! builds a segment larger than the peer's MSS, so the train of full-sized segments
+//! of one flow it sends in a poll is merged back into one up to 64 KiB frame
+//! (`libos::net::tso::Coalescer`, shared with netfront); on receive, large TCP
+//! segments (`VIRTIO_NET_F_GUEST_TSO4`) spread over several receive buffers
+//! (`VIRTIO_NET_F_MRG_RXBUF`), copied together. QEMU offers the offloads only with a
+//! backend that takes the header (TAP), not on user networking, where it offers
+//! mergeable buffers alone (not taken: every frame fits one buffer); without them
+//! smoltcp computes and verifies every checksum and every frame is one segment.
 
 use alloc::boxed::Box;
 use alloc::string::ToString;
 use alloc::vec;
 
-use libos::net::{Nic, NicError, Offloads};
+use libos::net::tso::{Batch, Coalescer};
+use libos::net::{Nic, NicError, OffloadCounters, Offloads};
 use libos::println;
 
 use super::mmio::Mmio;
 use super::pci::{self as virtio_pci, Pci};
 use super::{DEVICE_NET, DmaMemory, InitError, Transport, begin_init, finish_init};
 use crate::mmio_devices::MmioDevice;
-use crate::virtio_net_hdr::{self as hdr, Header, RxCsum};
-use crate::virtio_net_rx::{self, HEADER, Rx};
+use crate::virtio_net_hdr::{
+    self as hdr, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_GUEST_TSO4, F_HOST_TSO4, F_MAC, F_MRG_RXBUF,
+    Header, RxCsum,
+};
+use crate::virtio_net_rx::{self, HEADER, Receiver, Rx, RxDrop};
 use crate::virtq::{Layout, Virtq};
 use crate::{apic, devirq, ioapic, pci};
 
-/// Feature: the device completes checksums of frames marked `NEEDS_CSUM`.
-const F_CSUM: u64 = 1 << 0;
-/// Feature: the driver accepts frames with partial (`NEEDS_CSUM`) or verified
-/// (`DATA_VALID`) checksums.
-const F_GUEST_CSUM: u64 = 1 << 1;
-/// Feature: the device has a MAC address in its configuration.
-const F_MAC: u64 = 1 << 5;
-/// Feature: `VIRTIO_RING_F_EVENT_IDX` (interrupt and notification thresholds).
-const F_EVENT_IDX: u64 = 1 << 29;
 /// Receive buffer: header + a full Ethernet frame (1514), rounded up.
 const RX_BUFFER: usize = 2048;
 /// Largest queue we use.
@@ -49,6 +50,13 @@ const RX_QUEUE: u16 = 0;
 const TX_QUEUE: u16 = 1;
 /// Standard Ethernet MTU.
 const MTU: usize = 1500;
+/// Ethernet header.
+const ETHERNET: usize = 14;
+/// Largest frame with `GUEST_TSO4` or `HOST_TSO4`: a whole IPv4 packet.
+const MAX_GSO_FRAME: usize = ETHERNET + libos::net::tso::MAX_IP_PACKET;
+/// Transmit bytes the device may hold before the driver waits for some back (64 KiB
+/// segments would otherwise let 256 descriptors pin 16 MiB).
+const TX_BYTES_IN_FLIGHT: usize = 1 << 20;
 
 type Queue = Virtq<DmaMemory, Box<[u8]>>;
 
@@ -57,8 +65,16 @@ struct VirtioNet<T> {
     transport: T,
     mac: [u8; 6],
     rx: Queue,
+    rx_state: Receiver,
     tx: Queue,
+    /// Bytes of the transmit buffers the device holds.
+    tx_bytes: usize,
+    /// Segments of one TCP flow being merged into one frame (`HOST_TSO4`).
+    coalescer: Option<Coalescer>,
     offloads: Offloads,
+    /// `GUEST_TSO4`: large TCP segments may arrive.
+    guest_tso4: bool,
+    counters: OffloadCounters,
 }
 
 fn make_queue(t: &mut dyn Transport, q: u16) -> Result<Queue, InitError> {
@@ -83,11 +99,15 @@ fn make_queue(t: &mut dyn Transport, q: u16) -> Result<Queue, InitError> {
 
 impl<T: Transport> VirtioNet<T> {
     fn new(mut transport: T) -> Result<Self, InitError> {
-        let features = begin_init(
+        let offload = libos::net::offloads_enabled();
+        let (offered, features) = begin_init(
             &mut transport,
-            F_MAC | F_CSUM | F_GUEST_CSUM | F_EVENT_IDX,
+            |offered| hdr::choose_features(offered, offload),
             &[],
         )?;
+        if libos::boot::loglevel() == libos::cmdline::LogLevel::Debug {
+            println!("virtio-net: features offered {offered:#x}, used {features:#x}");
+        }
         let mut rx = make_queue(&mut transport, RX_QUEUE)?;
         let mut tx = make_queue(&mut transport, TX_QUEUE)?;
         rx.set_event_idx(features & F_EVENT_IDX != 0);
@@ -109,12 +129,23 @@ impl<T: Transport> VirtioNet<T> {
             tx_tcp_checksum: features & F_CSUM != 0,
             rx_tcp_checksum: features & F_GUEST_CSUM != 0,
         };
+        let guest_tso4 = features & F_GUEST_TSO4 != 0;
+        let max_rx = if guest_tso4 {
+            MAX_GSO_FRAME
+        } else {
+            ETHERNET + MTU
+        };
         let mut net = VirtioNet {
             transport,
             mac,
             rx,
+            rx_state: Receiver::new(features & F_MRG_RXBUF != 0, max_rx),
             tx,
+            tx_bytes: 0,
+            coalescer: (features & F_HOST_TSO4 != 0).then(|| Coalescer::new(MAX_GSO_FRAME)),
             offloads,
+            guest_tso4,
+            counters: OffloadCounters::default(),
         };
         while net.rx.free() > 0 {
             net.post_rx(vec![0u8; RX_BUFFER].into_boxed_slice())
@@ -133,10 +164,61 @@ impl<T: Transport> VirtioNet<T> {
     fn reclaim_tx(&mut self) -> Result<(), NicError> {
         loop {
             match self.tx.pop_used() {
-                Ok(Some(_sent)) => {}
+                Ok(Some(sent)) => self.tx_bytes -= sent.token.len(),
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(NicError::Device(e.to_string())),
+                Err(e) => {
+                    if let Some(t) = &e.token {
+                        self.tx_bytes -= t.len();
+                    }
+                    return Err(NicError::Device(e.to_string()));
+                }
             }
+        }
+    }
+
+    /// Room to transmit: a descriptor for the frame and one for the batch being
+    /// merged, and the device holding less than [`TX_BYTES_IN_FLIGHT`].
+    fn tx_room(&self) -> bool {
+        let need = 1 + usize::from(self.coalescer.is_some());
+        self.tx.free() >= need && self.tx_bytes < TX_BYTES_IN_FLIGHT
+    }
+
+    /// Sends `batch` (from the coalescer), if any.
+    fn send_batch(&mut self, batch: Option<Batch>) -> Result<(), NicError> {
+        let Some(b) = batch else {
+            return Ok(());
+        };
+        self.send(&b.frame, b.gso_size())?;
+        self.counters.sent(&b);
+        Ok(())
+    }
+
+    /// Queues one frame (a merged segment the device cuts at `gso_size` if given);
+    /// [`Nic::flush`] announces it.
+    fn send(&mut self, frame: &[u8], gso_size: Option<u16>) -> Result<(), NicError> {
+        let mut buf = vec![0u8; HEADER + frame.len()].into_boxed_slice();
+        buf[HEADER..].copy_from_slice(frame);
+        let h = match gso_size {
+            Some(size) => hdr::tx_gso(&mut buf[HEADER..], size),
+            None => None,
+        };
+        let h = match h {
+            Some(h) => h,
+            None if gso_size.is_some() => {
+                return Err(NicError::Malformed("merged segment without a TCP header"));
+            }
+            None if self.offloads.tx_tcp_checksum => hdr::tx_offload(&mut buf[HEADER..]),
+            None => Header::default(),
+        };
+        buf[..HEADER].copy_from_slice(&h.to_bytes());
+        let (addr, len) = (buf.as_ptr() as u64, buf.len());
+        match self.tx.push(addr, len, false, buf) {
+            Ok(_) => {
+                self.tx_bytes += len;
+                Ok(())
+            }
+            Err(crate::virtq::Error::Full) => Err(NicError::Busy),
+            Err(e) => Err(NicError::Device(e.to_string())),
         }
     }
 }
@@ -150,24 +232,40 @@ impl<T: Transport> Nic for VirtioNet<T> {
         MTU
     }
 
+    fn max_rx_frame(&self) -> usize {
+        if self.guest_tso4 {
+            MAX_GSO_FRAME
+        } else {
+            ETHERNET + MTU
+        }
+    }
+
     fn offloads(&self) -> Offloads {
         self.offloads
+    }
+
+    fn offload_counters(&self) -> OffloadCounters {
+        self.counters
     }
 
     fn can_transmit(&mut self) -> bool {
         // A device error here surfaces on the next transmit or receive instead.
         let _ = self.reclaim_tx();
-        if self.tx.free() == 0 {
+        if !self.tx_room() {
             // Full: the net task waits for the interrupt of the next buffer returned
             // (asked for, then looked for once more).
             self.flush();
             self.tx.interrupt_after(1);
             let _ = self.reclaim_tx();
         }
-        self.tx.free() > 0
+        self.tx_room()
     }
 
     fn flush(&mut self) {
+        // A batch that cannot go is lost like a dropped frame: TCP sends it again.
+        // (`can_transmit` keeps a descriptor for it.)
+        let batch = self.coalescer.as_mut().and_then(Coalescer::take);
+        let _ = self.send_batch(batch);
         // One notification per queue and poll at most, and only when the device wants
         // one (event index or NO_NOTIFY). Transmit completions interrupt only when the
         // queue is full (see `can_transmit`): otherwise the next poll reclaims them.
@@ -177,26 +275,22 @@ impl<T: Transport> Nic for VirtioNet<T> {
         if self.rx.kick_needed() {
             self.transport.notify(RX_QUEUE);
         }
-        if self.tx.free() > 0 {
+        if self.tx_room() {
             self.tx.interrupt_after(0);
         }
     }
 
     fn transmit(&mut self, frame: &[u8]) -> Result<(), NicError> {
         self.reclaim_tx()?;
-        let mut buf = vec![0u8; HEADER + frame.len()].into_boxed_slice();
-        buf[HEADER..].copy_from_slice(frame);
-        if self.offloads.tx_tcp_checksum {
-            let h = hdr::tx_offload(&mut buf[HEADER..]);
-            buf[..HEADER].copy_from_slice(&h.to_bytes());
+        if let Some(c) = &mut self.coalescer {
+            let (batch, held) = c.offer(frame);
+            self.send_batch(batch)?;
+            if held {
+                return Ok(());
+            }
         }
-        let (addr, len) = (buf.as_ptr() as u64, buf.len());
         // Announced by `flush` at the end of the net task's poll.
-        match self.tx.push(addr, len, false, buf) {
-            Ok(_) => Ok(()),
-            Err(crate::virtq::Error::Full) => Err(NicError::Busy),
-            Err(e) => Err(NicError::Device(e.to_string())),
-        }
+        self.send(frame, None)
     }
 
     fn receive(&mut self, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
@@ -204,8 +298,9 @@ impl<T: Transport> Nic for VirtioNet<T> {
         if r != Ok(false) {
             return r;
         }
-        // Ask for an interrupt at the next frame, then look once more (a frame that
-        // came in between raised none).
+        // Ask for an interrupt at the next buffer, then look once more (one that came
+        // in between raised none; a frame half received waits for its rest the same
+        // way).
         self.rx.interrupt_after(1);
         if self.rx.has_used() {
             return self.receive_one(deliver);
@@ -219,32 +314,54 @@ impl<T: Transport> VirtioNet<T> {
         // Every buffer that comes back is posted again (see `virtio_net_rx`); device
         // errors are counted by libos (device_errors) like every other.
         // With GUEST_CSUM smoltcp no longer verifies TCP checksums: every frame passes
-        // `virtio_net_hdr::rx_checksum` first (a bad one is dropped and reported).
-        let check = self.offloads.rx_tcp_checksum;
+        // `virtio_net_hdr::rx_checksum` first (a bad one is dropped and reported), and
+        // its segmentation fields `rx_gso`.
+        let (check, tso4) = (self.offloads.rx_tcp_checksum, self.guest_tso4);
         let mut bad = None;
-        let r = virtio_net_rx::receive(&mut self.rx, &mut |header, frame| {
-            if !check {
-                return deliver(frame);
-            }
-            match hdr::rx_checksum(&Header::parse(header), frame) {
-                Ok(RxCsum::Deliver) => deliver(frame),
-                Ok(RxCsum::Complete { start, field }) => {
-                    let mut copy = frame.to_vec();
-                    hdr::complete(&mut copy, start, field);
-                    deliver(&copy);
+        let mut gso = false;
+        let r = self
+            .rx_state
+            .receive(&mut self.rx, &mut |header, frame, _| {
+                let h = Header::parse(header);
+                match hdr::rx_gso(&h, frame, tso4) {
+                    Ok(g) => gso = g,
+                    Err(e) => {
+                        bad = Some(e);
+                        return;
+                    }
                 }
-                Err(e) => bad = Some(e),
-            }
-        });
+                if !check {
+                    return deliver(frame);
+                }
+                match hdr::rx_checksum(&h, frame) {
+                    Ok(RxCsum::Deliver) => deliver(frame),
+                    Ok(RxCsum::Complete { start, field }) => {
+                        let mut copy = frame.to_vec();
+                        hdr::complete(&mut copy, start, field);
+                        deliver(&copy);
+                    }
+                    Err(e) => bad = Some(e),
+                }
+            });
         // Re-posted buffers are announced by `flush`, once per poll.
         match r {
             Ok(Rx::Empty) => Ok(false),
-            Ok(Rx::Frame) if bad.is_some() => Err(NicError::Malformed(match bad {
+            Ok(Rx::Frame { .. }) if bad.is_some() => Err(NicError::Malformed(match bad {
                 Some(hdr::HdrError::BadChecksum) => "bad TCP checksum",
+                Some(hdr::HdrError::BadGso { .. }) => "GSO fields not negotiated or wrong",
                 _ => "checksum offsets outside the frame",
             })),
-            Ok(Rx::Frame) => Ok(true),
-            Ok(Rx::Short) => Err(NicError::Malformed("shorter than the virtio-net header")),
+            Ok(Rx::Frame { buffers }) => {
+                self.counters.multi_buffer_frames += u64::from(buffers > 1);
+                self.counters.rx_gso_frames += u64::from(gso);
+                Ok(true)
+            }
+            Ok(Rx::Dropped(why)) => Err(NicError::Malformed(match why {
+                RxDrop::Short => "shorter than the virtio-net header",
+                RxDrop::BadNumBuffers(_) => "num_buffers 0 or beyond the queue",
+                RxDrop::TooLong => "frame over mergeable buffers longer than 64 KiB",
+                RxDrop::DeviceError => "a buffer of the frame came back with a device error",
+            })),
             Err(e) => Err(NicError::Device(e.to_string())),
         }
     }
@@ -266,14 +383,25 @@ fn start<T: Transport + 'static>(
         .ok_or(InitError::Resources("too many network cards"))?;
     let nic = VirtioNet::new(transport)?;
     let o = nic.offloads;
-    if (o.tx_tcp_checksum || o.rx_tcp_checksum)
-        && libos::boot::loglevel() != libos::cmdline::LogLevel::Quiet
-    {
-        println!(
-            "virtio-net: {name} TCP checksum offload:{}{}",
-            if o.tx_tcp_checksum { " tx" } else { "" },
-            if o.rx_tcp_checksum { " rx" } else { "" }
-        );
+    if libos::boot::loglevel() != libos::cmdline::LogLevel::Quiet {
+        if o.tx_tcp_checksum || o.rx_tcp_checksum {
+            println!(
+                "virtio-net: {name} TCP checksum offload:{}{}",
+                if o.tx_tcp_checksum { " tx" } else { "" },
+                if o.rx_tcp_checksum { " rx" } else { "" }
+            );
+        }
+        if nic.coalescer.is_some() || nic.guest_tso4 {
+            println!(
+                "virtio-net: {name} TCP segmentation offload:{}{}",
+                if nic.coalescer.is_some() { " tx" } else { "" },
+                if nic.guest_tso4 {
+                    " rx (mergeable buffers)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     let id = libos::net::register_nic(name, Box::new(nic))
         .ok_or(InitError::Resources("too many network cards"))?;

@@ -52,6 +52,16 @@ pub struct OffloadCounters {
     pub rx_gso_frames: u64,
 }
 
+impl OffloadCounters {
+    /// Counts a merged segment sent with segmentation offload (`gso_size` set).
+    pub fn sent(&mut self, batch: &super::tso::Batch) {
+        if batch.gso_size().is_some() {
+            self.tx_gso_frames += 1;
+            self.tx_gso_segments += u64::from(batch.segments);
+        }
+    }
+}
+
 /// An Ethernet network interface card, as a driver presents it.
 ///
 /// Context: every method is called from the interface's net task (irqs on).

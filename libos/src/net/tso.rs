@@ -99,6 +99,14 @@ pub struct Batch {
     pub segments: u16,
 }
 
+impl Batch {
+    /// The segment size to ask the card to cut at: `None` for a single segment (an
+    /// ordinary frame).
+    pub fn gso_size(&self) -> Option<u16> {
+        (self.segments > 1).then_some(self.gso_size)
+    }
+}
+
 /// Merges consecutive segments of one TCP flow (see the module docs).
 #[derive(Debug)]
 pub struct Coalescer {
@@ -170,6 +178,20 @@ impl Coalescer {
         }
         self.closed = s.psh || s.payload < usize::from(self.gso_size);
         true
+    }
+
+    /// A driver's transmit step: takes `frame` into the held batch if it can join;
+    /// else returns the held batch (to send first) and takes `frame` into a new one
+    /// if it can start one. `(batch to send first, whether frame is held)`: a frame
+    /// not held is sent alone, after the batch.
+    pub fn offer(&mut self, frame: &[u8]) -> (Option<Batch>, bool) {
+        if self.push(frame) {
+            return (None, true);
+        }
+        // An empty coalescer refused it already: no second try.
+        let batch = self.take();
+        let held = batch.is_some() && self.push(frame);
+        (batch, held)
     }
 
     /// The held batch, if any, with its IP header made whole again.
@@ -376,6 +398,28 @@ mod tests {
         assert!(small.push(&seg(0, TCP_ACK, &p, &[])));
         assert!(!small.push(&seg(100, TCP_ACK, &p, &[])));
         assert!(!Coalescer::new(100).push(&seg(0, TCP_ACK, &p, &[])));
+    }
+
+    #[test]
+    fn offer_sends_the_batch_before_a_frame_that_cannot_join() {
+        let p = [1u8; 100];
+        let mut c = Coalescer::new(65536);
+        assert_eq!(c.offer(&seg(0, TCP_ACK, &p, &[])), (None, true));
+        assert_eq!(c.offer(&seg(100, TCP_ACK, &p, &[])), (None, true));
+        // A SYN cannot join nor start a batch: the batch goes first, the SYN alone.
+        let (b, held) = c.offer(&seg(200, 0x02, &p, &[]));
+        assert_eq!(
+            (b.as_ref().map(Batch::gso_size), held),
+            (Some(Some(100)), false)
+        );
+        // A gap: the batch (one segment: no GSO) goes, the frame starts a new one.
+        let (b, held) = c.offer(&seg(900, TCP_ACK, &p, &[]));
+        assert_eq!((b, held), (None, true));
+        let (b, held) = c.offer(&seg(5000, TCP_ACK, &p, &[]));
+        assert_eq!((b.map(|b| b.gso_size()), held), (Some(None), true));
+        // Not a segment: the held one goes first, this one alone.
+        let (b, held) = c.offer(&[0u8; 10]);
+        assert!(b.is_some_and(|b| b.segments == 1) && !held && c.is_empty());
     }
 
     #[test]

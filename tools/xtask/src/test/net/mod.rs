@@ -337,7 +337,9 @@ fn run_check(
             let mut want = vec![0u8; pattern::LEN];
             pattern::fill(0, &mut want);
             let want = Sha256::digest(&want);
+            let started = Instant::now();
             let got = curl(tcp, pattern::PATH)?;
+            let secs = started.elapsed().as_secs_f64();
             let digest = Sha256::digest(&got);
             if got.len() != pattern::LEN || digest != want {
                 return Err(format!(
@@ -348,10 +350,11 @@ fn run_check(
                 ));
             }
             Ok(Some(format!(
-                "GET {} = {} bytes, sha256 {:.16}… matches",
+                "GET {} = {} bytes, sha256 {:.16}… matches in {secs:.1} s ({:.0} KiB/s)",
                 pattern::PATH,
                 got.len(),
-                format!("{digest:x}")
+                format!("{digest:x}"),
+                got.len() as f64 / 1024.0 / secs
             )))
         }
         NetCheck::HttpFile { path, file } => {
