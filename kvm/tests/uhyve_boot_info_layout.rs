@@ -1,9 +1,10 @@
 //! `upcall_kvm::uhyve_boot_info` reads hermit-entry's `RawBootInfo` from its bytes; this
 //! checks that reading against hermit-entry's own conversion of the same bytes, so a
-//! layout change in a hermit-entry update fails here.
+//! layout change in a hermit-entry update fails here; and the blocks it accepts and
+//! rejects, built at the offsets the module documents.
 
 use hermit_entry::boot_info::{BootInfo, PlatformInfo, RawBootInfo};
-use upcall_kvm::uhyve_boot_info::{self, LEN, UhyveBootInfo};
+use upcall_kvm::uhyve_boot_info::{self, Error, LEN, UhyveBootInfo};
 
 /// The bytes of a uhyve `RawBootInfo`, written at the offsets the module documents.
 fn raw(start: u64, end: u64, fdt: u64, cpus: u64) -> [u8; LEN] {
@@ -44,4 +45,37 @@ fn same_fields_as_hermit_entry() {
         };
         assert_eq!(num_cpus.get(), ours.num_cpus);
     }
+}
+
+#[test]
+fn uhyve_fields() {
+    let info = uhyve_boot_info::parse(&raw(0, 64 << 20, 0x5000, 4)).unwrap();
+    assert_eq!(
+        info,
+        UhyveBootInfo {
+            ram_start: 0,
+            ram_end: 64 << 20,
+            device_tree: Some(0x5000),
+            num_cpus: 4,
+        }
+    );
+    let no_fdt = uhyve_boot_info::parse(&raw(0, 1 << 20, 0, 1)).unwrap();
+    assert_eq!(no_fdt.device_tree, None);
+}
+
+#[test]
+fn rejects() {
+    let parse = uhyve_boot_info::parse;
+    assert_eq!(parse(&[0; LEN - 1]), Err(Error::Short(LEN - 1)));
+    let mut fdt_platform = raw(0, 1 << 20, 0, 1);
+    fdt_platform[80] = 3;
+    assert_eq!(parse(&fdt_platform), Err(Error::NotUhyve(3)));
+    assert_eq!(parse(&raw(0, 1 << 20, 0, 0)), Err(Error::NoCpus));
+    assert_eq!(
+        parse(&raw(8 << 20, 8 << 20, 0, 1)),
+        Err(Error::BadRam {
+            start: 8 << 20,
+            end: 8 << 20
+        })
+    );
 }
