@@ -78,9 +78,9 @@ pub fn bootargs(blob: &[u8]) -> Result<Option<&str>, Error> {
                 let value = blob
                     .get(value_at..value_at.checked_add(len).ok_or(Error::Malformed)?)
                     .ok_or(Error::Malformed)?;
-                let name = strings.get(name_off..).ok_or(Error::Malformed)?;
-                let name = &name[..name.iter().position(|&b| b == 0).ok_or(Error::Malformed)?];
-                if in_chosen == Some(depth) && name == b"bootargs" {
+                // Only /chosen's property names are looked up (a byte scan each; on
+                // uhyve here KVM emulates every guest instruction).
+                if in_chosen == Some(depth) && prop_name(strings, name_off)? == b"bootargs" {
                     let text = value.strip_suffix(&[0]).ok_or(Error::BadBootargs)?;
                     return core::str::from_utf8(text)
                         .map(Some)
@@ -93,6 +93,12 @@ pub fn bootargs(blob: &[u8]) -> Result<Option<&str>, Error> {
             _ => return Err(Error::Malformed),
         }
     }
+}
+
+/// The NUL-terminated property name at `off` in the strings block.
+fn prop_name(strings: &[u8], off: usize) -> Result<&[u8], Error> {
+    let name = strings.get(off..).ok_or(Error::Malformed)?;
+    Ok(&name[..name.iter().position(|&b| b == 0).ok_or(Error::Malformed)?])
 }
 
 /// The total size a device tree header claims (to know how much to read), if `header`

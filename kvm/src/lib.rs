@@ -22,6 +22,7 @@ pub mod mmio_devices;
 pub mod pci_intx;
 pub mod start_info;
 pub mod tsc_freq;
+pub mod uhyve_boot_info;
 pub mod virtio_net_hdr;
 pub mod virtio_net_rx;
 pub mod virtio_pci_caps;

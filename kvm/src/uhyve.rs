@@ -11,10 +11,10 @@
 //! others wait in `uhyve_ap_wait` until [`smp::start_uhyve`] hands each its page
 //! tables, stack and entry (no INIT/SIPI: they are already in long mode).
 
-use hermit_entry::boot_info::{BootInfo, PlatformInfo, RawBootInfo};
+use hermit_entry::boot_info::RawBootInfo;
 use libos::memory::Region;
 
-use crate::{boot, bootargs, smp};
+use crate::{boot, bootargs, smp, uhyve_boot_info};
 
 hermit_entry::define_entry_version!();
 
@@ -125,26 +125,26 @@ pub fn exit(code: i32) -> ! {
 ///
 /// Context: boot CPU, irqs off, long mode with uhyve's identity map.
 #[unsafe(no_mangle)]
-extern "C" fn kvm_uhyve_main(raw: &'static RawBootInfo) -> ! {
+extern "C" fn kvm_uhyve_main(raw: *const u8) -> ! {
     boot::early_init(&boot::UHYVE);
-    let info = BootInfo::from(*raw);
-    if !matches!(info.platform_info, PlatformInfo::Uhyve { .. }) {
-        boot::fail("entered through the uhyve entry, but the boot info is not uhyve's");
-    }
-    if let PlatformInfo::Uhyve { num_cpus, .. } = info.platform_info {
-        smp::uhyve_cpus_waiting(num_cpus.get());
-    }
+    const { assert!(size_of::<RawBootInfo>() == uhyve_boot_info::LEN) };
+    // SAFETY: `raw` is the `&RawBootInfo` uhyve passes in `rdi`: `LEN` bytes (checked
+    // above) that uhyve wrote into guest memory before starting us, identity-mapped,
+    // never written again; we only read them.
+    let bytes = unsafe { core::slice::from_raw_parts(raw, uhyve_boot_info::LEN) };
+    let info = uhyve_boot_info::parse(bytes).unwrap_or_else(|e| boot::fail(e));
+    smp::uhyve_cpus_waiting(info.num_cpus);
     let ram = [Region {
-        start: info.hardware_info.phys_addr_range.start,
-        end: info.hardware_info.phys_addr_range.end,
+        start: info.ram_start,
+        end: info.ram_end,
     }];
-    let cmdline = match info.hardware_info.device_tree {
+    let cmdline = match info.device_tree {
         None => "",
         Some(addr) => {
-            let header = boot::phys_slice(addr.get(), 8);
+            let header = boot::phys_slice(addr, 8);
             let size = bootargs::total_size(header)
                 .unwrap_or_else(|| boot::fail(bootargs::Error::Malformed));
-            let blob = boot::phys_slice(addr.get(), size.min(FDT_MAX));
+            let blob = boot::phys_slice(addr, size.min(FDT_MAX));
             let args = bootargs::bootargs(blob)
                 .unwrap_or_else(|e| boot::fail(e))
                 .unwrap_or("");

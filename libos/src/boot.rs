@@ -110,7 +110,7 @@ pub unsafe fn start(info: &BootInfo<'_>) -> ! {
                 free.dropped
             );
         }
-        println!("upcall: entry-to-main tsc cycles {cycles}");
+        println!("entry_to_main_tsc_cycles={cycles}");
     }
     let others = crate::smp::start();
     if others > 0 && cmd.loglevel != LogLevel::Quiet {

@@ -139,6 +139,15 @@ pub enum Bound {
     AtLeast(u64),
 }
 
+/// `-icount shift=` of the cases with [`Case::icount`]: 8 ns of virtual time per
+/// instruction (fast enough that Xen and the guest run at a few hundred virtual MHz).
+/// The TSC then counts 2^shift per instruction.
+pub const ICOUNT_SHIFT: u32 = 3;
+
+/// Instructions from the image's first to `main` on QEMU microvm (issue 17's goal),
+/// pinned by `boot/entry-to-main-icount` and reported by `cargo xtask bench boot`.
+pub const ENTRY_TO_MAIN_INSTRUCTIONS_MAX: u64 = 60_000;
+
 /// Exit status of a panic (`libos::panic::PANIC_EXIT_CODE`).
 pub const PANIC: i32 = 101;
 /// Exit status of a fatal CPU exception (`libos::trap::EXCEPTION_EXIT_CODE`).

@@ -9,7 +9,8 @@ use crate::model::{
     BUG_MODELS, HZ_250, LATENCY_MODELS, Model, NONE, PREEMPT_MODELS, SMP_2_4, WAKES,
 };
 use crate::{
-    Bed, Case, EXCEPTION, Machine, PANIC, case, cpu_flag_bug_detected, smp_selftests, smpstress,
+    Bed, Bound, Case, ENTRY_TO_MAIN_INSTRUCTIONS_MAX, EXCEPTION, ICOUNT_SHIFT, Machine, PANIC,
+    case, cpu_flag_bug_detected, smp_selftests, smpstress,
 };
 
 /// The cases for the KVM platform on QEMU.
@@ -20,6 +21,13 @@ pub fn kvm_qemu_cases() -> Vec<Case> {
         case("hello/pc-qboot", "hello", &[]).on(Machine::PcQboot).expect(HELLO),
         case("hello/pc-seabios", "hello", &[]).on(Machine::PcSeabios).expect(HELLO),
         case("hello/release", "hello", &["x"]).release().expect(&["Hello from Upcall on kvm", "arg[0] = x"]),
+        // Boot cost pinned in instructions: under `-icount` the TSC counts 2^shift per
+        // instruction, so the count is the same on every run (release image, 128 MiB,
+        // this command line: the count grows with RAM).
+        case("boot/entry-to-main-icount", "hello", &["loglevel=debug"]).release().icount().bounds(&[(
+            "entry_to_main_tsc_cycles",
+            Bound::AtMost(ENTRY_TO_MAIN_INSTRUCTIONS_MAX << ICOUNT_SHIFT),
+        )]),
         case("selftest/microvm", "selftest", &["expect-args", "a"]).expect(SELFTEST),
         case("selftest/release", "selftest", &[]).release().expect(SELFTEST),
         case("selftest/pc-qboot", "selftest", &[]).on(Machine::PcQboot).expect(SELFTEST),

@@ -50,18 +50,10 @@ fn entry_to_main_instructions(image: &Path) -> Result<u64, crate::Failure> {
     opts.accel = Some(crate::Accel::Tcg);
     opts.extra = qemu::icount_args(0);
     let r = qemu::run_image(image, "loglevel=debug", &opts, false)?;
-    r.output
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("upcall: entry-to-main tsc cycles ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .map_or_else(
-            || fail("the icount run did not print its entry-to-main count"),
-            Ok,
-        )
+    upcall_tests::kv::last(&r.output, "entry_to_main_tsc_cycles").map_or_else(
+        || fail("the icount run did not print its entry-to-main count"),
+        Ok,
+    )
 }
 
 /// `cargo xtask bench boot`.

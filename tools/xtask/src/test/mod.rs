@@ -146,9 +146,8 @@ fn host_tests(t: &mut Tally) {
     println!("ok   host unit tests ({passed} passed)");
 }
 
-/// `-icount shift=` for timing-judged cases: 8 ns of virtual time per instruction
-/// (fast enough that Xen and the guest run at a few hundred virtual MHz).
-const LATENCY_ICOUNT_SHIFT: u32 = 3;
+/// `-icount shift=` for timing-judged cases (see [`upcall_tests::ICOUNT_SHIFT`]).
+const LATENCY_ICOUNT_SHIFT: u32 = upcall_tests::ICOUNT_SHIFT;
 
 /// The image of `case`, built once per (app, release, platform).
 fn image_for(
