@@ -37,17 +37,26 @@ pub(super) fn add_sleeper(deadline_ns: u64, me: TaskId) -> (u64, u64) {
 }
 
 /// Blocks the running task until `deadline_ns` (monotonic).
+///
+/// A wake-up may come early: one meant for an earlier wait of this task (a waker that
+/// took it off a wait queue just before the task gave that wait up itself, its
+/// condition having come true, acts a moment later). So it sleeps again until the
+/// deadline, as Linux's sleepers loop on their condition.
 pub fn sleep_until(deadline_ns: u64) {
     crate::time::ensure_init();
     let guard = IrqGuard::new();
     let irqs_off = guard.token();
-    if crate::time::now_ns() >= deadline_ns {
-        return;
+    let mut early = None;
+    while crate::time::now_ns() < deadline_ns {
+        if let Some(key) = early.take() {
+            // Woken early: still in the sleeper list (unless the timer fired meanwhile).
+            SLEEPERS.lock().map.remove(&key);
+        }
+        let me = block_current(&irqs_off);
+        early = Some(add_sleeper(deadline_ns, me.get().id));
+        crate::time::program_next_event(&irqs_off);
+        schedule(&irqs_off);
     }
-    let me = block_current(&irqs_off);
-    add_sleeper(deadline_ns, me.get().id);
-    crate::time::program_next_event(&irqs_off);
-    schedule(&irqs_off);
 }
 
 /// Blocks the running task for `ns` nanoseconds.
