@@ -118,7 +118,10 @@ fn timer_handler_panics() -> ! {
 pub(crate) fn run_timers() {
     let guard = IrqGuard::new();
     let irqs_off = guard.token();
-    if sched::on_timer(&irqs_off, platform().now_ns()).competition {
+    // (`now_ns`, not this CPU's raw clock: a sleeper woken by a CPU whose clock runs
+    // ahead then reads no earlier time than the one that woke it, and does not find
+    // itself early and sleep again: `sched::sleep_until`.)
+    if sched::on_timer(&irqs_off, now_ns()).competition {
         percpu::set_need_resched();
     }
     program_next_event(&irqs_off);
