@@ -215,6 +215,9 @@ const BOOT_FAILURE: i32 = 3;
 /// The command line is copied here before the heap may reuse its memory.
 const CMDLINE_MAX: usize = 4096;
 
+// Only the bytes `keep_cmdline` copies are ever read, so boot need not zero it (.noinit,
+// the linker script).
+#[unsafe(link_section = ".bss.noinit.cmdline")]
 static mut CMDLINE: [u8; CMDLINE_MAX] = [0; CMDLINE_MAX];
 
 unsafe extern "C" {

@@ -49,17 +49,17 @@ impl Gate {
     }
 }
 
-/// The IST slot a vector runs on.
-fn ist_for(vector: u8) -> u8 {
-    match vector {
-        8 => ist::DOUBLE_FAULT,
-        2 => ist::NMI,
-        18 => ist::MACHINE_CHECK,
-        _ => 0,
-    }
-}
+/// The vectors that run on an IST stack, and their slot; every other vector stays on
+/// the current stack (slot 0).
+const IST_SLOTS: [(u8, u8); 3] = [
+    (8, ist::DOUBLE_FAULT),
+    (2, ist::NMI),
+    (18, ist::MACHINE_CHECK),
+];
 
-// Filled once by `init` before `lidt`; afterwards only the CPU reads it.
+// Filled once by `init` before `lidt`; afterwards only the CPU reads it. Every gate is
+// written before the first `lidt`, so boot need not zero it (.noinit, the linker script).
+#[unsafe(link_section = ".bss.noinit.idt")]
 static mut IDT: [Gate; 256] = [Gate::MISSING; 256];
 
 /// Fills and loads the IDT.
@@ -70,8 +70,16 @@ pub fn init(code: SegmentSelector) {
     // SAFETY: runs once on the boot CPU before the IDT is loaded, so nothing else reads
     // or writes IDT concurrently.
     let idt = unsafe { &mut *idt };
-    for (vector, gate) in (0..=255u8).zip(idt.iter_mut()) {
-        *gate = Gate::interrupt(traps::stub_address(vector), code, ist_for(vector));
+    // The stubs are evenly spaced, so each gate is the previous one's handler plus the
+    // stride; the few vectors on an IST stack are patched afterwards. (Splitting every
+    // address and matching every vector cost about 10,000 instructions of boot.)
+    let mut handler = traps::stub_address(0);
+    for gate in idt.iter_mut() {
+        *gate = Gate::interrupt(handler, code, 0);
+        handler += libos::arch::ENTRY_STUB_STRIDE;
+    }
+    for (vector, slot) in IST_SLOTS {
+        idt[usize::from(vector)].ist = slot;
     }
     load();
 }

@@ -31,7 +31,8 @@ pvh_start32:
 
     /* Zero .bss (QEMU's loaders zero it too, but the firmware paths differ). Both
        ends are page-aligned, so whole 4-byte words: 4x fewer iterations than stosb
-       (each iteration is an instruction under TCG). */
+       (each iteration is an instruction under TCG). Stacks, boot_pd and the paging
+       pool are in .noinit, which is written before it is read and not zeroed. */
     mov edi, offset __bss_start
     mov ecx, offset __bss_end
     sub ecx, edi
@@ -39,17 +40,22 @@ pvh_start32:
     xor eax, eax
     rep stosd
 
-    /* 2048 PD entries: 4 GiB of 2 MiB pages, present | writable | huge. */
+    /* 2048 PD entries: 4 GiB of 2 MiB pages, present | writable | huge; every entry
+       below 4 GiB, so each high half is 0. Eight entries per iteration: the loop is
+       most of the trampoline's instructions. */
     mov edi, offset boot_pd
     mov eax, 0x83
     xor edx, edx
-    mov ecx, 2048
-2:  mov dword ptr [edi], eax
-    mov dword ptr [edi + 4], edx
+    mov ecx, 2048 / 8
+2:
+    .irp i, 0, 1, 2, 3, 4, 5, 6, 7
+    mov dword ptr [edi + \i * 8], eax
+    mov dword ptr [edi + \i * 8 + 4], edx
     add eax, 0x200000
-    adc edx, 0
-    add edi, 8
-    loop 2b
+    .endr
+    add edi, 64
+    dec ecx
+    jnz 2b
 
     /* PDPT[0..4] -> the four PDs; PML4[0] -> PDPT. */
     mov edi, offset boot_pdpt
@@ -97,14 +103,20 @@ boot_gdtr:
 kvm_entry_tsc:
     .quad 0
 
+    /* The PML4 and PDPT must be zero but for the entries written above. */
     .section .bss.boot_tables, "aw", @nobits
     .balign 4096
 boot_pml4: .skip 4096
 boot_pdpt: .skip 4096
+
+    /* Every entry is written above. */
+    .section .bss.noinit.boot_pd, "aw", @nobits
+    .balign 4096
 boot_pd:   .skip 4 * 4096
 
-    /* The boot stack, with an unmapped guard page below it (see `paging`). */
-    .section .bss.boot_stack, "aw", @nobits
+    /* The boot stack, with an unmapped guard page below it (see `paging`). Not zeroed
+       (.noinit): a stack is written before it is read. */
+    .section .bss.noinit.boot_stack, "aw", @nobits
     .balign 4096
     .global __boot_stack_guard
 __boot_stack_guard: .skip 4096

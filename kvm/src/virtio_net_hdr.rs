@@ -14,6 +14,9 @@
 
 use core::fmt;
 
+// The Internet checksum's sums, shared with netfront's offloads.
+use libos::net::tso::{fold, sum};
+
 /// Bytes of the header in front of every frame (virtio 1.x, with `num_buffers`).
 pub const LEN: usize = 12;
 /// Flag: the checksum from `csum_start` on still has to be computed.
@@ -130,30 +133,6 @@ fn tcp_v4(frame: &[u8]) -> Option<TcpV4> {
         end: ETHERNET + total,
         pseudo,
     })
-}
-
-/// Adds `data` as big-endian 16-bit words (a trailing byte padded) to `acc`.
-fn sum(data: &[u8], mut acc: u32) -> u32 {
-    let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([w[0], w[1]])));
-        // Fold early enough that no carry is ever lost (64 KiB of 0xffff fits anyway).
-        if acc >= 0x8000_0000 {
-            acc = (acc & 0xffff) + (acc >> 16);
-        }
-    }
-    if let [last] = words.remainder() {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
-    }
-    acc
-}
-
-/// Folds a sum to 16 bits (one's complement addition).
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 /// Prepares a frame for a device with `VIRTIO_NET_F_CSUM`: an IPv4 TCP segment gets

@@ -30,6 +30,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("ip", crate::net::config::IP_EXPECTED),
     ("mask", crate::net::config::MASK_EXPECTED),
     ("gw", crate::net::config::GW_EXPECTED),
+    ("offload", crate::net::config::OFFLOAD_EXPECTED),
 ];
 
 /// How chatty libos is about itself on the console.
@@ -194,7 +195,7 @@ fn parse_onto(mut out: Cmdline, line: &str) -> Result<Cmdline, CmdlineError> {
                     .filter(|hz| (1..=10_000).contains(hz))
                     .ok_or_else(|| bad_value("hz", value))?;
             }
-            Some((option @ ("ip" | "mask" | "gw"), value)) => {
+            Some((option @ ("ip" | "mask" | "gw" | "offload"), value)) => {
                 out.net
                     .set(option, value)
                     .map_err(|_| bad_value(option, value))?;

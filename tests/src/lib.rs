@@ -264,10 +264,10 @@ pub fn xen_cases() -> Vec<Case> {
 /// here is a bug report, not a passing test: fix the problem, then remove the entry.
 pub const KNOWN_ISSUES: &[(&str, &str)] = &[(
     "xen/xl/smp4/selftest/",
-    "a 4-vCPU xl domU sometimes hangs right after `upcall: 4 CPUs online` (in \
-     start_services or the first irq enable; every model; 2 of 7 in one clean CI run, 1 of \
-     7 in another, 1 of 42 in reruns under load; not seen in 21 runs of 8b2d359, so likely \
-     from this round's Xen changes: the event-scan budget, the pv.rs split, abi.rs)",
+    "a 4-vCPU xl domU hung right after `upcall: 4 CPUs online` (every vCPU idle, no event \
+     pending) in 1 of about 130 runs since the xenstore lost wake-up behind most such hangs \
+     was fixed (before: 1 in 7 to 1 in 20); a hang now prints every vCPU's stack and the \
+     domain's tasks (see docs/testing.md), which the next one will show",
 )];
 
 /// The open problem behind `name`, if it is a known issue.

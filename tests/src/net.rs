@@ -39,6 +39,25 @@ pub enum NetCheck {
     HttpGenerated,
     /// `/status` answers with `uptime_ms=` and a `requests=` count that grew.
     HttpStatus,
+    /// `echo`'s counters (its UDP status datagram): `key` lies in `min..=max`.
+    EchoCounter {
+        /// The counter's name.
+        key: &'static str,
+        /// Least value.
+        min: u64,
+        /// Greatest value.
+        max: u64,
+    },
+    /// `/status`'s counter `key` (e.g. `netfront.tx_gso_frames`) lies in
+    /// `min..=max`: an offload in use after the checks before it, or off.
+    StatusCounter {
+        /// The counter's name.
+        key: &'static str,
+        /// Least value.
+        min: u64,
+        /// Greatest value.
+        max: u64,
+    },
     /// The load generator (`ab`) runs `requests` requests at `concurrency`: all
     /// complete, none fails, all `200`.
     HttpLoad {
@@ -298,7 +317,46 @@ pub fn net_cases() -> Vec<NetCase> {
         },
         NetCase {
             name: "xen/xl/net/httpd-curl-netfront",
-            checks: CURL_BULK,
+            checks: &[
+                INDEX,
+                BIG,
+                NetCheck::HttpGenerated,
+                NetCheck::HttpStatus,
+                // The 10 MiB went out as 64 KiB GSO frames in multi-page chains.
+                NetCheck::StatusCounter {
+                    key: "netfront.tx_gso_frames",
+                    min: 100,
+                    max: u64::MAX,
+                },
+                NetCheck::StatusCounter {
+                    key: "netfront.multi_buffer_frames",
+                    min: 100,
+                    max: u64::MAX,
+                },
+                IDLE,
+            ],
+            console: XEN_DHCP_HTTPD,
+            ..httpd("", NetBed::XenXl, true)
+        },
+        // The same with the offloads off (`offload=off`): one frame per page, full
+        // checksums, nothing merged.
+        NetCase {
+            name: "xen/xl/net/httpd-curl-netfront-offload-off",
+            args: &["offload=off"],
+            checks: &[
+                BIG,
+                NetCheck::HttpGenerated,
+                NetCheck::StatusCounter {
+                    key: "netfront.tx_gso_frames",
+                    min: 0,
+                    max: 0,
+                },
+                NetCheck::StatusCounter {
+                    key: "netfront.multi_buffer_frames",
+                    min: 0,
+                    max: 0,
+                },
+            ],
             console: XEN_DHCP_HTTPD,
             ..httpd("", NetBed::XenXl, true)
         },
@@ -316,7 +374,27 @@ pub fn net_cases() -> Vec<NetCase> {
             ..httpd("", NetBed::XenXl, true)
         },
         NetCase {
-            checks: BULK_ECHO,
+            checks: &[
+                NetCheck::TcpEcho { bytes: 16 << 20 },
+                NetCheck::UdpEcho { count: 64 },
+                // The 16 MiB went both ways in multi-slot frames: 64 KiB GSO chains
+                // out, and large segments dom0 did not cut up (GRO on its NIC) in.
+                NetCheck::EchoCounter {
+                    key: "netfront.tx_gso_frames",
+                    min: 1,
+                    max: u64::MAX,
+                },
+                NetCheck::EchoCounter {
+                    key: "netfront.rx_gso_frames",
+                    min: 1,
+                    max: u64::MAX,
+                },
+                NetCheck::EchoCounter {
+                    key: "netfront.device_errors",
+                    min: 0,
+                    max: 0,
+                },
+            ],
             console: &[XEN_DHCP, "echo: serving tcp and udp port 7"],
             ..echo("xen/xl/net/echo-netfront", NetBed::XenXl)
         },

@@ -61,6 +61,7 @@ pub use xen_sys::{
     // `start_info.flags`.
     SIF_INITDOMAIN,
     VGCF_in_kernel,
+    VIRQ_DEBUG,
     VIRQ_TIMER,
     // ELF notes (`elfnote.h`).
     XEN_ELFNOTE_ENTRY,
@@ -340,10 +341,20 @@ pub const TX_ENTRY: usize = 12;
 /// Bytes per RX entry (request and response are both 8).
 pub const RX_ENTRY: usize = 8;
 
-/// `NETTXF_*`/`NETRXF_*`: more fragments follow (scatter-gather; not negotiated).
+/// `NETTXF_*`/`NETRXF_*`: more fragments follow (scatter-gather: the backend's
+/// `feature-sg` on transmit; not asked for on receive).
 pub const F_MORE_DATA: u16 = 1 << 2;
-/// An extra-info slot follows (GSO etc.; not negotiated).
+/// An extra-info slot follows (transmit: GSO; not asked for on receive).
 pub const F_EXTRA_INFO: u16 = 1 << 3;
+/// `NETTXF_csum_blank`: the TCP checksum field holds only the pseudo-header sum; the
+/// backend (or the NIC behind it) completes it.
+pub const TXF_CSUM_BLANK: u16 = 1 << 0;
+/// `NETTXF_data_validated`: the payload needs no checking on the way.
+pub const TXF_DATA_VALIDATED: u16 = 1 << 1;
+/// `XEN_NETIF_EXTRA_TYPE_GSO`.
+pub const EXTRA_TYPE_GSO: u8 = 1;
+/// `XEN_NETIF_GSO_TYPE_TCPV4`.
+pub const GSO_TYPE_TCPV4: u8 = 1;
 /// `NETRXF_data_validated`: a hint that the checksum was checked, harmless to ignore
 /// (smoltcp verifies checksums itself).
 pub const RXF_DATA_VALIDATED: u16 = 1 << 0;
@@ -356,5 +367,5 @@ pub const RXF_GSO_PREFIX: u16 = 1 << 4;
 
 /// `NETIF_RSP_OKAY`.
 pub const RSP_OKAY: i16 = 0;
-/// `NETIF_RSP_NULL`: the response to an extra-info slot (we send none).
+/// `NETIF_RSP_NULL`: the response to an extra-info slot.
 pub const RSP_NULL: i16 = 1;

@@ -52,8 +52,9 @@ unsafe extern "C" {
 }
 
 /// Handlers of other ports (interdomain channels such as xenstore's): (port, handler).
-static HANDLERS: spinning_top::Spinlock<[PortHandler; 8]> =
-    spinning_top::Spinlock::new([(0, None); 8]);
+/// (xenstore, netfront, VIRQ_DEBUG, a test port per vCPU: 16 leaves room.)
+static HANDLERS: spinning_top::Spinlock<[PortHandler; 16]> =
+    spinning_top::Spinlock::new([(0, None); 16]);
 
 /// A port and the function its events run.
 type PortHandler = (u32, Option<fn()>);
@@ -170,18 +171,30 @@ pub fn callbacks() -> (u64, u64) {
     )
 }
 
-/// Binds VIRQ_TIMER of vCPU `cpu` and unmasks its port (`set_timer_op` on that vCPU
-/// then raises it there). Stops the vCPU's periodic timer first, so that only the
-/// one-shot timer libos arms raises it.
+/// Binds `VIRQ_DEBUG` (raised for every domain by Xen's debug key `q`, e.g. `xl
+/// debug-keys q`) to vCPU 0: it prints the scheduler's dump, so a domain that hangs
+/// with every vCPU idle shows which task waits (the test bed's dom0 asks for it before
+/// destroying a domain that did not end).
 ///
-/// Context: boot CPU (for a secondary vCPU: before it is up).
-pub fn bind_timer(cpu: CpuId) -> Result<u32, i64> {
-    let rc = vcpu::stop_periodic_timer(cpu);
-    if rc != 0 {
-        return Err(rc);
+/// Context: boot CPU, after [`init`].
+pub fn bind_debug() -> Result<(), i64> {
+    let port = bind_virq(abi::VIRQ_DEBUG, 0)?;
+    if register(port, debug_dump) {
+        Ok(())
+    } else {
+        Err(-1)
     }
+}
+
+fn debug_dump() {
+    let irqs = IrqGuard::new();
+    libos::sched::dump(&irqs.token());
+}
+
+/// Binds `virq` of vCPU `cpu`; returns its port, still masked.
+fn bind_virq(virq: u32, cpu: CpuId) -> Result<u32, i64> {
     let mut arg = abi::evtchn_bind_virq {
-        virq: abi::VIRQ_TIMER,
+        virq,
         vcpu: cpu,
         port: 0,
     };
@@ -199,10 +212,24 @@ pub fn bind_timer(cpu: CpuId) -> Result<u32, i64> {
     if rc != 0 {
         return Err(rc);
     }
-    PORTS[cpu as usize].timer.store(arg.port, SeqCst);
     bind_to(cpu, arg.port);
-    unmask_port(arg.port);
     Ok(arg.port)
+}
+
+/// Binds VIRQ_TIMER of vCPU `cpu` and unmasks its port (`set_timer_op` on that vCPU
+/// then raises it there). Stops the vCPU's periodic timer first, so that only the
+/// one-shot timer libos arms raises it.
+///
+/// Context: boot CPU (for a secondary vCPU: before it is up).
+pub fn bind_timer(cpu: CpuId) -> Result<u32, i64> {
+    let rc = vcpu::stop_periodic_timer(cpu);
+    if rc != 0 {
+        return Err(rc);
+    }
+    let port = bind_virq(abi::VIRQ_TIMER, cpu)?;
+    PORTS[cpu as usize].timer.store(port, SeqCst);
+    unmask_port(port);
+    Ok(port)
 }
 
 fn bind_ipi(cpu: CpuId) -> Result<u32, i64> {

@@ -22,6 +22,7 @@ pub mod evtchn_demux;
 pub mod grant_ref;
 pub mod netbuf;
 pub mod netif;
+pub mod netrx;
 pub mod ring;
 pub mod start_info;
 pub mod xenbus;
@@ -58,3 +59,5 @@ mod traps;
 mod vcpu;
 #[cfg(target_os = "none")]
 pub mod xenstore;
+#[cfg(target_os = "none")]
+mod xs_check;

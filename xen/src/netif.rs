@@ -18,9 +18,17 @@ use core::fmt;
 /// A page.
 pub const PAGE: usize = 4096;
 pub use crate::abi::{
-    F_EXTRA_INFO, F_MORE_DATA, REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_NULL, RSP_OKAY, RSP_PROD,
-    RX_ENTRY, RXF_CSUM_BLANK, RXF_DATA_VALIDATED, RXF_GSO_PREFIX, SRING_HEADER, TX_ENTRY,
+    EXTRA_TYPE_GSO, F_EXTRA_INFO, F_MORE_DATA, GSO_TYPE_TCPV4, REQ_EVENT, REQ_PROD, RSP_EVENT,
+    RSP_NULL, RSP_OKAY, RSP_PROD, RX_ENTRY, RXF_CSUM_BLANK, RXF_DATA_VALIDATED, RXF_GSO_PREFIX,
+    SRING_HEADER, TX_ENTRY, TXF_CSUM_BLANK, TXF_DATA_VALIDATED,
 };
+/// Most slots one transmitted frame may take, extra-info slot included. Netback
+/// refuses frames of more than `XEN_NETBK_LEGACY_SLOTS_MAX` (18) slots and disables the
+/// interface past 20; a 64 KiB frame in whole pages takes 17, its GSO slot one more.
+pub const MAX_TX_SLOTS: usize = 18;
+/// The largest frame sent (the first request's 16-bit `size` holds the whole frame's
+/// length): 16 pages, so at most 17 slots with the GSO slot.
+pub const MAX_TX_FRAME: usize = 65535;
 /// Entries in a one-page ring of `entry`-byte entries (`__RING_SIZE`: the largest power
 /// of two that fits).
 pub const fn ring_size(entry: usize) -> u32 {
@@ -61,8 +69,17 @@ pub enum RingError {
         /// Bytes claimed.
         len: i16,
     },
-    /// An RX response uses a feature we did not negotiate (scatter-gather, GSO).
+    /// An RX response uses a feature we did not negotiate, or a flag in a slot where
+    /// it has no place (checksum or extra-info flags after a chain's first slot).
     UnsupportedRxFlags(u16),
+    /// An RX chain ran past [`crate::netrx::MAX_RX_SLOTS`] slots.
+    RxChainTooLong,
+    /// An RX chain's data add up to more than [`crate::netrx::MAX_RX_FRAME`].
+    RxFrameTooLong,
+    /// An RX extra-info slot of a type (or GSO type or size) we did not ask for.
+    BadRxExtra(u8),
+    /// A GSO frame that is not exactly one IPv4 TCP segment as long as the frame.
+    RxLengthMismatch,
     /// A buffer's grant cannot be ended (the backend still uses it after answering)
     /// or made (no reference free).
     Grant(crate::netbuf::GrantError),
@@ -99,6 +116,12 @@ impl fmt::Display for RingError {
             ),
             RingError::UnsupportedRxFlags(flags) => {
                 write!(f, "RX flags {flags:#x} ask for features not negotiated")
+            }
+            RingError::RxChainTooLong => write!(f, "RX chain longer than a frame can be"),
+            RingError::RxFrameTooLong => write!(f, "RX chain carries more than a frame"),
+            RingError::BadRxExtra(t) => write!(f, "RX extra-info slot of type {t} not asked for"),
+            RingError::RxLengthMismatch => {
+                write!(f, "RX GSO frame's IP length disagrees with its chain")
             }
             RingError::Grant(e) => write!(f, "{e}"),
         }
@@ -273,17 +296,121 @@ impl TxRequest {
 
 /// Checks a `struct netif_tx_response` (`id`, `status` at the entry's start) and ends
 /// its id's flight. Returns whether the frame was sent (`false`: the backend reported
-/// an error or dropped it — counted, not fatal).
-pub fn check_tx_response(entry: &[u8], in_flight: &mut InFlight) -> Result<bool, RingError> {
+/// an error or dropped it — counted, not fatal). `extras` counts the extra-info slots
+/// sent and not yet answered: netback answers each with `NETIF_RSP_NULL` (its id is
+/// whatever our extra-info entry left there, so it names no buffer); a NULL beyond
+/// them is a protocol error.
+pub fn check_tx_response(
+    entry: &[u8],
+    in_flight: &mut InFlight,
+    extras: &mut u32,
+) -> Result<bool, RingError> {
     let id = u16_at(entry, 0);
     let status = u16_at(entry, 2) as i16;
+    if status == RSP_NULL {
+        if *extras == 0 {
+            return Err(RingError::BadTxStatus(status));
+        }
+        *extras -= 1;
+        return Ok(true);
+    }
     in_flight.complete(id)?;
     match status {
         RSP_OKAY => Ok(true),
         -2..=-1 => Ok(false),
-        // We send no extra-info slots, so there is nothing a NULL could answer.
         _ => Err(RingError::BadTxStatus(status)),
     }
+}
+
+/// One buffer of a transmitted frame: its id and the grant of its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxBuffer {
+    /// The request id (echoed in the response).
+    pub id: u16,
+    /// Grant of the page.
+    pub gref: u32,
+}
+
+/// Why a frame cannot be sent as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainError {
+    /// Not one buffer per started page of the frame.
+    Buffers { len: usize, buffers: usize },
+    /// Larger than [`MAX_TX_FRAME`] or empty.
+    Length(usize),
+}
+
+/// The ring entries for sending a `len`-byte frame laid out in whole pages, page `i`
+/// in `buffers[i]` (`netif.h`'s scatter-gather): the first request carries the whole
+/// frame's size and the flags, a GSO extra-info slot follows it when `gso_size` is
+/// given, then one request per further page with its own size; `NETTXF_more_data` on
+/// every request but the last. `csum_blank`: the TCP checksum holds only the
+/// pseudo-header sum.
+pub fn tx_chain(
+    len: usize,
+    buffers: &[TxBuffer],
+    gso_size: Option<u16>,
+    csum_blank: bool,
+) -> Result<Vec<[u8; TX_ENTRY]>, ChainError> {
+    if len == 0 || len > MAX_TX_FRAME {
+        return Err(ChainError::Length(len));
+    }
+    if buffers.len() != len.div_ceil(PAGE) {
+        return Err(ChainError::Buffers {
+            len,
+            buffers: buffers.len(),
+        });
+    }
+    let more = |i: usize| {
+        if i + 1 < buffers.len() {
+            F_MORE_DATA
+        } else {
+            0
+        }
+    };
+    let mut out = Vec::with_capacity(buffers.len() + 1);
+    let mut flags = more(0);
+    if csum_blank {
+        flags |= TXF_CSUM_BLANK | TXF_DATA_VALIDATED;
+    }
+    if gso_size.is_some() {
+        flags |= F_EXTRA_INFO;
+    }
+    out.push(
+        TxRequest {
+            gref: buffers[0].gref,
+            offset: 0,
+            flags,
+            id: buffers[0].id,
+            size: len as u16,
+        }
+        .encode(),
+    );
+    if let Some(size) = gso_size {
+        out.push(encode_gso_extra(size));
+    }
+    for (i, b) in buffers.iter().enumerate().skip(1) {
+        out.push(
+            TxRequest {
+                gref: b.gref,
+                offset: 0,
+                flags: more(i),
+                id: b.id,
+                size: (len - i * PAGE).min(PAGE) as u16,
+            }
+            .encode(),
+        );
+    }
+    Ok(out)
+}
+
+/// `struct netif_extra_info` of type GSO: TCPv4 cut into `gso_size`-byte payloads.
+pub fn encode_gso_extra(gso_size: u16) -> [u8; TX_ENTRY] {
+    let mut b = [0u8; TX_ENTRY];
+    b[0] = EXTRA_TYPE_GSO;
+    b[2..4].copy_from_slice(&gso_size.to_le_bytes());
+    b[4] = GSO_TYPE_TCPV4;
+    b
 }
 
 /// `struct netif_rx_request`: an empty granted page for the backend to copy into.
@@ -338,19 +465,24 @@ pub fn check_rx_response(
     })
 }
 
+/// A `struct netif_rx_response` as a backend writes it (tests of this module and
+/// `netrx`).
+#[cfg(test)]
+pub(crate) fn rx_response(id: u16, offset: u16, flags: u16, status: i16) -> [u8; RX_ENTRY] {
+    let mut b = [0u8; RX_ENTRY];
+    b[0..2].copy_from_slice(&id.to_le_bytes());
+    b[2..4].copy_from_slice(&offset.to_le_bytes());
+    b[4..6].copy_from_slice(&flags.to_le_bytes());
+    b[6..8].copy_from_slice(&status.to_le_bytes());
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn rx(id: u16, offset: u16, flags: u16, status: i16) -> [u8; 8] {
-        let mut b = [0u8; 8];
-        b[0..2].copy_from_slice(&id.to_le_bytes());
-        b[2..4].copy_from_slice(&offset.to_le_bytes());
-        b[4..6].copy_from_slice(&flags.to_le_bytes());
-        b[6..8].copy_from_slice(&status.to_le_bytes());
-        b
-    }
+    use super::rx_response as rx;
 
     fn tx(id: u16, status: i16) -> [u8; 12] {
         let mut b = [0u8; 12];
@@ -396,24 +528,125 @@ mod tests {
     #[test]
     fn tx_responses_are_checked() {
         let mut f = InFlight::new(4);
+        let mut x = 0;
         assert_eq!(f.take_free(), Some(0));
         assert_eq!(f.take_free(), Some(1));
-        assert_eq!(check_tx_response(&tx(1, RSP_OKAY), &mut f), Ok(true));
         assert_eq!(
-            check_tx_response(&tx(1, RSP_OKAY), &mut f),
+            check_tx_response(&tx(1, RSP_OKAY), &mut f, &mut x),
+            Ok(true)
+        );
+        assert_eq!(
+            check_tx_response(&tx(1, RSP_OKAY), &mut f, &mut x),
             Err(RingError::UnknownId(1))
         );
-        assert_eq!(check_tx_response(&tx(0, -2), &mut f), Ok(false));
+        assert_eq!(check_tx_response(&tx(0, -2), &mut f, &mut x), Ok(false));
         assert_eq!(
-            check_tx_response(&tx(9, 0), &mut f),
+            check_tx_response(&tx(9, 0), &mut f, &mut x),
             Err(RingError::UnknownId(9))
         );
         f.mark(2);
+        // No extra-info slot outstanding: a NULL answers nothing.
         assert_eq!(
-            check_tx_response(&tx(2, RSP_NULL), &mut f),
+            check_tx_response(&tx(2, RSP_NULL), &mut f, &mut x),
             Err(RingError::BadTxStatus(1))
         );
+        // One outstanding: its NULL is taken whatever id it shows, once.
+        x = 1;
+        assert_eq!(
+            check_tx_response(&tx(0x0101, RSP_NULL), &mut f, &mut x),
+            Ok(true)
+        );
+        assert_eq!(x, 0);
+        assert_eq!(
+            check_tx_response(&tx(2, RSP_NULL), &mut f, &mut x),
+            Err(RingError::BadTxStatus(1))
+        );
+        assert_eq!(
+            check_tx_response(&tx(2, 7), &mut f, &mut x),
+            Err(RingError::BadTxStatus(7))
+        );
         assert_eq!(f.count(), 0);
+    }
+
+    /// What netback (`xenvif_count_requests`, `xenvif_set_skb_gso`) makes of a chain:
+    /// the frame's length, its GSO size and the ids; `None` where it would refuse it.
+    fn netback_reads(entries: &[[u8; TX_ENTRY]]) -> Option<(usize, Option<u16>, Vec<u16>)> {
+        let req = |e: &[u8; TX_ENTRY]| (u16_at(e, 4), u16_at(e, 6), u16_at(e, 8), u16_at(e, 10));
+        let (offset, flags, id, total) = req(entries.first()?);
+        let mut ids = vec![id];
+        let mut rest = &entries[1..];
+        let mut gso = None;
+        if flags & F_EXTRA_INFO != 0 {
+            let x = rest.first()?;
+            if x[0] != EXTRA_TYPE_GSO || x[4] != GSO_TYPE_TCPV4 || u16_at(x, 2) == 0 {
+                return None;
+            }
+            gso = Some(u16_at(x, 2));
+            rest = &rest[1..];
+        }
+        let mut first = usize::from(total);
+        let mut more = flags & F_MORE_DATA != 0;
+        while more {
+            let (o, f, id, size) = req(rest.first()?);
+            rest = &rest[1..];
+            if usize::from(size) > first || usize::from(o) + usize::from(size) > PAGE {
+                return None;
+            }
+            first -= usize::from(size);
+            ids.push(id);
+            more = f & F_MORE_DATA != 0;
+        }
+        let slots = entries.len() - rest.len();
+        (rest.is_empty() && slots <= MAX_TX_SLOTS && usize::from(offset) + first <= PAGE)
+            .then_some((usize::from(total), gso, ids))
+    }
+
+    #[test]
+    fn a_64k_gso_frame_is_a_chain_netback_takes() {
+        let len = MAX_TX_FRAME;
+        let bufs: Vec<_> = (0..16)
+            .map(|i| TxBuffer {
+                id: i,
+                gref: 100 + u32::from(i),
+            })
+            .collect();
+        let chain = tx_chain(len, &bufs, Some(1460), true).unwrap();
+        assert_eq!(chain.len(), 17);
+        let first = u16_at(&chain[0], 6);
+        assert_eq!(
+            first,
+            F_MORE_DATA | F_EXTRA_INFO | TXF_CSUM_BLANK | TXF_DATA_VALIDATED
+        );
+        assert_eq!(
+            netback_reads(&chain),
+            Some((len, Some(1460), (0..16).collect()))
+        );
+        // A one-page frame: one plain request.
+        let one = tx_chain(60, &bufs[..1], None, false).unwrap();
+        assert_eq!(
+            one,
+            vec![
+                TxRequest {
+                    gref: 100,
+                    offset: 0,
+                    flags: 0,
+                    id: 0,
+                    size: 60
+                }
+                .encode()
+            ]
+        );
+        assert_eq!(
+            tx_chain(len + 1, &bufs, None, false),
+            Err(ChainError::Length(len + 1))
+        );
+        assert_eq!(
+            tx_chain(5000, &bufs[..1], None, false),
+            Err(ChainError::Buffers {
+                len: 5000,
+                buffers: 1
+            })
+        );
     }
 
     #[test]
@@ -497,6 +730,38 @@ mod tests {
                     Err((None, e)) => prop_assert!(e.is_fatal()),
                 }
             }
+        }
+
+        /// Every frame length with or without GSO and checksum offload becomes a chain
+        /// that netback reads back as the same frame, in at most [`MAX_TX_SLOTS`].
+        #[test]
+        fn tx_chains_read_back(len in 1usize..=MAX_TX_FRAME, gso in proptest::option::of(1u16..9000), csum in any::<bool>()) {
+            let bufs: Vec<_> = (0..len.div_ceil(PAGE) as u16).map(|i| TxBuffer { id: 200 - i, gref: u32::from(i) }).collect();
+            let chain = tx_chain(len, &bufs, gso, csum).unwrap();
+            let ids: Vec<u16> = bufs.iter().map(|b| b.id).collect();
+            prop_assert_eq!(netback_reads(&chain), Some((len, gso, ids)));
+        }
+
+        /// Any mix of responses for a known set of sent frames (real ids, NULLs,
+        /// hostile statuses and ids): never more NULLs accepted than extra slots sent,
+        /// never an id completed that was not in flight.
+        #[test]
+        fn hostile_tx_responses_are_contained(extras in 0u32..4, entries in proptest::collection::vec(any::<[u8; 12]>(), 0..64)) {
+            let mut f = InFlight::new(16);
+            for _ in 0..8 { f.take_free(); }
+            let mut x = extras;
+            let mut nulls = 0;
+            for e in &entries {
+                let before = f.count();
+                match check_tx_response(e, &mut f, &mut x) {
+                    Ok(_) if u16_at(e, 2) as i16 == RSP_NULL => nulls += 1,
+                    Ok(_) => prop_assert_eq!(f.count() + 1, before),
+                    // A fatal error (the card stops); at most the named id ended.
+                    Err(_) => prop_assert!(before - f.count() <= 1),
+                }
+            }
+            prop_assert!(nulls <= extras);
+            prop_assert_eq!(x + nulls, extras);
         }
 
         /// Taking, marking and completing ids in any order keeps the free list and the

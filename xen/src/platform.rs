@@ -173,6 +173,9 @@ impl Platform for Xen {
     }
 
     fn start_services(&self) {
+        if let Err(rc) = crate::events::bind_debug() {
+            println!("upcall: binding VIRQ_DEBUG failed ({rc}); no scheduler dump");
+        }
         if let Err(e) = crate::gnttab::init() {
             println!("upcall: grant table unavailable: {e}");
         }
@@ -197,6 +200,7 @@ impl Platform for Xen {
 
     fn self_checks(&self, check: &mut dyn FnMut(&str, bool, core::fmt::Arguments<'_>)) {
         crate::gnttab::self_check(check);
+        crate::xs_check::self_check(check);
     }
 
     fn describe_timer(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {

@@ -69,13 +69,18 @@ fn on_event() {
 }
 
 /// Blocks until `ready()` holds, re-checked after every store event.
+///
+/// The store's event channel is bound to vCPU 0, and the waiter may run on another
+/// one: `ready()` is checked again once the task is registered on [`RING_EVENTS`], or
+/// an event that [`on_event`] handled between the first check and the registration
+/// (finding no waiter) would leave the task blocked with its data in the ring.
 fn wait_until(ready: impl Fn() -> bool) {
     loop {
         let irqs = IrqGuard::new();
         if ready() {
             return;
         }
-        sched::block_on(&irqs.token(), &RING_EVENTS);
+        sched::block_on_unless(&irqs.token(), &RING_EVENTS, &ready);
     }
 }
 
@@ -176,8 +181,13 @@ fn fail(e: Error) {
     }
 }
 
+/// Whether this domain has a xenstore ring (an xl domU has; dom0 of the fast path not).
+pub fn available() -> bool {
+    RING_VA.load(Ordering::Relaxed) != 0
+}
+
 fn request(ty: MsgType, tx: u32, parts: &[&str], last_raw: bool) -> Result<Vec<u8>, Error> {
-    if RING_VA.load(Ordering::Relaxed) == 0 {
+    if !available() {
         return Err(Error::Xenstored("no xenstore in this domain".into()));
     }
     let _serialized = REQUEST.lock();

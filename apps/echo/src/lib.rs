@@ -3,6 +3,8 @@
 //! the guest is stopped. With `connect=A.B.C.D:PORT` it first says hello to that
 //! server over an outgoing TCP connection and prints the line it answers. With
 //! `sleeper=MS` a task sleeps MS at a time and prints how late it woke (flood tests).
+//! The one UDP datagram [`STATUS_REQUEST`] is answered with the interfaces' counters
+//! (`NAME.COUNTER=N` lines, as httpd's `/status`) instead of itself.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -13,6 +15,28 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use libos::net::{Endpoint, TcpListener, TcpStream, UdpSocket};
 use libos::println;
 use libos::sched::{self, Priority};
+
+/// The UDP datagram answered with the counters instead of echoed.
+pub const STATUS_REQUEST: &[u8] = b"upcall-echo-status?";
+
+/// `NAME.COUNTER=N` lines for every interface's counters.
+fn status() -> alloc::string::String {
+    let mut s = alloc::string::String::new();
+    for (name, n) in libos::net::stats() {
+        for (key, v) in [
+            ("rx_frames", n.rx_frames),
+            ("tx_frames", n.tx_frames),
+            ("rx_dropped", n.rx_dropped),
+            ("device_errors", n.device_errors),
+            ("tx_gso_frames", n.tx_gso_frames),
+            ("multi_buffer_frames", n.multi_buffer_frames),
+            ("rx_gso_frames", n.rx_gso_frames),
+        ] {
+            s += &alloc::format!("{name}.{key}={v}\n");
+        }
+    }
+    s
+}
 
 /// Connections refused because no task could be started (heap short).
 static REFUSED: AtomicU64 = AtomicU64::new(0);
@@ -59,10 +83,13 @@ pub fn main(args: &libos::Args) -> i32 {
     drop(sched::spawn("udp-echo", Priority::Normal, move || {
         let mut buf = [0u8; 2048];
         loop {
-            match udp
-                .recv_from(&mut buf)
-                .and_then(|(n, from)| udp.send_to(&buf[..n], from))
-            {
+            match udp.recv_from(&mut buf).and_then(|(n, from)| {
+                if &buf[..n] == STATUS_REQUEST {
+                    udp.send_to(status().as_bytes(), from)
+                } else {
+                    udp.send_to(&buf[..n], from)
+                }
+            }) {
                 Ok(()) => {}
                 Err(e) => println!("echo: udp: {e}"),
             }

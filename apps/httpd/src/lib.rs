@@ -338,7 +338,8 @@ fn status_page() -> String {
     );
     for (name, n) in libos::net::stats() {
         s += &format!(
-            "{name}.rx_frames={}\n{name}.tx_frames={}\n{name}.rx_bytes={}\n{name}.tx_bytes={}\n{name}.rx_dropped={}\n{name}.tx_dropped={}\n{name}.device_errors={}\n{name}.wakeups={}\n{name}.deferrals={}\n{name}.syn_dropped={}\n",
+            "{name}.rx_frames={}\n{name}.tx_frames={}\n{name}.rx_bytes={}\n{name}.tx_bytes={}\n{name}.rx_dropped={}\n{name}.tx_dropped={}\n{name}.device_errors={}\n{name}.wakeups={}\n{name}.deferrals={}\n{name}.syn_dropped={}\n\
+             {name}.tx_gso_frames={}\n{name}.tx_gso_segments={}\n{name}.multi_buffer_frames={}\n{name}.rx_gso_frames={}\n",
             n.rx_frames,
             n.tx_frames,
             n.rx_bytes,
@@ -348,7 +349,11 @@ fn status_page() -> String {
             n.device_errors,
             n.wakeups,
             n.deferrals,
-            n.syn_dropped
+            n.syn_dropped,
+            n.tx_gso_frames,
+            n.tx_gso_segments,
+            n.multi_buffer_frames,
+            n.rx_gso_frames,
         );
     }
     // Passes of the bottom halves and of the platform's event scan that stopped at

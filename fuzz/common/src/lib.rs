@@ -19,6 +19,7 @@ pub mod input;
 pub mod netfront;
 pub mod parsers;
 pub mod seeds;
+pub mod tso;
 pub mod virtio;
 pub mod xenstore;
 
@@ -36,6 +37,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pvclock", parsers::pvclock),
     ("xenstore", xenstore::xenstore),
     ("netfront", netfront::netfront),
+    ("tso", tso::tso),
     ("virtio_net_rx", virtio::virtio_net_rx),
     ("virtio_net_hdr", virtio::virtio_net_hdr),
     ("virtio_pci_caps", virtio::virtio_pci_caps),

@@ -9,9 +9,10 @@ use alloc::vec::Vec;
 use upcall_xen::netbuf::model::Table;
 use upcall_xen::netbuf::{BufferGrants, Grants};
 use upcall_xen::netif::{
-    self, FrontRing, InFlight, RX_ENTRY, RingError, TX_ENTRY, TxRequest, check_rx_response,
-    check_tx_response, encode_rx_request,
+    self, F_EXTRA_INFO, FrontRing, InFlight, RSP_NULL, RX_ENTRY, RingError, TX_ENTRY, TxBuffer,
+    check_tx_response, encode_rx_request, tx_chain,
 };
+use upcall_xen::netrx::{MAX_RX_FRAME, RxChain, Step};
 
 use crate::input::Input;
 
@@ -48,6 +49,9 @@ struct Front {
     rx_flight: InFlight,
     tx_flight: InFlight,
     rx_grants: BufferGrants,
+    rx_chain: RxChain,
+    rx_held: Vec<u16>,
+    rx_posted: Vec<u16>,
     stopped: bool,
     errors: u64,
 }
@@ -58,6 +62,7 @@ fn post_rx(f: &mut Front, sh: &mut Shared, table: &mut Table, id: u16) -> Result
         f.rx.next_request()
             .expect("an RX id is free only when its slot is");
     f.rx_flight.mark(id);
+    f.rx_posted[slot] = id;
     sh.slot(slot).copy_from_slice(&encode_rx_request(id, gref));
     sh.req_prod = f.rx.req_prod();
     Ok(())
@@ -74,6 +79,9 @@ pub fn netfront(data: &[u8]) {
         rx_flight: InFlight::new(SIZE as usize),
         tx_flight: InFlight::new(SIZE as usize),
         rx_grants: BufferGrants::new(SIZE as usize),
+        rx_chain: RxChain::new(),
+        rx_held: Vec::new(),
+        rx_posted: vec![0; SIZE as usize],
         stopped: false,
         errors: 0,
     };
@@ -83,7 +91,10 @@ pub fn netfront(data: &[u8]) {
     // The backend's view: RX requests taken (id, gref), TX requests taken (id).
     let (mut rx_cons, mut tx_cons) = (0u32, 0u32);
     let mut rx_held: Vec<(u16, u32)> = Vec::new();
-    let mut tx_held: Vec<u16> = Vec::new();
+    // TX slots taken: a request's id, or `None` for a GSO extra-info slot.
+    let mut tx_held: Vec<Option<u16>> = Vec::new();
+    let mut extra_next = false;
+    let mut tx_extras = 0u32;
     while !i.is_empty() {
         match i.u8() % 10 {
             // Backend takes the requests published.
@@ -97,7 +108,13 @@ pub fn netfront(data: &[u8]) {
                 }
                 while tx_cons != tx.req_prod {
                     let e = tx.slot((tx_cons % SIZE) as usize).to_vec();
-                    tx_held.push(u16::from_le_bytes([e[8], e[9]]));
+                    if extra_next {
+                        tx_held.push(None);
+                        extra_next = false;
+                    } else {
+                        tx_held.push(Some(u16::from_le_bytes([e[8], e[9]])));
+                        extra_next = u16::from_le_bytes([e[6], e[7]]) & F_EXTRA_INFO != 0;
+                    }
                     tx_cons = tx_cons.wrapping_add(1);
                 }
             }
@@ -122,9 +139,16 @@ pub fn netfront(data: &[u8]) {
                     (-1i16) as u16
                 };
                 let off = u16::from(i.u8() % 16) * 64;
+                // Sometimes a chain: more slots of this frame follow.
+                let flags = if i.u8().is_multiple_of(4) {
+                    netif::F_MORE_DATA
+                } else {
+                    0
+                };
                 let mut e = [0u8; RX_ENTRY];
                 e[0..2].copy_from_slice(&id.to_le_bytes());
                 e[2..4].copy_from_slice(&off.to_le_bytes());
+                e[4..6].copy_from_slice(&flags.to_le_bytes());
                 e[6..8].copy_from_slice(&len.to_le_bytes());
                 let slot = (rx.rsp_prod % SIZE) as usize;
                 rx.slot(slot).copy_from_slice(&e);
@@ -136,9 +160,16 @@ pub fn netfront(data: &[u8]) {
                 if ahead == 0 || ahead > SIZE {
                     continue;
                 }
-                if let Some(id) = tx_held.pop() {
+                if let Some(held) = tx_held.pop() {
                     let mut e = [0u8; TX_ENTRY];
-                    e[0..2].copy_from_slice(&id.to_le_bytes());
+                    match held {
+                        Some(id) => e[0..2].copy_from_slice(&id.to_le_bytes()),
+                        // netback's NULL keeps the extra slot's bytes as its "id".
+                        None => {
+                            e[0..2].copy_from_slice(&[1, 0]);
+                            e[2..4].copy_from_slice(&RSP_NULL.to_le_bytes());
+                        }
+                    }
                     let slot = (tx.rsp_prod % SIZE) as usize;
                     tx.slot(slot).copy_from_slice(&e);
                     tx.rsp_prod = tx.rsp_prod.wrapping_add(1);
@@ -178,21 +209,26 @@ pub fn netfront(data: &[u8]) {
                 if f.stopped {
                     continue;
                 }
-                let Some(id) = f.tx_flight.take_free() else {
+                // A frame of up to two pages (scatter-gather), with a GSO slot or
+                // not, as `Netfront::send` builds it.
+                let len = 1 + usize::from(i.u16()) % (2 * PAGE);
+                let pages = len.div_ceil(PAGE);
+                let gso = i.u8().is_multiple_of(2).then_some(1460);
+                let slots = pages + usize::from(gso.is_some());
+                if (f.tx.free() as usize) < slots || SIZE as usize - f.tx_flight.count() < pages {
                     continue;
-                };
-                let Some(slot) = f.tx.next_request() else {
-                    f.tx_flight.complete(id).expect("just taken");
-                    continue;
-                };
-                let req = TxRequest {
-                    gref: 0,
-                    offset: 0,
-                    flags: 0,
-                    id,
-                    size: 60,
-                };
-                tx.slot(slot).copy_from_slice(&req.encode());
+                }
+                let buffers: Vec<TxBuffer> = (0..pages)
+                    .map(|_| TxBuffer {
+                        id: f.tx_flight.take_free().expect("counted"),
+                        gref: 0,
+                    })
+                    .collect();
+                for e in tx_chain(len, &buffers, gso, true).expect("a valid frame") {
+                    let slot = f.tx.next_request().expect("counted");
+                    tx.slot(slot).copy_from_slice(&e);
+                }
+                tx_extras += u32::from(gso.is_some());
                 tx.req_prod = f.tx.req_prod();
             }
             // Frontend reclaims TX.
@@ -205,7 +241,8 @@ pub fn netfront(data: &[u8]) {
                     Ok(n) => {
                         for _ in 0..n {
                             let slot = f.tx.next_response();
-                            match check_tx_response(tx.slot(slot), &mut f.tx_flight) {
+                            match check_tx_response(tx.slot(slot), &mut f.tx_flight, &mut tx_extras)
+                            {
                                 Ok(_) => {}
                                 Err(e) => {
                                     assert!(e.is_fatal() || matches!(e, RingError::BadTxStatus(_)));
@@ -232,38 +269,42 @@ pub fn netfront(data: &[u8]) {
                 if n == 0 {
                     continue;
                 }
+                // One slot of a (possibly multi-slot) chain, as netfront's `receive`.
                 let slot = f.rx.next_response();
                 let entry = rx.slot(slot).to_vec();
-                let checked = check_rx_response(&entry, &mut f.rx_flight);
-                let answered = match checked {
-                    Ok(fr) => Some(fr.id),
-                    Err((id, _)) => id,
+                let posted = f.rx_posted[slot];
+                let (id, step) = match f.rx_chain.push(&entry, posted, &mut f.rx_flight) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        assert!(e.is_fatal());
+                        f.stopped = true;
+                        continue;
+                    }
                 };
-                if let Some(id) = answered
-                    && f.rx_grants.reclaim(id, &mut table).is_err()
-                {
+                if f.rx_grants.reclaim(id, &mut table).is_err() {
                     f.stopped = true;
                     continue;
                 }
-                match checked {
-                    Ok(fr) => {
-                        // The page is read only once the backend cannot reach it.
-                        assert!(f.rx_grants.owned(fr.id) && !table.reachable(fr.id));
-                        assert!(fr.offset + fr.len <= PAGE && fr.len >= netif::MIN_FRAME);
-                        if post_rx(&mut f, &mut rx, &mut table, fr.id).is_err() {
-                            f.stopped = true;
+                f.rx_held.push(id);
+                match step {
+                    Step::More => continue,
+                    Step::Frame(fr) => {
+                        // Pages are read only once the backend cannot reach them.
+                        for g in &fr.frags {
+                            assert!(f.rx_grants.owned(g.id) && !table.reachable(g.id));
+                            assert!(g.offset + g.len <= PAGE);
                         }
+                        assert!(fr.len >= netif::MIN_FRAME && fr.len <= MAX_RX_FRAME);
                     }
-                    Err((Some(id), e)) => {
+                    Step::Dropped(e) => {
                         assert!(!e.is_fatal());
                         f.errors += 1;
-                        if post_rx(&mut f, &mut rx, &mut table, id).is_err() {
-                            f.stopped = true;
-                        }
                     }
-                    Err((None, e)) => {
-                        assert!(e.is_fatal());
+                }
+                for id in core::mem::take(&mut f.rx_held) {
+                    if post_rx(&mut f, &mut rx, &mut table, id).is_err() {
                         f.stopped = true;
+                        break;
                     }
                 }
             }

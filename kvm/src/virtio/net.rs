@@ -5,6 +5,11 @@
 //! is posted at start and re-posted once its frame was handed on; transmit buffers are
 //! copies of the frames, reclaimed when the device returns them.
 //!
+//! Notifications: buffers are announced once per poll of the net task ([`Nic::flush`]),
+//! and with `VIRTIO_RING_F_EVENT_IDX` only when the device's `avail_event` asks; the
+//! device interrupts for the next received frame, and for sent frames only when the
+//! transmit queue is full (otherwise the next poll reclaims them).
+//!
 //! Offloads: TCP checksums both ways where the device offers them (`VIRTIO_NET_F_CSUM`,
 //! `VIRTIO_NET_F_GUEST_CSUM`; the header work is in `crate::virtio_net_hdr`). QEMU
 //! offers them only with a backend that takes the header (TAP), not on user
@@ -34,6 +39,8 @@ const F_CSUM: u64 = 1 << 0;
 const F_GUEST_CSUM: u64 = 1 << 1;
 /// Feature: the device has a MAC address in its configuration.
 const F_MAC: u64 = 1 << 5;
+/// Feature: `VIRTIO_RING_F_EVENT_IDX` (interrupt and notification thresholds).
+const F_EVENT_IDX: u64 = 1 << 29;
 /// Receive buffer: header + a full Ethernet frame (1514), rounded up.
 const RX_BUFFER: usize = 2048;
 /// Largest queue we use.
@@ -76,9 +83,15 @@ fn make_queue(t: &mut dyn Transport, q: u16) -> Result<Queue, InitError> {
 
 impl<T: Transport> VirtioNet<T> {
     fn new(mut transport: T) -> Result<Self, InitError> {
-        let features = begin_init(&mut transport, F_MAC | F_CSUM | F_GUEST_CSUM, &[])?;
-        let rx = make_queue(&mut transport, RX_QUEUE)?;
-        let tx = make_queue(&mut transport, TX_QUEUE)?;
+        let features = begin_init(
+            &mut transport,
+            F_MAC | F_CSUM | F_GUEST_CSUM | F_EVENT_IDX,
+            &[],
+        )?;
+        let mut rx = make_queue(&mut transport, RX_QUEUE)?;
+        let mut tx = make_queue(&mut transport, TX_QUEUE)?;
+        rx.set_event_idx(features & F_EVENT_IDX != 0);
+        tx.set_event_idx(features & F_EVENT_IDX != 0);
         let mut mac = [0u8; 6];
         if features & F_MAC != 0 {
             for (i, b) in mac.iter_mut().enumerate() {
@@ -107,7 +120,8 @@ impl<T: Transport> VirtioNet<T> {
             net.post_rx(vec![0u8; RX_BUFFER].into_boxed_slice())
                 .map_err(|_| InitError::Queue(RX_QUEUE, "cannot post buffers"))?;
         }
-        net.transport.notify(RX_QUEUE);
+        net.rx.interrupt_after(1);
+        net.flush();
         Ok(net)
     }
 
@@ -143,7 +157,29 @@ impl<T: Transport> Nic for VirtioNet<T> {
     fn can_transmit(&mut self) -> bool {
         // A device error here surfaces on the next transmit or receive instead.
         let _ = self.reclaim_tx();
+        if self.tx.free() == 0 {
+            // Full: the net task waits for the interrupt of the next buffer returned
+            // (asked for, then looked for once more).
+            self.flush();
+            self.tx.interrupt_after(1);
+            let _ = self.reclaim_tx();
+        }
         self.tx.free() > 0
+    }
+
+    fn flush(&mut self) {
+        // One notification per queue and poll at most, and only when the device wants
+        // one (event index or NO_NOTIFY). Transmit completions interrupt only when the
+        // queue is full (see `can_transmit`): otherwise the next poll reclaims them.
+        if self.tx.kick_needed() {
+            self.transport.notify(TX_QUEUE);
+        }
+        if self.rx.kick_needed() {
+            self.transport.notify(RX_QUEUE);
+        }
+        if self.tx.free() > 0 {
+            self.tx.interrupt_after(0);
+        }
     }
 
     fn transmit(&mut self, frame: &[u8]) -> Result<(), NicError> {
@@ -155,17 +191,31 @@ impl<T: Transport> Nic for VirtioNet<T> {
             buf[..HEADER].copy_from_slice(&h.to_bytes());
         }
         let (addr, len) = (buf.as_ptr() as u64, buf.len());
+        // Announced by `flush` at the end of the net task's poll.
         match self.tx.push(addr, len, false, buf) {
-            Ok(_) => {
-                self.transport.notify(TX_QUEUE);
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(crate::virtq::Error::Full) => Err(NicError::Busy),
             Err(e) => Err(NicError::Device(e.to_string())),
         }
     }
 
     fn receive(&mut self, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
+        let r = self.receive_one(deliver);
+        if r != Ok(false) {
+            return r;
+        }
+        // Ask for an interrupt at the next frame, then look once more (a frame that
+        // came in between raised none).
+        self.rx.interrupt_after(1);
+        if self.rx.has_used() {
+            return self.receive_one(deliver);
+        }
+        Ok(false)
+    }
+}
+
+impl<T: Transport> VirtioNet<T> {
+    fn receive_one(&mut self, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, NicError> {
         // Every buffer that comes back is posted again (see `virtio_net_rx`); device
         // errors are counted by libos (device_errors) like every other.
         // With GUEST_CSUM smoltcp no longer verifies TCP checksums: every frame passes
@@ -186,9 +236,7 @@ impl<T: Transport> Nic for VirtioNet<T> {
                 Err(e) => bad = Some(e),
             }
         });
-        if r != Ok(Rx::Empty) {
-            self.transport.notify(RX_QUEUE);
-        }
+        // Re-posted buffers are announced by `flush`, once per poll.
         match r {
             Ok(Rx::Empty) => Ok(false),
             Ok(Rx::Frame) if bad.is_some() => Err(NicError::Malformed(match bad {

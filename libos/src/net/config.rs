@@ -24,7 +24,7 @@ impl fmt::Display for Cidr {
 }
 
 /// How interfaces get their address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetConfig {
     /// A static address (`ip=`); `None` = DHCP.
     pub ip: Option<Cidr>,
@@ -32,6 +32,8 @@ pub struct NetConfig {
     pub gateway: Option<[u8; 4]>,
     /// `mask=` seen (applied to `ip=` whichever comes first).
     mask_prefix: Option<u8>,
+    /// `offload=on|off`: drivers may use the card's offloads (default on).
+    pub offload: bool,
 }
 
 impl NetConfig {
@@ -41,7 +43,14 @@ impl NetConfig {
             ip: None,
             gateway: None,
             mask_prefix: None,
+            offload: true,
         }
+    }
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig::new()
     }
 }
 
@@ -100,6 +109,13 @@ impl NetConfig {
                 }
             }
             "gw" => self.gateway = Some(parse_ipv4(value).ok_or(GW_EXPECTED)?),
+            "offload" => {
+                self.offload = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(OFFLOAD_EXPECTED),
+                }
+            }
             _ => return Err("a network option"),
         }
         Ok(())
@@ -110,6 +126,8 @@ impl NetConfig {
 pub const IP_EXPECTED: &str = "an IPv4 address A.B.C.D or A.B.C.D/PREFIX";
 /// What `mask=` accepts.
 pub const MASK_EXPECTED: &str = "a netmask such as 255.255.255.0";
+/// What `offload=` accepts.
+pub const OFFLOAD_EXPECTED: &str = "on|off (the network card's offloads)";
 /// What `gw=` accepts.
 pub const GW_EXPECTED: &str = "an IPv4 address A.B.C.D";
 
@@ -140,6 +158,17 @@ mod tests {
         d.set("mask", "255.0.0.0").unwrap();
         d.set("ip", "10.1.2.3").unwrap();
         assert_eq!(d.ip.unwrap().prefix, 8);
+    }
+
+    #[test]
+    fn offloads_are_on_unless_turned_off() {
+        let mut c = NetConfig::default();
+        assert!(c.offload);
+        c.set("offload", "off").unwrap();
+        assert!(!c.offload);
+        c.set("offload", "on").unwrap();
+        assert!(c.offload);
+        assert_eq!(c.set("offload", "no"), Err(OFFLOAD_EXPECTED));
     }
 
     #[test]

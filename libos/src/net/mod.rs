@@ -18,6 +18,7 @@ mod nic;
 mod port;
 mod socket;
 mod stack;
+pub mod tso;
 mod udp;
 
 use alloc::boxed::Box;
@@ -25,7 +26,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 pub use config::{Cidr, NetConfig};
-pub use nic::{Nic, NicError, Offloads};
+pub use nic::{Nic, NicError, OffloadCounters, Offloads};
 pub use socket::{
     CONNECTION_COST, DEFAULT_BACKLOG, DEFAULT_HALF_OPEN_TIMEOUT, DEFAULT_QUEUE_TIMEOUT,
     DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT, Endpoint, ListenOptions, NetError, TCP_BUFFER,
@@ -63,6 +64,13 @@ static CONFIG: spinning_top::Spinlock<NetConfig> = spinning_top::Spinlock::new(N
 pub(crate) fn configure(config: NetConfig) {
     let _irqs = IrqGuard::new();
     *CONFIG.lock() = config;
+}
+
+/// Whether drivers may use the card's offloads (checksums, segmentation, multi-slot
+/// frames): `offload=off` on the command line turns them off, for comparison and for
+/// backends that mishandle them.
+pub fn offloads_enabled() -> bool {
+    config().offload
 }
 
 fn config() -> NetConfig {

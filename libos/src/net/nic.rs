@@ -39,6 +39,19 @@ pub struct Offloads {
     pub rx_tcp_checksum: bool,
 }
 
+/// What a card's segmentation and scatter-gather offloads did (for `/status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OffloadCounters {
+    /// Frames sent as one large TCP segment that the card (or its backend) cuts up.
+    pub tx_gso_frames: u64,
+    /// The segments those frames carried.
+    pub tx_gso_segments: u64,
+    /// Frames sent or received in more than one buffer (scatter-gather).
+    pub multi_buffer_frames: u64,
+    /// Large TCP segments received whole (the backend did not cut them up).
+    pub rx_gso_frames: u64,
+}
+
 /// An Ethernet network interface card, as a driver presents it.
 ///
 /// Context: every method is called from the interface's net task (irqs on).
@@ -49,9 +62,20 @@ pub trait Nic: Send {
     /// The largest IP packet (Ethernet payload) the card carries, usually 1500.
     fn mtu(&self) -> usize;
 
+    /// The largest frame [`Nic::receive`] may deliver (a card that takes large
+    /// segments from its backend delivers more than an MTU's worth).
+    fn max_rx_frame(&self) -> usize {
+        self.mtu() + 14
+    }
+
     /// The checksum offloads in use (none unless the driver negotiated some).
     fn offloads(&self) -> Offloads {
         Offloads::default()
+    }
+
+    /// What the offloads did so far.
+    fn offload_counters(&self) -> OffloadCounters {
+        OffloadCounters::default()
     }
 
     /// Whether [`Nic::transmit`] would accept a frame now (also reclaims sent buffers).
@@ -59,6 +83,10 @@ pub trait Nic: Send {
 
     /// Queues one Ethernet frame (without FCS) for sending.
     fn transmit(&mut self, frame: &[u8]) -> Result<(), NicError>;
+
+    /// Sends whatever [`Nic::transmit`] held back (a batch being merged, requests not
+    /// yet announced to the device). The net task calls it after every poll.
+    fn flush(&mut self) {}
 
     /// Passes the next received Ethernet frame to `deliver`. `Ok(false)` when no frame
     /// is waiting; an error means one frame was dropped (the next call may succeed).

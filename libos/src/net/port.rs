@@ -31,6 +31,10 @@ pub(super) struct Stats {
     pub(super) wakeups: AtomicU64,
     pub(super) deferrals: AtomicU64,
     pub(super) syn_dropped: AtomicU64,
+    pub(super) tx_gso_frames: AtomicU64,
+    pub(super) tx_gso_segments: AtomicU64,
+    pub(super) multi_buffer_frames: AtomicU64,
+    pub(super) rx_gso_frames: AtomicU64,
 }
 
 /// A copy of an interface's counters.
@@ -56,6 +60,14 @@ pub struct StatsSnapshot {
     pub deferrals: u64,
     /// Connection requests (SYNs) dropped because the listener's backlog was full.
     pub syn_dropped: u64,
+    /// Large TCP segments the card cut up itself ([`super::OffloadCounters`]).
+    pub tx_gso_frames: u64,
+    /// Segments they carried.
+    pub tx_gso_segments: u64,
+    /// Frames sent or received in more than one buffer.
+    pub multi_buffer_frames: u64,
+    /// Large TCP segments received whole.
+    pub rx_gso_frames: u64,
 }
 
 pub(super) fn bump(c: &AtomicU64, by: u64) {
@@ -76,6 +88,10 @@ impl Stats {
             wakeups: r(&self.wakeups),
             deferrals: r(&self.deferrals),
             syn_dropped: r(&self.syn_dropped),
+            tx_gso_frames: r(&self.tx_gso_frames),
+            tx_gso_segments: r(&self.tx_gso_segments),
+            multi_buffer_frames: r(&self.multi_buffer_frames),
+            rx_gso_frames: r(&self.rx_gso_frames),
         }
     }
 }
@@ -100,6 +116,20 @@ impl<'a> Port<'a> {
             budget: RX_BUDGET,
             syn_room: Vec::new(),
         }
+    }
+
+    /// Sends what the card held back during the poll ([`Nic::flush`]) and copies its
+    /// offload counters.
+    pub(super) fn flush(&mut self) {
+        self.nic.flush();
+        let c = self.nic.offload_counters();
+        let s = self.stats;
+        s.tx_gso_frames.store(c.tx_gso_frames, Ordering::Relaxed);
+        s.tx_gso_segments
+            .store(c.tx_gso_segments, Ordering::Relaxed);
+        s.multi_buffer_frames
+            .store(c.multi_buffer_frames, Ordering::Relaxed);
+        s.rx_gso_frames.store(c.rx_gso_frames, Ordering::Relaxed);
     }
 
     /// Whether smoltcp gets `frame`: a SYN to a listening port whose backlog has no
@@ -149,7 +179,7 @@ fn tcp_syn_port(frame: &[u8]) -> Option<u16> {
 impl Port<'_> {
     /// The next well-formed frame, dropping (and counting) malformed ones.
     fn next_frame(&mut self) -> Option<Vec<u8>> {
-        let max = self.mtu + ETHERNET_HEADER;
+        let max = self.nic.max_rx_frame().max(self.mtu + ETHERNET_HEADER);
         loop {
             let mut frame = None;
             match self.nic.receive(&mut |f| frame = Some(f.to_vec())) {

@@ -30,6 +30,9 @@ use crate::time::{self, NEVER};
 /// How long a closed TCP socket may linger (FIN handshake, lost ACKs) before it is
 /// aborted and its memory freed.
 const CLOSE_TIMEOUT_NS: u64 = 10_000_000_000;
+/// Extra egress passes one poll makes while segments go out (a 64 KiB GSO frame is 45
+/// segments).
+const TX_BUDGET: usize = 64;
 /// What the net task and socket calls share, behind the interface's mutex.
 pub(super) struct State {
     nic: Box<dyn Nic>,
@@ -194,8 +197,21 @@ impl Stack {
             + self.stats.tx_frames.load(Ordering::Relaxed);
         let mut port = Port::new(&mut *st.nic, st.mtu, &self.stats);
         port.syn_room = backlog::syn_room(&st.backlogs, &mut st.sockets);
-        let changed =
+        let mut changed =
             st.iface.poll(now, &mut port, &mut st.sockets) == PollResult::SocketStateChanged;
+        // smoltcp's egress sends at most one segment per socket and pass: keep passing
+        // while segments go out (up to TX_BUDGET), so a bulk transfer leaves as a train
+        // the card can batch (one notification, one GSO frame) instead of one segment
+        // per wake-up of the net task.
+        for _ in 0..TX_BUDGET {
+            let sent = self.stats.tx_frames.load(Ordering::Relaxed);
+            changed |= st.iface.poll_egress(now, &mut port, &mut st.sockets)
+                == PollResult::SocketStateChanged;
+            if self.stats.tx_frames.load(Ordering::Relaxed) == sent {
+                break;
+            }
+        }
+        port.flush();
         let deferred = port.budget == 0;
         if let Some(h) = st.dhcp {
             self.poll_dhcp(st, h);

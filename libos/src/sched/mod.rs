@@ -17,9 +17,11 @@
 //! `switch` (the switch itself, yield, migration, the idle loop), `lifecycle` (spawn,
 //! a task's start and end, join), `wait` (wait queues and blocking), `sleep` (sleeping
 //! and the timer's side), `queue` (the pure priority queue), `stack` (stacks and the
-//! stack switch); this file is the public API.
+//! stack switch), `dump` (the state of every task and CPU for a hung system, taking no
+//! lock it would wait for); this file is the public API.
 
 pub mod balance;
+mod dump;
 mod lifecycle;
 mod protocol;
 mod queue;
@@ -33,6 +35,7 @@ mod wait;
 
 use core::sync::atomic::Ordering::Relaxed;
 
+pub use dump::dump;
 pub use lifecycle::{JoinHandle, spawn, try_spawn};
 pub use queue::{Priority, RunQueue};
 use runq as rq;
@@ -43,7 +46,7 @@ pub(crate) use switch::idle_loop;
 pub use switch::{migrate_to, schedule, yield_now};
 pub use task::TaskId;
 use task::{IDLE, MAIN, State, Task, TaskRef};
-pub use wait::{WaitQueue, block_on, block_on_unless, block_on_until_unless};
+pub use wait::{WaitQueue, block_on_unless, block_on_until_unless};
 
 use crate::irqflags::{IrqGuard, IrqsOff};
 use crate::percpu::{self, CpuId, MAX_CPUS, PerCpu};

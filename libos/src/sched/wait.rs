@@ -50,20 +50,12 @@ pub(super) fn wake_tasks(irqs_off: &IrqsOff<'_>, ids: impl IntoIterator<Item = T
     }
 }
 
-/// Blocks the running task on `queue` (the caller re-checks its condition afterwards).
-/// On SMP a waker on another CPU can fire between the caller's check and the
-/// registration here; callers whose condition another CPU can change use
-/// [`block_on_unless`].
-///
-/// Context: irqs off (via the caller's guard), the caller holds no other lock.
-pub fn block_on(irqs_off: &IrqsOff<'_>, queue: &WaitQueue) {
-    block_on_unless(irqs_off, queue, || false);
-}
-
 /// Blocks the running task on `queue` unless `ready()`, checked *after* the task is
 /// registered as a waiter, says the condition already holds (closing the window in
 /// which a waker on another CPU found the queue empty: no lost wake-up). The caller
-/// re-checks its condition afterwards either way.
+/// re-checks its condition afterwards either way. (There is no variant without
+/// `ready`: on SMP, a task that checked its condition and then blocked without the
+/// re-check could sleep through the only wake-up it gets.)
 ///
 /// Context: irqs off (via the caller's guard), the caller holds no other lock;
 /// `ready` may take short irq-safe locks.

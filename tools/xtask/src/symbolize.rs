@@ -45,6 +45,19 @@ impl Symbols {
         (addr < end).then(|| format!("{:#}+{:#x}", rustc_demangle::demangle(name), addr - start))
     }
 
+    /// The functions as a `System.map` (`ADDR t NAME` lines, as `nm` writes them), for
+    /// tools that read one, e.g. `xenctx -s`; names demangled, blanks replaced by `_`
+    /// (such readers split on whitespace).
+    pub fn system_map(&self) -> String {
+        self.funcs
+            .iter()
+            .map(|(addr, _, name)| {
+                let name = format!("{:#}", rustc_demangle::demangle(name)).replace(' ', "_");
+                format!("{addr:016x} t {name}\n")
+            })
+            .collect()
+    }
+
     /// `line` with the function name appended if it is a backtrace line.
     pub fn annotate(&self, line: &str) -> String {
         let Some((kind, addr)) = parse_frame_line(line) else {

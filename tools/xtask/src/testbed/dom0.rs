@@ -44,7 +44,8 @@ const DOM0_PACKAGES: &[&str] = &[
 /// Where xen-utils keeps its programs.
 const XEN_BIN: &str = "usr/lib/xen-4.17/bin";
 /// The xen-utils programs dom0 runs.
-const XEN_TOOLS: &[&str] = &["xl", "xenstored", "xenconsoled", "xen-init-dom0"];
+/// (`xenctx` dumps a hung domain's vCPUs before dom0 destroys it.)
+const XEN_TOOLS: &[&str] = &["xl", "xenstored", "xenconsoled", "xen-init-dom0", "xenctx"];
 /// Kernel modules dom0 loads, in load order (xenfs needs xen-privcmd).
 const MODULES: &[&str] = &[
     "xen-privcmd",
@@ -56,7 +57,7 @@ const MODULES: &[&str] = &[
 /// Files of the kernel package that are unpacked (`tar` wildcards).
 const KERNEL_FILES: &[&str] = &["./boot/vmlinuz-*", "./lib/modules/*/kernel/drivers/xen/*"];
 /// Bumped whenever the initramfs layout changes, to rebuild cached ones.
-const FORMAT: &str = "xen-testbed-3";
+const FORMAT: &str = "xen-testbed-4";
 
 /// The Linux dom0's `/init` (`xen_dom0_init.sh`): starts the Xen daemons, then for each directory listed in
 /// `/domains`, one after another: `xl create`s its `kernel` with its `cfg`, streams the

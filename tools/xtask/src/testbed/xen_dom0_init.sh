@@ -54,6 +54,24 @@ act() {
     xl "$cmd" "$name" $args || say "xl $cmd failed"
     next=$((next + 1))
 }
+# Shows what a hung domain (directory $1) is doing: Xen's view of its event channels
+# and vCPUs (debug keys `e` and `q`: `(XEN)` lines on Xen's serial console, which the
+# test logs keep and `cargo xtask run` hides; `q` also raises VIRQ_DEBUG, on which an
+# Upcall domain prints its scheduler's tasks), then every vCPU's registers and the
+# kernel addresses on its stack (xenctx, with the kernel's System.map).
+dump() {
+    domid=$(xl domid "$name") || return 0
+    say "Xen's event channels and vCPUs (debug keys e, q), and the domain's tasks:"
+    xl debug-keys e
+    xl debug-keys q
+    nap 1
+    pump
+    xl pause "$name"
+    for v in $(seq 0 $(($(xl vcpu-list "$name" | wc -l) - 2))); do
+        say "vCPU $v of $name:"
+        xenctx -s "$1/System.map" -k 0x100000 -a -S "$domid" "$v" 2>&1 | head -n 80
+    done
+}
 # Runs the domain of directory $1 (`kernel`, xl config `cfg`, settings `env`: `name`,
 # `timeout` in seconds, `stream` (1: show the console as it comes), `settle` (1: create
 # paused, unpause once dom0 is done with it), `actions` and their `actionK*`) to its end, between the lines `domain NAME begins` and
@@ -86,6 +104,7 @@ domain() {
         if [ "${up%.*}" -ge "$deadline" ]; then
             pump
             say "domain $name did not end within $timeout s; destroying it"
+            dump "$1"
             xl destroy "$name" || say "xl destroy failed"
             timed_out=1
             break

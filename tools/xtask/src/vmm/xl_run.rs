@@ -151,6 +151,10 @@ pub fn xl_run_qemu_args(tb: &XlTestbed, domains: &[XlDomain]) -> Result<XlRun, F
         files.push(DomainFiles {
             dir,
             image: read(&d.image)?,
+            // A Linux guest (a bzImage-like kernel without our symbols) gets an empty map.
+            system_map: crate::symbolize::Symbols::load(&d.image)
+                .map(|s| s.system_map())
+                .unwrap_or_default(),
             ramdisk,
             config,
             env,
@@ -286,6 +290,8 @@ const RUNS_KEPT: usize = 16;
 struct DomainFiles {
     dir: String,
     image: Vec<u8>,
+    /// The kernel's functions (`System.map`), for `xenctx` when the domain hangs.
+    system_map: String,
     /// Empty: none.
     ramdisk: Vec<u8>,
     config: String,
@@ -357,6 +363,11 @@ fn run_initramfs(
             }
             cpio.file(&format!("{}/cfg", d.dir), 0o644, d.config.as_bytes())?;
             cpio.file(&format!("{}/env", d.dir), 0o644, d.env.as_bytes())?;
+            cpio.file(
+                &format!("{}/System.map", d.dir),
+                0o644,
+                d.system_map.as_bytes(),
+            )?;
         }
         Ok(())
     })();

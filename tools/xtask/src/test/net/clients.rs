@@ -229,6 +229,25 @@ pub(crate) fn echo_over(stream: TcpStream, bytes: usize) -> Result<String, Strin
     ))
 }
 
+/// `echo`'s counters: the answer to its status datagram (`apps/echo`), a few tries.
+pub(crate) fn echo_status(host: &str, port: u16) -> Result<String, String> {
+    let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    sock.connect((host, port)).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 2048];
+    let mut last = String::new();
+    for _ in 0..4 {
+        sock.send(b"upcall-echo-status?")
+            .map_err(|e| format!("send: {e}"))?;
+        match sock.recv(&mut buf) {
+            Ok(n) => return Ok(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("echo's status datagram got no answer: {last}"))
+}
+
 pub(crate) fn udp_echo(host: &str, port: u16, count: usize) -> Result<String, String> {
     let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(2)))

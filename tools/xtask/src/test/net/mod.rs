@@ -380,6 +380,14 @@ fn run_check(
                 "/status requests={requests} budget deferrals: bottom halves {bottom_halves}, event scans {event_scans}"
             )))
         }
+        NetCheck::StatusCounter { key, min, max } => {
+            let page = String::from_utf8_lossy(&curl(tcp, "/status")?).into_owned();
+            let v = status_value(&page, &format!("{key}="))?;
+            if !(min..=max).contains(&v) {
+                return Err(format!("/status {key}={v}, expected {min}..={max}"));
+            }
+            Ok(Some(format!("/status {key}={v}")))
+        }
         NetCheck::HttpIdle {
             seconds,
             max_wakeups,
@@ -442,6 +450,15 @@ fn run_check(
         NetCheck::UdpEcho { count } => {
             let port = udp.ok_or("UDP echo needs a UDP port")?;
             udp_echo(host, port, count).map(Some)
+        }
+        NetCheck::EchoCounter { key, min, max } => {
+            let port = udp.ok_or("echo's counters need a UDP port")?;
+            let page = clients::echo_status(host, port)?;
+            let v = status_value(&page, &format!("{key}="))?;
+            if !(min..=max).contains(&v) {
+                return Err(format!("echo {key}={v}, expected {min}..={max}"));
+            }
+            Ok(Some(format!("echo {key}={v}")))
         }
         // These two need only TCP to the app: they run on forwarded ports too.
         NetCheck::StalledReader => hostile::stalled_reader(host, tcp).map(Some),
