@@ -11,7 +11,7 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use super::runq::{self as rq, RQ};
-use super::sleep::SLEEPERS;
+use super::sleep::{SLEEPERS, deadline_of};
 use super::task::TASKS;
 use crate::irqflags::IrqsOff;
 use crate::percpu::{self, CpuId, PerCpu};
@@ -60,16 +60,19 @@ pub fn dump(_irqs_off: &IrqsOff<'_>) {
         }
         None => crate::println!("  task table lock held"),
     }
-    match SLEEPERS.try_lock() {
-        Some(s) => {
-            for ((deadline, _), id) in s.map.iter().take(8) {
-                crate::println!(
-                    "  sleeper task {} due in {} ns",
-                    id.0,
-                    deadline.wrapping_sub(now) as i64
-                );
+    for (c, lock) in SLEEPERS.iter().enumerate().take(ncpus) {
+        match lock.try_lock() {
+            Some(s) => {
+                if let Some(t) = s.queue.first() {
+                    crate::println!(
+                        "  cpu {c}: {} sleepers, the first task {} due in {} ns",
+                        s.queue.len(),
+                        t.get().id.0,
+                        deadline_of(t).wrapping_sub(now) as i64
+                    );
+                }
             }
+            None => crate::println!("  cpu {c}: sleeper lock held"),
         }
-        None => crate::println!("  sleeper lock held"),
     }
 }

@@ -31,6 +31,7 @@ mod stack;
 pub mod stack_check;
 mod switch;
 mod task;
+mod timerq;
 mod wait;
 
 use core::sync::atomic::Ordering::Relaxed;
@@ -39,7 +40,7 @@ pub use dump::dump;
 pub use lifecycle::{JoinHandle, spawn, try_spawn};
 pub use queue::{Priority, RunQueue};
 use runq as rq;
-pub(crate) use sleep::{next_event, on_timer};
+pub(crate) use sleep::{NextEvent, next_event, on_timer};
 pub use sleep::{sleep_ns, sleep_until};
 pub use stack::{OutOfMemory, Stack};
 pub(crate) use switch::idle_loop;

@@ -7,8 +7,8 @@
 //! 1. the task table's lock ([`super::task::TASKS`]: lookups by id, join, freeing);
 //! 2. run-queue locks ([`RQ`]); two are taken in CPU-id order ([`lock_two`]), never
 //!    three;
-//! 3. leaf locks, never held while taking another: a wait queue's list, the sleeper
-//!    list, a task's `entry`/`stack` cells.
+//! 3. leaf locks, never held while taking another: a wait queue's list, a CPU's
+//!    sleeper queue, a task's `entry`/`stack` cells.
 //!
 //! Nothing is waited for while a run-queue lock is held. The one wait of the scheduler,
 //! a waker's for a task's `on_cpu` to clear ([`wake`]), holds no run-queue lock (it may
@@ -226,11 +226,17 @@ impl balance::Cpus for Snapshot {
         percpu::cpu(c as CpuId).is_some_and(|a| a.need_resched.load(Relaxed))
     }
     fn running(&self, c: usize) -> Priority {
-        match RUNNING[c].load(Relaxed) {
-            0 => Priority::Low,
-            1 => Priority::Normal,
-            _ => Priority::High,
-        }
+        running(c)
+    }
+}
+
+/// The priority of CPU `c`'s running task as last published (exact for this CPU's
+/// own, with irqs off).
+pub(super) fn running(c: usize) -> Priority {
+    match RUNNING[c].load(Relaxed) {
+        0 => Priority::Low,
+        1 => Priority::Normal,
+        _ => Priority::High,
     }
 }
 

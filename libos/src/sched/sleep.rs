@@ -1,61 +1,136 @@
 //! Sleeping until a deadline, and the timer's view of the scheduler: which sleepers
 //! are due, and whether the running task has competition (the tick).
 //!
-//! The sleeper list has a lock of its own, a leaf: never held while taking another.
+//! Each CPU has its own sleeper queue ([`SLEEPERS`], Linux's per-CPU timer bases): a
+//! task sleeps in the queue of the CPU it runs on as it goes to sleep, and that CPU's
+//! timer wakes it, so a CPU's timer is armed for its own sleepers only and no other CPU
+//! wakes for them. The queue is intrusive ([`super::timerq`] over the tasks' own
+//! [`SleepNode`](super::task::SleepNode)s): no allocation, nothing that can fail. Each
+//! queue's lock is a leaf: never held while taking another.
 
-use alloc::collections::BTreeMap;
 use core::sync::atomic::Ordering::Relaxed;
 
 use super::balance;
-use super::runq::{self as rq, RQ};
+use super::runq as rq;
 use super::switch::schedule;
-use super::task::{self, TaskId};
+use super::task::{self, TaskRef};
+use super::timerq::{Nodes, TimerQueue};
 use super::wait::block_current;
 use crate::irqflags::{IrqGuard, IrqsOff};
-use crate::percpu::{self, PerCpu};
+use crate::percpu::{self, MAX_CPUS, PerCpu};
 
-/// Sleeping tasks: (deadline ns, sequence) → task.
+/// One CPU's sleepers.
 pub(super) struct Sleepers {
-    pub(super) map: BTreeMap<(u64, u64), TaskId>,
+    pub(super) queue: TimerQueue<TaskRef>,
+    /// Entries so far (orders equal deadlines).
     seq: u64,
 }
 
-pub(super) static SLEEPERS: spinning_top::Spinlock<Sleepers> =
+/// Every CPU's sleeper queue.
+pub(super) static SLEEPERS: [spinning_top::Spinlock<Sleepers>; MAX_CPUS] = [const {
     spinning_top::Spinlock::new(Sleepers {
-        map: BTreeMap::new(),
+        queue: TimerQueue::new(),
         seq: 0,
-    });
+    })
+}; MAX_CPUS];
 
-/// Enters the running task `me` in the sleeper list until `deadline_ns`; returns its
-/// key (to withdraw it).
-pub(super) fn add_sleeper(deadline_ns: u64, me: TaskId) -> (u64, u64) {
-    let mut s = SLEEPERS.lock();
-    s.seq += 1;
-    let key = (deadline_ns, s.seq);
-    s.map.insert(key, me);
-    key
+/// The sleeper queues' nodes: the tasks' [`SleepNode`](super::task::SleepNode)s.
+pub(super) struct Links;
+
+impl Nodes for Links {
+    type N = TaskRef;
+    fn key(&self, n: TaskRef) -> (u64, u64) {
+        let s = &n.get().sleep;
+        (s.deadline.load(Relaxed), s.seq.load(Relaxed))
+    }
+    fn child(&self, n: TaskRef) -> Option<TaskRef> {
+        n.get().sleep.child.get()
+    }
+    fn next(&self, n: TaskRef) -> Option<TaskRef> {
+        n.get().sleep.next.get()
+    }
+    fn prev(&self, n: TaskRef) -> Option<TaskRef> {
+        n.get().sleep.prev.get()
+    }
+    fn set_child(&self, n: TaskRef, to: Option<TaskRef>) {
+        n.get().sleep.child.set(to);
+    }
+    fn set_next(&self, n: TaskRef, to: Option<TaskRef>) {
+        n.get().sleep.next.set(to);
+    }
+    fn set_prev(&self, n: TaskRef, to: Option<TaskRef>) {
+        n.get().sleep.prev.set(to);
+    }
+}
+
+/// The deadline of a task in a sleeper queue.
+pub(super) fn deadline_of(t: TaskRef) -> u64 {
+    t.get().sleep.deadline.load(Relaxed)
+}
+
+/// Enters the running task `me` in this CPU's sleeper queue until `deadline_ns`, and
+/// arms this CPU's timer for it if it comes before what the timer is armed for (the
+/// only programming a sleep needs: an earlier deadline is already armed).
+///
+/// Context: irqs off, `me` is this CPU's running task and in no sleeper queue.
+pub(super) fn add_sleeper(irqs_off: &IrqsOff<'_>, me: TaskRef, deadline_ns: u64) {
+    let cpu = PerCpu::get(irqs_off).id();
+    let node = &me.get().sleep;
+    let first = {
+        let mut s = SLEEPERS[cpu as usize].lock();
+        s.seq += 1;
+        node.deadline.store(deadline_ns, Relaxed);
+        node.seq.store(s.seq, Relaxed);
+        node.cpu.store(cpu + 1, Relaxed);
+        s.queue.insert(&Links, me);
+        s.queue.first() == Some(me)
+    };
+    if first {
+        crate::time::arm_for_sleeper(irqs_off, deadline_ns);
+    }
+}
+
+/// Takes task `me` out of the sleeper queue it is in; returns false if it is in none
+/// (the timer took it out: its deadline has passed, by a clock no CPU reads behind).
+///
+/// Context: irqs off, `me` is the running task (so nothing else enters it in a queue).
+pub(super) fn withdraw(me: TaskRef) -> bool {
+    let node = &me.get().sleep;
+    let cpu = node.cpu.load(Relaxed);
+    if cpu == 0 {
+        return false;
+    }
+    let mut s = SLEEPERS[cpu as usize - 1].lock();
+    // (Re-read under the lock: the timer may have taken it out meanwhile.)
+    if node.cpu.load(Relaxed) != cpu {
+        return false;
+    }
+    s.queue.remove(&Links, me);
+    node.cpu.store(0, Relaxed);
+    true
 }
 
 /// Blocks the running task until `deadline_ns` (monotonic).
 ///
 /// A wake-up may come early: one meant for an earlier wait of this task (a waker that
 /// took it off a wait queue just before the task gave that wait up itself, its
-/// condition having come true, acts a moment later). So it sleeps again until the
-/// deadline, as Linux's sleepers loop on their condition.
+/// condition having come true, acts a moment later). So a task woken while still in
+/// its sleeper queue leaves it and sleeps again until the deadline, as Linux's
+/// sleepers loop on their condition; one the timer took out needs no clock read.
 pub fn sleep_until(deadline_ns: u64) {
     crate::time::ensure_init();
     let guard = IrqGuard::new();
     let irqs_off = guard.token();
-    let mut early = None;
-    while crate::time::now_ns() < deadline_ns {
-        if let Some(key) = early.take() {
-            // Woken early: still in the sleeper list (unless the timer fired meanwhile).
-            SLEEPERS.lock().map.remove(&key);
-        }
+    if crate::time::now_ns() >= deadline_ns {
+        return;
+    }
+    loop {
         let me = block_current(&irqs_off);
-        early = Some(add_sleeper(deadline_ns, me.get().id));
-        crate::time::program_next_event(&irqs_off);
+        add_sleeper(&irqs_off, me, deadline_ns);
         schedule(&irqs_off);
+        if !withdraw(me) || crate::time::now_ns() >= deadline_ns {
+            return;
+        }
     }
 }
 
@@ -73,8 +148,10 @@ pub(crate) struct NextEvent {
     /// would run instead of it (from this CPU's queue, or stolen). The tick then asks
     /// for a reschedule (time slice).
     pub competition: bool,
-    /// Keep ticking: competition, or, with several CPUs online, a task runs (not the
-    /// idle task). The tick is when a busy CPU looks at the other queues again (work
+    /// Keep ticking: a task runs (not the idle task, which calls the scheduler after
+    /// every interrupt and needs no time slice; leaving idle starts the tick when the
+    /// task switched to wants it), and it has competition or several CPUs are online.
+    /// The tick is when a busy CPU looks at the other queues again (work
     /// stealing), and under QEMU's `-icount` round-robin TCG a vCPU with no timer of its
     /// own may hold the host thread for seconds while the others wait (seen: a
     /// sleeper's wake-up stuck behind a busy vCPU with its timer disarmed). One CPU
@@ -82,62 +159,67 @@ pub(crate) struct NextEvent {
     pub tick: bool,
 }
 
-/// Wakes sleepers whose deadline passed, and says what the timer does next. Competition
-/// from another CPU's queue asks this CPU's next pick to balance (steal).
+/// Wakes this CPU's sleepers whose deadline passed, and says what the timer does next.
+/// Competition from another CPU's queue asks this CPU's next pick to balance (steal).
 pub(crate) fn on_timer(irqs_off: &IrqsOff<'_>, now: u64) -> NextEvent {
-    loop {
-        // In batches, so the sleeper lock is never held with another.
-        let mut due = [TaskId(0); 16];
-        let mut n = 0;
-        {
-            let mut s = SLEEPERS.lock();
-            while n < due.len()
-                && let Some((&key, &id)) = s.map.first_key_value()
-                && key.0 <= now
+    let me = PerCpu::get(irqs_off).id();
+    let sleepers = &SLEEPERS[me as usize];
+    // (The table lock only when there is something to wake: it keeps a task the queue
+    // gave up alive until it is woken, as its own waker could otherwise let it run,
+    // end and be freed in between; it comes before the queue's lock.)
+    while sleepers
+        .lock()
+        .queue
+        .first()
+        .is_some_and(|t| deadline_of(t) <= now)
+    {
+        task::with_table(irqs_off, |_| {
+            // In batches, so the sleeper lock is never held with another.
+            let mut due = [None; 16];
+            let mut n = 0;
             {
-                s.map.remove(&key);
-                due[n] = id;
-                n += 1;
+                let mut s = sleepers.lock();
+                while n < due.len()
+                    && let Some(t) = s.queue.pop_due(&Links, now)
+                {
+                    t.get().sleep.cpu.store(0, Relaxed);
+                    due[n] = Some(t);
+                    n += 1;
+                }
             }
-        }
-        if n == 0 {
-            break;
-        }
-        wake_tasks_unticked(irqs_off, &due[..n]);
+            for t in due.into_iter().flatten() {
+                rq::wake(t, me);
+            }
+        });
     }
     let next = next_event(irqs_off);
     if next.competition {
-        let me = PerCpu::get(irqs_off).id() as usize;
-        let own = rq::summary(me);
-        let running = running_prio(me);
+        let own = rq::summary(me as usize);
+        let running = running_prio(me as usize);
         // Not from its own queue: its next pick looks at every queue (and steals).
         if own.is_none_or(|q| running.is_some_and(|r| q.prio < r)) {
-            rq::BALANCE[me].store(true, Relaxed);
+            rq::BALANCE[me as usize].store(true, Relaxed);
         }
     }
     next
 }
 
-/// Wakes `ids` (the timer's caller re-arms the timer itself).
-fn wake_tasks_unticked(irqs_off: &IrqsOff<'_>, ids: &[TaskId]) {
-    let me = PerCpu::get(irqs_off).id();
-    task::with_table(irqs_off, |tab| {
-        for &id in ids {
-            if let Some(t) = tab.get(id) {
-                rq::wake(t, me);
-            }
-        }
-    });
-}
-
-/// The priority of CPU `me`'s running task, `None` for its idle task (snapshots).
+/// The priority of CPU `me`'s running task, `None` for its idle task (this CPU's own:
+/// written by itself at each switch, so exact with irqs off).
 fn running_prio(me: usize) -> Option<super::Priority> {
     if rq::IDLE_CPUS.load(Relaxed) & (1 << me) != 0 {
         None
     } else {
-        let rq = RQ[me].lock();
-        rq.current.map(|t| t.get().prio)
+        Some(rq::running(me))
     }
+}
+
+/// Whether CPU `me`, which has just switched from its idle task to a task of priority
+/// `prio`, needs its tick (see [`NextEvent::tick`]): idle disarmed it for everything
+/// but its sleepers. A cheap check on the way out of idle: with one CPU online, only its
+/// own queue can compete.
+pub(super) fn leaving_idle_wants_tick(me: usize, prio: super::Priority) -> bool {
+    percpu::online_cpus() > 1 || rq::summary(me).is_some_and(|q| q.prio >= prio)
 }
 
 /// What this CPU's timer must do next.
@@ -145,14 +227,10 @@ pub(crate) fn next_event(irqs_off: &IrqsOff<'_>) -> NextEvent {
     let me = PerCpu::get(irqs_off).id() as usize;
     let running = running_prio(me);
     let n = rq::NCPUS.load(Relaxed);
-    let mut views = [None; percpu::MAX_CPUS];
-    for (c, v) in views[..n].iter_mut().enumerate() {
-        *v = rq::summary(c);
-    }
-    let competition = balance::has_competition(me, running, &views[..n]);
+    let competition = balance::has_competition_by(me, running, n, rq::summary);
     NextEvent {
-        sleeper: SLEEPERS.lock().map.first_key_value().map(|(k, _)| k.0),
+        sleeper: SLEEPERS[me].lock().queue.first().map(deadline_of),
         competition,
-        tick: competition || (running.is_some() && percpu::online_cpus() > 1),
+        tick: running.is_some() && (competition || percpu::online_cpus() > 1),
     }
 }

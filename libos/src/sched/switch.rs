@@ -16,6 +16,7 @@ use core::sync::atomic::Ordering::Relaxed;
 use super::balance::{self, Pick};
 use super::protocol::{PrevStep, prev_step};
 use super::runq::{self as rq, RQ};
+use super::sleep;
 use super::stack::{self, Stack};
 use super::stack_check;
 use super::task::{self, State, TaskRef};
@@ -143,10 +144,10 @@ pub(super) fn finish_switch(irqs_off: &IrqsOff<'_>) {
         // Dropped outside the lock (frees heap memory and re-maps guard pages).
         drop(task::with_table(irqs_off, |t| t.reap(id)));
     }
-    if left_idle {
-        // The timer was armed for an idle CPU (the next sleeper at most): start the
-        // tick if the task now running wants it (`NextEvent::tick`).
-        crate::time::program_next_event(irqs_off);
+    if left_idle && sleep::leaving_idle_wants_tick(me, rq::running(me)) {
+        // The timer was armed for an idle CPU (its next sleeper at most): start the
+        // tick, which the task now running wants (`NextEvent::tick`).
+        crate::time::start_tick(irqs_off);
     }
 }
 

@@ -18,17 +18,23 @@
 //!   `on_cpu` is set, read by the CPU switching to it after seeing `on_cpu` clear (or
 //!   by the same CPU);
 //! - joiners and detached (in the table's [`Entry`]), `stack`, `entry`: under the table
-//!   lock (`entry` is taken once by the task itself, under its own little lock).
+//!   lock (`entry` is taken once by the task itself, under its own little lock);
+//! - `sleep`: its place in a CPU's sleeper queue ([`super::sleep`]), under that queue's
+//!   lock while it is in one; only the task itself enters it in one.
 //!
 //! Freed only when dead, off every CPU (`on_cpu` clear) and detached, under the table
 //! lock; the table lock also covers every lookup by id, and a dead task is in no run
-//! queue and no CPU's current task, so no [`TaskRef`] outlives its task.
+//! queue, no sleeper queue (a task leaves its sleeper queue before it returns from the
+//! wait that entered it) and no CPU's current task, so no [`TaskRef`] outlives its
+//! task.
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed,
+};
 
 pub(super) use super::protocol::State;
 use super::queue::Priority;
@@ -85,6 +91,41 @@ pub(super) struct Task {
     pub on_cpu: AtomicBool,
     /// 1 + the CPU `migrate_to` sends it to once it is off this one (0: none).
     pub migrate_to: AtomicU32,
+    /// Its node in a sleeper queue.
+    pub sleep: SleepNode,
+}
+
+/// A task's node in a CPU's sleeper queue ([`super::sleep`]): its key and its links
+/// (intrusive, so sleeping never allocates). Under the lock of the queue of CPU
+/// `cpu - 1` while `cpu` is not 0; the task itself sets the key before it enters.
+#[derive(Default)]
+pub(super) struct SleepNode {
+    /// 1 + the CPU whose queue holds it (0: none). Set by the task as it enters,
+    /// cleared by whoever takes it out, both under that queue's lock.
+    pub cpu: AtomicU32,
+    pub deadline: AtomicU64,
+    /// Order among equal deadlines (the queue's count of entries).
+    pub seq: AtomicU64,
+    pub child: SleepLink,
+    pub next: SleepLink,
+    pub prev: SleepLink,
+}
+
+/// A link of the sleeper queue: null, or a task in the same queue.
+#[derive(Default)]
+pub(super) struct SleepLink(AtomicPtr<Task>);
+
+impl SleepLink {
+    /// Context: the lock of the queue holding the task whose link this is.
+    pub fn get(&self) -> Option<TaskRef> {
+        NonNull::new(self.0.load(Relaxed)).map(TaskRef)
+    }
+
+    /// Context: as for [`Self::get`].
+    pub fn set(&self, to: Option<TaskRef>) {
+        self.0
+            .store(to.map_or(core::ptr::null_mut(), |t| t.0.as_ptr()), Relaxed);
+    }
 }
 
 impl Task {
@@ -107,6 +148,7 @@ impl Task {
             in_preemptible: AtomicBool::new(false),
             on_cpu: AtomicBool::new(state == State::Running),
             migrate_to: AtomicU32::new(0),
+            sleep: SleepNode::default(),
         }
     }
 
@@ -150,8 +192,9 @@ impl TaskRef {
     }
 
     pub fn get(&self) -> &Task {
-        // SAFETY: a TaskRef exists only in the table, in a run queue, as a CPU's
-        // current or idle task, or as the task a CPU is switching away from; a task is
+        // SAFETY: a TaskRef exists only in the table, in a run queue, in a sleeper
+        // queue's links, as a CPU's current or idle task, or as the task a CPU is
+        // switching away from (or a timer waking it, holding the table lock); a task is
         // freed only when it is in none of these but the table, and the table drops
         // its own reference as it frees (module doc).
         unsafe { self.0.as_ref() }

@@ -1,15 +1,16 @@
 //! Wait queues and blocking on them without a lost wake-up (the waiter registers
 //! before it re-checks its condition), and waking tasks by id.
 //!
-//! A waiter is named by id in its wait queue (and the sleeper list); waking one looks
-//! it up under the task table's lock, then takes the run-queue lock of its CPU
-//! ([`super::runq::wake`]). A wait queue's list is a leaf lock.
+//! A waiter is named by id in its wait queue; waking one looks it up under the task
+//! table's lock, then takes the run-queue lock of its CPU ([`super::runq::wake`]). A
+//! timed waiter also sleeps in its CPU's sleeper queue ([`super::sleep`]). A wait
+//! queue's list is a leaf lock.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use super::runq::{self as rq, RQ};
-use super::sleep::{SLEEPERS, add_sleeper};
+use super::sleep::{add_sleeper, withdraw};
 use super::switch::schedule;
 use super::task::{self, State, TaskId, TaskRef};
 use crate::irqflags::{IrqGuard, IrqsOff};
@@ -92,27 +93,26 @@ pub fn block_on_until_unless(
     }
     let me = block_current(irqs_off);
     let id = me.get().id;
-    let key = timed.then(|| add_sleeper(deadline_ns, id));
+    if timed {
+        add_sleeper(irqs_off, me, deadline_ns);
+    }
     queue.waiters.lock().push_back(id);
-    let withdraw = |key: Option<(u64, u64)>| {
-        if let Some(key) = key {
-            SLEEPERS.lock().map.remove(&key);
+    let withdraw_both = || {
+        if timed {
+            withdraw(me);
         }
         queue.waiters.lock().retain(|&t| t != id);
     };
     if ready() {
         // Cancel, as in `block_on_unless`.
-        withdraw(key);
+        withdraw_both();
         unblock_current(irqs_off, me);
         return;
-    }
-    if timed {
-        crate::time::program_next_event(irqs_off);
     }
     schedule(irqs_off);
     // Woken by one of the two: withdraw from the other (irqs still off, so it cannot
     // fire in between), or it would later wake this task out of an unrelated wait.
-    withdraw(key);
+    withdraw_both();
 }
 
 /// Tasks waiting for something; see [`crate::sync`] for the primitives built on it.
