@@ -171,18 +171,6 @@ fn set(irqs_off: &IrqsOff<'_>, deadline: u64) {
     }
 }
 
-/// A task went to sleep on this CPU until `deadline`, now its earliest sleeper: arms
-/// the timer for it if it is armed for later (a sleeper can only bring the next event
-/// forward, so nothing else needs looking at).
-///
-/// Context: irqs off, on the sleeper's CPU.
-pub(crate) fn arm_for_sleeper(irqs_off: &IrqsOff<'_>, deadline: u64) {
-    let me = percpu::PerCpu::get(irqs_off).id() as usize;
-    if INITIALIZED.load(Relaxed) && deadline < ARMED[me].load(Relaxed) {
-        set(irqs_off, deadline);
-    }
-}
-
 /// Each CPU's timer deadline as last programmed (`NEVER`: disarmed, or fired). Written
 /// by that CPU with irqs off: by the programming, and by its timer interrupt (a one-shot
 /// timer disarms itself as it fires; an early or spurious one then only costs a

@@ -68,9 +68,16 @@ pub(super) fn deadline_of(t: TaskRef) -> u64 {
     t.get().sleep.deadline.load(Relaxed)
 }
 
-/// Enters the running task `me` in this CPU's sleeper queue until `deadline_ns`, and
-/// arms this CPU's timer for it if it comes before what the timer is armed for (the
-/// only programming a sleep needs: an earlier deadline is already armed).
+/// Enters the running task `me` in this CPU's sleeper queue until `deadline_ns`; if it
+/// is now the first, reprograms this CPU's timer for its next event (the platform is
+/// called only if that changes).
+///
+/// (Reprogrammed, not only brought forward when the deadline is earlier than what is
+/// armed: a busy CPU's tick armed just before the deadline would then have to re-arm the
+/// timer a moment ahead when it fires, and under QEMU's `-icount` with round-robin vCPUs
+/// such a one-shot, armed by a busy vCPU a microsecond ahead, fired only at the other
+/// vCPU's next timer: `smp2/latency/section/*` saw every wake-up a tick late. Programmed
+/// from here, the timer takes the deadline itself, a tick ahead, as it always did.)
 ///
 /// Context: irqs off, `me` is this CPU's running task and in no sleeper queue.
 pub(super) fn add_sleeper(irqs_off: &IrqsOff<'_>, me: TaskRef, deadline_ns: u64) {
@@ -86,7 +93,7 @@ pub(super) fn add_sleeper(irqs_off: &IrqsOff<'_>, me: TaskRef, deadline_ns: u64)
         s.queue.first() == Some(me)
     };
     if first {
-        crate::time::arm_for_sleeper(irqs_off, deadline_ns);
+        crate::time::program_next_event(irqs_off);
     }
 }
 
