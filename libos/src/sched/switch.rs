@@ -152,22 +152,20 @@ pub(super) fn finish_switch(irqs_off: &IrqsOff<'_>) {
 }
 
 /// The idle task (every CPU's): halts until an interrupt whenever nothing is ready.
+///
+/// It calls the scheduler only when there is something to schedule (a kick, or a task
+/// queued somewhere, which it may steal), as Linux's idle loop does: an interrupt that
+/// only needed this CPU for its handler (a call-function IPI, a device) goes back to
+/// halting at once. For the same reason it reprograms the timer only after a task ran:
+/// an interrupt leaves the timer right (the timer's own re-arms it, only tasks on this
+/// CPU add to its sleepers, and a test event's arming programs its own CPU).
 pub(crate) fn idle_loop() -> ! {
     // SAFETY: idle starts from `schedule` with irqs off and keeps them off except
     // inside `idle_wait`, which returns with them off again.
     let irqs_off = unsafe { IrqsOff::assume() };
     let platform = crate::console::platform().expect("platform registered");
+    let mut rearm = true;
     loop {
-        let nothing_ready = !rq::anything_queued();
-        let work = crate::softirq::pending() || crate::notify::pending();
-        if nothing_ready && !percpu::need_resched() && !work {
-            crate::time::program_next_event(&irqs_off);
-            this_cpu().in_idle.store(true, Relaxed);
-            irqflags::trace_hardirqs_on();
-            platform.idle_wait();
-            irqflags::trace_hardirqs_off();
-            this_cpu().in_idle.store(false, Relaxed);
-        }
         if crate::softirq::pending() {
             crate::entry::do_softirq();
         }
@@ -178,7 +176,25 @@ pub(crate) fn idle_loop() -> ! {
             crate::notify::run_pending();
             irqflags::local_irq_disable();
         }
-        schedule(&irqs_off);
+        if percpu::need_resched() || rq::anything_queued() {
+            schedule(&irqs_off);
+            rearm = true;
+            continue;
+        }
+        if crate::softirq::pending() || crate::notify::pending() {
+            // Raised while the work above ran with irqs on.
+            continue;
+        }
+        // Nothing to do, seen with irqs off: halt until an interrupt.
+        if rearm {
+            crate::time::program_next_event(&irqs_off);
+            rearm = false;
+        }
+        this_cpu().in_idle.store(true, Relaxed);
+        irqflags::trace_hardirqs_on();
+        platform.idle_wait();
+        irqflags::trace_hardirqs_off();
+        this_cpu().in_idle.store(false, Relaxed);
     }
 }
 
