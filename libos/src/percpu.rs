@@ -189,11 +189,22 @@ pub fn init_cpu(id: CpuId, platform: &dyn Platform) {
 pub(crate) fn mark_online(cpu: &PerCpu) {
     cpu.online
         .store(true, core::sync::atomic::Ordering::Release);
+    ONLINE.fetch_or(1 << cpu.id(), core::sync::atomic::Ordering::Release);
+}
+
+/// Bit `c` set: CPU `c` is online. Set by [`mark_online`] (Release) after the CPU's own
+/// flag; one load for whoever needs every CPU's state (the scheduler's placement).
+static ONLINE: AtomicU32 = AtomicU32::new(0);
+const _: () = assert!(MAX_CPUS <= 32, "the online mask is a u32");
+
+/// The online CPUs as a bit mask (a snapshot; Acquire, as [`PerCpu::is_online`]).
+pub fn online_mask() -> u32 {
+    ONLINE.load(core::sync::atomic::Ordering::Acquire)
 }
 
 /// CPUs online now (a snapshot).
 pub fn online_cpus() -> u32 {
-    CPUS.iter().filter(|c| c.is_online()).count() as u32
+    online_mask().count_ones()
 }
 
 /// This CPU's state, without proof that the caller stays on it. Always inlined (used by

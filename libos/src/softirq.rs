@@ -27,6 +27,15 @@ pub fn raise(which: u32) {
     pending_set().fetch_or(which, Relaxed);
 }
 
+/// [`raise`] from an interrupt handler: irqs are off, so this CPU's set cannot change
+/// under it (no guard, no platform call).
+///
+/// Context: irqs off (an interrupt handler).
+pub fn raise_in_irq(which: u32) {
+    irqflags::assert_irqs_disabled();
+    pending_set().fetch_or(which, Relaxed);
+}
+
 /// Whether any bottom half is pending on this CPU.
 pub fn pending() -> bool {
     pending_set().load(Relaxed) != 0

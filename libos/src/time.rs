@@ -66,6 +66,13 @@ pub fn now_ns() -> u64 {
     LAST_NS.fetch_max(t, Relaxed).max(t)
 }
 
+/// [`now_ns`] where irqs are off already (pinned: no preemption guard needed), the
+/// clock initialized.
+fn now_ns_irqs_off(_: &IrqsOff<'_>) -> u64 {
+    let t = platform().now_ns();
+    LAST_NS.fetch_max(t, Relaxed).max(t)
+}
+
 /// Timer interrupts taken so far.
 pub fn timer_interrupts() -> u64 {
     TIMER_IRQS.load(Relaxed)
@@ -86,6 +93,8 @@ pub fn test_panic_in_timer_interrupt() {
 /// (`entry::run_irq_on_irqstack_cond`).
 pub extern "C" fn timer_interrupt(_regs: &mut Regs) {
     TIMER_IRQS.fetch_add(1, Relaxed);
+    // The one-shot timer fired: it is disarmed now (whatever it was armed for).
+    ARMED[percpu::cpu_id() as usize].store(NEVER, Relaxed);
     if PANIC_IN_TIMER.swap(false, Relaxed) {
         timer_handler_panics();
     }
@@ -93,9 +102,11 @@ pub extern "C" fn timer_interrupt(_regs: &mut Regs) {
         // `crash -- sched-in-irq`: the scheduler must refuse, naming the context.
         crate::sched::yield_now();
     }
-    softirq::raise(softirq::TIMER);
+    softirq::raise_in_irq(softirq::TIMER);
     // Last: the test event this may send arrives after everything the timer does.
-    crate::test_event::on_timer_interrupt(platform().now_ns());
+    if crate::test_event::deadline().is_some() {
+        crate::test_event::on_timer_interrupt(platform().now_ns());
+    }
 }
 
 static SCHEDULE_IN_TIMER: AtomicBool = AtomicBool::new(false);
@@ -112,16 +123,20 @@ fn timer_handler_panics() -> ! {
     panic!("deliberate panic in the timer interrupt handler");
 }
 
-/// The timer bottom half: wakes sleepers, requests time-slice preemption, re-arms.
+/// The timer bottom half: wakes sleepers, requests time-slice preemption, re-arms
+/// (once: the timer's view of the scheduler is taken once, after the wake-ups).
 ///
 /// Context: softirq (irqs on, on the irq stack).
 pub(crate) fn run_timers() {
     let guard = IrqGuard::new();
     let irqs_off = guard.token();
-    if sched::on_timer(&irqs_off, platform().now_ns()).competition {
+    // (`now_ns`, not this CPU's raw clock: a sleeper woken by a CPU whose clock runs
+    // ahead then reads no earlier time than the one that woke it: `sched::sleep_until`.)
+    let next = sched::on_timer(&irqs_off, now_ns_irqs_off(&irqs_off));
+    if next.competition {
         percpu::set_need_resched();
     }
-    program_next_event(&irqs_off);
+    arm(&irqs_off, next);
 }
 
 /// Arms the timer for the next event: the earliest sleeper, or one tick from now while
@@ -130,7 +145,12 @@ pub(crate) fn program_next_event(irqs_off: &IrqsOff<'_>) {
     if !INITIALIZED.load(Relaxed) {
         return;
     }
-    let next = sched::next_event(irqs_off);
+    arm(irqs_off, sched::next_event(irqs_off));
+}
+
+/// Arms this CPU's timer for `next`, unless it is armed for that deadline already (the
+/// common case of an idle CPU going back to sleep: the platform is not called).
+fn arm(irqs_off: &IrqsOff<'_>, next: sched::NextEvent) {
     let slice = next
         .tick
         .then(|| platform().now_ns().saturating_add(tick_ns()));
@@ -139,12 +159,22 @@ pub(crate) fn program_next_event(irqs_off: &IrqsOff<'_>) {
         .flatten()
         .min()
         .unwrap_or(NEVER);
-    ARMED[percpu::PerCpu::get(irqs_off).id() as usize].store(deadline, Relaxed);
-    platform().set_timer(deadline);
+    set(irqs_off, deadline);
 }
 
-/// Each CPU's timer deadline as last programmed (`NEVER`: disarmed). Written by that
-/// CPU with irqs off.
+/// Programs this CPU's timer for `deadline` unless it is armed for it already.
+fn set(irqs_off: &IrqsOff<'_>, deadline: u64) {
+    let armed = &ARMED[percpu::PerCpu::get(irqs_off).id() as usize];
+    if armed.load(Relaxed) != deadline {
+        armed.store(deadline, Relaxed);
+        platform().set_timer(deadline);
+    }
+}
+
+/// Each CPU's timer deadline as last programmed (`NEVER`: disarmed, or fired). Written
+/// by that CPU with irqs off: by the programming, and by its timer interrupt (a one-shot
+/// timer disarms itself as it fires; an early or spurious one then only costs a
+/// programming the next time).
 static ARMED: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(NEVER) }; percpu::MAX_CPUS];
 
 /// Makes sure this CPU's timer fires within a tick: a wake-up gave the running task

@@ -238,7 +238,13 @@ fn guard_page_after_migration() -> i32 {
     // 2. The next stack made here: the hook moves this task to `other` right after the
     //    local flush, unless it is pinned (as it must be).
     libos::testing::hooks::migrate_after_guard_flush(other);
+    // Set once this task has reported what the hook did: the new task, running at once
+    // on an idle `other`, would otherwise fault (ending the image) before the report.
+    static REPORTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
     let task = sched::spawn("guard", Priority::Normal, move || {
+        while !REPORTED.load(core::sync::atomic::Ordering::Acquire) {
+            sched::yield_now();
+        }
         // On `other`, and staying there (irqs off) until the write: work stealing may
         // hand a migrated task back to an idle CPU before `other` picks it.
         let _irqs = loop {
@@ -281,6 +287,7 @@ fn guard_page_after_migration() -> i32 {
             "moved the task"
         }
     );
+    REPORTED.store(true, core::sync::atomic::Ordering::Release);
     task.join();
     println!("crash: no fault");
     1

@@ -62,27 +62,39 @@ fn source_by(me: usize, n: usize, view: impl Fn(usize) -> Option<QueueView>) -> 
 /// or by being stolen (the running task counted in its own queue, where a reschedule
 /// puts it).
 pub fn has_competition(me: usize, running: Option<Priority>, queues: &[Option<QueueView>]) -> bool {
+    has_competition_by(me, running, queues.len(), |c| queues[c])
+}
+
+/// [`has_competition`] over `n` queues given by `view` (no array of every CPU's view to
+/// build on the timer's path).
+pub fn has_competition_by(
+    me: usize,
+    running: Option<Priority>,
+    n: usize,
+    view: impl Fn(usize) -> Option<QueueView>,
+) -> bool {
     let Some(running) = running else {
-        return queues.iter().any(Option::is_some);
+        return (0..n).any(|c| view(c).is_some());
     };
-    let own = queues.get(me).copied().flatten();
+    let own = if me < n { view(me) } else { None };
     if own.is_some_and(|q| q.prio >= running) {
         return true;
     }
     // The running task, put back in its own queue (which holds nothing of its priority
     // or higher), against every other queue.
-    let n = queues.len().max(me + 1);
-    let view = |c: usize| {
+    let with_running = |c: usize| {
         if c == me {
             Some(QueueView {
                 prio: running,
                 len: 1,
             })
+        } else if c < n {
+            view(c)
         } else {
-            queues.get(c).copied().flatten()
+            None
         }
     };
-    source_by(me, n, view) != Some(me)
+    source_by(me, n.max(me + 1), with_running) != Some(me)
 }
 
 /// What a placing CPU sees of one CPU.

@@ -1,7 +1,15 @@
 //! A task's life: spawning it (fallibly), its first instructions on its own stack,
-//! its end (joiners woken, stack freed by the next switch), and joining it.
+//! its end (joiners woken; freed by the CPU that leaves its stack, once detached), and
+//! joining it.
 
-use super::*;
+use alloc::boxed::Box;
+
+use super::runq::{self as rq, RQ};
+use super::switch::{finish_switch, idle_loop, schedule};
+use super::task::{self, IDLE, State, Task, TaskId};
+use super::{OutOfMemory, Priority, Stack, TASK_STACK_SIZE, current_ref};
+use crate::irqflags::{self, IrqGuard, IrqsOff};
+use crate::percpu::PerCpu;
 
 /// Entered on a new task's stack by the trampoline.
 #[unsafe(no_mangle)]
@@ -12,9 +20,8 @@ extern "C" fn libos_task_start(id: u64) -> ! {
     if TaskId(id) == IDLE {
         idle_loop();
     }
-    let entry = with(&irqs_off, |s| {
-        s.tasks.get_mut(&TaskId(id)).and_then(|t| t.entry.take())
-    });
+    let me = current_ref(&irqs_off);
+    let entry = me.get().entry.lock().take();
     irqflags::local_irq_enable();
     if let Some(f) = entry {
         f();
@@ -26,17 +33,25 @@ extern "C" fn libos_task_start(id: u64) -> ! {
 pub(super) fn exit_current() -> ! {
     let guard = IrqGuard::new();
     let irqs_off = guard.token();
-    with(&irqs_off, |s| {
-        let id = s.cur();
-        let t = s.tasks.get_mut(&id).expect("current exists");
-        t.state = State::Dead;
-        let joiners = core::mem::take(&mut t.joiners);
-        s.zombies.push_back(id);
+    let me = PerCpu::get(&irqs_off).id();
+    task::with_table(&irqs_off, |tab| {
+        let cur = current_ref(&irqs_off);
+        {
+            let _rq = RQ[me as usize].lock();
+            cur.get().set_state(State::Dead);
+        }
+        let joiners = tab
+            .map
+            .get_mut(&cur.get().id)
+            .map(|e| core::mem::take(&mut e.joiners))
+            .unwrap_or_default();
         for j in joiners {
             // (The switch below decides who runs; a joiner left queued here is
             // placed again by the next reschedule, which the tick of the task that
             // runs next provides if it must share the CPU.)
-            make_ready(s, j);
+            if let Some(t) = tab.get(j) {
+                rq::wake(t, me);
+            }
         }
     });
     schedule(&irqs_off);
@@ -61,12 +76,14 @@ impl JoinHandle {
         loop {
             let guard = IrqGuard::new();
             let irqs_off = guard.token();
-            let done = with(&irqs_off, |s| {
-                let me = s.cur();
-                match s.tasks.get_mut(&self.id) {
-                    Some(t) if t.state != State::Dead => {
-                        t.joiners.push(me);
-                        s.tasks.get_mut(&me).expect("current exists").state = State::Blocked;
+            let done = task::with_table(&irqs_off, |tab| {
+                let me = current_ref(&irqs_off);
+                match tab.map.get_mut(&self.id) {
+                    // (Its state is set to dead under the table lock too.)
+                    Some(e) if e.task.get().state() != State::Dead => {
+                        e.joiners.push(me.get().id);
+                        let _rq = RQ[PerCpu::get(&irqs_off).id() as usize].lock();
+                        me.get().set_state(State::Blocked);
                         false
                     }
                     _ => true,
@@ -74,18 +91,23 @@ impl JoinHandle {
             });
             if done {
                 self.joined = true;
-                with(&irqs_off, |s| {
-                    if let Some(t) = s.tasks.get_mut(&self.id) {
-                        t.detached = true;
-                        if t.stack.is_none() {
-                            s.tasks.remove(&self.id);
-                        }
-                    }
-                });
+                self.detach(&irqs_off);
                 return;
             }
             schedule(&irqs_off);
         }
+    }
+
+    /// Its task no longer needs keeping once dead: free it now if it is.
+    fn detach(&self, irqs_off: &IrqsOff<'_>) {
+        let reaped = task::with_table(irqs_off, |tab| {
+            if let Some(e) = tab.map.get_mut(&self.id) {
+                e.detached = true;
+            }
+            tab.reap(self.id)
+        });
+        // Dropped outside the lock (frees heap memory and re-maps guard pages).
+        drop(reaped);
     }
 }
 
@@ -93,16 +115,7 @@ impl Drop for JoinHandle {
     fn drop(&mut self) {
         if !self.joined {
             let guard = IrqGuard::new();
-            with(&guard.token(), |s| {
-                if let Some(t) = s.tasks.get_mut(&self.id) {
-                    t.detached = true;
-                    // Already dead and its stack freed (it ended before its handle was
-                    // dropped): nobody else removes it, as in `join`.
-                    if t.state == State::Dead && t.stack.is_none() {
-                        s.tasks.remove(&self.id);
-                    }
-                }
-            });
+            self.detach(&guard.token());
         }
     }
 }
@@ -125,18 +138,16 @@ pub fn try_spawn(
 ) -> Result<JoinHandle, OutOfMemory> {
     crate::time::ensure_init();
     let stack = Stack::try_new(TASK_STACK_SIZE)?;
+    let entry: Box<dyn FnOnce() + Send> = Box::new(f);
     let guard = IrqGuard::new();
     let irqs_off = guard.token();
-    let id = with(&irqs_off, |s| {
-        let id = TaskId(s.next_id);
-        s.next_id += 1;
-        let sp = stack::initial_frame(&stack, id.0);
-        let mut task = Task::new(name, prio, State::Blocked, sp, Some(stack));
-        task.entry = Some(Box::new(f));
-        // Placement's first choice, if idle: the spawner's CPU.
-        task.last_cpu = PerCpu::get(&irqs_off).id();
-        s.tasks.insert(id, Box::new(task));
-        make_ready(s, id);
+    // Placement's first choice, if idle: the spawner's CPU.
+    let me = PerCpu::get(&irqs_off).id();
+    let id = task::with_table(&irqs_off, |tab| {
+        let id = tab.next_id();
+        let task = Task::new(id, name, prio, State::Blocked, me).with_stack(stack);
+        *task.entry.lock() = Some(entry);
+        rq::wake(tab.insert(task), me);
         id
     });
     crate::time::program_next_event(&irqs_off);

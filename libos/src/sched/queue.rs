@@ -104,32 +104,6 @@ impl<T: PartialEq> RunQueue<T> {
         t
     }
 
-    /// The first task, highest level first, for which `eligible` holds.
-    pub fn first_where(&self, mut eligible: impl FnMut(&T) -> bool) -> Option<&T> {
-        self.levels
-            .iter()
-            .rev()
-            .find_map(|level| level.iter().find(|t| eligible(t)))
-    }
-
-    /// The highest priority with a task for which `eligible` holds, and how many such
-    /// tasks that level holds (the level where [`Self::first_where`] with the same test
-    /// finds its task).
-    pub fn best_where(&self, mut eligible: impl FnMut(&T) -> bool) -> Option<(Priority, usize)> {
-        if self.is_empty() {
-            return None;
-        }
-        [Priority::High, Priority::Normal, Priority::Low]
-            .into_iter()
-            .find_map(|p| {
-                let n = self.levels[p as usize]
-                    .iter()
-                    .filter(|t| eligible(t))
-                    .count();
-                (n > 0).then_some((p, n))
-            })
-    }
-
     /// Removes `t` wherever it is; returns whether it was queued.
     pub fn remove(&mut self, t: &T) -> bool {
         for level in 0..LEVELS {
@@ -165,7 +139,8 @@ mod tests {
         q.push(2, Priority::Low);
         q.push(3, Priority::High);
         q.push(4, Priority::Normal);
-        assert_eq!(q.best_where(|_| true), Some((Priority::High, 1)));
+        assert_eq!(q.best(), Some(Priority::High));
+        assert_eq!(q.len_at(Priority::Normal), 2);
         assert_eq!(
             [q.pop(), q.pop(), q.pop(), q.pop(), q.pop()],
             [Some(3), Some(1), Some(4), Some(2), None]
@@ -173,19 +148,17 @@ mod tests {
     }
 
     #[test]
-    fn first_where_skips_ineligible_and_remove_keeps_order() {
+    fn take_first_where_skips_ineligible_and_remove_keeps_order() {
         let mut q = RunQueue::new();
         q.push(1, Priority::High);
         q.push(2, Priority::Normal);
         q.push(3, Priority::Normal);
         q.push(4, Priority::Low);
-        assert_eq!(q.best_where(|&t| t != 1), Some((Priority::Normal, 2)));
-        assert_eq!(q.best_where(|&t| t == 4), Some((Priority::Low, 1)));
-        assert_eq!(q.best_where(|_| false), None);
-        assert_eq!(q.first_where(|&t| t != 1 && t != 2), Some(&3));
-        assert_eq!(q.first_where(|&t| t > 10), None);
-        assert!(q.remove(&3));
-        assert!(!q.remove(&3));
+        q.push(5, Priority::Normal);
+        assert_eq!(q.take_first_where(|&t| t != 1 && t != 2), Some(3));
+        assert_eq!(q.take_first_where(|&t| t > 10), None);
+        assert!(q.remove(&5));
+        assert!(!q.remove(&5));
         assert_eq!(
             [q.pop(), q.pop(), q.pop(), q.pop()],
             [Some(1), Some(2), Some(4), None]
