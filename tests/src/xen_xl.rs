@@ -160,7 +160,8 @@ pub fn cases() -> Vec<Case> {
         .expect(&["RAM 2304 MiB", "selftest on xen", " passed, 0 failed"])
         .bounds(&[("heap_touched_top_mib", Bound::AtLeast(2048))]),
         // A domain that does not end is destroyed at its timeout and reported as 125;
-        // the domains after it in the same dom0 boot still run.
+        // the domains after it in the same dom0 boot still run. Before it is destroyed,
+        // the hang dump shows its tasks (`sched::dump` on VIRQ_DEBUG): `main` asleep.
         xl(
             "xen/xl/timeout-destroys-and-reports-125",
             "sleeper",
@@ -168,7 +169,13 @@ pub fn cases() -> Vec<Case> {
             xl_bed(XL_MEMORY_MB, &[], Some(8)),
         )
         .status(125)
-        .expect(&["sleeper: ready", "did not end within 8 s; destroying it"]),
+        .expect(&[
+            "sleeper: ready",
+            "did not end within 8 s; destroying it",
+            "sched dump at",
+            "task 1 main: Blocked",
+            "1 sleepers, the first task 1 due in",
+        ]),
         xl("xen/xl/crash/task", "crash", &["task"], Bed::XenXl)
             .status(PANIC)
             .expect(&["deliberate panic 3 calls deep", "crash::crash_inner"]),
