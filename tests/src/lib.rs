@@ -287,9 +287,11 @@ pub fn xen_cases() -> Vec<Case> {
 pub const KNOWN_ISSUES: &[(&str, &str)] = &[(
     "xen/xl/smp4/selftest/",
     "a 4-vCPU xl domU hung right after `upcall: 4 CPUs online` (every vCPU idle, no event \
-     pending) in 1 of about 130 runs since the xenstore lost wake-up behind most such hangs \
-     was fixed (before: 1 in 7 to 1 in 20); a hang now prints every vCPU's stack and the \
-     domain's tasks (see docs/testing.md), which the next one will show",
+     pending) once in about 240 runs on the global-lock scheduler after the xenstore lost \
+     wake-up behind most such hangs was fixed (before: 1 in 7 to 1 in 20), at host load \
+     ~10; none in 203 runs on the per-CPU run queues (host load 1-2). Not understood, so \
+     not closed: a hang prints every vCPU's stack and the domain's tasks (see \
+     docs/testing.md), which the next one will show",
 )];
 
 /// The open problem behind `name`, if it is a known issue.
