@@ -347,11 +347,7 @@ fn run_xl_batches<'c>(
             }
         };
         // The whole console, for failures that need more than a domain's part.
-        let file = if attempt == 1 {
-            format!("test-logs/xl-batch-{}.log", b + 1)
-        } else {
-            format!("test-logs/xl-second-run-batch-{}.log", b + 1)
-        };
+        let file = format!("test-logs/{}-{}.log", run_name.replace(' ', "-"), b + 1);
         let log = host::target_dir().join(file);
         let _ = std::fs::create_dir_all(log.parent().expect("has a parent"))
             .and_then(|()| std::fs::write(&log, &run.output));
